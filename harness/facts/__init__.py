@@ -1,0 +1,1 @@
+"""Typed facts: what readers extract from bytes and rules look at."""
