@@ -1,0 +1,1 @@
+"""Service-model rules (5xx): csdef, cscfg and cspkg consistency and safety."""

@@ -1,0 +1,1 @@
+"""pytest suites users run (live suites arrive with the live issues)."""
