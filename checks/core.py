@@ -1,0 +1,60 @@
+"""Rules about the harness's ability to read an artefact at all (0xx)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from harness.engine.artefact import KINDS, Artefact
+from harness.engine.finding import Finding
+from harness.engine.rule import Rule
+from harness.engine.severity import Severity
+
+
+@dataclass(frozen=True)
+class UnreadableSubject:
+    """What rules see for an artefact whose reader gave up: the problem, in words."""
+
+    artefact: Artefact
+    problem: str
+    location: str | None = None
+
+
+class ArtefactUnreadable(Rule):
+    """The artefact could not be read, so no other rule could check it.
+
+    ## What it does
+    Reports a file the harness cannot read: malformed XML, a forbidden DTD, a truncated or hostile
+    zip, an unknown encoding, a file over a size limit. It passes for every artefact that was read.
+
+    ## Why is this bad?
+    Nothing else was checked. The platform rejects such a file at deployment time, or (for an
+    oversized or hostile archive) it may be an attack on the tools that read it.
+
+    ## Example
+    A ServiceConfiguration.cscfg with an unclosed element:
+    ```xml
+    <ServiceConfiguration serviceName="svc"><Role name="Web">
+    ```
+
+    ## Use instead
+    Fix the file so that it is well-formed and within the limits, then lint again. Package files
+    should be produced by cspack, not edited by hand.
+
+    ## References
+    - vmrole-reference §5 (schemas), §6 (package layout)
+    """
+
+    id = "VMR001"
+    name = "artefact-unreadable"
+    severity = Severity.CRITICAL
+    applies_to = frozenset(KINDS)
+
+    def check(self, subject: object) -> Iterator[Finding]:
+        if isinstance(subject, UnreadableSubject):
+            yield self.finding(
+                subject,
+                subject.location or "/",
+                f"{subject.artefact.display} is unreadable: {subject.problem}",
+                evidence={"file": subject.artefact.identity},
+            )

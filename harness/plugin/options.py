@@ -1,0 +1,111 @@
+"""``--vmr-*`` options, each mirrored as an ini key (``vmr_*``) and an environment variable (``VMR_*``).
+
+Precedence: command line, then environment, then ini file, then the built-in default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # without the leading "--vmr-"
+    help: str
+    kind: str = "str"  # "str" | "list" | "bool"
+    default: Any = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return f"--vmr-{self.name}"
+
+    @property
+    def dest(self) -> str:
+        return "vmr_" + self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "VMR_" + self.name.replace("-", "_").upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("package", "a .cspkg to lint (repeatable)", "list", metavar="PATH"),
+    Option("csdef", "a ServiceDefinition .csdef to lint; also paired with every linted .cscfg", metavar="PATH"),
+    Option("cscfg", "a ServiceConfiguration .cscfg to lint (repeatable)", "list", metavar="PATH"),
+    Option(
+        "discover",
+        "also lint .csdef/.cscfg/.cspkg files found while collecting directories (files named on the "
+        "command line are always linted)",
+        "bool",
+        False,
+    ),
+    Option("select", "only rules matching these ids, id prefixes or names (comma-separated)", "list"),
+    Option("ignore", "skip rules matching these ids, id prefixes or names (comma-separated)", "list"),
+    Option(
+        "fail-on",
+        "lowest severity that fails an item: critical, high, medium, low, info (default: high)",
+        default="high",
+        metavar="SEVERITY",
+    ),
+    Option("severity", "override a rule's severity: RULE=SEVERITY (repeatable, comma-separated)", "list"),
+    Option("waivers", "YAML waivers file (rule, target, justification, expires)", metavar="FILE"),
+    Option("allow-secret-waivers", "let waivers suppress rules marked not waivable (secrets)", "bool", False),
+    Option("baseline", "baseline file: findings whose fingerprint is listed are skipped", metavar="FILE"),
+    Option("create-baseline", "write every finding of this run to the --vmr-baseline file", "bool", False),
+    Option("report-dir", "write SARIF, JSON and HTML reports to this directory", metavar="DIR"),
+    Option("report", "report formats for --vmr-report-dir (default: sarif,json,html)", "list"),
+    Option("today", "the date used for waiver and account expiry (YYYY-MM-DD; default: today, UTC)"),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vmrole", "vmrole-harness: VM role / service model lint")
+    for opt in OPTIONS:
+        if opt.kind == "bool":
+            group.addoption(opt.flag, action="store_true", default=None, dest=opt.dest, help=opt.help)
+            parser.addini(opt.dest, opt.help, type="bool", default=opt.default)
+        elif opt.kind == "list":
+            group.addoption(opt.flag, action="append", default=None, dest=opt.dest, help=opt.help, metavar=opt.metavar)
+            parser.addini(opt.dest, opt.help, type="linelist", default=[])
+        else:
+            group.addoption(opt.flag, action="store", default=None, dest=opt.dest, help=opt.help, metavar=opt.metavar)
+            parser.addini(opt.dest, opt.help, type="string", default=opt.default or "")
+
+
+def _split(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        out.extend(part.strip() for part in value.replace("\n", ",").split(",") if part.strip())
+    return out
+
+
+def get(config: pytest.Config, name: str) -> Any:
+    """The effective value of option ``name`` (without ``--vmr-``)."""
+    opt = next(o for o in OPTIONS if o.name == name)
+    cli = config.getoption(opt.dest, default=None)
+    env = os.environ.get(opt.env)
+    ini = config.getini(opt.dest)
+    if opt.kind == "bool":
+        if cli is not None:
+            return bool(cli)
+        if env is not None and env.strip():
+            return env.strip().lower() in ("1", "true", "yes", "on")
+        return bool(ini)
+    if opt.kind == "list":
+        if cli:
+            return _split(cli)
+        if env is not None and env.strip():
+            return _split([env])
+        return _split(list(ini or []))
+    if cli not in (None, ""):
+        return cli
+    if env is not None and env.strip():
+        return env.strip()
+    if ini:
+        return ini
+    return opt.default

@@ -1,0 +1,157 @@
+"""Targets: which artefacts to lint, how they pair up, and their facts (read once per process).
+
+Pairing: a .cscfg is checked against the .csdef given with ``--vmr-csdef``, else the build csdef of
+the single ``--vmr-package``, else a sibling .csdef with the same name prefix
+(``X__ServiceConfiguration.Cloud.cscfg`` pairs with ``X__ServiceDefinition.csdef``), preferring a
+source ``ServiceDefinition.csdef`` over a ``ServiceDefinition.build.csdef``. Without a pairing the
+cross-file rules are skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.engine.artefact import CSCFG, CSDEF, CSPKG, Artefact
+from harness.facts.servicemodel import Package, ServiceConfiguration, ServiceDefinition, ServiceModelSubject
+from harness.readers.errors import Unreadable
+
+Facts = ServiceDefinition | ServiceConfiguration | Package
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Explicit pairing from the options (absolute paths)."""
+
+    csdef: Path | None = None
+    packages: tuple[Path, ...] = ()
+    cscfgs: tuple[Path, ...] = ()
+
+
+_CACHE: dict[tuple[str, int, int, str], Facts | Unreadable] = {}
+
+
+def _key(artefact: Artefact) -> tuple[str, int, int, str]:
+    try:
+        st = artefact.path.stat()
+        return (str(artefact.path), st.st_mtime_ns, st.st_size, artefact.identity)
+    except OSError:
+        return (str(artefact.path), -1, -1, artefact.identity)
+
+
+def read_facts(artefact: Artefact) -> Facts:
+    """The artefact's own facts; raises Unreadable. Cached per process and file version."""
+    key = _key(artefact)
+    cached = _CACHE.get(key)
+    if cached is None:
+        try:
+            cached = _read(artefact)
+        except Unreadable as exc:
+            cached = exc
+        _CACHE[key] = cached
+    if isinstance(cached, Unreadable):
+        raise cached
+    return cached
+
+
+def _read(artefact: Artefact) -> Facts:
+    from harness.readers import cspkg, servicemodel
+
+    if not artefact.path.is_file():
+        raise Unreadable(artefact.path, "no such file" if not artefact.path.exists() else "not a regular file")
+    if artefact.kind == CSDEF:
+        return servicemodel.read_definition(artefact)
+    if artefact.kind == CSCFG:
+        return servicemodel.read_configuration(artefact)
+    if artefact.kind == CSPKG:
+        return cspkg.read_package(artefact)
+    raise Unreadable(artefact.path, f"unsupported artefact kind {artefact.kind!r}")
+
+
+def _prefix(name: str, marker: str) -> str | None:
+    idx = name.lower().find(marker)
+    return None if idx < 0 else name[:idx]
+
+
+def sibling_definition(cscfg: Path) -> Path | None:
+    """The csdef next to ``cscfg`` with the same name prefix, or None."""
+    prefix = _prefix(cscfg.name, "serviceconfiguration")
+    if prefix is None:
+        prefix = ""
+    try:
+        siblings = sorted(p for p in cscfg.parent.iterdir() if p.suffix.lower() == ".csdef" and p.is_file())
+    except OSError:
+        return None
+    candidates = [p for p in siblings if _prefix(p.name, "servicedefinition") == prefix]
+    if not candidates and len(siblings) == 1 and prefix == "":
+        candidates = siblings
+    if len(candidates) > 1:
+        source = [p for p in candidates if ".build." not in p.name.lower()]
+        candidates = source if len(source) == 1 else []
+    return candidates[0] if len(candidates) == 1 else None
+
+
+@dataclass(frozen=True)
+class SubjectResult:
+    subject: ServiceModelSubject
+    #: Why a related artefact is missing (e.g. "no ServiceDefinition .csdef next to X"), for skip reasons.
+    notes: dict[str, str]
+
+
+def build_subject(artefact: Artefact, pairing: Pairing, root: Path) -> SubjectResult:
+    """Facts for ``artefact`` plus its related artefacts. Raises Unreadable for the artefact itself."""
+    own = read_facts(artefact)
+    notes: dict[str, str] = {}
+    if isinstance(own, ServiceDefinition):
+        return SubjectResult(ServiceModelSubject(artefact=artefact, definition=own), notes)
+    if isinstance(own, Package):
+        configuration = None
+        if len(pairing.cscfgs) == 1:
+            configuration = _related(pairing.cscfgs[0], CSCFG, root, notes, "configuration")
+        if own.definition is None:
+            notes["definition"] = f"{artefact.display} holds no readable ServiceDefinition.build.csdef"
+        return SubjectResult(
+            ServiceModelSubject(
+                artefact=artefact,
+                definition=own.definition,
+                configuration=configuration if isinstance(configuration, ServiceConfiguration) else None,
+                package=own,
+            ),
+            notes,
+        )
+    assert isinstance(own, ServiceConfiguration)
+    definition: ServiceDefinition | None = None
+    if pairing.csdef is not None:
+        found = _related(pairing.csdef, CSDEF, root, notes, "definition")
+        definition = found if isinstance(found, ServiceDefinition) else None
+    elif len(pairing.packages) == 1:
+        pkg = _related(pairing.packages[0], CSPKG, root, notes, "definition")
+        if isinstance(pkg, Package):
+            definition = pkg.definition
+            if definition is None:
+                notes["definition"] = f"{pairing.packages[0].name} holds no readable build csdef"
+    else:
+        sibling = sibling_definition(artefact.path)
+        if sibling is None:
+            notes["definition"] = (
+                f"no ServiceDefinition .csdef paired with {artefact.display} "
+                "(none with the same name prefix next to it; name one with --vmr-csdef)"
+            )
+        else:
+            found = _related(sibling, CSDEF, root, notes, "definition")
+            definition = found if isinstance(found, ServiceDefinition) else None
+    return SubjectResult(ServiceModelSubject(artefact=artefact, definition=definition, configuration=own), notes)
+
+
+def _related(path: Path, kind: str, root: Path, notes: dict[str, str], slot: str) -> Facts | None:
+    related = Artefact.from_path(path, kind, root)
+    try:
+        return read_facts(related)
+    except Unreadable as exc:
+        notes[slot] = f"the paired {related.display} is unreadable: {exc.problem}"
+        return None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
