@@ -56,16 +56,20 @@ def read_facts(artefact: Artefact) -> Facts:
 
 
 def _read(artefact: Artefact) -> Facts:
-    from harness.readers import cspkg, servicemodel
-
     if not artefact.path.is_file():
         raise Unreadable(artefact.path, "no such file" if not artefact.path.exists() else "not a regular file")
     if artefact.kind == CSDEF:
-        return servicemodel.read_definition(artefact)
+        from harness.readers.servicemodel import read_definition
+
+        return read_definition(artefact)
     if artefact.kind == CSCFG:
-        return servicemodel.read_configuration(artefact)
+        from harness.readers.servicemodel import read_configuration
+
+        return read_configuration(artefact)
     if artefact.kind == CSPKG:
-        return cspkg.read_package(artefact)
+        from harness.readers.cspkg import read_package
+
+        return read_package(artefact)
     raise Unreadable(artefact.path, f"unsupported artefact kind {artefact.kind!r}")
 
 

@@ -1,0 +1,167 @@
+"""``vmrole``: the harness for people who would rather not know it is pytest underneath.
+
+Exit codes (pytest's): 0 no finding at or above --fail-on; 1 findings at or above it; 2 interrupted;
+3 internal error; 4 usage error (bad option, waivers or baseline file); 5 nothing to lint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from harness import __version__
+
+REPORT_DIR = "reports"
+
+
+def _lint_ini() -> str:
+    return str(resources.files("harness") / "data" / "lint.ini")
+
+
+def _add_lint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--package", action="append", default=[], metavar="CSPKG", help="a .cspkg to lint")
+    p.add_argument("--csdef", metavar="CSDEF", help="the .csdef to pair with every .cscfg")
+    p.add_argument("--cscfg", action="append", default=[], metavar="CSCFG", help="a .cscfg to lint")
+    p.add_argument("--select", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
+    p.add_argument("--ignore", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
+    p.add_argument("--severity", action="append", default=[], metavar="RULE=SEV", help="override a severity")
+    p.add_argument("--fail-on", metavar="SEVERITY", help="lowest severity that fails (default high)")
+    p.add_argument("--waivers", metavar="FILE", help="YAML waivers (justification + expiry required)")
+    p.add_argument("--baseline", metavar="FILE", help="skip findings listed in this baseline")
+    p.add_argument("--create-baseline", action="store_true", help="write all findings to --baseline")
+    p.add_argument("--report-dir", default=REPORT_DIR, metavar="DIR", help="where reports go (default reports)")
+    p.add_argument("--format", action="append", default=[], metavar="FMT", help="sarif, json, html (default all)")
+    p.add_argument("--no-junit", action="store_true", help="do not write DIR/junit.xml")
+    p.add_argument("--no-allure", action="store_true", help="do not write DIR/allure-results")
+    p.add_argument("--config", metavar="INI", help="a pytest ini file with vmr_* keys (default: none)")
+    p.add_argument("-n", "--workers", metavar="N", help="run rules in N processes (pytest-xdist)")
+    p.add_argument("-q", "--quiet", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> list[str]:
+    """The pytest command line for a lint run."""
+    args: list[str] = [*paths, "--vmr-discover", "--noconftest", "--rootdir", os.getcwd()]
+    args += ["-c", ns.config or _lint_ini()]
+    for p in ns.package:
+        args += ["--vmr-package", p]
+    if ns.csdef:
+        args += ["--vmr-csdef", ns.csdef]
+    for p in ns.cscfg:
+        args += ["--vmr-cscfg", p]
+    for flag, values in (("--vmr-select", ns.select), ("--vmr-ignore", ns.ignore), ("--vmr-severity", ns.severity)):
+        for v in values:
+            args += [flag, v]
+    if ns.fail_on:
+        args += ["--vmr-fail-on", ns.fail_on]
+    if ns.waivers:
+        args += ["--vmr-waivers", ns.waivers]
+    if ns.baseline:
+        args += ["--vmr-baseline", ns.baseline]
+    if ns.create_baseline:
+        args.append("--vmr-create-baseline")
+    report_dir = Path(ns.report_dir)
+    args += ["--vmr-report-dir", str(report_dir)]
+    for fmt in ns.format:
+        args += ["--vmr-report", fmt]
+    if not ns.no_junit:
+        args += ["--junitxml", str(report_dir / "junit.xml"), "-o", "junit_family=xunit2"]
+    if not ns.no_allure:
+        args += ["--alluredir", str(report_dir / "allure-results"), "--clean-alluredir"]
+    if ns.workers:
+        args += ["-n", ns.workers, "--dist", "loadfile"]
+    verbosity = ns.verbose - ns.quiet
+    if verbosity > 0:
+        args.append("-" + "v" * verbosity)
+    elif verbosity < 0:
+        args.append("-" + "q" * -verbosity)
+    else:
+        args.append("-rfs")
+    return args + extra
+
+
+def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
+    if not (ns.paths or ns.package or ns.csdef or ns.cscfg):
+        print("vmrole lint: name at least one file or directory to lint", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
+    for p in [*ns.paths, *ns.package, *ns.cscfg, *([ns.csdef] if ns.csdef else [])]:
+        if not Path(p).exists():
+            print(f"vmrole lint: {p}: no such file or directory", file=sys.stderr)
+            return int(pytest.ExitCode.USAGE_ERROR)
+    return int(pytest.main(lint_args(ns, ns.paths, extra)))
+
+
+def cmd_rules(ns: argparse.Namespace) -> int:
+    from harness.docs import rules_json, rules_markdown, rules_text
+
+    if ns.format == "markdown":
+        sys.stdout.write(rules_markdown())
+    elif ns.format == "json":
+        json.dump(rules_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif ns.rule:
+        from harness.docs import rule_doc
+
+        try:
+            sys.stdout.write(rule_doc(ns.rule))
+        except KeyError:
+            print(f"vmrole rules: no rule matches {ns.rule!r}", file=sys.stderr)
+            return int(pytest.ExitCode.USAGE_ERROR)
+    else:
+        sys.stdout.write(rules_text())
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from harness.demo import run_demo
+
+    return run_demo(Path(ns.work_dir), Path(ns.report_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmrole", description="vmrole-harness: lint and test Windows Azure VM roles")
+    parser.add_argument("--version", action="version", version=f"vmrole-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lint = sub.add_parser(
+        "lint",
+        help="lint service models and packages (.csdef, .cscfg, .cspkg)",
+        description="Lint files or directories. Arguments after `--` go to pytest unchanged.",
+    )
+    lint.add_argument("paths", nargs="*", help="files or directories to lint")
+    _add_lint_options(lint)
+
+    rules = sub.add_parser("rules", help="list the rule catalogue, or show one rule's documentation")
+    rules.add_argument("rule", nargs="?", help="a rule id or name to document")
+    rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+
+    demo = sub.add_parser("demo", help="the main job on the built-in sample: build, lint, write reports")
+    demo.add_argument("--work-dir", default=".vmrole/demo", help="where sample artefacts are built")
+    demo.add_argument("--report-dir", default=REPORT_DIR, help="where reports go (default reports)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    ns = build_parser().parse_args(argv)
+    if ns.command == "lint":
+        return cmd_lint(ns, extra)
+    if ns.command == "rules":
+        return cmd_rules(ns)
+    if ns.command == "demo":
+        return cmd_demo(ns)
+    return 2  # argparse already rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())
