@@ -127,8 +127,7 @@ class RuleItem(pytest.Item):
         self.add_marker(f"vmr_{severity.label}")
         if not rule.waivable:
             self.add_marker("vmr_not_waivable")
-        self.keywords[rule.id] = True
-        self.keywords[rule.name] = True
+        self.extra_keyword_matches.update({rule.id, rule.name, severity.label})
         self.user_properties.append(("vmr_rule", rule.id))
         self.user_properties.append(("vmr_rule_name", rule.name))
         self.user_properties.append(("vmr_severity", severity.label))

@@ -32,7 +32,7 @@ def test_fail_on_threshold(pytester, model):
     bad = pytester.runpytest("ServiceConfiguration.Cloud.cscfg", "--vmr-fail-on", "medium")
     assert bad.ret == pytest.ExitCode.TESTS_FAILED
     bad.stdout.fnmatch_lines(["*VMR507 single-instance-role: 1 finding(s) at or above medium*"])
-    bad.assert_outcomes(failed=1)
+    assert bad.parseoutcomes()["failed"] == 1
     wrong = pytester.runpytest("ServiceConfiguration.Cloud.cscfg", "--vmr-fail-on", "severe")
     assert wrong.ret == pytest.ExitCode.USAGE_ERROR
 
