@@ -12,8 +12,9 @@ import pytest
 
 from harness import __version__
 from harness.engine.artefact import Artefact, kind_of
+from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
-from harness.engine.rule import NotApplicable, Rule
+from harness.engine.rule import Rule
 from harness.plugin import options
 from harness.plugin.state import RunState
 from harness.plugin.targets import build_subject
@@ -135,13 +136,10 @@ class RuleItem(pytest.Item):
 
     def runtest(self) -> None:
         state = self.config.stash[STATE]
-        for attr in self.rule.requires:
-            if getattr(self.subject, attr, None) is None:
-                pytest.skip(self.notes.get(attr) or f"{self.rule.id} needs a {attr}, and none was found")
-        try:
-            findings: list[Finding] = list(self.rule().check(self.subject))
-        except NotApplicable as exc:
-            pytest.skip(f"not applicable: {exc}")
+        evaluation = evaluate(self.rule, self.subject, self.notes)
+        if evaluation.skip_reason is not None:
+            pytest.skip(evaluation.skip_reason)
+        findings = list(evaluation.findings)
         results, notes = state.dispose(self.rule, findings)
         self.vmr_results = results
         self.vmr_notes = notes

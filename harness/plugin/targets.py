@@ -27,6 +27,8 @@ class Pairing:
     csdef: Path | None = None
     packages: tuple[Path, ...] = ()
     cscfgs: tuple[Path, ...] = ()
+    #: Look for a sibling .csdef when nothing else pairs a .cscfg (off for corpora of mixed commits).
+    siblings: bool = True
 
 
 _CACHE: dict[tuple[str, int, int, str], Facts | Unreadable] = {}
@@ -136,7 +138,7 @@ def build_subject(artefact: Artefact, pairing: Pairing, root: Path) -> SubjectRe
             if definition is None:
                 notes["definition"] = f"{pairing.packages[0].name} holds no readable build csdef"
     else:
-        sibling = sibling_definition(artefact.path)
+        sibling = sibling_definition(artefact.path) if pairing.siblings else None
         if sibling is None:
             notes["definition"] = (
                 f"no ServiceDefinition .csdef paired with {artefact.display} "
