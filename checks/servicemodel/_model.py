@@ -1,0 +1,313 @@
+"""Shared knowledge for the service-model rules: ports, the protocol matrix, size tables, thumbprints.
+
+Data and small pure helpers only; no rules live here (the catalogue ignores classes without ``id``).
+Sources are the domain reference (``vmrole-reference.md`` §5) unless a comment says otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from harness.engine.rule import NotApplicable
+from harness.facts.servicemodel import (
+    INPUT,
+    INSTANCE_INPUT,
+    INTERNAL,
+    VM_ROLE,
+    Endpoint,
+    PortRange,
+    RoleDef,
+    ServiceDefinition,
+    ServiceModelSubject,
+    parse_int,
+)
+
+REFERENCE = "vmrole-reference.md §5"
+
+# ---- subjects ------------------------------------------------------------------------------------
+
+
+def definition_of(subject: ServiceModelSubject) -> ServiceDefinition:
+    """The csdef a csdef-only rule judges (a .csdef, or a package's build csdef)."""
+    if subject.definition is None:
+        raise NotApplicable("no service definition to check")
+    return subject.definition
+
+
+def definition_root(definition: ServiceDefinition) -> str:
+    """Logical location of the ``<ServiceDefinition>`` element itself.
+
+    Element locations from a package are prefixed by the reader; derive the root the same way from
+    any located element so that service-level findings share that prefix.
+    """
+    for role in definition.roles:
+        head, sep, _ = role.location.partition("/ServiceDefinition")
+        if sep:
+            return f"{head}/ServiceDefinition"
+    for probe in definition.load_balancer_probes:
+        head, sep, _ = probe.location.partition("/ServiceDefinition")
+        if sep:
+            return f"{head}/ServiceDefinition"
+    return f"{definition.part}!/ServiceDefinition" if definition.part else "/ServiceDefinition"
+
+
+def name_step(tag: str, name: str) -> str:
+    """``Tag[@name='…']``, quoted the way the reader writes element locations."""
+    quoted = f'"{name}"' if "'" in name else f"'{name}'"
+    return f"{tag}[@name={quoted}]"
+
+
+def config_role_location(role_name: str) -> str:
+    """Where a cscfg ``<Role>`` for ``role_name`` is (or should be)."""
+    return f"/ServiceConfiguration/{name_step('Role', role_name)}"
+
+
+PLUGIN_PREFIX = "Microsoft.WindowsAzure.Plugins."
+
+
+def plugin_declared(role: RoleDef, name: str) -> bool:
+    """True when setting/certificate ``name`` comes from a plugin module the role imports.
+
+    Plugin names are ``Microsoft.WindowsAzure.Plugins.<Area>.…``; ``<Area>`` is the module name
+    (RemoteAccess, Diagnostics, Caching) or its first part (``RemoteDebugger.*`` for the
+    RemoteDebuggerConnector module). A source csdef leaves them to the import; a build csdef lists them.
+    """
+    if not name.startswith(PLUGIN_PREFIX):
+        return False
+    area = name[len(PLUGIN_PREFIX) :].split(".", 1)[0].lower()
+    return bool(area) and any(i.module_name.lower().startswith(area) for i in role.imports)
+
+
+# ---- ports ---------------------------------------------------------------------------------------
+
+MIN_PORT = 1
+MAX_PORT = 65535
+DYNAMIC_PORT = "*"
+
+
+def parse_port(text: str | None) -> int | None:
+    """A port number in 1-65535, or None when absent, not an integer, or out of range."""
+    value = parse_int(text)
+    if value is None or not MIN_PORT <= value <= MAX_PORT:
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Span:
+    """An inclusive port span."""
+
+    low: int
+    high: int
+
+    @property
+    def size(self) -> int:
+        return self.high - self.low + 1
+
+    def overlaps(self, other: Span) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+    def __str__(self) -> str:
+        return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+
+
+def range_span(port_range: PortRange | None) -> Span | None:
+    """The span of a FixedPort/FixedPortRange, or None when absent or invalid."""
+    if port_range is None:
+        return None
+    low, high = parse_port(port_range.min), parse_port(port_range.max)
+    if low is None or high is None or low > high:
+        return None
+    return Span(low, high)
+
+
+def public_span(endpoint: Endpoint) -> Span | None:
+    """The public port(s) an endpoint takes on the service's VIP, or None (internal, or invalid)."""
+    if endpoint.kind == INPUT:
+        port = parse_port(endpoint.port)
+        return None if port is None else Span(port, port)
+    if endpoint.kind == INSTANCE_INPUT:
+        return range_span(endpoint.public_port_range)
+    return None
+
+
+def internal_spans(endpoint: Endpoint) -> list[Span]:
+    """The fixed ports an InternalEndpoint takes (its ``port`` and FixedPort/FixedPortRange children)."""
+    spans: list[Span] = []
+    port = parse_port(endpoint.port)
+    if port is not None:
+        spans.append(Span(port, port))
+    for fixed in endpoint.fixed_ports:
+        span = range_span(fixed)
+        if span is not None:
+            spans.append(span)
+    return spans
+
+
+# ---- protocols (reference §5.3) --------------------------------------------------------------------
+
+ALLOWED_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    INPUT: ("http", "https", "tcp", "udp"),
+    INTERNAL: ("http", "tcp", "udp", "any"),
+    INSTANCE_INPUT: ("tcp", "udp"),
+}
+PROBE_PROTOCOLS: tuple[str, ...] = ("http", "tcp")
+
+TCP = "tcp"
+UDP = "udp"
+
+
+def protocol_of(endpoint: Endpoint) -> str | None:
+    return endpoint.protocol.strip().lower() if endpoint.protocol else None
+
+
+def transports(protocol: str | None) -> frozenset[str]:
+    """Transport families a protocol occupies: http/https/tcp ride on TCP, ``any`` on both.
+
+    The load balancer keys its rules on (VIP, transport, port), so a TCP and a UDP endpoint may
+    share a port number; two endpoints of the same transport may not.
+    """
+    if protocol in ("http", "https", TCP):
+        return frozenset({TCP})
+    if protocol == UDP:
+        return frozenset({UDP})
+    if protocol == "any":
+        return frozenset({TCP, UDP})
+    return frozenset()
+
+
+# ---- sizes (reference §5.6, MSDN ee814754 Sept 2011; later sizes from the Cloud Services size docs) ----
+
+VM_ROLE_SIZES: tuple[str, ...] = ("ExtraSmall", "Small", "Medium", "Large", "ExtraLarge")
+#: The classic names and their A-series aliases (A0-A4 name ExtraSmall-ExtraLarge).
+CLASSIC_ALIASES: dict[str, str] = {"A0": "ExtraSmall", "A1": "Small", "A2": "Medium", "A3": "Large", "A4": "ExtraLarge"}
+PAAS_EXTRA_SIZES: tuple[str, ...] = ("A5", "A6", "A7", "A8", "A9", "A10", "A11")
+#: Later web/worker sizes: Standard_D1, Standard_D11_v2, Standard_A2m_v2, Standard_H16mr, …
+STANDARD_SIZE = re.compile(r"^Standard_[A-Z]\d+[a-z]*(?:_v\d+)?$")
+DEFAULT_SIZE = "Small"
+
+_MB_PER_GB = 1024
+#: Disk space for local storage resources in a VM role (ee814754).
+VM_ROLE_LOCAL_STORAGE_MB: dict[str, int] = {
+    "ExtraSmall": 20 * _MB_PER_GB,
+    "Small": 165 * _MB_PER_GB,
+    "Medium": 340 * _MB_PER_GB,
+    "Large": 850 * _MB_PER_GB,
+    "ExtraLarge": 1890 * _MB_PER_GB,
+}
+#: Disk space for local storage resources in web and worker roles (ee814754: after the 6,144 MB the
+#: system reserves). A5-A7 have the disks of Medium/Large/ExtraLarge and A8-A11 a 382 GB disk (Cloud
+#: Services size docs, 2015; total disk, so an upper bound).
+WEB_WORKER_LOCAL_STORAGE_MB: dict[str, int] = {
+    "ExtraSmall": 19_480,
+    "Small": 229_400,
+    "Medium": 500_760,
+    "Large": 1_023_000,
+    "ExtraLarge": 2_087_960,
+    "A5": 500_760,
+    "A6": 1_023_000,
+    "A7": 2_087_960,
+    "A8": 382 * _MB_PER_GB,
+    "A9": 382 * _MB_PER_GB,
+    "A10": 382 * _MB_PER_GB,
+    "A11": 382 * _MB_PER_GB,
+}
+
+
+def canonical_size(role: RoleDef) -> str | None:
+    """The role's size as the platform names it, or None when unknown for the role kind.
+
+    Size names are matched case-insensitively; an absent vmsize is the platform default (Small).
+    """
+    raw = (role.vmsize or DEFAULT_SIZE).strip()
+    if role.kind == VM_ROLE:
+        return next((s for s in VM_ROLE_SIZES if s.lower() == raw.lower()), None)
+    for name in (*VM_ROLE_SIZES, *PAAS_EXTRA_SIZES):
+        if name.lower() == raw.lower():
+            return name
+    for alias, name in CLASSIC_ALIASES.items():
+        if alias.lower() == raw.lower():
+            return name
+    if STANDARD_SIZE.match(raw):
+        return raw
+    return None
+
+
+def local_storage_capacity_mb(role: RoleDef) -> int | None:
+    """MB available to LocalStorage resources for the role's size, or None when not tabulated."""
+    size = canonical_size(role)
+    if size is None:
+        return None
+    table = VM_ROLE_LOCAL_STORAGE_MB if role.kind == VM_ROLE else WEB_WORKER_LOCAL_STORAGE_MB
+    return table.get(size)
+
+
+# ---- limits (reference §5.2, §5.4) -------------------------------------------------------------------
+
+MAX_INPUT_ENDPOINTS_PER_SERVICE = 25
+MAX_INTERNAL_ENDPOINTS_PER_ROLE = 5
+MAX_ROLES_PER_SERVICE = 25
+MAX_ROLES_WITH_VM_ROLE = 5
+
+# ---- thumbprints ---------------------------------------------------------------------------------
+
+THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+THUMBPRINT_ALGORITHM = "sha1"
+
+#: Thumbprints of certificates whose private key ships in public samples, so every copy is the same
+#: key. Upper-case hex -> where it comes from (safe to print).
+KNOWN_SAMPLE_THUMBPRINTS: dict[str, str] = {
+    # SampleRemoteDesktopPrivate.pfx from the Windows Azure Starter Kit / Toolkit for Eclipse with Java:
+    # its .pfx password ("Password1") is printed in the generated cscfg comment. Seen in the toolkit's
+    # own test data and in unrelated projects built from it.
+    "875F1656A34D93B266E71BF19C116C39F16B6987": "the Windows Azure Toolkit for Eclipse sample certificate",
+    # One certificate in the cscfgs of unrelated public projects (NuGet services, referengine) and in a
+    # netsh sslcert example elsewhere: a shared test certificate, not one the service owner controls.
+    "F8ACE24A36F93B006BFAF495F6C14FB827AC61A3": "a test certificate shared across unrelated public projects",
+}
+
+
+def thumbprint_problem(thumbprint: str | None) -> str | None:
+    """Why a thumbprint is malformed, or None when it is 40 hex digits."""
+    if thumbprint is None or not thumbprint.strip():
+        return "is empty"
+    text = thumbprint
+    if text != text.strip() or " " in text:
+        return "contains spaces"
+    if any(not ch.isascii() or not ch.isprintable() for ch in text):
+        # Copying a thumbprint from the certificate dialog brings an invisible U+200E along.
+        return "contains invisible or non-ASCII characters"
+    if not all(ch in "0123456789abcdefABCDEF" for ch in text):
+        return "contains characters other than hex digits"
+    if len(text) != 40:
+        return f"has {len(text)} hex digits instead of 40"
+    return None
+
+
+def placeholder_kind(thumbprint: str) -> str | None:
+    """Why a well-formed thumbprint looks like a placeholder or a public sample, or None."""
+    value = thumbprint.upper()
+    if not THUMBPRINT.match(value):
+        return None
+    if value in KNOWN_SAMPLE_THUMBPRINTS:
+        return KNOWN_SAMPLE_THUMBPRINTS[value]
+    digits = [int(ch, 16) for ch in value]
+    steps = {(b - a) % 16 for a, b in itertools.pairwise(digits)}
+    if len(steps) == 1:
+        step = steps.pop()
+        return "one repeated digit" if step == 0 else "a counting sequence of hex digits"
+    for period in range(2, 11):
+        if all(value[i] == value[i % period] for i in range(len(value))):
+            return f"a {period}-digit pattern repeated"
+    return None
+
+
+def iter_endpoints(definition: ServiceDefinition, *kinds: str) -> Iterator[tuple[RoleDef, Endpoint]]:
+    """(role, endpoint) pairs in document order, optionally only endpoints of ``kinds``."""
+    for role in definition.roles:
+        for endpoint in role.endpoints:
+            if not kinds or endpoint.kind in kinds:
+                yield role, endpoint
