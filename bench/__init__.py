@@ -1,0 +1,1 @@
+"""Benchmarks (run with `./dev bench` or `python -m bench`). Results are recorded in bench/RESULTS.md."""

@@ -1,0 +1,138 @@
+"""Lint the whole shared corpus (417 csdef/cscfg + 2 cspkg) and report files per second.
+
+Named baseline: ``defusedxml-parse`` = parsing every XML file with defusedxml.ElementTree and opening
+every package's zip directory, i.e. the least any linter must do. Ratios are time / baseline time, so
+they travel between machines better than raw seconds.
+
+Measurements (median of --repeat runs, each in a fresh process for the in-process stages so that no
+cache from an earlier run helps):
+  read      readers only: bytes → typed facts
+  lint      readers + every rule, through harness.engine.evaluate (what the plugin does per item)
+  cli       `vmrole lint <corpus> --no-allure` end to end: pytest start-up, collection, items, reports
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import defusedxml.ElementTree as SafeET
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def corpus_files(samples: Path) -> list[Path]:
+    models = sorted(p for p in (samples / "service-models").rglob("*") if p.suffix in (".csdef", ".cscfg"))
+    return models + sorted((samples / "cspkg").glob("*.cspkg"))
+
+
+def stage_baseline(files: list[Path]) -> None:
+    for path in files:
+        if path.suffix == ".cspkg":
+            with zipfile.ZipFile(path) as zf:
+                zf.infolist()
+            continue
+        with contextlib.suppress(Exception):
+            SafeET.fromstring(path.read_bytes(), forbid_dtd=True)
+
+
+def stage_read(files: list[Path], root: Path) -> None:
+    from harness.engine.artefact import Artefact, kind_of
+    from harness.plugin.targets import read_facts
+    from harness.readers.errors import Unreadable
+
+    for path in files:
+        with contextlib.suppress(Unreadable):
+            read_facts(Artefact.from_path(path, kind_of(path) or "", root))
+
+
+def stage_lint(files: list[Path], root: Path) -> int:
+    from harness.checks.core import ArtefactUnreadable, UnreadableSubject
+
+    from harness.engine.artefact import Artefact, kind_of
+    from harness.engine.catalogue import all_rules
+    from harness.engine.evaluate import evaluate
+    from harness.plugin.targets import Pairing, build_subject
+    from harness.readers.errors import Unreadable
+
+    findings = 0
+    for path in files:
+        kind = kind_of(path) or ""
+        artefact = Artefact.from_path(path, kind, root)
+        try:
+            built = build_subject(artefact, Pairing(), root)
+            subject, notes, rules = built.subject, built.notes, [r for r in all_rules() if kind in r.applies_to]
+        except Unreadable as exc:
+            subject, notes, rules = UnreadableSubject(artefact, exc.problem), {}, [ArtefactUnreadable]
+        for rule in rules:
+            findings += len(evaluate(rule, subject, notes).findings)
+    return findings
+
+
+def _child(stage: str, samples: Path) -> float:
+    """Time one stage in a fresh interpreter (imports excluded: the clock starts after them)."""
+    code = (
+        "import sys, time, json; from pathlib import Path; from bench import lint_corpus as b;"
+        f"s=Path({str(samples)!r}); files=b.corpus_files(s);"
+        "import harness.engine.catalogue as c; c.all_rules();"
+        "import harness.readers.servicemodel, harness.readers.cspkg;"
+        f"t=time.perf_counter(); r=b.stage_{stage}(files{', s' if stage != 'baseline' else ''});"
+        "print(json.dumps({'seconds': time.perf_counter()-t, 'result': r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def _cli(samples: Path) -> float:
+    vmrole = Path(sys.executable).with_name("vmrole")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [str(vmrole), "lint", str(samples), "--no-allure", "--report-dir", tmp, "-q", "-q"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.perf_counter() - t
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"vmrole lint failed with exit {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def main(repeat: int = 5, samples: str | None = None) -> int:
+    folder = Path(samples) if samples else REPO.parent / "shared" / "samples"
+    if not folder.is_dir():
+        print(f"bench: shared samples not found at {folder}", file=sys.stderr)
+        return 2
+    files = corpus_files(folder)
+    n = len(files)
+    stages = {
+        "defusedxml-parse (baseline)": lambda: _child("baseline", folder),
+        "read (readers → facts)": lambda: _child("read", folder),
+        "lint (readers + all rules)": lambda: _child("lint", folder),
+        "cli (vmrole lint, end to end)": lambda: _cli(folder),
+    }
+    print(f"corpus: {n} files from {folder}; {repeat} runs each, median")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(f"{'stage':34} {'seconds':>9} {'files/s':>9} {'x baseline':>11}")
+    base = None
+    results = {}
+    for name, run in stages.items():
+        times = [run() for _ in range(repeat)]
+        med = statistics.median(times)
+        base = base or med
+        results[name] = med
+        print(f"{name:34} {med:9.3f} {n / med:9.0f} {med / base:11.1f}")
+    out = REPO / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "lint_corpus.json").write_text(json.dumps({"files": n, "median_seconds": results}, indent=2))
+    return 0
