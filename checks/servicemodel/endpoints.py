@@ -702,3 +702,64 @@ class UndefinedLoadBalancerProbe(Rule):
                 evidence={"role": role.name, "endpoint": endpoint.name, "probe": probe},
                 line=endpoint.line,
             )
+
+
+class VmRoleUdpWithoutConnect(Rule):
+    """A VM role exposes a UDP endpoint but does not import Windows Azure Connect.
+
+    ## What it does
+    Reports a ``VirtualMachineRole`` with a ``udp`` InputEndpoint or InstanceInputEndpoint when the role
+    does not import the ``Connect`` module.
+
+    ## Why is this bad?
+    UDP input endpoints arrived with SDK 1.5, after the VM role beta shipped (SDK 1.3-1.4), and the
+    VM-role guidance of that time routed non-HTTP/TCP traffic to VM roles through Windows Azure Connect
+    (IP-level, IPsec-protected connectivity), not through the load balancer. A VM-role image built for
+    that model receives no UDP from the load balancer unless the role was also moved to SDK 1.5+
+    tooling, and UDP cannot be probed by the load balancer, so a dead UDP listener stays in rotation.
+    This is an inference from the domain reference ([U]); the severity is low accordingly.
+
+    ## Example
+    ```xml
+    <VirtualMachineRole name="Game" vmsize="Small">
+      <Endpoints><InputEndpoint name="Voice" protocol="udp" port="3478" /></Endpoints>
+    </VirtualMachineRole>
+    ```
+
+    ## Use instead
+    ```xml
+    <VirtualMachineRole name="Game" vmsize="Small">
+      <Endpoints><InputEndpoint name="Voice" protocol="udp" port="3478" /></Endpoints>
+      <Imports><Import moduleName="Connect" /></Imports>
+    </VirtualMachineRole>
+    ```
+    or serve the traffic over TCP, which the load balancer can probe.
+
+    ## References
+    - Domain reference §5.2 (InputEndpoint protocols: udp since SDK 1.5; Import `Connect`, CTP 2011).
+    - Domain reference §11 (unconfirmed items).
+    """
+
+    id = "VMR519"
+    name = "vm-role-udp-without-connect"
+    severity = Severity.LOW
+    applies_to = CSDEF_KINDS
+    requires = ("definition",)
+    tags = ("servicemodel", "endpoints", "vm-role")
+    references = (REFERENCE + ".2",)
+
+    def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
+        definition = definition_of(subject)
+        for role, endpoint in iter_endpoints(definition, INPUT, INSTANCE_INPUT):
+            if role.kind != VM_ROLE or role.imports_module("Connect"):
+                continue
+            if protocol_of(endpoint) != "udp":
+                continue
+            yield self.finding(
+                subject,
+                endpoint.location,
+                f"{_describe(role, endpoint)} is UDP but the VM role does not import Connect: add "
+                '<Import moduleName="Connect" /> or serve the traffic over TCP.',
+                evidence={"role": role.name, "endpoint": endpoint.name, "protocol": "udp"},
+                line=endpoint.line,
+            )

@@ -1,4 +1,4 @@
-"""VMR510-VMR518: endpoint protocols, ports, certificates, probes and limits."""
+"""VMR510-VMR519: endpoint protocols, ports, certificates, probes and limits."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from harness.checks.servicemodel.endpoints import (
     TooManyInternalEndpoints,
     UndefinedLoadBalancerProbe,
     UnsupportedEndpointProtocol,
+    VmRoleUdpWithoutConnect,
 )
 
 ROLE = "/ServiceDefinition/WebRole[@name='Web']"
@@ -330,3 +331,34 @@ def test_vmr518_undefined_probe(sm):
     finding = sm.only(sm.run(UndefinedLoadBalancerProbe, sm.subject_for(sm.csdef(body))))
     assert finding.location == f"{ROLE}/Endpoints/InputEndpoint[@name='Http']/@loadBalancerProbe"
     assert "'health'" in finding.message and "case-sensitive" in finding.message
+
+
+# ---- VMR519 vm-role-udp-without-connect -----------------------------------------------------------
+
+VM_UDP = """
+<VirtualMachineRole name="Game" vmsize="Small">
+  <Endpoints>
+    <InputEndpoint name="Voice" protocol="udp" port="3478" />
+    <InputEndpoint name="Web" protocol="tcp" port="80" />
+  </Endpoints>
+  {imports}
+</VirtualMachineRole>
+<WorkerRole name="Relay"><Endpoints><InputEndpoint name="Dns" protocol="udp" port="53" /></Endpoints></WorkerRole>
+"""
+
+
+def test_vmr519_flags_udp_on_a_vm_role_without_connect(sm):
+    findings = sm.run(VmRoleUdpWithoutConnect, sm.subject_for(sm.csdef(VM_UDP.format(imports=""))))
+    finding = sm.only(findings)
+    assert finding.rule_id == "VMR519"
+    assert (
+        finding.location == "/ServiceDefinition/VirtualMachineRole[@name='Game']/Endpoints/InputEndpoint[@name='Voice']"
+    )
+    assert "import Connect" in finding.message
+
+
+def test_vmr519_passes_with_connect_and_ignores_other_role_kinds(sm):
+    body = VM_UDP.format(imports='<Imports><Import moduleName="Connect" /></Imports>')
+    assert sm.run(VmRoleUdpWithoutConnect, sm.subject_for(sm.csdef(body))) == []
+    packaged = sm.csdef(body, kind="cspkg")
+    assert sm.run(VmRoleUdpWithoutConnect, sm.subject_for(packaged)) == []
