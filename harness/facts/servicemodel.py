@@ -11,6 +11,7 @@ prefixes dropped, legacy wrappers kept as they appear in the file), and ``line``
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 from harness.engine.artefact import Artefact
@@ -100,6 +101,20 @@ class LocalStorage(Located):
 
 
 @dataclass(frozen=True)
+class EnvironmentVariable(Located):
+    """A ``<Variable>`` under a role's ``Startup/Task/Environment`` or ``Runtime/Environment``.
+
+    ``value`` is the literal ``value`` attribute, or None when the variable takes its value from a
+    ``RoleInstanceValue`` child. It may be a secret: rules must never copy it into a finding.
+    """
+
+    name: str = ""
+    value: str | None = None
+    #: "Startup" (a startup task's environment) or "Runtime" (the role entry point's environment).
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class RoleDef(Located):
     kind: str = WEB_ROLE  # WEB_ROLE | WORKER_ROLE | VM_ROLE
     name: str = ""
@@ -114,6 +129,9 @@ class RoleDef(Located):
     children: tuple[str, ...] = ()
     #: Location of each child element named in ``children`` (first occurrence).
     child_locations: tuple[tuple[str, str], ...] = ()
+    #: Environment variables declared for startup tasks and the runtime (optional; readers that do
+    #: not fill it leave it empty).
+    environment: tuple[EnvironmentVariable, ...] = ()
 
     def imports_module(self, module: str) -> bool:
         return any(i.module_name.lower() == module.lower() for i in self.imports)
@@ -298,6 +316,8 @@ class ServiceModelSubject:
     definition: ServiceDefinition | None = None
     configuration: ServiceConfiguration | None = None
     package: Package | None = None
+    #: The run's date (``--vmr-today``) for rules about expiry; None means today's UTC date.
+    today: datetime.date | None = None
 
     @property
     def primary_kind(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -90,7 +91,7 @@ class ArtefactFile(pytest.File):
         subject: Any
         try:
             result = build_subject(artefact, state.pairing, state.root)
-            subject, notes = result.subject, result.notes
+            subject, notes = dataclasses.replace(result.subject, today=state.today), result.notes
             rules = [r for r in state.rules if kind in r.applies_to]
         except Unreadable as exc:
             subject, notes = UnreadableSubject(artefact, exc.problem, exc.location), {}

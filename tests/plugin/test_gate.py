@@ -54,3 +54,41 @@ def test_missing_option_artefact_is_a_usage_error(pytester):
     result = pytester.runpytest("--vmr-package", "nope.cspkg")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*artefact not found*nope.cspkg*"])
+
+
+RDP_CSDEF = """<?xml version="1.0" encoding="utf-8"?>
+<ServiceDefinition name="Shop" xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceDefinition">
+  <WebRole name="Web" vmsize="Small">
+    <Imports><Import moduleName="RemoteAccess" /><Import moduleName="RemoteForwarder" /></Imports>
+  </WebRole>
+</ServiceDefinition>
+"""
+
+RDP_CSCFG = """<?xml version="1.0" encoding="utf-8"?>
+<ServiceConfiguration serviceName="Shop" osFamily="2" osVersion="*"
+    xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration">
+  <Role name="Web">
+    <Instances count="2" />
+    <ConfigurationSettings>
+      <Setting name="Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled" value="true" />
+      <Setting name="Microsoft.WindowsAzure.Plugins.RemoteAccess.AccountUsername" value="ops" />
+      <Setting name="Microsoft.WindowsAzure.Plugins.RemoteAccess.AccountEncryptedPassword" value="" />
+      <Setting name="Microsoft.WindowsAzure.Plugins.RemoteAccess.AccountExpiration"
+               value="2027-06-30T23:59:59.0000000+00:00" />
+      <Setting name="Microsoft.WindowsAzure.Plugins.RemoteForwarder.Enabled" value="true" />
+    </ConfigurationSettings>
+  </Role>
+</ServiceConfiguration>
+"""
+
+
+def test_the_run_date_drives_account_expiry(pytester):
+    pytester.path.joinpath("ServiceDefinition.csdef").write_text(RDP_CSDEF)
+    pytester.path.joinpath("ServiceConfiguration.Cloud.cscfg").write_text(RDP_CSCFG)
+    args = ("ServiceConfiguration.Cloud.cscfg", "--vmr-select", "rdp-account-expired", "--vmr-fail-on", "low")
+    assert pytester.runpytest(*args, "--vmr-today", "2027-01-01").ret == pytest.ExitCode.OK
+    soon = pytester.runpytest(*args, "--vmr-today", "2027-06-15")
+    assert soon.ret == pytest.ExitCode.TESTS_FAILED
+    soon.stdout.fnmatch_lines(["*[[]low[]] VMR533*"])
+    expired = pytester.runpytest(*args, "--vmr-today", "2027-07-01")
+    expired.stdout.fnmatch_lines(["*[[]medium[]] VMR533*"])

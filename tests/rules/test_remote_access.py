@@ -1,0 +1,228 @@
+"""VMR530-VMR534: Remote Desktop plugin configuration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from _helpers_b import assert_not_leaked, cms_blob
+from harness.checks.servicemodel.remote_access import (
+    RA_CERTIFICATE,
+    RdpAccountExpired,
+    RdpPasswordNotEncrypted,
+    RemoteAccessCertificateMissing,
+    RemoteAccessSettingsMissing,
+    RemoteForwarderNotOnExactlyOneRole,
+)
+
+from harness.engine.rule import NotApplicable
+from harness.engine.severity import Severity
+
+RA = "Microsoft.WindowsAzure.Plugins.RemoteAccess."
+RF_ENABLED = "Microsoft.WindowsAzure.Plugins.RemoteForwarder.Enabled"
+NOW = datetime(2013, 6, 1, 12, 0, tzinfo=UTC)
+THUMB = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+
+def csdef_roles(*roles: tuple[str, tuple[str, ...]]) -> str:
+    body = []
+    for name, modules in roles:
+        imports = "".join(f'<Import moduleName="{m}" />' for m in modules)
+        body.append(f'<WebRole name="{name}"><Imports>{imports}</Imports></WebRole>')
+    return "\n".join(body)
+
+
+def rdp_role(
+    name: str = "Web",
+    *,
+    enabled: str = "true",
+    password: str | None = None,
+    expiration: str = "2039-12-31T23:59:59.0000000-08:00",
+    omit: tuple[str, ...] = (),
+    forwarder: bool = True,
+    certificate: str | None = THUMB,
+) -> str:
+    settings = {
+        RA + "Enabled": enabled,
+        RA + "AccountUsername": "rdpadmin",
+        RA + "AccountEncryptedPassword": cms_blob() if password is None else password,
+        RA + "AccountExpiration": expiration,
+    }
+    if forwarder:
+        settings[RF_ENABLED] = "true"
+    lines = "".join(
+        f'<Setting name="{k}" value="{v}" />' for k, v in settings.items() if k.rsplit(".", 1)[-1] not in omit
+    )
+    certs = (
+        f'<Certificates><Certificate name="{RA_CERTIFICATE}" thumbprint="{certificate}" '
+        'thumbprintAlgorithm="sha1" /></Certificates>'
+        if certificate is not None
+        else "<Certificates />"
+    )
+    return (
+        f'<Role name="{name}"><Instances count="2" /><ConfigurationSettings>{lines}</ConfigurationSettings>'
+        f"{certs}</Role>"
+    )
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    monkeypatch.setattr(RdpAccountExpired, "clock", staticmethod(lambda: NOW))
+
+
+# ---- VMR530 ------------------------------------------------------------------------------------
+
+
+def test_530_passes_when_all_plugin_settings_are_set(sm):
+    definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder"))))
+    configuration = sm.cscfg(rdp_role())
+    assert sm.run(RemoteAccessSettingsMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)) == []
+
+
+def test_530_reports_each_missing_setting(sm):
+    definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder"))))
+    configuration = sm.cscfg(rdp_role(omit=("AccountUsername", "AccountExpiration"), forwarder=False))
+    findings = sm.run(RemoteAccessSettingsMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG))
+    missing = sorted(f.evidence["setting"] for f in findings)
+    assert missing == [RA + "AccountExpiration", RA + "AccountUsername", RF_ENABLED]
+    assert all(f.location.startswith("/ServiceConfiguration/Role[@name='Web']/ConfigurationSettings") for f in findings)
+    assert len({f.fingerprint for f in findings}) == 3
+
+
+def test_530_ignores_roles_without_the_import(sm):
+    definition = sm.csdef(csdef_roles(("Web", ())))
+    configuration = sm.cscfg('<Role name="Web"><Instances count="2" /></Role>')
+    assert sm.run(RemoteAccessSettingsMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)) == []
+
+
+# ---- VMR531 ------------------------------------------------------------------------------------
+
+
+def test_531_passes_with_the_password_encryption_certificate(sm):
+    definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder"))))
+    configuration = sm.cscfg(rdp_role())
+    assert sm.run(RemoteAccessCertificateMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)) == []
+
+
+@pytest.mark.parametrize(("certificate", "problem"), [(None, "is missing"), ("", "has no thumbprint")])
+def test_531_reports_a_missing_or_empty_certificate(sm, certificate, problem):
+    definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder"))))
+    configuration = sm.cscfg(rdp_role(certificate=certificate))
+    finding = sm.only(sm.run(RemoteAccessCertificateMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)))
+    assert finding.evidence["problem"] == problem
+    assert RA_CERTIFICATE in finding.location
+
+
+# ---- VMR532 ------------------------------------------------------------------------------------
+
+
+def test_532_passes_with_one_forwarder(sm):
+    definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder")), ("Worker", ("RemoteAccess",))))
+    assert sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition)) == []
+
+
+def test_532_passes_without_remote_desktop(sm):
+    assert sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(sm.csdef(csdef_roles(("Web", ()))))) == []
+
+
+def test_532_reports_every_role_when_two_import_the_forwarder(sm):
+    definition = sm.csdef(
+        csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder")), ("Worker", ("RemoteAccess", "RemoteForwarder")))
+    )
+    findings = sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition))
+    assert sorted(f.evidence["role"] for f in findings) == ["Web", "Worker"]
+    assert {f.severity for f in findings} == {Severity.HIGH}
+    assert len({f.fingerprint for f in findings}) == 2
+
+
+def test_532_reports_remote_access_without_forwarder_at_medium(sm):
+    definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess",)), ("Worker", ("RemoteAccess",))))
+    finding = sm.only(sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition)))
+    assert finding.severity is Severity.MEDIUM
+    assert finding.evidence["remote_access_roles"] == "Web, Worker"
+
+
+def test_532_locates_findings_inside_a_package(sm):
+    definition = sm.csdef(
+        csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder")), ("Worker", ("RemoteAccess", "RemoteForwarder"))),
+        kind=sm.CSPKG,
+    )
+    findings = sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition, kind=sm.CSPKG))
+    assert len(findings) == 2
+    assert all(f.location.startswith(definition.part) for f in findings)
+
+
+# ---- VMR533 ------------------------------------------------------------------------------------
+
+
+def test_533_passes_for_a_future_expiry(sm, fixed_clock):
+    configuration = sm.cscfg(rdp_role(expiration="2039-12-31T23:59:59.0000000-08:00"))
+    assert sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)) == []
+
+
+def test_533_reports_an_expired_account(sm, fixed_clock):
+    configuration = sm.cscfg(rdp_role(expiration="2012-08-08T23:59:59.0000000+08:00"))
+    finding = sm.only(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
+    assert finding.severity is Severity.MEDIUM
+    assert "2012-08-08" in finding.message
+
+
+def test_533_reports_an_account_expiring_soon_at_low(sm, fixed_clock):
+    configuration = sm.cscfg(rdp_role(expiration="2013-06-11T23:59:59.0000000-07:00"))
+    finding = sm.only(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
+    assert finding.severity is Severity.LOW
+    assert finding.evidence["days_left"] == "10"
+
+
+def test_533_reports_an_unparsable_expiry(sm, fixed_clock):
+    configuration = sm.cscfg(rdp_role(expiration="next year"))
+    finding = sm.only(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
+    assert "not an ISO 8601" in finding.message
+
+
+def test_533_clock_can_be_pinned_per_instance(sm, monkeypatch):
+    rule = RdpAccountExpired()
+    monkeypatch.setattr(rule, "clock", lambda: datetime(2040, 1, 1, tzinfo=UTC))
+    configuration = sm.cscfg(rdp_role(expiration="2039-12-31T23:59:59.0000000-08:00"))
+    assert len(sm.run(rule, sm.subject_for(configuration=configuration))) == 1
+
+
+def test_533_does_not_apply_when_rdp_is_disabled(sm, fixed_clock):
+    configuration = sm.cscfg(rdp_role(enabled="false", expiration="2001-01-01T00:00:00"))
+    assert "not enabled" in sm.skip_reason(RdpAccountExpired, sm.subject_for(configuration=configuration))
+
+
+# ---- VMR534 ------------------------------------------------------------------------------------
+
+
+def test_534_passes_for_a_cms_blob(sm):
+    configuration = sm.cscfg(rdp_role())
+    assert sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=configuration)) == []
+
+
+def test_534_reports_a_plaintext_password_without_leaking_it(sm):
+    password = "Tr0ub4dor#3x!Q"
+    configuration = sm.cscfg(rdp_role(password=password, enabled="false"))
+    finding = sm.only(sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=configuration)))
+    assert finding.severity is Severity.CRITICAL
+    assert finding.evidence["length"] == str(len(password))
+    assert_not_leaked([finding], [password])
+
+
+@pytest.mark.parametrize("placeholder", ["", "$todo:replaceWithYourOwnEncryptedPassword", "PASSWORD HERE"])
+def test_534_reports_a_placeholder_only_when_rdp_is_enabled(sm, placeholder):
+    enabled = sm.cscfg(rdp_role(password=placeholder))
+    finding = sm.only(sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=enabled)))
+    assert finding.severity is Severity.MEDIUM
+    disabled = sm.cscfg(rdp_role(password=placeholder, enabled="false"))
+    assert sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=disabled)) == []
+
+
+def test_534_does_not_apply_without_remote_desktop_settings(sm):
+    configuration = sm.cscfg('<Role name="Web"><Instances count="2" /></Role>')
+    with pytest.raises(NotApplicable):
+        sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=configuration))
+
+
+def test_534_is_not_waivable():
+    assert RdpPasswordNotEncrypted.waivable is False
