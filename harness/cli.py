@@ -100,7 +100,13 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
 def cmd_rules(ns: argparse.Namespace) -> int:
     from harness.docs import rules_json, rules_markdown, rules_text
 
-    if ns.format == "markdown":
+    if ns.update_readme:
+        from harness.docs import update_readme
+
+        readme = Path(ns.update_readme)
+        readme.write_text(update_readme(readme.read_text("utf-8")), "utf-8")
+        print(f"vmrole rules: updated the generated tables in {readme}")
+    elif ns.format == "markdown":
         sys.stdout.write(rules_markdown())
     elif ns.format == "json":
         json.dump(rules_json(), sys.stdout, indent=2)
@@ -140,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="list the rule catalogue, or show one rule's documentation")
     rules.add_argument("rule", nargs="?", help="a rule id or name to document")
     rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    rules.add_argument("--update-readme", metavar="README", help="rewrite the generated tables in README")
 
     demo = sub.add_parser("demo", help="the main job on the built-in sample: build, lint, write reports")
     demo.add_argument("--work-dir", default=".vmrole/demo", help="where sample artefacts are built")

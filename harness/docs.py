@@ -56,5 +56,37 @@ def rule_doc(selector: str) -> str:
     raise KeyError(selector)
 
 
-def readme_table_section() -> str:
-    return f"{README_START}\n{rules_markdown()}{README_END}"
+OPTIONS_START = "<!-- options-table:start (generated from harness/plugin/options.py) -->"
+OPTIONS_END = "<!-- options-table:end -->"
+
+
+def options_markdown() -> str:
+    from harness.plugin.options import OPTIONS
+
+    lines = ["| option | ini key | environment | meaning |", "|---|---|---|---|"]
+    for opt in OPTIONS:
+        flag = opt.flag if opt.kind == "bool" else f"{opt.flag} {opt.metavar or 'VALUE'}"
+        lines.append(f"| `{flag}` | `{opt.dest}` | `{opt.env}` | {opt.help} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_sections() -> dict[str, str]:
+    """Generated README sections: marker line pair → content between them."""
+    return {
+        README_START: rules_markdown(),
+        OPTIONS_START: options_markdown(),
+    }
+
+
+def update_readme(text: str) -> str:
+    ends = {README_START: README_END, OPTIONS_START: OPTIONS_END}
+    for start, content in readme_sections().items():
+        end = ends[start]
+        head, sep, rest = text.partition(start)
+        if not sep:
+            raise ValueError(f"README has no {start!r} marker")
+        _, sep2, tail = rest.partition(end)
+        if not sep2:
+            raise ValueError(f"README has no {end!r} marker")
+        text = f"{head}{start}\n{content}{end}{tail}"
+    return text
