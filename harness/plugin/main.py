@@ -34,6 +34,7 @@ STATE = pytest.StashKey[RunState]()
 COLLECTED = pytest.StashKey["Collected"]()
 
 SEVERITY_MARKERS = ("critical", "high", "medium", "low", "info")
+MAX_REPORTED_LINES = 20
 
 
 class Collected:
@@ -320,6 +321,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "vmrole-harness")
     for line in terminal_summary_lines(collected.result):
         terminalreporter.write_line(line)
+    reported = [r for r in collected.result.findings if r.disposition == REPORTED]
+    for fr in reported[:MAX_REPORTED_LINES]:
+        f = fr.finding
+        terminalreporter.write_line(f"below threshold: [{f.severity.label}] {f.rule_id} {f.artefact} {f.location}")
+    if len(reported) > MAX_REPORTED_LINES:
+        terminalreporter.write_line(f"... and {len(reported) - MAX_REPORTED_LINES} more below the threshold")
     for name, path in sorted(collected.written.items()):
         terminalreporter.write_line(f"{name} report: {path}")
     for note in collected.notes:
