@@ -236,7 +236,16 @@ def _quote(value: str) -> str | None:
     return None  # XPath 1.0 has no escape: fall back to an index
 
 
+#: Attributes that identify an element among its siblings, in order of preference.
+KEY_ATTRIBUTES = ("name", "moduleName")
+
+
 def _assign_locations(root: Node, prefix: str) -> None:
+    """Element paths that name elements by their key attribute (``[@name='X']``), else by position.
+
+    A second sibling with the same tag and key gets ``[@name='X'][2]`` (XPath: the 2nd of those), so
+    two findings on duplicated elements never share a location or a fingerprint.
+    """
     root.location = f"{prefix}/{root.tag}"
     stack = [root]
     while stack:  # iterative: depth is capped, but recursion buys nothing here
@@ -245,12 +254,16 @@ def _assign_locations(root: Node, prefix: str) -> None:
         for child in parent.children:
             same_tag[child.tag] = same_tag.get(child.tag, 0) + 1
         seen: dict[str, int] = {}
+        seen_key: dict[tuple[str, str, str], int] = {}
         for child in parent.children:
             seen[child.tag] = seen.get(child.tag, 0) + 1
-            name = child.attrib.get("name")
-            quoted = _quote(name) if name is not None else None
-            if quoted is not None:
-                step = f"{child.tag}[@name={quoted}]"
+            attr = next((a for a in KEY_ATTRIBUTES if child.attrib.get(a) is not None), None)
+            quoted = _quote(child.attrib[attr]) if attr is not None else None
+            if attr is not None and quoted is not None:
+                key = (child.tag, attr, child.attrib[attr])
+                seen_key[key] = seen_key.get(key, 0) + 1
+                nth = f"[{seen_key[key]}]" if seen_key[key] > 1 else ""
+                step = f"{child.tag}[@{attr}={quoted}]{nth}"
             elif same_tag[child.tag] > 1:
                 step = f"{child.tag}[{seen[child.tag]}]"
             else:

@@ -157,3 +157,16 @@ def test_parsing_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 )
 def test_size_text(size: int, text: str) -> None:
     assert size_text(size) == text
+
+
+def test_duplicate_keyed_siblings_get_distinct_locations():
+    from harness.readers.xmlsafe import parse_xml
+
+    doc = parse_xml(b'<R><E name="a"/><E name="a"/><Import moduleName="M"/><Import moduleName="N"/></R>', "x.xml")
+    locations = [c.location for c in doc.root.children]
+    assert locations == [
+        "/R/E[@name='a']",
+        "/R/E[@name='a'][2]",
+        "/R/Import[@moduleName='M']",
+        "/R/Import[@moduleName='N']",
+    ]

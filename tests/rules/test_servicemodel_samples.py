@@ -78,7 +78,8 @@ def test_eclipse_sample_certificate_is_flagged(sample_findings):
 def test_known_duplicate_ports_are_flagged(sample_findings):
     by_rule = {(f.rule_id, f.artefact.rsplit("__", 1)[-1], f.location.rsplit("/", 1)[-1]) for f in sample_findings}
     assert ("VMR511", "ServiceDefinition.csdef", "InputEndpoint[@name='http1']") in by_rule
-    assert ("VMR513", "ServiceDefinition.csdef", "InternalEndpoint[@name='http_SESSION_AFFINITY']") in by_rule
+    # the second of two same-named endpoints: its location says which one
+    assert ("VMR513", "ServiceDefinition.csdef", "InternalEndpoint[@name='http_SESSION_AFFINITY'][2]") in by_rule
 
 
 def test_no_setting_values_in_findings(sample_findings):
