@@ -1,0 +1,1 @@
+"""Service Management REST API emulator (classic ASM), as azure-servicemanagement-legacy speaks it."""

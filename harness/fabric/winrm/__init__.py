@@ -1,0 +1,1 @@
+"""WS-Management (WinRM) server and the emulated guest it runs commands in."""
