@@ -9,6 +9,7 @@ cache from an earlier run helps):
   read      readers only: bytes → typed facts
   lint      readers + every rule, through harness.engine.evaluate (what the plugin does per item)
   cli       `vmrole lint <corpus> --no-allure` end to end: pytest start-up, collection, items, reports
+            (about 9,200 items: one per rule and artefact), serially and with `-n 2`
 """
 
 from __future__ import annotations
@@ -92,12 +93,13 @@ def _child(stage: str, samples: Path) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def _cli(samples: Path) -> float:
+def _cli(samples: Path, workers: int = 0) -> float:
     vmrole = Path(sys.executable).with_name("vmrole")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         proc = subprocess.run(
-            [str(vmrole), "lint", str(samples), "--no-allure", "--report-dir", tmp, "-q", "-q"],
+            [str(vmrole), "lint", str(samples), "--no-allure", "--report-dir", tmp, "-q", "-q"]
+            + (["-n", str(workers)] if workers else []),
             cwd=tmp,
             capture_output=True,
             text=True,
@@ -120,6 +122,7 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
         "read (readers → facts)": lambda: _child("read", folder),
         "lint (readers + all rules)": lambda: _child("lint", folder),
         "cli (vmrole lint, end to end)": lambda: _cli(folder),
+        "cli -n 2 (two xdist workers)": lambda: _cli(folder, workers=2),
     }
     print(f"corpus: {n} files from {folder}; {repeat} runs each, median")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")

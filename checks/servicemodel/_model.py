@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from harness.engine.rule import NotApplicable
 from harness.facts.servicemodel import (
@@ -79,6 +80,59 @@ def plugin_declared(role: RoleDef, name: str) -> bool:
         return False
     area = name[len(PLUGIN_PREFIX) :].split(".", 1)[0].lower()
     return bool(area) and any(i.module_name.lower().startswith(area) for i in role.imports)
+
+
+# ---- names across the two files ------------------------------------------------------------------
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+D = TypeVar("D", bound=_Named)
+P = TypeVar("P", bound=_Named)
+
+
+def case_twin(name: str, candidates: Sequence[str]) -> str | None:
+    """A candidate that differs from ``name`` only in letter case, or None."""
+    return next((c for c in candidates if c != name and c.lower() == name.lower()), None)
+
+
+def case_hint(lead: str, twin: str | None) -> str:
+    """`` ({lead} 'Twin': names are case-sensitive)`` for a message, or "" without a twin."""
+    return f" ({lead} {twin!r}: names are case-sensitive)" if twin else ""
+
+
+@dataclass(frozen=True)
+class Missing(Generic[D]):
+    """A declared item that the other side does not have; ``twin`` is its name there in other case."""
+
+    item: D
+    twin: str | None
+
+
+@dataclass(frozen=True)
+class Undeclared(Generic[P]):
+    """An item present on the other side that is not declared; ``twin`` is the declared name in other case."""
+
+    item: P
+    twin: str | None
+
+
+def name_mismatches(
+    declared: Sequence[D], present: Sequence[P], implied: Callable[[str], bool] = lambda name: False
+) -> Iterator[Missing[D] | Undeclared[P]]:
+    """Compare two lists by exact name, both ways: every declared item absent from ``present``
+    (in order), then every present item that is neither declared nor ``implied``."""
+    declared_names = [d.name for d in declared]
+    present_names = [p.name for p in present]
+    for decl in declared:
+        if decl.name not in present_names:
+            yield Missing(decl, case_twin(decl.name, present_names))
+    for item in present:
+        if item.name not in declared_names and not implied(item.name):
+            yield Undeclared(item, case_twin(item.name, declared_names))
 
 
 # ---- ports ---------------------------------------------------------------------------------------
@@ -177,6 +231,38 @@ def transports(protocol: str | None) -> frozenset[str]:
     if protocol == "any":
         return frozenset({TCP, UDP})
     return frozenset()
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PortClash(Generic[T]):
+    """A span that overlaps an earlier claim on a transport both use."""
+
+    span: Span
+    other_span: Span
+    other: T
+    transport: str  # the shared transports: "tcp", "udp" or "tcp/udp"
+
+
+class PortClaims(Generic[T]):
+    """Port spans claimed so far, each with its transports and its owner, in claim order."""
+
+    def __init__(self) -> None:
+        self._claims: list[tuple[Span, frozenset[str], T]] = []
+
+    def clash(self, spans: Iterable[Span], families: frozenset[str]) -> PortClash[T] | None:
+        """The first earlier claim that one of ``spans`` (in order) overlaps on a shared transport."""
+        for span in spans:
+            for other_span, other_families, other in self._claims:
+                shared = families & other_families
+                if shared and span.overlaps(other_span):
+                    return PortClash(span, other_span, other, "/".join(sorted(shared)))
+        return None
+
+    def claim(self, spans: Iterable[Span], families: frozenset[str], owner: T) -> None:
+        self._claims.extend((span, families, owner) for span in spans)
 
 
 # ---- sizes (reference §5.6, MSDN ee814754 Sept 2011; later sizes from the Cloud Services size docs) ----

@@ -10,6 +10,7 @@ module; a package's build csdef spells them out anyway.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 from harness.engine.artefact import CSCFG
 from harness.engine.finding import Finding
@@ -20,7 +21,10 @@ from harness.facts.servicemodel import RoleConfig, RoleDef, ServiceModelSubject
 from ._model import (
     REFERENCE,
     THUMBPRINT_ALGORITHM,
+    Missing,
+    case_hint,
     config_role_location,
+    name_mismatches,
     name_step,
     placeholder_kind,
     plugin_declared,
@@ -37,10 +41,6 @@ def _paired_roles(subject: ServiceModelSubject) -> Iterator[tuple[RoleDef, RoleC
         config = subject.configuration.role(role.name)
         if config is not None:
             yield role, config
-
-
-def _case_twin(name: str, candidates: list[str]) -> str | None:
-    return next((c for c in candidates if c != name and c.lower() == name.lower()), None)
 
 
 class UnmatchedRole(Rule):
@@ -83,33 +83,28 @@ class UnmatchedRole(Rule):
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition, configuration = subject.definition, subject.configuration
         assert definition is not None and configuration is not None
-        configured = [r.name for r in configuration.roles]
-        defined = [r.name for r in definition.roles]
-        for role in definition.roles:
-            if configuration.role(role.name) is not None:
-                continue
-            twin = _case_twin(role.name, configured)
-            hint = f" (the configuration has {twin!r}: names are case-sensitive)" if twin else ""
-            yield self.finding(
-                subject,
-                config_role_location(role.name),
-                f"The service definition defines {role.kind} {role.name!r} but the configuration has no "
-                f"<Role name={role.name!r}>{hint}; add it with its instance count and settings.",
-                evidence={"role": role.name, "defined_at": role.location},
-            )
-        for config in configuration.roles:
-            if definition.role(config.name) is not None:
-                continue
-            twin = _case_twin(config.name, defined)
-            hint = f" (the definition has {twin!r}: names are case-sensitive)" if twin else ""
-            yield self.finding(
-                subject,
-                config.location,
-                f"The configuration has <Role name={config.name!r}> but the service definition defines "
-                f"no such role{hint}; remove it or rename it to a defined role.",
-                evidence={"role": config.name},
-                line=config.line,
-            )
+        for mismatch in name_mismatches(definition.roles, configuration.roles):
+            if isinstance(mismatch, Missing):
+                role = mismatch.item
+                hint = case_hint("the configuration has", mismatch.twin)
+                yield self.finding(
+                    subject,
+                    config_role_location(role.name),
+                    f"The service definition defines {role.kind} {role.name!r} but the configuration has no "
+                    f"<Role name={role.name!r}>{hint}; add it with its instance count and settings.",
+                    evidence={"role": role.name, "defined_at": role.location},
+                )
+            else:
+                config = mismatch.item
+                hint = case_hint("the definition has", mismatch.twin)
+                yield self.finding(
+                    subject,
+                    config.location,
+                    f"The configuration has <Role name={config.name!r}> but the service definition defines "
+                    f"no such role{hint}; remove it or rename it to a defined role.",
+                    evidence={"role": config.name},
+                    line=config.line,
+                )
 
 
 class UnmatchedSetting(Rule):
@@ -150,34 +145,29 @@ class UnmatchedSetting(Rule):
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role, config in _paired_roles(subject):
-            declared = [s.name for s in role.settings]
-            configured = [s.name for s in config.settings]
-            for decl in role.settings:
-                if decl.name in configured:
-                    continue
-                twin = _case_twin(decl.name, configured)
-                hint = f" (it sets {twin!r}: names are case-sensitive)" if twin else ""
-                yield self.finding(
-                    subject,
-                    f"{config.location}/ConfigurationSettings/{name_step('Setting', decl.name)}",
-                    f"Role {role.name!r} declares setting {decl.name!r} in the service definition but the "
-                    f"configuration does not set it{hint}; add <Setting name={decl.name!r} value=…/>.",
-                    evidence={"role": role.name, "setting": decl.name, "declared_at": decl.location},
-                    line=config.line,
-                )
-            for value in config.settings:
-                if value.name in declared or plugin_declared(role, value.name):
-                    continue
-                twin = _case_twin(value.name, declared)
-                hint = f" (it declares {twin!r}: names are case-sensitive)" if twin else ""
-                yield self.finding(
-                    subject,
-                    value.location,
-                    f"The configuration sets {value.name!r} for role {role.name!r} but the service "
-                    f"definition does not declare it{hint}; declare it in the csdef or remove it here.",
-                    evidence={"role": role.name, "setting": value.name},
-                    line=value.line,
-                )
+            for mismatch in name_mismatches(role.settings, config.settings, partial(plugin_declared, role)):
+                if isinstance(mismatch, Missing):
+                    decl = mismatch.item
+                    hint = case_hint("it sets", mismatch.twin)
+                    yield self.finding(
+                        subject,
+                        f"{config.location}/ConfigurationSettings/{name_step('Setting', decl.name)}",
+                        f"Role {role.name!r} declares setting {decl.name!r} in the service definition but the "
+                        f"configuration does not set it{hint}; add <Setting name={decl.name!r} value=…/>.",
+                        evidence={"role": role.name, "setting": decl.name, "declared_at": decl.location},
+                        line=config.line,
+                    )
+                else:
+                    value = mismatch.item
+                    hint = case_hint("it declares", mismatch.twin)
+                    yield self.finding(
+                        subject,
+                        value.location,
+                        f"The configuration sets {value.name!r} for role {role.name!r} but the service "
+                        f"definition does not declare it{hint}; declare it in the csdef or remove it here.",
+                        evidence={"role": role.name, "setting": value.name},
+                        line=value.line,
+                    )
 
 
 class UnmatchedCertificate(Rule):
@@ -218,35 +208,30 @@ class UnmatchedCertificate(Rule):
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role, config in _paired_roles(subject):
-            declared = [c.name for c in role.certificates]
-            configured = [c.name for c in config.certificates]
-            for decl in role.certificates:
-                if decl.name in configured:
-                    continue
-                twin = _case_twin(decl.name, configured)
-                hint = f" (it has {twin!r}: names are case-sensitive)" if twin else ""
-                yield self.finding(
-                    subject,
-                    f"{config.location}/Certificates/{name_step('Certificate', decl.name)}",
-                    f"Role {role.name!r} declares certificate {decl.name!r} but the configuration gives no "
-                    f"thumbprint for it{hint}; add <Certificate name={decl.name!r} thumbprint=… "
-                    f'thumbprintAlgorithm="sha1"/>.',
-                    evidence={"role": role.name, "certificate": decl.name, "declared_at": decl.location},
-                    line=config.line,
-                )
-            for ref in config.certificates:
-                if ref.name in declared or plugin_declared(role, ref.name):
-                    continue
-                twin = _case_twin(ref.name, declared)
-                hint = f" (it declares {twin!r}: names are case-sensitive)" if twin else ""
-                yield self.finding(
-                    subject,
-                    ref.location,
-                    f"The configuration gives a thumbprint for certificate {ref.name!r} of role {role.name!r} "
-                    f"but the service definition does not declare it{hint}; declare it or remove it here.",
-                    evidence={"role": role.name, "certificate": ref.name},
-                    line=ref.line,
-                )
+            for mismatch in name_mismatches(role.certificates, config.certificates, partial(plugin_declared, role)):
+                if isinstance(mismatch, Missing):
+                    decl = mismatch.item
+                    hint = case_hint("it has", mismatch.twin)
+                    yield self.finding(
+                        subject,
+                        f"{config.location}/Certificates/{name_step('Certificate', decl.name)}",
+                        f"Role {role.name!r} declares certificate {decl.name!r} but the configuration gives no "
+                        f"thumbprint for it{hint}; add <Certificate name={decl.name!r} thumbprint=… "
+                        f'thumbprintAlgorithm="sha1"/>.',
+                        evidence={"role": role.name, "certificate": decl.name, "declared_at": decl.location},
+                        line=config.line,
+                    )
+                else:
+                    ref = mismatch.item
+                    hint = case_hint("it declares", mismatch.twin)
+                    yield self.finding(
+                        subject,
+                        ref.location,
+                        f"The configuration gives a thumbprint for certificate {ref.name!r} of role {role.name!r} "
+                        f"but the service definition does not declare it{hint}; declare it or remove it here.",
+                        evidence={"role": role.name, "certificate": ref.name},
+                        line=ref.line,
+                    )
 
 
 class MalformedThumbprint(Rule):

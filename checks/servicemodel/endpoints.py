@@ -34,7 +34,9 @@ from ._model import (
     MIN_PORT,
     PROBE_PROTOCOLS,
     REFERENCE,
-    Span,
+    PortClaims,
+    case_hint,
+    case_twin,
     definition_of,
     definition_root,
     internal_spans,
@@ -154,32 +156,30 @@ class DuplicatePublicPort(Rule):
     references = (REFERENCE + ".2",)
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
-        taken: list[tuple[Span, frozenset[str], RoleDef, Endpoint]] = []
+        claims: PortClaims[tuple[RoleDef, Endpoint]] = PortClaims()
         for role, endpoint in iter_endpoints(definition_of(subject), INPUT, INSTANCE_INPUT):
             span = public_span(endpoint)
             families = transports(protocol_of(endpoint))
             if span is None or not families:
                 continue  # invalid ports and protocols are VMR512's and VMR515's business
-            for other_span, other_families, other_role, other in taken:
-                shared = families & other_families
-                if shared and span.overlaps(other_span):
-                    family = "/".join(sorted(shared))
-                    yield self.finding(
-                        subject,
-                        endpoint.location,
-                        f"Public port {span}/{family} of {_describe(role, endpoint)} is already taken by "
-                        f"{_describe(other_role, other)} (port {other_span}); give each endpoint its own "
-                        "public port.",
-                        evidence={
-                            "endpoint": endpoint.name,
-                            "port": str(span),
-                            "transport": family,
-                            "conflicts_with": f"{other_role.name}/{other.name}",
-                        },
-                        line=endpoint.line,
-                    )
-                    break
-            taken.append((span, families, role, endpoint))
+            clash = claims.clash([span], families)
+            if clash is not None:
+                other_role, other = clash.other
+                yield self.finding(
+                    subject,
+                    endpoint.location,
+                    f"Public port {span}/{clash.transport} of {_describe(role, endpoint)} is already taken by "
+                    f"{_describe(other_role, other)} (port {clash.other_span}); give each endpoint its own "
+                    "public port.",
+                    evidence={
+                        "endpoint": endpoint.name,
+                        "port": str(span),
+                        "transport": clash.transport,
+                        "conflicts_with": f"{other_role.name}/{other.name}",
+                    },
+                    line=endpoint.line,
+                )
+            claims.claim([span], families, (role, endpoint))
 
 
 class InvalidPort(Rule):
@@ -365,39 +365,29 @@ class DuplicateInternalPort(Rule):
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
-            taken: list[tuple[Span, frozenset[str], Endpoint]] = []
+            claims: PortClaims[Endpoint] = PortClaims()
             for endpoint in role.endpoints:
                 if endpoint.kind != INTERNAL:
                     continue
                 families = transports(protocol_of(endpoint))
                 spans = internal_spans(endpoint)
-                conflict = next(
-                    (
-                        (span, other_span, other, families & other_families)
-                        for span in spans
-                        for other_span, other_families, other in taken
-                        if families & other_families and span.overlaps(other_span)
-                    ),
-                    None,
-                )
-                if conflict is not None:
-                    span, other_span, other, shared = conflict
-                    family = "/".join(sorted(shared))
+                clash = claims.clash(spans, families)
+                if clash is not None:
                     yield self.finding(
                         subject,
                         endpoint.location,
-                        f"Internal port {span}/{family} of {_describe(role, endpoint)} is already used by "
-                        f"internal endpoint {other.name!r} (port {other_span}); give each internal endpoint "
-                        "its own port.",
+                        f"Internal port {clash.span}/{clash.transport} of {_describe(role, endpoint)} is already "
+                        f"used by internal endpoint {clash.other.name!r} (port {clash.other_span}); give each "
+                        "internal endpoint its own port.",
                         evidence={
                             "role": role.name,
                             "endpoint": endpoint.name,
-                            "port": str(span),
-                            "conflicts_with": other.name,
+                            "port": str(clash.span),
+                            "conflicts_with": clash.other.name,
                         },
                         line=endpoint.line,
                     )
-                taken.extend((span, families, endpoint) for span in spans)
+                claims.claim(spans, families, endpoint)
 
 
 class InstancePortRangeTooSmall(Rule):
@@ -692,8 +682,7 @@ class UndefinedLoadBalancerProbe(Rule):
             probe = (endpoint.load_balancer_probe or "").strip()
             if not probe or probe in probes:
                 continue
-            twin = next((p for p in probes if p.lower() == probe.lower()), None)
-            hint = f" (there is {twin!r}: names are case-sensitive)" if twin else ""
+            hint = case_hint("there is", case_twin(probe, probes))
             yield self.finding(
                 subject,
                 f"{endpoint.location}/@loadBalancerProbe",

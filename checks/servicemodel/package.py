@@ -67,9 +67,12 @@ class _PackageRule(Rule):
     references = ("vmrole-reference §6.1", "vmrole-reference §6.2")
 
 
-def _manifest_or_not_applicable(package: Package) -> None:
+def _package_with_manifest(subject: Any) -> Package:
+    """The subject's package; NotApplicable when it has no manifest (VMR544 reports that)."""
+    package: Package = subject.package
     if package.manifest_part is None:
         raise NotApplicable("the package has no manifest (.csman); VMR544 reports that")
+    return package
 
 
 class PackageManifestHashMismatch(_PackageRule):
@@ -104,8 +107,7 @@ class PackageManifestHashMismatch(_PackageRule):
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
-        package: Package = subject.package
-        _manifest_or_not_applicable(package)
+        package = _package_with_manifest(subject)
         hash_type = (package.hash_type or SHA256_HASHTYPE).strip()
         if hash_type != SHA256_HASHTYPE:
             raise NotApplicable(f"manifest hashtype {hash_type!r} is not SHA-256; hashes cannot be verified")
@@ -161,8 +163,7 @@ class PackageManifestItemMissing(_PackageRule):
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
-        package: Package = subject.package
-        _manifest_or_not_applicable(package)
+        package = _package_with_manifest(subject)
         for item in package.manifest_items:
             if item.actual_hash is None:
                 yield self.finding(
@@ -203,8 +204,7 @@ class PackagePartNotInManifest(_PackageRule):
     severity = Severity.MEDIUM
 
     def check(self, subject: Any) -> Iterable[Finding]:
-        package: Package = subject.package
-        _manifest_or_not_applicable(package)
+        package = _package_with_manifest(subject)
         keys = {part_key(i.uri or i.name) for i in package.manifest_items}
         listed_nested = {s for s in NESTED_PACKAGE_SUFFIXES if any(k.endswith(s) for k in keys)}
         for name in unlisted_parts(package):

@@ -9,6 +9,7 @@ no message built here ever contains one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from harness.engine.artefact import Artefact
 from harness.facts.servicemodel import (
@@ -38,6 +39,17 @@ WHAT = "service-model file"
 ENDPOINT_KINDS = (INPUT, INTERNAL, INSTANCE_INPUT)
 #: 2009 CTP wrappers that later became the single <Endpoints> element.
 LEGACY_ENDPOINT_WRAPPERS = {"InputEndpoints": INPUT, "InternalEndpoints": INTERNAL}
+
+
+class _Named(TypedDict):
+    location: str
+    line: int | None
+    name: str
+
+
+def _named(node: Node) -> _Named:
+    """The fields every fact about a named element starts with: where it is and its ``name``."""
+    return {"location": node.location, "line": node.line, "name": node.get("name") or ""}
 
 
 def read_bounded(path: Path, limit: int = DEFAULT_MAX_BYTES, what: str = WHAT) -> bytes:
@@ -70,16 +82,8 @@ def parse_definition(data: bytes, artefact: Artefact, part: str | None = None) -
     legacy = [False]
     roles = tuple(_role(child, legacy) for child in root.children if child.tag in ROLE_KINDS)
     probes = tuple(
-        LoadBalancerProbe(
-            location=p.location,
-            line=p.line,
-            name=p.get("name") or "",
-            protocol=p.get("protocol"),
-            port=p.get("port"),
-            path=p.get("path"),
-        )
-        for wrapper in root.findall("LoadBalancerProbes")
-        for p in wrapper.findall("LoadBalancerProbe")
+        LoadBalancerProbe(**_named(p), protocol=p.get("protocol"), port=p.get("port"), path=p.get("path"))
+        for p in _grandchildren(root, "LoadBalancerProbes", "LoadBalancerProbe")
     )
     return ServiceDefinition(
         artefact=artefact,
@@ -121,13 +125,7 @@ def _role(node: Node, legacy: list[bool]) -> RoleDef:
     if bare_storage:
         legacy[0] = True
     storage = tuple(
-        LocalStorage(
-            location=s.location,
-            line=s.line,
-            name=s.get("name") or "",
-            size_mb=s.get("sizeInMB"),
-            clean_on_role_recycle=s.get("cleanOnRoleRecycle"),
-        )
+        LocalStorage(**_named(s), size_mb=s.get("sizeInMB"), clean_on_role_recycle=s.get("cleanOnRoleRecycle"))
         for s in storage_nodes + bare_storage
     )
 
@@ -139,27 +137,20 @@ def _role(node: Node, legacy: list[bool]) -> RoleDef:
             child_locations.append((child.tag, child.location))
 
     return RoleDef(
-        location=node.location,
-        line=node.line,
+        **_named(node),
         kind=node.tag,
-        name=node.get("name") or "",
         vmsize=node.get("vmsize"),
         endpoints=tuple(endpoints),
         certificates=tuple(
             CertificateDecl(
-                location=c.location,
-                line=c.line,
-                name=c.get("name") or "",
+                **_named(c),
                 store_location=c.get("storeLocation"),
                 store_name=c.get("storeName"),
                 permission_level=c.get("permissionLevel"),
             )
             for c in _grandchildren(node, "Certificates", "Certificate")
         ),
-        settings=tuple(
-            SettingDecl(location=s.location, line=s.line, name=s.get("name") or "")
-            for s in _grandchildren(node, "ConfigurationSettings", "Setting")
-        ),
+        settings=tuple(SettingDecl(**_named(s)) for s in _grandchildren(node, "ConfigurationSettings", "Setting")),
         imports=tuple(
             Import(location=i.location, line=i.line, module_name=i.get("moduleName") or "")
             for i in _grandchildren(node, "Imports", "Import")
@@ -179,13 +170,7 @@ def _environment(role: Node) -> tuple[EnvironmentVariable, ...]:
     ]
     environments += [("Runtime", env) for env in _grandchildren(role, "Runtime", "Environment")]
     return tuple(
-        EnvironmentVariable(
-            location=variable.location,
-            line=variable.line,
-            name=variable.get("name") or "",
-            value=variable.get("value"),
-            source=source,
-        )
+        EnvironmentVariable(**_named(variable), value=variable.get("value"), source=source)
         for source, env in environments
         for variable in env.findall("Variable")
     )
@@ -212,10 +197,8 @@ def _endpoint(node: Node) -> Endpoint:
         ]
         public = ranges[0] if ranges else None
     return Endpoint(
-        location=node.location,
-        line=node.line,
+        **_named(node),
         kind=node.tag,
-        name=node.get("name") or "",
         protocol=node.get("protocol"),
         port=node.get("port"),
         local_port=node.get("localPort"),
@@ -263,22 +246,16 @@ def _role_config(node: Node) -> RoleConfig:
     instances = node.find("Instances")
     os_image = next((c for c in node.children if c.tag.lower() == "osimage"), None)
     return RoleConfig(
-        location=node.location,
-        line=node.line,
-        name=node.get("name") or "",
+        **_named(node),
         instances=instances.get("count") if instances is not None else None,
         instances_location=instances.location if instances is not None else None,
         settings=tuple(
-            SettingValue(location=s.location, line=s.line, name=s.get("name") or "", value=s.get("value"))
+            SettingValue(**_named(s), value=s.get("value"))
             for s in _grandchildren(node, "ConfigurationSettings", "Setting")
         ),
         certificates=tuple(
             CertificateRef(
-                location=c.location,
-                line=c.line,
-                name=c.get("name") or "",
-                thumbprint=c.get("thumbprint"),
-                thumbprint_algorithm=c.get("thumbprintAlgorithm"),
+                **_named(c), thumbprint=c.get("thumbprint"), thumbprint_algorithm=c.get("thumbprintAlgorithm")
             )
             for c in _grandchildren(node, "Certificates", "Certificate")
         ),
