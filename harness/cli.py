@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     rules.add_argument("--update-readme", metavar="README", help="rewrite the generated tables in README")
 
+    from harness.fabric.cli import add_parser as add_fabric_parser
+
+    add_fabric_parser(sub)
+
     demo = sub.add_parser("demo", help="the main job on the built-in sample: build, lint, write reports")
     demo.add_argument("--work-dir", default=".vmrole/demo", help="where sample artefacts are built")
     demo.add_argument("--report-dir", default=REPORT_DIR, help="where reports go (default reports)")
@@ -167,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_rules(ns)
     if ns.command == "demo":
         return cmd_demo(ns)
+    if ns.command == "fabric":
+        from harness.fabric.cli import run as run_fabric
+
+        return run_fabric(ns)
     return 2  # argparse already rejects unknown commands
 
 

@@ -16,6 +16,7 @@ from harness.engine.artefact import Artefact, kind_of
 from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
+from harness.fabric.pytest_fixture import vmrole_fabric  # noqa: F401 - a fixture the plugin provides
 from harness.plugin import options
 from harness.plugin.state import RunState
 from harness.plugin.targets import build_subject

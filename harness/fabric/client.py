@@ -1,0 +1,286 @@
+"""Bringing a local fabric up and down, and talking to it with the real clients.
+
+``up()`` starts the controller detached and waits for ``fabric.json`` to say ready; ``down()`` stops it and
+checks that no process it started is left. ``Fabric`` reads the running fabric's description and builds
+clients for it: the Service Management client (mutual TLS), pywinrm sessions, the blob client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.fabric.layout import DEFAULT_STATE, Layout, read_json
+from harness.fabric.ports import is_listening
+
+UP_TIMEOUT = 60.0
+DOWN_TIMEOUT = 20.0
+
+
+class FabricError(Exception):
+    """The fabric could not be brought up or down; the message says what happened."""
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (the controller started by up())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def up(
+    state_dir: Path = DEFAULT_STATE,
+    *,
+    csdef: Path | None = None,
+    cscfg: Path | None = None,
+    package: Path | None = None,
+    image_dir: Path | None = None,
+    step_seconds: float = 0.3,
+    timeout: float = UP_TIMEOUT,
+) -> Fabric:
+    """Start a fabric for the model (default: the bundled sample VM-role service) and wait until ready."""
+    if csdef is None and package is None:
+        csdef, cscfg = sample_model()
+    layout = Layout(Path(state_dir).resolve())
+    current = _state(layout)
+    pid = (current.get("controller") or {}).get("pid")
+    if current.get("state") in ("starting", "ready") and isinstance(pid, int) and _alive(pid):
+        raise FabricError(f"a fabric is already running from {layout.root} (pid {pid}); run `vmrole fabric down`")
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.fabric_json.unlink(missing_ok=True)
+    args = [sys.executable, "-m", "harness.fabric.controller", "--state", str(layout.root)]
+    for flag, value in (("--csdef", csdef), ("--cscfg", cscfg), ("--package", package), ("--image-dir", image_dir)):
+        if value is not None:
+            args += [flag, str(Path(value).resolve())]
+    args += ["--step-seconds", str(step_seconds)]
+    logfile = layout.controller_log.open("ab")
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True, close_fds=True
+    )
+    logfile.close()
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            state = _state(layout)
+            if state.get("state") == "ready":
+                return Fabric(layout)
+            if state.get("state") == "failed" or proc.poll() is not None:
+                proc.wait(DOWN_TIMEOUT)
+                error = state.get("error") or _log_tail(layout)
+                raise FabricError(f"the fabric failed to start: {error}")
+            if time.monotonic() > end:
+                raise FabricError(f"the fabric did not become ready within {timeout:.0f} s:\n{_log_tail(layout)}")
+            time.sleep(0.05)
+    except BaseException:
+        down(layout.root)
+        raise
+
+
+def sample_model() -> tuple[Path, Path]:
+    """The bundled sample service model (csdef, cscfg) shipped in the package."""
+    from importlib import resources
+
+    folder = resources.files("harness") / "samples" / "vmrole"
+    return Path(str(folder / "ServiceDefinition.csdef")), Path(str(folder / "ServiceConfiguration.Cloud.cscfg"))
+
+
+def _state(layout: Layout) -> dict[str, Any]:
+    try:
+        return read_json(layout.fabric_json)
+    except (OSError, ValueError):
+        return {}
+
+
+def _log_tail(layout: Layout, size: int = 3000) -> str:
+    try:
+        return layout.controller_log.read_text("utf-8", errors="replace")[-size:]
+    except OSError:
+        return "(no controller log)"
+
+
+@dataclass(frozen=True)
+class DownReport:
+    stopped: list[int]
+    killed: list[int]
+    ports_still_open: list[int]
+
+
+def down(state_dir: Path = DEFAULT_STATE, timeout: float = DOWN_TIMEOUT) -> DownReport:
+    """Stop the controller (it stops its children), then make sure nothing it started is left."""
+    layout = Layout(Path(state_dir).resolve())
+    state = _state(layout)
+    pids = [p for p in state.get("pids", []) if isinstance(p, int)]
+    controller = (state.get("controller") or {}).get("pid")
+    if controller is None and layout.controller_pid.exists():
+        with contextlib.suppress(ValueError, OSError):
+            controller = int(layout.controller_pid.read_text().strip())
+    if controller and controller not in pids:
+        pids.insert(0, controller)
+    if controller and _alive(controller):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(controller, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while controller and _alive(controller) and time.monotonic() < end:
+        time.sleep(0.05)
+    # Re-read: the controller records the children it had when it stopped.
+    state = _state(layout) or state
+    pids = sorted(set(pids) | {p for p in state.get("pids", []) if isinstance(p, int)})
+    killed = []
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    ports = _ports(state)
+    deadline = time.monotonic() + 5
+    while any(is_listening(p) for p in ports) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return DownReport(stopped=pids, killed=killed, ports_still_open=[p for p in ports if is_listening(p)])
+
+
+def _ports(state: dict[str, Any]) -> list[int]:
+    ports = [e.get("public_port") for e in state.get("input_endpoints", [])]
+    for inst in state.get("instances", []):
+        ports += list((inst.get("endpoints") or {}).values())
+        ports += list((inst.get("instance_endpoints") or {}).values())
+        ports += [inst.get("agent_port"), *((inst.get("winrm") or {}).values())]
+    mgmt = state.get("management") or {}
+    ports += [mgmt.get("http_port"), mgmt.get("https_port"), (state.get("azurite") or {}).get("blob_port")]
+    ports.append((state.get("controller") or {}).get("control_port"))
+    return sorted({p for p in ports if isinstance(p, int) and p > 0})
+
+
+class Fabric:
+    """A running fabric, described by its ``fabric.json``."""
+
+    def __init__(self, layout: Layout | Path) -> None:
+        self.layout = layout if isinstance(layout, Layout) else Layout(Path(layout).resolve())
+        self.data: dict[str, Any] = read_json(self.layout.fabric_json)
+
+    def refresh(self) -> dict[str, Any]:
+        self.data = self._control("GET", "/status")
+        return self.data
+
+    def down(self) -> DownReport:
+        return down(self.layout.root)
+
+    # ---- control API --------------------------------------------------------------------------
+    def _control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        port = self.data["controller"]["control_port"]
+        token = (self.layout.secrets / "control-token").read_text().strip()
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+        req.add_header("X-Vmr-Token", token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", errors="replace")
+            with contextlib.suppress(ValueError):
+                detail = json.loads(detail).get("error", detail)
+            raise FabricError(f"control API {method} {path}: {exc.code} {detail}") from None
+
+    def inject(self, kind: str, target: str | None = None, seconds: float = 30.0, delay_ms: int = 0) -> dict[str, Any]:
+        return self._control(
+            "POST", "/faults", {"kind": kind, "target": target, "seconds": seconds, "delay_ms": delay_ms}
+        )
+
+    def clear_faults(self, fault_id: str | None = None) -> Any:
+        return self._control("DELETE", f"/faults/{fault_id}" if fault_id else "/faults")
+
+    # ---- descriptions -------------------------------------------------------------------------
+    @property
+    def instances(self) -> list[dict[str, Any]]:
+        return list(self.data["instances"])
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        for inst in self.data["instances"]:
+            if inst["id"] == instance_id:
+                return inst
+        raise KeyError(instance_id)
+
+    def endpoint(self, name: str, role: str | None = None) -> dict[str, Any]:
+        for ep in self.data["input_endpoints"]:
+            if ep["name"] == name and (role is None or ep["role"] == role):
+                return ep
+        raise KeyError(name)
+
+    def vip_url(self, endpoint: str, path: str = "/") -> str:
+        ep = self.endpoint(endpoint)
+        scheme = "https" if ep["protocol"] == "https" else "http"
+        return f"{scheme}://127.0.0.1:{ep['public_port']}{path}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.layout.certs / "ca.pem")
+
+    # ---- real clients -------------------------------------------------------------------------
+    def management_client(self, *, https: bool = True) -> Any:
+        """azure-servicemanagement-legacy's ServiceManagementService pointed at the emulator."""
+        import requests
+        from azure.servicemanagement import ServiceManagementService
+
+        mgmt = self.data["management"]
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify (live-reference §0)
+        if https:
+            session.cert = (mgmt["client_cert"], mgmt["client_key"])
+            session.verify = mgmt["ca"]
+            host = f"127.0.0.1:{mgmt['https_port']}"
+        else:
+            host = f"127.0.0.1:{mgmt['http_port']}"
+        client = ServiceManagementService(self.data["subscription_id"], host=host, request_session=session)
+        if not https:
+            client._httpclient.protocol = "http"
+        return client
+
+    def winrm_password(self) -> str:
+        return Path(self.data["winrm"]["password_file"]).read_text().strip()
+
+    def winrm_session(self, instance_id: str, transport: str = "ntlm", *, https: bool = True, **kwargs: Any) -> Any:
+        import winrm
+
+        inst = self.instance(instance_id)
+        port = inst["winrm"]["https_port" if https else "http_port"]
+        scheme = "https" if https else "http"
+        options: dict[str, Any] = {"transport": transport, "server_cert_validation": "ignore"}
+        if https:
+            options.update(server_cert_validation="validate", ca_trust_path=self.ca_file)
+        options.update(kwargs)
+        return winrm.Session(
+            f"{scheme}://127.0.0.1:{port}/wsman",
+            auth=(self.data["winrm"]["username"], self.winrm_password()),
+            **options,
+        )
+
+    def blob_service(self) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        from harness.fabric.azurite import API_VERSION
+
+        return BlobServiceClient.from_connection_string(
+            self.data["azurite"]["connection_string"], api_version=API_VERSION
+        )

@@ -1,0 +1,481 @@
+"""The fabric controller: one detached process that owns a local deployment.
+
+``python -m harness.fabric.controller --state DIR (--csdef D --cscfg C | --package P [--cscfg C])``
+
+It prepares the state directory (certificates, effective cscfg, base image, instance configs), starts
+Azurite, the instances, HAProxy and the management API, writes ``fabric.json`` with ``"state": "ready"``,
+then serves until SIGTERM/SIGINT (or a shutdown request on the control API), when it stops every child
+and writes ``"state": "stopped"``. See CONTRACT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from harness.fabric import views
+from harness.fabric.faults import Faults
+from harness.fabric.layout import FORMAT, Layout, write_json_atomic, write_text_atomic
+from harness.fabric.lifecycle import Instances, wait_until
+from harness.fabric.ports import allocate
+from harness.fabric.spec import DeploymentSpec, SpecError, build_spec
+
+log = logging.getLogger("vmrole.fabric")
+
+SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
+ROTATION_DEADLINE = 15.0
+WINRM_USER = "vmradmin"
+DEFAULT_SERVICES = (
+    {"name": "W3SVC", "display_name": "World Wide Web Publishing Service", "state": "Running", "start": "Auto"},
+    {"name": "WinRM", "display_name": "Windows Remote Management (WS-Management)", "state": "Running", "start": "Auto"},
+    {"name": "RdAgent", "display_name": "RdAgent", "state": "Running", "start": "Auto"},
+    {
+        "name": "WindowsAzureGuestAgent",
+        "display_name": "Windows Azure Guest Agent",
+        "state": "Running",
+        "start": "Auto",
+    },
+)
+BASE_IMAGE_FILES = {
+    "Windows/System32/drivers/etc/hosts": "127.0.0.1 localhost\r\n",
+    "Windows/System32/config/.keep": "",
+    "Windows/Panther/.keep": "",
+    "Program Files/.keep": "",
+    "ProgramData/.keep": "",
+    "Users/Public/.keep": "",
+    "vmrole-image.txt": "vmrole-harness generated base image (Windows Server 2008 R2 x64 stand-in)\r\n",
+}
+
+
+class Controller:
+    def __init__(self, layout: Layout, spec: DeploymentSpec, *, image_dir: Path | None, step_seconds: float) -> None:
+        self.layout = layout
+        self.spec = spec
+        self.image_dir = image_dir
+        self.step_seconds = step_seconds
+        self.stopping = threading.Event()
+        self.runtime: dict[str, Any] = {}
+        self.azurite: Any = None
+        self.haproxy: Any = None
+        self.mgmt: Any = None
+        self.control: Any = None
+        self.instances: Instances | None = None
+        self.faults: Faults | None = None
+        self.service_certs: dict[str, tuple[Path, Path, str]] = {}
+
+    # ---- preparation --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        from harness.fabric import certs
+
+        root = self.layout.root
+        root.mkdir(parents=True, exist_ok=True)
+        self.layout.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.layout.secrets, 0o700)
+        self.layout.certs.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.layout.controller_pid, str(os.getpid()))
+        if self.spec.csdef_text:  # empty when deployed from a package (the csdef stays inside it)
+            write_text_atomic(self.layout.csdef, self.spec.csdef_text)
+
+        ca = certs.make_ca(self.layout.certs)
+        self.ca = ca
+        self.mgmt_server_cert = certs.issue_server_cert(
+            ca, ["localhost", "127.0.0.1"], self.layout.certs / "mgmt-server"
+        )
+        client_pem, client_key = certs.issue_client_cert(
+            ca, "vmrole-harness management", self.layout.certs / "mgmt-client"
+        )
+        # The management client key is a secret: keep it under secrets/.
+        secret_key = self.layout.secrets / "mgmt-client.key"
+        shutil.move(str(client_key), secret_key)
+        os.chmod(secret_key, 0o600)
+        self.mgmt_client = (client_pem, secret_key)
+        self.winrm_cert = certs.issue_server_cert(ca, ["localhost", "127.0.0.1"], self.layout.certs / "winrm")
+        thumbprints: dict[str, str] = {}
+        for role in self.spec.roles:
+            for name in role.certificates:
+                if name not in self.service_certs:
+                    pem, key, thumb = certs.service_certificate(ca, name, self.layout.certs / f"svc-{name}")
+                    self.service_certs[name] = (pem, key, thumb)
+                thumbprints[name] = self.service_certs[name][2]
+        self.thumbprints = thumbprints
+        password = secrets.token_urlsafe(18) + "!A1"
+        write_text_atomic(self.layout.secrets / "winrm-password", password)
+        os.chmod(self.layout.secrets / "winrm-password", 0o600)
+        write_text_atomic(self.layout.secrets / "control-token", secrets.token_hex(16))
+        os.chmod(self.layout.secrets / "control-token", 0o600)
+        self._base_image()
+
+    def _base_image(self) -> None:
+        target = self.layout.image_os
+        if target.exists():
+            shutil.rmtree(target)
+        if self.image_dir is not None:
+            shutil.copytree(self.image_dir, target, symlinks=True)
+            return
+        for rel, text in BASE_IMAGE_FILES.items():
+            path = target / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, "utf-8")
+
+    def _effective_cscfg(self, connection_string: str) -> str:
+        from harness.fabric import certs
+        from harness.fabric.settings import point_storage_at
+
+        text = certs.rewrite_thumbprints(self.spec.cscfg_text, self.thumbprints)
+        return point_storage_at(text, connection_string)
+
+    def instance_config(self, inst: Any) -> dict[str, Any]:
+        il = self.layout.instance(inst.id)
+        role = self.spec.role(inst.role)
+        endpoints = []
+        for ep in role.endpoints:
+            entry: dict[str, Any] = {"name": ep.name, "protocol": ep.protocol, "port": inst.endpoint_ports[ep.name]}
+            if ep.protocol == "https" and ep.certificate in self.service_certs:
+                pem, key, _ = self.service_certs[ep.certificate]
+                entry.update(cert=str(pem), key=str(key))
+            endpoints.append(entry)
+        return {
+            "id": inst.id,
+            "role": inst.role,
+            "index": inst.index,
+            "deployment_id": self.spec.deployment_id,
+            "host": "127.0.0.1",
+            "endpoints": endpoints,
+            "agent_port": inst.agent_port,
+            "winrm": {
+                "https_port": inst.winrm_https_port,
+                "http_port": inst.winrm_http_port,
+                "cert": str(self.winrm_cert[0]),
+                "key": str(self.winrm_cert[1]),
+                "username": WINRM_USER,
+                "password_file": str(self.layout.secrets / "winrm-password"),
+                "delay_ms_file": str(il.winrm_delay),
+            },
+            "drives": {
+                "C": str(il.os_drive),
+                "E": str(il.app_drive),
+                "local": {s.name: str(il.local_storage(s.name)) for s in role.local_storage},
+            },
+            "status_file": str(il.status),
+            "app_command": None,
+            "services": [dict(s) for s in DEFAULT_SERVICES],
+        }
+
+    # ---- start / stop -------------------------------------------------------------------------
+    def start(self) -> None:
+        from harness.fabric.azurite import Azurite
+        from harness.fabric.haproxy import HAProxy, render_config
+        from harness.fabric.mgmt.server import FaultState, ManagementServer
+
+        self.write_state("starting")
+        self.azurite = Azurite()
+        self.azurite.start(self.layout.azurite)
+        effective = self._effective_cscfg(self.azurite.connection_string)
+        write_text_atomic(self.layout.cscfg, effective)
+        self.effective_cscfg = effective
+
+        configs = {inst.id: self.instance_config(inst) for inst in self.spec.instances}
+        self.instances = Instances(
+            self.spec, self.layout, configs, step_seconds=self.step_seconds, on_change=self.write_ready
+        )
+        for inst in self.spec.instances:
+            self.instances.prepare(inst)
+        starters = [threading.Thread(target=self._start_one, args=(inst.id,)) for inst in self.spec.instances]
+        self.start_errors: list[str] = []
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        if self.start_errors:
+            raise RuntimeError("; ".join(self.start_errors))
+
+        self.layout.haproxy.mkdir(parents=True, exist_ok=True)
+        config_path = self.layout.haproxy / "haproxy.cfg"
+        config_path.write_text(render_config(self.spec, self.layout), "utf-8")
+        self.haproxy = HAProxy(self.layout.haproxy / "haproxy.sock")
+        self.haproxy.start(config_path)
+
+        http_port, https_port = allocate(2)
+        self.mgmt_faults = FaultState()
+        self.mgmt = ManagementServer(
+            self,
+            subscription_id=SUBSCRIPTION_ID,
+            http_port=http_port,
+            https_port=https_port,
+            server_cert=str(self.mgmt_server_cert[0]),
+            server_key=str(self.mgmt_server_cert[1]),
+            ca_cert=str(self.ca[0]),
+            require_client_cert=True,
+            client_cert=str(self.mgmt_client[0]),
+            faults=self.mgmt_faults,
+        )
+        self.mgmt.start()
+        self.faults = Faults(self)
+        self.faults.start()
+        from harness.fabric.control import ControlServer
+
+        self.control = ControlServer(self, (self.layout.secrets / "control-token").read_text().strip())
+        self.control.start()
+        for inst in self.spec.instances:
+            self.instances.set_ready(inst.id, True)
+        self._wait_for_rotation()
+        self.write_state("ready")
+
+    def _wait_for_rotation(self) -> None:
+        """Ready means every Ready instance is in its load balancer's rotation, not merely started."""
+        from harness.fabric.haproxy import backend_name
+
+        api = self.haproxy.runtime
+        expected = {
+            backend_name(ep.role, ep.name): {i.id for i in self.spec.instances if i.role == ep.role}
+            for ep in self.spec.input_endpoints
+            if ep.protocol != "udp"
+        }
+
+        def all_in() -> bool:
+            return all(api.in_rotation(backend) >= servers for backend, servers in expected.items())
+
+        if not wait_until(all_in, ROTATION_DEADLINE, 0.05):
+            missing = {b: sorted(s - api.in_rotation(b)) for b, s in expected.items() if not api.in_rotation(b) >= s}
+            raise RuntimeError(f"instances not in load-balancer rotation after {ROTATION_DEADLINE:.0f} s: {missing}")
+
+    def _start_one(self, instance_id: str) -> None:
+        assert self.instances is not None
+        try:
+            self.instances.start(instance_id)
+        except Exception as exc:
+            self.start_errors.append(str(exc))
+
+    def stop(self) -> None:
+        self.write_state("stopping")
+        if self.faults is not None:
+            self.faults.stop()
+        for part in (self.control, self.mgmt):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.shutdown()
+        if self.haproxy is not None:
+            with contextlib.suppress(Exception):
+                self.haproxy.stop()
+        if self.instances is not None:
+            self.instances.stop_all()
+        if self.azurite is not None:
+            with contextlib.suppress(Exception):
+                self.azurite.stop()
+        self.write_state("stopped")
+
+    # ---- state file ---------------------------------------------------------------------------
+    def write_ready(self) -> None:
+        if self.runtime.get("state") == "ready":
+            self.write_state("ready")
+
+    def write_state(self, state: str, error: str | None = None) -> None:
+        spec = self.spec
+        inst_rt = []
+        for inst in spec.instances:
+            inst_rt.append(
+                {
+                    "id": inst.id,
+                    "role": inst.role,
+                    "pid": self.instances.pid(inst.id) if self.instances else None,
+                    "status": self.instances.status(inst.id) if self.instances else views.UNKNOWN,
+                    "dir": str(self.layout.instance(inst.id).root),
+                    "endpoints": dict(inst.endpoint_ports),
+                    "instance_endpoints": dict(inst.instance_public_ports),
+                    "agent_port": inst.agent_port,
+                    "winrm": {"https_port": inst.winrm_https_port, "http_port": inst.winrm_http_port},
+                }
+            )
+        pids = [os.getpid()]
+        for part in (self.azurite, self.haproxy):
+            pid = getattr(part, "pid", None) if part is not None else None
+            if pid:
+                pids.append(pid)
+        if self.instances is not None:
+            pids += self.instances.pids()
+        data = {
+            "format": FORMAT,
+            "version": 1,
+            "state": state,
+            "error": error,
+            "service_name": spec.service_name,
+            "deployment_name": spec.deployment_name,
+            "deployment_id": spec.deployment_id,
+            "slot": "Production",
+            "subscription_id": SUBSCRIPTION_ID,
+            "vip": "127.0.0.1",
+            "notes": list(spec.notes),
+            "controller": {"pid": os.getpid(), "control_port": getattr(self.control, "port", None)},
+            "management": {
+                "http_port": getattr(self.mgmt, "http_port", None),
+                "https_port": getattr(self.mgmt, "https_port", None),
+                "ca": str(self.layout.certs / "ca.pem"),
+                "client_cert": str(self.mgmt_client[0]) if hasattr(self, "mgmt_client") else None,
+                "client_key": str(self.mgmt_client[1]) if hasattr(self, "mgmt_client") else None,
+                "require_client_cert": True,
+            },
+            "haproxy": {
+                "pid": getattr(self.haproxy, "pid", None),
+                "config": str(self.layout.haproxy / "haproxy.cfg"),
+                "socket": str(self.layout.haproxy / "haproxy.sock"),
+            },
+            "azurite": {
+                "pid": getattr(self.azurite, "pid", None),
+                "blob_port": getattr(self.azurite, "port", None),
+                "connection_string": getattr(self.azurite, "connection_string", None),
+            },
+            "winrm": {"username": WINRM_USER, "password_file": str(self.layout.secrets / "winrm-password")},
+            "certificates": {name: thumb for name, (_, _, thumb) in self.service_certs.items()},
+            "input_endpoints": [
+                {
+                    "role": e.role,
+                    "name": e.name,
+                    "protocol": e.protocol,
+                    "public_port": e.public_port,
+                    "declared_port": e.declared_port,
+                    "local_port": e.local_port,
+                    "certificate": e.certificate,
+                }
+                for e in spec.input_endpoints
+            ],
+            "local_storage": {
+                r.name: [{"name": s.name, "clean_on_role_recycle": s.clean_on_role_recycle} for s in r.local_storage]
+                for r in spec.roles
+            },
+            "instances": inst_rt,
+            "faults": self.faults.describe() if self.faults else [],
+            "pids": pids,
+        }
+        self.runtime = data
+        write_json_atomic(self.layout.fabric_json, data)
+
+    # ---- Lifecycle protocol (for the management API) ------------------------------------------
+    def deployment(self) -> views.DeploymentView:
+        assert self.instances is not None
+        spec = self.spec
+        instances = []
+        for inst in spec.instances:
+            role = spec.role(inst.role)
+            endpoint_views = []
+            for ep in role.endpoints:
+                if ep.kind == "InputEndpoint":
+                    endpoint_views.append(
+                        views.InstanceEndpointView(
+                            ep.name,
+                            "udp" if ep.protocol == "udp" else "tcp",
+                            ep.public_port,
+                            ep.local_port or 0,
+                            "127.0.0.1",
+                        )
+                    )
+                else:
+                    endpoint_views.append(
+                        views.InstanceEndpointView(
+                            ep.name, ep.protocol, inst.instance_public_ports[ep.name], ep.local_port or 0, "127.0.0.1"
+                        )
+                    )
+            status = self.instances.status(inst.id)
+            instances.append(
+                views.InstanceView(
+                    role_name=inst.role,
+                    instance_name=inst.id,
+                    status=status,
+                    upgrade_domain=inst.upgrade_domain,
+                    fault_domain=inst.fault_domain,
+                    size=role.vmsize,
+                    ip_address="127.0.0.1",
+                    power_state=self.instances.power.get(inst.id, "Started"),
+                    endpoints=tuple(endpoint_views),
+                )
+            )
+        inputs = tuple(
+            views.InputEndpointView(
+                e.role, e.name, "udp" if e.protocol == "udp" else "tcp", e.public_port, e.local_port or 0, "127.0.0.1"
+            )
+            for e in spec.input_endpoints
+        )
+        return views.DeploymentView(
+            service_name=spec.service_name,
+            name=spec.deployment_name,
+            slot="Production",
+            private_id=spec.deployment_id,
+            status="Running",
+            label=spec.deployment_name,
+            url=f"http://{spec.service_name.lower()}.cloudapp.net/",
+            configuration=getattr(self, "effective_cscfg", spec.cscfg_text),
+            sdk_version="1.7.30602.1703",
+            vip="127.0.0.1",
+            instances=tuple(instances),
+            input_endpoints=inputs,
+            roles=tuple((r.name, "WA-GUEST-OS-2.12_201208-02") for r in spec.roles),
+        )
+
+    def start_operation(self, kind: str, instance_id: str) -> str:
+        assert self.instances is not None
+        return self.instances.start_operation(kind, instance_id)
+
+    def operation(self, request_id: str) -> views.OperationView | None:
+        assert self.instances is not None
+        return self.instances.operation(request_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.fabric.controller")
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--csdef")
+    parser.add_argument("--cscfg")
+    parser.add_argument("--package")
+    parser.add_argument("--image-dir")
+    parser.add_argument("--name")
+    parser.add_argument("--step-seconds", type=float, default=0.3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    layout = Layout(Path(args.state).resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    try:
+        spec = build_spec(
+            csdef=Path(args.csdef) if args.csdef else None,
+            cscfg=Path(args.cscfg) if args.cscfg else None,
+            package=Path(args.package) if args.package else None,
+            name=args.name,
+        )
+    except SpecError as exc:
+        write_json_atomic(layout.fabric_json, {"format": FORMAT, "version": 1, "state": "failed", "error": str(exc)})
+        print(f"vmrole fabric: {exc}", file=sys.stderr)
+        return 2
+    controller = Controller(
+        layout, spec, image_dir=Path(args.image_dir) if args.image_dir else None, step_seconds=args.step_seconds
+    )
+
+    def on_signal(signum: int, frame: Any) -> None:
+        controller.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        controller.prepare()
+        controller.start()
+        log.info("fabric ready: %s (%d instances)", spec.deployment_name, len(spec.instances))
+    except Exception as exc:
+        log.error("fabric failed to start: %s\n%s", exc, traceback.format_exc())
+        controller.stop()
+        controller.write_state("failed", error=str(exc))
+        return 1
+    controller.stopping.wait()
+    log.info("stopping the fabric")
+    controller.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

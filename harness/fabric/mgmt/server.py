@@ -1,0 +1,524 @@
+"""The Service Management REST API emulator: the subset azure-servicemanagement-legacy 0.20.8 uses for a
+Cloud Service deployment, over plain HTTP and HTTPS (optionally mutual TLS), bound to 127.0.0.1 only.
+
+Resources (``/<subscription-id>/...``):
+
+- ``GET services/hostedservices`` and ``GET services/hostedservices/<svc>[?embed-detail=true]``
+- ``GET services/hostedservices/<svc>/deploymentslots/<slot>`` and ``.../deployments/<name>`` → ``<Deployment>``
+- ``POST .../(deploymentslots/<slot>|deployments/<name>)/roleinstances/<instance>?comp=reboot|reimage``
+  and ``?comp=rebuild&resources=allLocalDrives`` → 202, ``x-ms-request-id`` = the lifecycle's request id
+- ``GET operations/<request-id>`` (with or without dashes) → ``<Operation>``
+
+Errors are Azure's ``<Error><Code/><Message/></Error>``; every response carries ``x-ms-request-id``.
+The plain-HTTP port does not authenticate (it is loopback-only); the HTTPS port, when
+``require_client_cert``, answers ``403 ForbiddenError`` unless the client presented the management
+certificate (``client_cert`` pins it; without a pin any certificate that ``ca_cert`` verifies is accepted).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import re
+import socket
+import socketserver
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from harness.fabric.mgmt import xml as mx
+from harness.fabric.mgmt.faults import TIMEOUT, FaultState
+from harness.fabric.views import IN_PROGRESS, Conflict, DeploymentView, Lifecycle
+
+__all__ = ["FaultState", "ManagementServer", "RequestRecord"]  # FaultState re-exported for the controller
+
+log = logging.getLogger("harness.fabric.mgmt")
+
+LOOPBACK = "127.0.0.1"
+LOCATION = "Local Fabric"
+IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay idle
+HANDSHAKE_TIMEOUT = 10.0
+
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_OPERATION_KINDS = {"reboot": "reboot", "reimage": "reimage", "rebuild": "rebuild"}
+
+FORBIDDEN_MESSAGE = (
+    "The server failed to authenticate the request. "
+    "Verify that the certificate is valid and is associated with this subscription."
+)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered request (``status`` 0: held by a timeout fault and dropped)."""
+
+    time: float
+    scheme: str
+    method: str
+    path: str
+    status: int
+    request_id: str
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _not_found(message: str) -> _ApiError:
+    return _ApiError(404, "ResourceNotFound", message)
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _cert_ders(path: str | Path) -> set[bytes]:
+    blocks = _PEM_CERT.findall(Path(path).read_bytes())
+    if not blocks:
+        raise ValueError(f"no PEM certificate in {path}")
+    return {ssl.PEM_cert_to_DER_cert(b.decode("ascii")) for b in blocks}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a keep-alive connection must not block shutdown
+    allow_reuse_address = True
+
+    def __init__(self, port: int, api: ManagementServer, tls: ssl.SSLContext | None) -> None:
+        self.api = api
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__((LOOPBACK, port), _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            # the handshake runs in the connection's thread (_Handler.setup), not in the accept loop
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves socket.getfqdn(host): a DNS lookup the loopback emulator does not need
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = LOOPBACK
+        self.server_port = int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("management API connection from %s failed", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.add(self.request)
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.request)
+
+    # x-ms-request-id on every response, also the ones BaseHTTPRequestHandler makes itself (send_error)
+    _request_id_sent = True
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._request_id_sent = False
+        super().send_response(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "x-ms-request-id":
+            self._request_id_sent = True
+        super().send_header(keyword, value)
+
+    def end_headers(self) -> None:
+        if not self._request_id_sent:
+            self.send_header("x-ms-request-id", uuid.uuid4().hex)
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self.server.api._handle(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.api._handle(self, "POST")
+
+    def do_PUT(self) -> None:
+        self.server.api._handle(self, "PUT")
+
+    def do_DELETE(self) -> None:
+        self.server.api._handle(self, "DELETE")
+
+    def do_PATCH(self) -> None:
+        self.server.api._handle(self, "PATCH")
+
+
+class ManagementServer:
+    """Service Management API emulator over a :class:`~harness.fabric.views.Lifecycle`.
+
+    ``http_port``/``https_port``: the ports to bind on 127.0.0.1 (``0``: any free port, read back from
+    :attr:`http_port`/:attr:`https_port` after :meth:`start`; ``None``: that listener is off). HTTPS needs
+    ``server_cert`` and ``server_key`` (PEM files). With ``require_client_cert`` the HTTPS port asks for a
+    client certificate, verifies it against ``ca_cert`` (or the pinned ``client_cert`` itself when it is
+    self-signed and there is no ``ca_cert``), and answers 403 unless it is the management certificate.
+    ``faults`` is shared with whoever injects them (the controller); a private one is made if omitted.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        *,
+        subscription_id: str,
+        http_port: int | None,
+        https_port: int | None = None,
+        server_cert: str | Path | None = None,
+        server_key: str | Path | None = None,
+        ca_cert: str | Path | None = None,
+        require_client_cert: bool = False,
+        faults: FaultState | None = None,
+        client_cert: str | Path | None = None,
+        request_log_size: int = 1000,
+    ) -> None:
+        if http_port is None and https_port is None:
+            raise ValueError("neither http_port nor https_port given")
+        self.lifecycle = lifecycle
+        self.subscription_id = subscription_id
+        self.require_client_cert = require_client_cert
+        self.faults = faults if faults is not None else FaultState()
+        self._http_port = http_port
+        self._https_port = https_port
+        self._tls: ssl.SSLContext | None = None
+        self._pinned: set[bytes] | None = None
+        if https_port is not None:
+            if server_cert is None or server_key is None:
+                raise ValueError("https_port needs server_cert and server_key")
+            self._tls = self._tls_context(server_cert, server_key, ca_cert, client_cert)
+        self._servers: list[_Server] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()  # operations started here that may still run (→ <Locked>)
+        self._created = _now_iso()
+        self.request_log: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)
+
+    # -- lifecycle of the server ------------------------------------------------------------------------
+
+    def _tls_context(
+        self,
+        server_cert: str | Path,
+        server_key: str | Path,
+        ca_cert: str | Path | None,
+        client_cert: str | Path | None,
+    ) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(server_cert), str(server_key))
+        if self.require_client_cert:
+            trust = ca_cert or client_cert
+            if trust is None:
+                raise ValueError("require_client_cert needs ca_cert (or a self-signed client_cert to pin)")
+            # OPTIONAL, not REQUIRED: a missing or non-management certificate gets Azure's 403, not a TLS alert.
+            # (A certificate that ca_cert cannot verify still fails the handshake.)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_verify_locations(cafile=str(trust))
+            if client_cert is not None:
+                self._pinned = _cert_ders(client_cert)
+        return ctx
+
+    def start(self) -> ManagementServer:
+        """Bind and serve (daemon threads). Raises OSError when a port cannot be bound (nothing is left open)."""
+        if self._servers:
+            raise RuntimeError("already started")
+        self._stop.clear()
+        try:
+            if self._http_port is not None:
+                self._servers.append(_Server(self._http_port, self, None))
+            if self._https_port is not None:
+                self._servers.append(_Server(self._https_port, self, self._tls))
+        except BaseException:
+            for s in self._servers:
+                s.server_close()
+            self._servers = []
+            raise
+        for s in self._servers:
+            t = threading.Thread(
+                target=s.serve_forever, kwargs={"poll_interval": 0.05}, name=f"mgmt-{s.scheme}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        log.info("management API listening: %s", ", ".join(self.urls))
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving, drop open connections (and requests held by a timeout fault). Idempotent."""
+        self._stop.set()
+        stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in self._servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout=5)
+        for s in self._servers:
+            s.server_close()
+            with s.connections_lock:
+                conns = list(s.connections)
+            for c in conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._servers = []
+        self._threads = []
+
+    def __enter__(self) -> ManagementServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def _port(self, scheme: str) -> int | None:
+        for s in self._servers:
+            if s.scheme == scheme:
+                return int(s.server_address[1])
+        return self._http_port if scheme == "http" else self._https_port
+
+    @property
+    def http_port(self) -> int | None:
+        return self._port("http")
+
+    @property
+    def https_port(self) -> int | None:
+        return self._port("https")
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"{s.scheme}://{LOOPBACK}:{s.server_address[1]}" for s in self._servers]
+
+    # -- request handling -------------------------------------------------------------------------------
+
+    def _handle(self, h: _Handler, method: str) -> None:
+        scheme = h.server.scheme
+        request_id = uuid.uuid4().hex
+        status = 500
+        try:
+            self._drain_body(h)
+            if scheme == "https" and self.require_client_cert and not self._authorized(h):
+                raise _ApiError(403, "ForbiddenError", FORBIDDEN_MESSAGE)
+            fault = self.faults.for_request(method)
+            if fault is not None:
+                if fault.kind == TIMEOUT:
+                    held = self.faults.hold(fault, self._stop)
+                    log.info("fault timeout: held %s %s for %.1fs, dropping it", method, h.path, held)
+                    h.close_connection = True
+                    status = 0
+                    return
+                if fault.status_code == 409:
+                    raise _ApiError(
+                        409,
+                        "ConflictError",
+                        "Windows Azure is currently performing an operation on this deployment that requires "
+                        "exclusive access. (injected fault)",
+                    )
+                raise _ApiError(500, "InternalError", "The server encountered an internal error. (injected fault)")
+            version = h.headers.get("x-ms-version")
+            if not version or not _VERSION.match(version.strip()):
+                raise _ApiError(
+                    400,
+                    "MissingOrIncorrectVersionHeader",
+                    "The versioning header is not specified or was specified incorrectly.",
+                )
+            status, body, request_id = self._route(h, method, request_id)
+            self._send(h, status, body, request_id)
+        except _ApiError as e:
+            status = e.status
+            self._send(h, e.status, mx.error_body(e.code, e.message), request_id)
+        except Exception:
+            log.exception("management API: %s %s failed", method, h.path)
+            status = 500
+            self._send(h, 500, mx.error_body("InternalError", "The server encountered an internal error."), request_id)
+        finally:
+            self.request_log.append(RequestRecord(time.time(), scheme, method, h.path, status, request_id))
+            log.debug("%s %s %s -> %s (x-ms-request-id %s)", scheme, method, h.path, status, request_id)
+
+    @staticmethod
+    def _drain_body(h: _Handler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        if length > 0:
+            h.rfile.read(min(length, 1 << 20))
+
+    def _authorized(self, h: _Handler) -> bool:
+        sock = h.request
+        if not isinstance(sock, ssl.SSLSocket):
+            return False
+        der = sock.getpeercert(binary_form=True)
+        if not der:
+            return False
+        return self._pinned is None or der in self._pinned
+
+    @staticmethod
+    def _send(h: _Handler, status: int, body: bytes, request_id: str) -> None:
+        h.send_response(status)
+        if body:
+            h.send_header("Content-Type", "application/xml; charset=utf-8")
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("x-ms-request-id", request_id)
+        h.send_header("Cache-Control", "no-cache")
+        h.end_headers()
+        if body:
+            h.wfile.write(body)
+
+    def _route(self, h: _Handler, method: str, request_id: str) -> tuple[int, bytes, str]:
+        url = urlsplit(h.path)
+        parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
+        query = {k.lower(): v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if not parts or parts[0].lower() != self.subscription_id.lower():
+            raise _not_found(f"The subscription '{parts[0] if parts else ''}' could not be found.")
+        rest = parts[1:]
+        if len(rest) == 2 and rest[0].lower() == "operations":
+            self._allow(method, "GET")
+            return 200, self._operation(rest[1]), request_id
+        if len(rest) < 2 or [p.lower() for p in rest[:2]] != ["services", "hostedservices"]:
+            raise _not_found("The requested resource does not exist.")
+        rest = rest[2:]
+        dep = self.lifecycle.deployment()
+        if not rest:
+            self._allow(method, "GET")
+            return 200, mx.hosted_services_body([self._hosted_service(h, dep, embed=False)]), request_id
+        if rest[0].lower() != dep.service_name.lower():
+            raise _not_found("The hosted service does not exist.")
+        if len(rest) == 1:
+            self._allow(method, "GET")
+            embed = query.get("embed-detail", "false").lower() == "true"
+            node = self._hosted_service(h, dep, embed=embed, attrs=mx.ROOT_ATTRS)
+            return 200, node.encode("utf-8"), request_id
+        if len(rest) >= 3 and rest[1].lower() in ("deploymentslots", "deployments"):
+            by_slot = rest[1].lower() == "deploymentslots"
+            if by_slot and rest[2].lower() != dep.slot.lower():
+                raise _not_found("No deployments were found.")
+            if not by_slot and rest[2] != dep.name:
+                raise _not_found(f"The deployment name '{rest[2]}' does not exist.")
+            if len(rest) == 3:
+                self._allow(method, "GET")
+                return 200, mx.deployment_body(dep, **self._times(dep)), request_id
+            if len(rest) == 5 and rest[3].lower() == "roleinstances":
+                self._allow(method, "POST")
+                rid = self._start_operation(dep, rest[4], query)
+                return 202, b"", rid
+        raise _not_found("The requested resource does not exist.")
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise _ApiError(405, "MethodNotAllowed", f"The requested method {method} is not allowed on this resource.")
+
+    def _times(self, dep: DeploymentView) -> dict[str, Any]:
+        created = getattr(dep, "created_time", None) or self._created
+        return {
+            "locked": self._locked(),
+            "created": created,
+            "modified": getattr(dep, "last_modified_time", None) or created,
+        }
+
+    def _hosted_service(self, h: _Handler, dep: DeploymentView, *, embed: bool, attrs: str = "") -> str:
+        port = h.server.server_address[1]
+        times = self._times(dep)
+        deployments = [mx.deployment_element(dep, **times)] if embed else None
+        return mx.hosted_service_element(
+            dep,
+            service_url=f"{h.server.scheme}://{LOOPBACK}:{port}/{self.subscription_id}/services/hostedservices/"
+            f"{dep.service_name}",
+            location=LOCATION,
+            created=times["created"],
+            modified=times["modified"],
+            deployments=deployments,
+            attrs=attrs,
+        )
+
+    def _start_operation(self, dep: DeploymentView, instance: str, query: dict[str, str]) -> str:
+        comp = query.get("comp", "").lower()
+        kind = _OPERATION_KINDS.get(comp)
+        if kind is None:
+            raise _ApiError(
+                400,
+                "BadRequest",
+                f"The value '{comp}' of the query parameter 'comp' is not supported on a role instance.",
+            )
+        if kind == "rebuild" and query.get("resources", "").lower() != "alllocaldrives":
+            raise _ApiError(
+                400, "BadRequest", "Rebuild Role Instance requires the query parameter resources=allLocalDrives."
+            )
+        if instance not in {i.instance_name for i in dep.instances}:
+            raise _not_found(f"The role instance '{instance}' was not found in deployment '{dep.name}'.")
+        try:
+            rid = self.lifecycle.start_operation(kind, instance)
+        except Conflict as e:
+            raise _ApiError(409, "ConflictError", _conflict_message(e)) from e
+        except KeyError as e:
+            raise _not_found(f"The role instance '{instance}' was not found in deployment '{dep.name}'.") from e
+        with self._lock:
+            self._in_flight.add(rid)
+        log.info("%s %s: request id %s", kind, instance, rid)
+        return rid
+
+    def _locked(self) -> bool:
+        with self._lock:
+            ids = list(self._in_flight)
+        locked = False
+        for rid in ids:
+            op = self.lifecycle.operation(rid)
+            if op is not None and op.status == IN_PROGRESS:
+                locked = True
+            else:
+                with self._lock:
+                    self._in_flight.discard(rid)
+        return locked
+
+    def _operation(self, raw_id: str) -> bytes:
+        normalized = mx.normalize_request_id(raw_id)
+        op = self.lifecycle.operation(normalized)
+        if op is None and normalized != raw_id:
+            op = self.lifecycle.operation(raw_id)
+        if op is None:
+            raise _not_found(f"The operation request ID '{raw_id}' was not found.")
+        return mx.operation_body(op)
+
+
+def _conflict_message(e: Conflict) -> str:
+    """Azure's text, naming the running operation when the Conflict carries its request id
+    (as a ``request_id`` attribute or a 32-hex argument); otherwise the exception's own text."""
+    found = getattr(e, "request_id", None)
+    if not found:
+        found = next((a for a in e.args if isinstance(a, str) and _HEX32.fullmatch(a)), None)
+    if found:
+        return (
+            f"Windows Azure is currently performing an operation with x-ms-requestid {found} on this deployment "
+            "that requires exclusive access."
+        )
+    return str(e) or (
+        "Windows Azure is currently performing an operation on this deployment that requires exclusive access."
+    )

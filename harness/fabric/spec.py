@@ -1,0 +1,259 @@
+"""What to run: a deployment spec built from a service model (csdef + cscfg, or a .cspkg).
+
+The spec is pure data, derived from the typed facts of the service-model readers; the controller turns it
+into processes. Ports are allocated here (never the declared ones: the declared ports stay in the spec as
+``declared_port``/``local_port`` for reports and the management API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.engine.artefact import CSCFG, CSDEF, CSPKG, Artefact
+from harness.fabric.ports import allocate
+from harness.facts.servicemodel import (
+    INPUT,
+    INSTANCE_INPUT,
+    VM_ROLE,
+    RoleConfig,
+    ServiceConfiguration,
+    ServiceDefinition,
+    parse_int,
+)
+from harness.readers.errors import Unreadable
+
+DEFAULT_INSTANCES = 2
+PLAIN_PROTOCOLS = ("http", "https", "tcp", "udp")
+
+
+class SpecError(Exception):
+    """The service model cannot be deployed on the fabric; the message says why (file and problem)."""
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    role: str
+    name: str
+    kind: str  # INPUT | INSTANCE_INPUT (internal endpoints are instance-local only)
+    protocol: str  # http | https | tcp | udp
+    declared_port: int | None  # public port in the csdef (None for instance input endpoints)
+    local_port: int | None  # the role's declared local port (informational)
+    certificate: str | None = None
+    ignore_role_instance_status: bool = False
+    public_port: int = 0  # allocated VIP port (INPUT only)
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    name: str
+    size_mb: int
+    clean_on_role_recycle: bool
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    id: str  # WebVM_IN_0
+    role: str
+    index: int
+    upgrade_domain: int
+    fault_domain: int
+    endpoint_ports: dict[str, int]  # endpoint name -> port this instance listens on
+    instance_public_ports: dict[str, int]  # InstanceInputEndpoint name -> VIP port mapped to this instance
+    agent_port: int
+    winrm_https_port: int
+    winrm_http_port: int
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    name: str
+    kind: str
+    vmsize: str
+    instances: int
+    endpoints: tuple[EndpointSpec, ...]
+    local_storage: tuple[StorageSpec, ...]
+    certificates: tuple[str, ...]  # names declared in the csdef
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    service_name: str
+    deployment_name: str
+    deployment_id: str
+    roles: tuple[RoleSpec, ...]
+    instances: tuple[InstanceSpec, ...]
+    csdef_text: str  # the csdef text; empty when deployed from a .cspkg
+    cscfg_text: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def role(self, name: str) -> RoleSpec:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        raise KeyError(name)
+
+    def instance(self, instance_id: str) -> InstanceSpec:
+        for inst in self.instances:
+            if inst.id == instance_id:
+                return inst
+        raise KeyError(instance_id)
+
+    @property
+    def input_endpoints(self) -> list[EndpointSpec]:
+        return [e for r in self.roles for e in r.endpoints if e.kind == INPUT]
+
+
+def _read_model(
+    csdef: Path | None, cscfg: Path | None, package: Path | None
+) -> tuple[ServiceDefinition, ServiceConfiguration | None, str, str | None, str]:
+    from harness.readers.servicemodel import read_configuration, read_definition
+
+    try:
+        if package is not None:
+            from harness.readers.cspkg import read_package
+
+            pkg = read_package(Artefact.from_path(package, CSPKG))
+            if pkg.definition is None:
+                raise SpecError(f"{package}: the package holds no readable ServiceDefinition")
+            definition = pkg.definition
+            csdef_text = ""  # the build csdef stays inside the package
+            identity = hashlib.sha256(package.read_bytes()).hexdigest()
+        else:
+            assert csdef is not None
+            definition = read_definition(Artefact.from_path(csdef, CSDEF))
+            csdef_text = csdef.read_bytes().decode("utf-8-sig", errors="replace")
+            identity = csdef_text
+        configuration = read_configuration(Artefact.from_path(cscfg, CSCFG)) if cscfg is not None else None
+        cscfg_text = _decoded(cscfg) if cscfg is not None else None
+    except Unreadable as exc:
+        raise SpecError(str(exc)) from None
+    return definition, configuration, csdef_text, cscfg_text, identity
+
+
+def _decoded(path: Path) -> str:
+    data = path.read_bytes()
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            return data.decode(codec)
+    return data.decode("utf-8", errors="replace")
+
+
+def _synthesised_cscfg(definition: ServiceDefinition) -> str:
+    roles = "".join(
+        f'  <Role name="{r.name}">\n    <Instances count="{DEFAULT_INSTANCES}" />\n  </Role>\n'
+        for r in definition.roles
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<ServiceConfiguration serviceName="{definition.name or "Service"}" osFamily="2" osVersion="*" '
+        'xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration">\n'
+        f"{roles}</ServiceConfiguration>\n"
+    )
+
+
+def _ports_needed(definition: ServiceDefinition, configuration: ServiceConfiguration | None) -> int:
+    total = 0
+    for role in definition.roles:
+        config = configuration.role(role.name) if configuration else None
+        count = DEFAULT_INSTANCES if configuration is None else ((config.instance_count if config else 0) or 0)
+        inputs = sum(ep.kind == INPUT for ep in role.endpoints)
+        instance_inputs = sum(ep.kind == INSTANCE_INPUT for ep in role.endpoints)
+        total += inputs + count * (inputs + 2 * instance_inputs + 3)
+    return total
+
+
+def build_spec(
+    *, csdef: Path | None = None, cscfg: Path | None = None, package: Path | None = None, name: str | None = None
+) -> DeploymentSpec:
+    if (csdef is None) == (package is None):
+        raise SpecError("give either a .cspkg (--package) or a .csdef (--csdef) with its .cscfg")
+    if package is None and cscfg is None:
+        raise SpecError("a .csdef needs its .cscfg (--cscfg)")
+    definition, configuration, csdef_text, cscfg_text, identity = _read_model(csdef, cscfg, package)
+    notes: list[str] = []
+    if configuration is None:
+        cscfg_text = _synthesised_cscfg(definition)
+        notes.append(f"no .cscfg given: {DEFAULT_INSTANCES} instances per role, no settings")
+    assert cscfg_text is not None
+    if not definition.roles:
+        raise SpecError(f"{csdef or package}: the service definition declares no role")
+
+    # One allocation for every port of the deployment, so no two of them can coincide.
+    pool = iter(allocate(_ports_needed(definition, configuration), udp=True))
+    service_name = definition.name or "Service"
+    digest = hashlib.sha256((identity + cscfg_text).encode()).hexdigest()
+    deployment_id = digest[:32]
+    roles: list[RoleSpec] = []
+    instances: list[InstanceSpec] = []
+    for role in definition.roles:
+        config: RoleConfig | None = configuration.role(role.name) if configuration else None
+        count = DEFAULT_INSTANCES if configuration is None else (config.instance_count if config else None)
+        if count is None or count < 1:
+            where = cscfg or "the configuration"
+            raise SpecError(f"{where}: role {role.name!r} has no valid <Instances count>")
+        endpoints: list[EndpointSpec] = []
+        for ep in role.endpoints:
+            protocol = (ep.protocol or "").lower()
+            if ep.kind not in (INPUT, INSTANCE_INPUT):
+                continue  # internal endpoints: instance-local, not on the VIP
+            if protocol not in PLAIN_PROTOCOLS:
+                raise SpecError(f"endpoint {ep.name!r} of role {role.name!r}: protocol {ep.protocol!r} unsupported")
+            endpoints.append(
+                EndpointSpec(
+                    role=role.name,
+                    name=ep.name,
+                    kind=ep.kind,
+                    protocol=protocol,
+                    declared_port=parse_int(ep.port) if ep.kind == INPUT else None,
+                    local_port=parse_int(ep.local_port) or (parse_int(ep.port) if ep.kind == INPUT else None),
+                    certificate=ep.certificate,
+                    ignore_role_instance_status=(ep.ignore_role_instance_status or "").lower() == "true",
+                    public_port=next(pool) if ep.kind == INPUT else 0,
+                )
+            )
+        storage = tuple(
+            StorageSpec(ls.name, ls.size_mb_value or 100, ls.cleaned_on_recycle) for ls in role.local_storage
+        )
+        roles.append(
+            RoleSpec(
+                name=role.name,
+                kind=role.kind,
+                vmsize=role.vmsize or "Small",
+                instances=count,
+                endpoints=tuple(endpoints),
+                local_storage=storage,
+                certificates=tuple(c.name for c in role.certificates),
+            )
+        )
+        for index in range(count):
+            ports = pool
+            endpoint_ports = {e.name: next(ports) for e in endpoints}
+            instance_public = {e.name: next(ports) for e in endpoints if e.kind == INSTANCE_INPUT}
+            instances.append(
+                InstanceSpec(
+                    id=f"{role.name}_IN_{index}",
+                    role=role.name,
+                    index=index,
+                    upgrade_domain=index % 5,
+                    fault_domain=index % 2,
+                    endpoint_ports=endpoint_ports,
+                    instance_public_ports=instance_public,
+                    agent_port=next(ports),
+                    winrm_https_port=next(ports),
+                    winrm_http_port=next(ports),
+                )
+            )
+        if role.kind == VM_ROLE and config is not None and not config.os_image_href:
+            notes.append(f"role {role.name!r}: no <OsImage href>; the fabric uses its generated base image")
+    return DeploymentSpec(
+        service_name=service_name,
+        deployment_name=name or f"{service_name.lower()}-local",
+        deployment_id=deployment_id,
+        roles=tuple(roles),
+        instances=tuple(instances),
+        csdef_text=csdef_text,
+        cscfg_text=cscfg_text,
+        notes=tuple(notes),
+    )
