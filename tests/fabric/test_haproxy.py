@@ -221,6 +221,13 @@ class _ThreadingTCP(socketserver.ThreadingTCPServer):
 class _ThreadingHTTP(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # HAProxy's TCP health checks connect and reset: expected, not worth a traceback.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 @dataclass
 class Deployment:
