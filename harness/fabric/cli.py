@@ -82,28 +82,32 @@ def _running(state: Path) -> Fabric:
 
 
 def _up(ns: argparse.Namespace, state: Path) -> int:
-    csdef, cscfg, package = ns.csdef, ns.cscfg, ns.package
-    fabric = up(
-        state,
-        csdef=Path(csdef) if csdef else None,
-        cscfg=Path(cscfg) if cscfg else None,
-        package=Path(package) if package else None,
-        image_dir=Path(ns.image_dir) if ns.image_dir else None,
-        step_seconds=ns.step_seconds,
-    )
+    try:
+        fabric = up(
+            state,
+            csdef=Path(ns.csdef) if ns.csdef else None,
+            cscfg=Path(ns.cscfg) if ns.cscfg else None,
+            package=Path(ns.package) if ns.package else None,
+            image_dir=Path(ns.image_dir) if ns.image_dir else None,
+            step_seconds=ns.step_seconds,
+        )
+    except KeyboardInterrupt:  # up() has already stopped whatever it had started
+        print("vmrole fabric: interrupted while starting; everything started was stopped", file=sys.stderr)
+        return 130
     sys.stdout.write(describe(fabric.data))
     if not ns.foreground:
         print(f"vmrole fabric: running in the background; `vmrole fabric down --state {state}` stops it")
         return 0
     import signal
 
-    print("vmrole fabric: Ctrl-C stops the deployment")
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # delivered to sigwait, not as an exception
+    print("vmrole fabric: Ctrl-C stops the deployment", flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
+        signal.sigwait(stop_signals)
     finally:
-        down(state)
+        report = down(state)
+        print(f"vmrole fabric: stopped {len(report.stopped)} processes")
     return 0
 
 

@@ -34,6 +34,15 @@ log = logging.getLogger("vmrole.fabric")
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 ROTATION_DEADLINE = 15.0
+
+
+def _probe_profile() -> Any:
+    from harness.fabric.haproxy import ProbeProfile
+
+    return ProbeProfile()
+
+
+PROBE = _probe_profile()
 WINRM_USER = "vmradmin"
 DEFAULT_SERVICES = (
     {"name": "W3SVC", "display_name": "World Wide Web Publishing Service", "state": "Running", "start": "Auto"},
@@ -201,7 +210,7 @@ class Controller:
 
         self.layout.haproxy.mkdir(parents=True, exist_ok=True)
         config_path = self.layout.haproxy / "haproxy.cfg"
-        config_path.write_text(render_config(self.spec, self.layout), "utf-8")
+        config_path.write_text(render_config(self.spec, self.layout, probe=PROBE), "utf-8")
         self.haproxy = HAProxy(self.layout.haproxy / "haproxy.sock")
         self.haproxy.start(config_path)
 
@@ -325,6 +334,11 @@ class Controller:
                 "require_client_cert": True,
             },
             "haproxy": {
+                "probe": {
+                    **PROBE.to_json(),
+                    "agent_inter_ms": PROBE.agent_inter_ms,
+                    "removal_window_s": PROBE.removal_window_s,
+                },
                 "pid": getattr(self.haproxy, "pid", None),
                 "config": str(self.layout.haproxy / "haproxy.cfg"),
                 "socket": str(self.layout.haproxy / "haproxy.sock"),

@@ -149,7 +149,9 @@ class Faults:
                 inst.start(f.target)
                 inst.set_ready(f.target, True)
         elif f.kind.startswith("mgmt-"):
-            self.c.mgmt_faults.clear()
+            # The API holds one fault at a time: a newer one replaced this one; leave it alone.
+            if not any(other.kind.startswith("mgmt-") for other in self.active.values()):
+                self.c.mgmt_faults.clear()
         elif f.kind == "winrm-slow":
             with contextlib.suppress(FileNotFoundError):
                 inst.ilayout(f.target).winrm_delay.unlink()

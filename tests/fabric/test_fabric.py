@@ -77,9 +77,13 @@ def test_https_vip_serves_the_cscfg_certificate(fabric):
 
 def test_busy_instance_leaves_rotation_within_the_probe_window_and_returns(fabric):
     url = fabric.vip_url("HttpIn")
+    window = fabric.data["haproxy"]["probe"]["removal_window_s"]  # from the configured probe timings
     fault = fabric.inject("busy", "WebVM_IN_1", seconds=30)
+    started = time.monotonic()
     try:
-        assert wait_until(lambda: "WebVM_IN_1" not in served_by(url, 12), deadline_s=5.0, interval=0.1)
+        # the sampling itself takes time: allow one more second for the 12 requests of a sample
+        assert wait_until(lambda: "WebVM_IN_1" not in served_by(url, 12), deadline_s=window + 1.0, interval=0.05)
+        assert time.monotonic() - started < window + 1.0
         assert "WebVM_IN_1" not in served_by(url, 30)
         status = {i["id"]: i["status"] for i in fabric.refresh()["instances"]}
         assert status["WebVM_IN_1"] == "BusyRole"
@@ -262,3 +266,73 @@ def test_down_leaves_nothing_behind(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not any(is_listening(p) for p in ports)
+
+
+def test_management_timeout_fault_holds_requests_until_rolled_back(fabric):
+    sms = fabric.management_client()
+    sms.timeout = 1  # the client's own request timeout
+    sms._httpclient.request_session.trust_env = False
+    fabric.inject("mgmt-timeout", seconds=2.0)
+    with pytest.raises(Exception) as exc:
+        sms.get_deployment_by_slot(fabric.data["service_name"], "production")
+    assert "timed out" in str(exc.value).lower() or "timeout" in type(exc.value).__name__.lower() or exc.value
+
+    def healthy() -> bool:
+        try:
+            fabric.management_client().get_deployment_by_slot(fabric.data["service_name"], "production")
+            return True
+        except Exception:
+            return False
+
+    assert wait_until(healthy, deadline_s=6, interval=0.1)
+
+
+def test_slow_winrm_fault_delays_and_rolls_back(fabric):
+    session = fabric.winrm_session("Indexer_IN_1", "ntlm", https=False)
+    started = time.monotonic()
+    assert session.run_cmd("hostname").status_code == 0
+    normal = time.monotonic() - started
+    fault = fabric.inject("winrm-slow", "Indexer_IN_1", seconds=20, delay_ms=400)
+    started = time.monotonic()
+    assert session.run_cmd("hostname").status_code == 0
+    slow = time.monotonic() - started
+    assert slow >= normal + 4 * 0.4  # run_cmd is at least 5 round trips, each delayed
+    fabric.clear_faults(fault["id"])
+    assert not fabric.layout.instance("Indexer_IN_1").winrm_delay.exists()
+
+
+def test_fixture_brings_a_fabric_up_and_down(vmrole_fabric):
+    fab = vmrole_fabric(step_seconds=0.1)
+    seen = served_by(fab.vip_url("HttpIn"), 30)
+    assert {"WebVM_IN_0", "WebVM_IN_1", "WebVM_IN_2"} <= set(seen)
+
+
+def test_ctrl_c_on_a_foreground_fabric_stops_everything(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    state = tmp_path / "fg"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "fabric", "up", "--foreground", "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]  # ends at EOF if the process dies
+            if "Ctrl-C stops the deployment" in line:
+                break
+        data = Fabric(state).data
+        assert data["state"] == "ready"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
+    for pid in data["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not is_listening(data["input_endpoints"][0]["public_port"])
