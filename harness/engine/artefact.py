@@ -11,11 +11,15 @@ from pathlib import Path
 CSDEF = "csdef"
 CSCFG = "cscfg"
 CSPKG = "cspkg"
-KINDS = (CSDEF, CSCFG, CSPKG)
+DEPLOYMENT = "deployment"  # a live deployment, described by a target file (*.vmrtarget.yml)
+KINDS = (CSDEF, CSCFG, CSPKG, DEPLOYMENT)
+TARGET_SUFFIXES = (".vmrtarget.yml", ".vmrtarget.yaml")
 
 
 def kind_of(path: Path) -> str | None:
     """The artefact kind for a file name, or None when the harness does not lint it."""
+    if path.name.lower().endswith(TARGET_SUFFIXES):
+        return DEPLOYMENT
     suffix = path.suffix.lower()
     return {".csdef": CSDEF, ".cscfg": CSCFG, ".cspkg": CSPKG}.get(suffix)
 

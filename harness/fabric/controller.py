@@ -148,6 +148,8 @@ class Controller:
         role = self.spec.role(inst.role)
         endpoints = []
         for ep in role.endpoints:
+            if ep.serves != "app":  # answered by the instance's WinRM listener, not by the app
+                continue
             entry: dict[str, Any] = {"name": ep.name, "protocol": ep.protocol, "port": inst.endpoint_ports[ep.name]}
             if ep.protocol == "https" and ep.certificate in self.service_certs:
                 pem, key, _ = self.service_certs[ep.certificate]

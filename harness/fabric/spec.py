@@ -43,6 +43,9 @@ class EndpointSpec:
     certificate: str | None = None
     ignore_role_instance_status: bool = False
     public_port: int = 0  # allocated VIP port (INPUT only)
+    #: "app" (the role's app answers), or the instance's own WinRM listener when an InstanceInputEndpoint
+    #: maps local port 5986 ("winrm-https") or 5985 ("winrm-http"), as one declares WinRM on Azure.
+    serves: str = "app"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,15 @@ def _synthesised_cscfg(definition: ServiceDefinition) -> str:
     )
 
 
+WINRM_LOCAL_PORTS = {5986: "winrm-https", 5985: "winrm-http"}
+
+
+def _serves(kind: str, local_port: int | None) -> str:
+    if kind == INSTANCE_INPUT and local_port in WINRM_LOCAL_PORTS:
+        return WINRM_LOCAL_PORTS[local_port]
+    return "app"
+
+
 def _ports_needed(definition: ServiceDefinition, configuration: ServiceConfiguration | None) -> int:
     total = 0
     for role in definition.roles:
@@ -211,6 +223,7 @@ def build_spec(
                     certificate=ep.certificate,
                     ignore_role_instance_status=(ep.ignore_role_instance_status or "").lower() == "true",
                     public_port=next(pool) if ep.kind == INPUT else 0,
+                    serves=_serves(ep.kind, parse_int(ep.local_port)),
                 )
             )
         storage = tuple(
@@ -231,6 +244,9 @@ def build_spec(
             ports = pool
             endpoint_ports = {e.name: next(ports) for e in endpoints}
             instance_public = {e.name: next(ports) for e in endpoints if e.kind == INSTANCE_INPUT}
+            agent, winrm_https, winrm_http = next(ports), next(ports), next(ports)
+            winrm = {"winrm-https": winrm_https, "winrm-http": winrm_http}
+            endpoint_ports.update({e.name: winrm[e.serves] for e in endpoints if e.serves in winrm})
             instances.append(
                 InstanceSpec(
                     id=f"{role.name}_IN_{index}",
@@ -240,9 +256,9 @@ def build_spec(
                     fault_domain=index % 2,
                     endpoint_ports=endpoint_ports,
                     instance_public_ports=instance_public,
-                    agent_port=next(ports),
-                    winrm_https_port=next(ports),
-                    winrm_http_port=next(ports),
+                    agent_port=agent,
+                    winrm_https_port=winrm_https,
+                    winrm_http_port=winrm_http,
                 )
             )
         if role.kind == VM_ROLE and config is not None and not config.os_image_href:

@@ -1,0 +1,1 @@
+"""Typed facts the live probes gather (one module per stage)."""

@@ -1,0 +1,9 @@
+"""Exceptions of the live suites."""
+
+
+class TargetError(Exception):
+    """The target file cannot be used; the message names the file, the key and the problem."""
+
+
+class StageError(Exception):
+    """A stage cannot run at all (e.g. the management API is unreachable); the reason is shown."""
