@@ -191,6 +191,9 @@ class Controller:
         self.write_state("starting")
         self.azurite = Azurite()
         self.azurite.start(self.layout.azurite)
+        storage_secret = self.layout.secrets / "storage-connection-string"
+        write_text_atomic(storage_secret, self.azurite.connection_string)
+        os.chmod(storage_secret, 0o600)
         effective = self._effective_cscfg(self.azurite.connection_string)
         write_text_atomic(self.layout.cscfg, effective)
         self.effective_cscfg = effective
@@ -240,7 +243,18 @@ class Controller:
         for inst in self.spec.instances:
             self.instances.set_ready(inst.id, True)
         self._wait_for_rotation()
+        self.write_state("starting")  # runtime with every port, for the target file
+        self._write_target()  # before "ready": up() returns as soon as it reads ready
         self.write_state("ready")
+
+    def _write_target(self) -> None:
+        """STATE/target.vmrtarget.yml: the live suites' target for this fabric (`vmrole probe` takes it)."""
+        import yaml
+
+        from harness.live.target import fabric_target_document
+
+        document = fabric_target_document(self.runtime, self.layout.root)
+        write_text_atomic(self.layout.root / "target.vmrtarget.yml", yaml.safe_dump(document, sort_keys=False))
 
     def _wait_for_rotation(self) -> None:
         """Ready means every Ready instance is in its load balancer's rotation, not merely started."""

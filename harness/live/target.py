@@ -1,0 +1,407 @@
+"""The deployment target file: where the deployment is and how to reach it (see CONTRACT.md).
+
+Secrets are never written in the file: they are references, ``{file: PATH}`` or ``{env: VAR}``, resolved
+only when used. A bad file is a :class:`TargetError` naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.live.errors import TargetError
+from harness.live.masking import Masker
+
+MAX_TARGET_FILE = 256 * 1024
+MAX_SECRET_FILE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret by reference: a file (relative to the target file) or an environment variable."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
+
+
+@dataclass(frozen=True)
+class Management:
+    url: str
+    subscription_id: str
+    service: str
+    slot: str | None = None
+    deployment: str | None = None
+    certificate: SecretRef | None = None  # the certificate is not secret, but may share the file with the key
+    key: SecretRef | None = None
+    ca: Path | None = None
+    verify: bool = True
+
+    @property
+    def scheme(self) -> str:
+        return urllib.parse.urlsplit(self.url).scheme
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.url).netloc
+
+
+@dataclass(frozen=True)
+class WinRM:
+    endpoint: str = "WinRM"
+    scheme: str = "https"
+    transport: str = "ntlm"
+    username: str = ""
+    password: SecretRef | None = None
+    ca: Path | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Storage:
+    connection_string: SecretRef | None = None
+    container: str = "vmrole-probe"
+
+
+@dataclass(frozen=True)
+class Model:
+    csdef: Path | None = None
+
+
+@dataclass(frozen=True)
+class Identify:
+    header: str | None = "X-Served-By"
+    body_regex: str | None = r"served-by (\S+)"
+    banner_regex: str | None = r"VMROLE (\S+)"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    confidence: float = 0.999
+    probe_grace_seconds: float = 3.0
+    busy_hook: str | None = None
+
+
+@dataclass(frozen=True)
+class Reimage:
+    instance: str = "auto"
+    timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 3.0
+    read: float = 10.0
+    ready: float = 120.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    path: Path
+    management: Management
+    winrm: WinRM = field(default_factory=WinRM)
+    storage: Storage = field(default_factory=Storage)
+    model: Model = field(default_factory=Model)
+    identify: Identify = field(default_factory=Identify)
+    rotation: Rotation = field(default_factory=Rotation)
+    reimage: Reimage = field(default_factory=Reimage)
+    app_state_paths: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def secret(self, ref: SecretRef | None) -> str:
+        """Resolve a secret reference; TargetError when it cannot be read (never shows the value)."""
+        if ref is None:
+            raise TargetError(f"{self.path}: a secret is needed here but none is configured")
+        if ref.env is not None:
+            value = os.environ.get(ref.env)
+            if value is None:
+                raise TargetError(f"{self.path}: environment variable {ref.env} is not set")
+            return value
+        assert ref.file is not None
+        try:
+            size = ref.file.stat().st_size
+            if size > MAX_SECRET_FILE:
+                raise TargetError(f"{self.path}: secret file {ref.file} is over {MAX_SECRET_FILE} bytes")
+            return ref.file.read_text("utf-8").strip()
+        except OSError as exc:
+            raise TargetError(f"{self.path}: cannot read secret file {ref.file} ({exc.strerror})") from None
+
+    def masker(self) -> Masker:
+        """A masker knowing every secret this target can resolve right now."""
+        masker = Masker()
+        for ref in (self.management.key, self.winrm.password, self.storage.connection_string):
+            if ref is None:
+                continue
+            try:
+                value = self.secret(ref)
+            except TargetError:
+                continue
+            masker.add(value)
+            if ref is self.storage.connection_string:
+                for part in value.split(";"):  # the account key inside the connection string
+                    if part.lower().startswith(("accountkey=", "sharedaccesssignature=")):
+                        masker.add(part.split("=", 1)[1])
+        return masker
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, key: str, problem: str) -> TargetError:
+        return TargetError(f"target file {self.path}: {key}: {problem}")
+
+    def section(self, data: dict[str, Any], key: str, allowed: set[str], required: bool = False) -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "is required")
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a mapping")
+        unknown = set(value) - allowed
+        if unknown:
+            raise self.fail(key, f"unknown keys {sorted(unknown)}")
+        return value
+
+    def text(self, data: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(f"{where}.{key}", "is required")
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(f"{where}.{key}", "must be a non-empty string")
+        return value.strip()
+
+    def number(self, data: dict[str, Any], key: str, where: str, default: float, low: float, high: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+            raise self.fail(f"{where}.{key}", f"must be a number between {low:g} and {high:g}")
+        return float(value)
+
+    def flag(self, data: dict[str, Any], key: str, where: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}.{key}", "must be true or false")
+        return value
+
+    def file(self, value: Any, where: str) -> Path:
+        if isinstance(value, dict) and set(value) == {"file"}:
+            value = value["file"]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, "must be a file path")
+        path = (self.base / os.path.expanduser(value)).resolve()
+        if not path.is_file():
+            raise self.fail(where, f"file {path} does not exist")
+        return path
+
+    def secret(self, data: dict[str, Any], key: str, where: str, required: bool = False) -> SecretRef | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(f"{where}.{key}", "is required ({file: PATH} or {env: VAR})")
+            return None
+        if isinstance(value, str):
+            raise self.fail(
+                f"{where}.{key}", "secrets are not written in the target file: use {file: PATH} or {env: VAR}"
+            )
+        if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("file", "env"):
+            raise self.fail(f"{where}.{key}", "expected {file: PATH} or {env: VAR}")
+        if "env" in value:
+            if not isinstance(value["env"], str) or not value["env"].strip():
+                raise self.fail(f"{where}.{key}", "env must name a variable")
+            return SecretRef(env=value["env"].strip())
+        return SecretRef(file=self.file(value["file"], f"{where}.{key}"))
+
+
+TOP_KEYS = {
+    "name", "management", "winrm", "storage", "model", "identify", "rotation", "reimage", "app_state_paths",
+    "services", "timeouts",
+}  # fmt: skip
+
+
+def load_target(path: Path) -> Target:
+    path = Path(path)
+    r = _Reader(path.resolve())
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise TargetError(f"target file {path}: cannot read it ({exc.strerror or exc})") from None
+    if size > MAX_TARGET_FILE:
+        raise TargetError(f"target file {path}: {size} bytes, over the {MAX_TARGET_FILE} byte limit")
+    try:
+        data = yaml.safe_load(path.read_bytes()[:MAX_TARGET_FILE])
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise TargetError(f"target file {path}: not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"target file {path}: expected a mapping at the top level")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise TargetError(f"target file {path}: unknown keys {sorted(unknown)}")
+
+    management_keys = {"url", "subscription_id", "service", "slot", "deployment", "certificate", "key", "ca", "verify"}
+    m = r.section(data, "management", management_keys, required=True)
+    url = r.text(m, "url", "management", required=True)
+    assert url is not None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise r.fail("management.url", f"expected http(s)://host:port, got {url!r}")
+    slot, deployment = r.text(m, "slot", "management"), r.text(m, "deployment", "management")
+    if (slot is None) == (deployment is None):
+        raise r.fail("management", "give exactly one of slot and deployment")
+    if slot is not None and slot.lower() not in ("production", "staging"):
+        raise r.fail("management.slot", "must be production or staging")
+    # The certificate itself is public: a plain path is fine (the key must be a reference).
+    cert_value = m.get("certificate")
+    certificate = SecretRef(file=r.file(cert_value, "management.certificate")) if cert_value is not None else None
+    management = Management(
+        url=url,
+        subscription_id=r.text(m, "subscription_id", "management", required=True) or "",
+        service=r.text(m, "service", "management", required=True) or "",
+        slot=slot,
+        deployment=deployment,
+        certificate=certificate,
+        key=r.secret(m, "key", "management"),
+        ca=r.file(m["ca"], "management.ca") if m.get("ca") is not None else None,
+        verify=r.flag(m, "verify", "management", True),
+    )
+    if management.scheme == "https" and management.certificate is None:
+        raise r.fail("management.certificate", "an https management endpoint needs the management certificate")
+
+    w = r.section(data, "winrm", {"endpoint", "scheme", "transport", "username", "password", "ca", "verify"})
+    winrm = WinRM(
+        endpoint=r.text(w, "endpoint", "winrm") or "WinRM",
+        scheme=(r.text(w, "scheme", "winrm") or "https").lower(),
+        transport=(r.text(w, "transport", "winrm") or "ntlm").lower(),
+        username=r.text(w, "username", "winrm") or "",
+        password=r.secret(w, "password", "winrm"),
+        ca=r.file(w["ca"], "winrm.ca") if w.get("ca") is not None else None,
+        verify=r.flag(w, "verify", "winrm", True),
+    )
+    if winrm.scheme not in ("http", "https"):
+        raise r.fail("winrm.scheme", "must be http or https")
+    if winrm.transport not in ("ntlm", "ssl", "basic"):
+        raise r.fail("winrm.transport", "must be ntlm, ssl or basic")
+
+    s = r.section(data, "storage", {"connection_string", "container"})
+    storage = Storage(
+        connection_string=r.secret(s, "connection_string", "storage"),
+        container=r.text(s, "container", "storage") or "vmrole-probe",
+    )
+    md = r.section(data, "model", {"csdef"})
+    model = Model(csdef=r.file(md["csdef"], "model.csdef") if md.get("csdef") is not None else None)
+    i = r.section(data, "identify", {"header", "body_regex", "banner_regex"})
+    identify = Identify(
+        header=r.text(i, "header", "identify") if "header" in i else Identify.header,
+        body_regex=r.text(i, "body_regex", "identify") if "body_regex" in i else Identify.body_regex,
+        banner_regex=r.text(i, "banner_regex", "identify") if "banner_regex" in i else Identify.banner_regex,
+    )
+    ro = r.section(data, "rotation", {"confidence", "probe_grace_seconds", "busy_hook"})
+    rotation = Rotation(
+        confidence=r.number(ro, "confidence", "rotation", 0.999, 0.5, 0.999999),
+        probe_grace_seconds=r.number(ro, "probe_grace_seconds", "rotation", 3.0, 0.0, 600.0),
+        busy_hook=r.text(ro, "busy_hook", "rotation"),
+    )
+    re_ = r.section(data, "reimage", {"instance", "timeout_seconds"})
+    reimage = Reimage(
+        instance=r.text(re_, "instance", "reimage") or "auto",
+        timeout_seconds=r.number(re_, "timeout_seconds", "reimage", 300.0, 1.0, 7200.0),
+    )
+    t = r.section(data, "timeouts", {"connect", "read", "ready"})
+    timeouts = Timeouts(
+        connect=r.number(t, "connect", "timeouts", 3.0, 0.1, 300.0),
+        read=r.number(t, "read", "timeouts", 10.0, 0.1, 600.0),
+        ready=r.number(t, "ready", "timeouts", 120.0, 1.0, 7200.0),
+    )
+    lists = {}
+    for key in ("app_state_paths", "services"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise r.fail(key, "must be a list of strings")
+        lists[key] = tuple(v.strip() for v in value)
+    name = r.text(data, "name", "target") or path.name.split(".")[0]
+    return Target(
+        name=name,
+        path=path.resolve(),
+        management=management,
+        winrm=winrm,
+        storage=storage,
+        model=model,
+        identify=identify,
+        rotation=rotation,
+        reimage=reimage,
+        app_state_paths=lists["app_state_paths"],
+        services=lists["services"],
+        timeouts=timeouts,
+    )
+
+
+# ---- the local fabric as a target ------------------------------------------------------------
+
+
+def fabric_target_document(data: dict[str, Any], state_dir: Path, *, https: bool = True) -> dict[str, Any]:
+    """The target file content for a running fabric (from its fabric.json), secrets by file reference."""
+    mgmt = data["management"]
+    secrets = state_dir / "secrets"
+    port = mgmt["https_port"] if https else mgmt["http_port"]
+    document: dict[str, Any] = {
+        "name": "local-fabric",
+        "management": {
+            "url": f"{'https' if https else 'http'}://127.0.0.1:{port}",
+            "subscription_id": data["subscription_id"],
+            "service": data["service_name"],
+            "slot": data["slot"].lower(),
+        },
+        "winrm": {
+            "endpoint": "WinRM",
+            "scheme": "https",
+            "transport": "ntlm",
+            "username": data["winrm"]["username"],
+            "password": {"file": str(secrets / "winrm-password")},
+            "ca": {"file": mgmt["ca"]},
+        },
+        "storage": {"connection_string": {"file": str(secrets / "storage-connection-string")}},
+        "identify": {"header": "X-Served-By", "body_regex": r"served-by (\S+)", "banner_regex": r"VMROLE (\S+)"},
+        "rotation": {
+            "confidence": 0.999,
+            "probe_grace_seconds": float(data["haproxy"]["probe"]["removal_window_s"]),
+            "busy_hook": f"vmrole fabric fault busy --state {state_dir} --target {{instance}} --seconds {{seconds}}",
+        },
+        "reimage": {"instance": "auto", "timeout_seconds": 120},
+        "services": ["W3SVC", "WinRM"],
+        "timeouts": {"connect": 3, "read": 10, "ready": 60},
+    }
+    if https:
+        document["management"].update(
+            certificate={"file": mgmt["client_cert"]}, key={"file": mgmt["client_key"]}, ca={"file": mgmt["ca"]}
+        )
+    csdef = state_dir / "ServiceDefinition.csdef"
+    if csdef.exists():
+        document["model"] = {"csdef": str(csdef)}
+    return document
+
+
+def target_for_fabric(fabric: Any, *, https: bool = True) -> Target:
+    """A Target for a running :class:`harness.fabric.client.Fabric` (written next to its state)."""
+    state = Path(fabric.layout.root)
+    path = state / ("target.vmrtarget.yml" if https else "target-http.vmrtarget.yml")
+    path.write_text(yaml.safe_dump(fabric_target_document(fabric.data, state, https=https), sort_keys=False), "utf-8")
+    return load_target(path)
