@@ -94,7 +94,19 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
         if not Path(p).exists():
             print(f"vmrole lint: {p}: no such file or directory", file=sys.stderr)
             return int(pytest.ExitCode.USAGE_ERROR)
-    return int(pytest.main(lint_args(ns, ns.paths, extra)))
+    # Without positional paths pytest would collect the whole working directory: name the artefacts.
+    paths = ns.paths or [*ns.package, *ns.cscfg, *([ns.csdef] if ns.csdef else [])]
+    return int(pytest.main(lint_args(ns, paths, extra)))
+
+
+def cmd_probe(ns: argparse.Namespace, extra: list[str]) -> int:
+    if not Path(ns.target).is_file():
+        print(f"vmrole probe: {ns.target}: no such target file", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
+    args = lint_args(ns, [ns.target], extra)
+    if ns.destructive:
+        args.append("--vmr-destructive")
+    return int(pytest.main(args))
 
 
 def cmd_rules(ns: argparse.Namespace) -> int:
@@ -143,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("paths", nargs="*", help="files or directories to lint")
     _add_lint_options(lint)
 
+    probe = sub.add_parser(
+        "probe",
+        help="run the live suites against a deployment target (*.vmrtarget.yml)",
+        description="Probe a live deployment described by a target file (`vmrole fabric up` writes one for "
+        "the local fabric). Destructive probes (reimage, reboot, taking an instance Busy) run only with "
+        "--destructive. Arguments after `--` go to pytest unchanged.",
+    )
+    probe.add_argument("target", help="the target file, e.g. .vmrole/fabric/target.vmrtarget.yml")
+    probe.add_argument("--destructive", action="store_true", help="also reimage, reboot and drain an instance")
+    _add_lint_options(probe)
+
     rules = sub.add_parser("rules", help="list the rule catalogue, or show one rule's documentation")
     rules.add_argument("rule", nargs="?", help="a rule id or name to document")
     rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
@@ -169,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_lint(ns, extra)
     if ns.command == "rules":
         return cmd_rules(ns)
+    if ns.command == "probe":
+        return cmd_probe(ns, extra)
     if ns.command == "demo":
         return cmd_demo(ns)
     if ns.command == "fabric":

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness import __version__
-from harness.engine.artefact import Artefact, kind_of
+from harness.engine.artefact import DEPLOYMENT, Artefact, kind_of
 from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -49,6 +49,7 @@ class Collected:
         self.rule_ids: set[str] = set()
         self.notes: list[str] = []
         self.result: RunResult | None = None
+        self.charts: list[dict[str, Any]] = []
         self.written: dict[str, Path] = {}
 
 
@@ -62,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for sev in SEVERITY_MARKERS:
         config.addinivalue_line("markers", f"vmr_{sev}: a vmrole-harness rule whose severity is {sev}")
     config.addinivalue_line("markers", "vmr_not_waivable: a rule that waivers cannot suppress (secrets)")
+    config.addinivalue_line("markers", "vmr_destructive: a live probe that reimages, reboots or takes an instance Busy")
+    config.addinivalue_line("markers", "xdist_group(name): items that must run on one xdist worker")
     state = RunState.from_config(config)
     config.stash[STATE] = state
     config.stash[COLLECTED] = Collected()
@@ -92,8 +95,13 @@ class ArtefactFile(pytest.File):
         artefact = Artefact.from_path(self.path, kind, state.root)
         subject: Any
         try:
-            result = build_subject(artefact, state.pairing, state.root)
-            subject, notes = dataclasses.replace(result.subject, today=state.today), result.notes
+            if kind == DEPLOYMENT:
+                subject = _live_subject(self.config, artefact)
+                notes: Any = subject.notes
+                artefact = subject.artefact
+            else:
+                result = build_subject(artefact, state.pairing, state.root)
+                subject, notes = dataclasses.replace(result.subject, today=state.today), result.notes
             rules = [r for r in state.rules if kind in r.applies_to]
         except Unreadable as exc:
             subject, notes = UnreadableSubject(artefact, exc.problem, exc.location), {}
@@ -102,6 +110,31 @@ class ArtefactFile(pytest.File):
             yield RuleItem.from_parent(
                 self, name=f"{rule.id}[{artefact.display}]", rule=rule, subject=subject, notes=notes
             )
+
+
+LIVE = pytest.StashKey[dict]()
+DESTRUCTIVE_STAGES = frozenset({"drain", "reimage", "reboot"})
+CHART_BY_AREA = {"VMR8": "lb-spread", "VMR7": "reimage-timeline"}
+MAX_EVIDENCE = 20_000
+
+
+def _live_subject(config: pytest.Config, artefact: Artefact) -> Any:
+    """One LiveSubject per target file and process (stages run once, shells are shared)."""
+    from harness.live.context import LiveContext
+    from harness.live.errors import TargetError
+    from harness.live.subject import LiveSubject
+    from harness.live.target import load_target
+
+    cache = config.stash.setdefault(LIVE, {})
+    if artefact.path not in cache:
+        try:
+            target = load_target(artefact.path)
+        except TargetError as exc:
+            raise Unreadable(artefact.path, str(exc).split(": ", 1)[-1]) from None
+        ctx = LiveContext(target, destructive=config.stash[STATE].destructive)
+        named = Artefact(artefact.kind, artefact.identity, artefact.path, target.name)
+        cache[artefact.path] = LiveSubject(named, ctx)
+    return cache[artefact.path]
 
 
 class RuleFailure(Exception):
@@ -129,6 +162,12 @@ class RuleItem(pytest.Item):
         severity = state.severity_of(rule)
         self.add_marker("vmrole")
         self.add_marker(f"vmr_{severity.label}")
+        self.vmr_charts: list[dict[str, Any]] = []
+        if subject.artefact.kind == DEPLOYMENT:
+            # one worker per deployment: stages run once and destructive probes never overlap
+            self.add_marker(pytest.mark.xdist_group(name=f"vmr-live-{subject.artefact.identity}"))
+            if DESTRUCTIVE_STAGES & set(rule.requires):
+                self.add_marker("vmr_destructive")
         if not rule.waivable:
             self.add_marker("vmr_not_waivable")
         self.extra_keyword_matches.update({rule.id, rule.name, severity.label})
@@ -143,6 +182,7 @@ class RuleItem(pytest.Item):
         if evaluation.skip_reason is not None:
             pytest.skip(evaluation.skip_reason)
         findings = list(evaluation.findings)
+        self._live_attachments()
         results, notes = state.dispose(self.rule, findings)
         self.vmr_results = results
         self.vmr_notes = notes
@@ -151,11 +191,32 @@ class RuleItem(pytest.Item):
         failed = [r for r in results if r.disposition == FAILED]
         reported = [r for r in results if r.disposition == REPORTED]
         if failed:
+            self._attach_evidence()
             raise RuleFailure(failed, reported)
         suppressed = [r for r in results if r.disposition not in (FAILED, REPORTED)]
         if suppressed and not reported:
             reasons = sorted({f"{r.disposition}: {r.justification}" for r in suppressed})
             pytest.skip("; ".join(reasons))
+
+    def _live_attachments(self) -> None:
+        ctx = getattr(self.subject, "ctx", None)
+        if ctx is None:
+            return
+        key = next((k for prefix, k in CHART_BY_AREA.items() if self.rule.id.startswith(prefix)), None)
+        if key is not None and key in ctx.charts:
+            self.vmr_charts.append({"key": key, "artefact": self.subject.artefact.identity, "data": ctx.charts[key]})
+
+    def _attach_evidence(self) -> None:
+        """Masked evidence (deployment XML, operation history, LB samples, WinRM output) on failure."""
+        ctx = getattr(self.subject, "ctx", None)
+        if ctx is None:
+            return
+        for name, text in sorted(ctx.evidence_texts.items()):
+            clipped = text if len(text) <= MAX_EVIDENCE else text[:MAX_EVIDENCE] + "\n... (clipped)"
+            self.add_report_section("call", f"evidence: {name}", clipped)
+        if ctx.events:
+            lines = "\n".join(ctx.masker(str(e)) for e in ctx.events[-200:])
+            self.add_report_section("call", "evidence: timings", lines)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, RuleFailure):
@@ -215,6 +276,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 for r in item.vmr_results
             ],
             "notes": item.vmr_notes,
+            "charts": item.vmr_charts,
         }
     return report
 
@@ -239,6 +301,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             )
         )
     collected.notes.extend(n for n in data.get("notes", []) if n not in collected.notes)
+    for chart in data.get("charts", []):
+        if not any(c["key"] == chart["key"] and c["artefact"] == chart["artefact"] for c in collected.charts):
+            collected.charts.append(chart)
     skip_reason = None
     if report.skipped and isinstance(report.longrepr, tuple):
         skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
@@ -265,6 +330,8 @@ def _is_controller(config: pytest.Config) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    for subject in config.stash.get(LIVE, {}).values():  # every process closes its own shells
+        subject.ctx.close()
     if not _is_controller(config) or STATE not in config.stash:
         return
     state = config.stash[STATE]
@@ -288,6 +355,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         ),
         items=sorted(collected.items, key=lambda i: i.nodeid),
         exit_status=int(exitstatus),
+        charts=collected.charts,
     )
     collected.result = result
     if state.create_baseline and state.baseline_path is not None:

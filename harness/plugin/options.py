@@ -37,6 +37,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("package", "a .cspkg to lint (repeatable)", "list", metavar="PATH"),
     Option("csdef", "a ServiceDefinition .csdef to lint; also paired with every linted .cscfg", metavar="PATH"),
     Option("cscfg", "a ServiceConfiguration .cscfg to lint (repeatable)", "list", metavar="PATH"),
+    Option("target", "a deployment target file (*.vmrtarget.yml) to probe live (repeatable)", "list", metavar="PATH"),
+    Option("destructive", "also run destructive live probes: reimage, reboot, taking an instance Busy", "bool", False),
     Option(
         "discover",
         "also lint .csdef/.cscfg/.cspkg files found while collecting directories (files named on the "

@@ -41,6 +41,7 @@ class RunState:
     explicit: set[Path]
     report_dir: Path | None
     report_formats: tuple[str, ...]
+    destructive: bool = False
     # Filled while running (controller side).
     notes: list[str] = field(default_factory=list)
 
@@ -120,11 +121,12 @@ class RunState:
             csdef=path_of(csdef_opt) if csdef_opt else None,
             packages=tuple(path_of(p) for p in options.get(config, "package")),
             cscfgs=tuple(path_of(p) for p in options.get(config, "cscfg")),
+            targets=tuple(path_of(p) for p in options.get(config, "target")),
         )
-        for p in (*([pairing.csdef] if pairing.csdef else []), *pairing.packages, *pairing.cscfgs):
+        for p in (*([pairing.csdef] if pairing.csdef else []), *pairing.packages, *pairing.cscfgs, *pairing.targets):
             if not p.exists():
                 raise pytest.UsageError(f"vmrole: artefact not found: {p}")
-        explicit = {p for p in (*pairing.packages, *pairing.cscfgs) if p}
+        explicit = {p for p in (*pairing.packages, *pairing.cscfgs, *pairing.targets) if p}
         if pairing.csdef:
             explicit.add(pairing.csdef)
         for arg in config.args:
@@ -147,10 +149,11 @@ class RunState:
             explicit=explicit,
             report_dir=path_of(report_dir_opt) if report_dir_opt else None,
             report_formats=formats,
+            destructive=options.get(config, "destructive"),
         )
 
     def option_paths(self) -> list[Path]:
-        paths = list(self.pairing.packages) + list(self.pairing.cscfgs)
+        paths = list(self.pairing.packages) + list(self.pairing.cscfgs) + list(self.pairing.targets)
         if self.pairing.csdef:
             paths.append(self.pairing.csdef)
         return paths

@@ -27,6 +27,7 @@ class Pairing:
     csdef: Path | None = None
     packages: tuple[Path, ...] = ()
     cscfgs: tuple[Path, ...] = ()
+    targets: tuple[Path, ...] = ()
     #: Look for a sibling .csdef when nothing else pairs a .cscfg (off for corpora of mixed commits).
     siblings: bool = True
 

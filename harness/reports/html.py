@@ -29,6 +29,7 @@ from harness.reports.common import (
     suppression_justification,
     verdict,
 )
+from harness.reports.live_charts import live_charts
 from harness.reports.model import BASELINED, FAILED, REPORTED, WAIVED, FindingResult, RuleInfo, RunResult
 
 TEMPLATE = "report.html.j2"
@@ -100,6 +101,7 @@ def _context(result: RunResult) -> dict[str, Any]:
         "suppressed": by_disposition[WAIVED] + by_disposition[BASELINED],
         "outcomes": counts_by_outcome(result),
         "chart": _chart(result),
+        "live_charts": live_charts(result.charts),
         "groups": _groups(result, rules, kinds),
         "rules": [rules[rule_id] for rule_id in sorted(rules)],
         "areas": {rule_id: area_of(rule_id) for rule_id in rules},

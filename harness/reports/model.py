@@ -73,6 +73,8 @@ class RunResult:
     findings: list[FindingResult] = field(default_factory=list)
     items: list[ItemResult] = field(default_factory=list)
     exit_status: int = 0
+    #: Pictures from live probes: {"key": "lb-spread" | "reimage-timeline", "artefact": id, "data": {...}}
+    charts: list[dict] = field(default_factory=list)
 
     def counts_by_severity(self, dispositions: tuple[str, ...] = (FAILED, REPORTED)) -> dict[str, int]:
         counts = {s.label: 0 for s in sorted(Severity, reverse=True)}
