@@ -9,6 +9,7 @@
 | `mgmt-timeout` | — | the management API holds requests without answering | normal answers |
 | `winrm-slow` | instance | every WinRM response is delayed by `delay_ms` | no delay |
 | `lose-local-storage` | instance | the next reimage loses local storage ("moved to new hardware") | disarmed |
+| `cert-mismatch` | instance | its HTTPS endpoints serve a certificate whose thumbprint is not the cscfg's | restored |
 
 Every fault ends when its duration runs out, when cleared through the control API, or when the fabric
 stops, whichever comes first.
@@ -27,8 +28,11 @@ from typing import Any
 
 from harness.fabric.layout import write_text_atomic
 
-KINDS = ("busy", "crash", "kill-backend", "mgmt-409", "mgmt-500", "mgmt-timeout", "winrm-slow", "lose-local-storage")
-INSTANCE_KINDS = ("busy", "crash", "kill-backend", "winrm-slow", "lose-local-storage")
+KINDS = (
+    "busy", "crash", "kill-backend", "mgmt-409", "mgmt-500", "mgmt-timeout", "winrm-slow", "lose-local-storage",
+    "cert-mismatch",
+)  # fmt: skip
+INSTANCE_KINDS = ("busy", "crash", "kill-backend", "winrm-slow", "lose-local-storage", "cert-mismatch")
 MAX_SECONDS = 3600.0
 
 
@@ -137,6 +141,34 @@ class Faults:
             write_text_atomic(inst.ilayout(f.target).winrm_delay, str(f.delay_ms))
         elif f.kind == "lose-local-storage":
             inst.lose_local_storage.add(f.target)
+        elif f.kind == "cert-mismatch":
+            self._swap_certificates(f.target, wrong=True)
+
+    def _swap_certificates(self, instance_id: str, *, wrong: bool) -> None:
+        """Point the instance's HTTPS endpoints at another certificate (or back), then restart it."""
+        from harness.fabric import certs
+        from harness.fabric.layout import write_json_atomic
+
+        inst = self.c.instances
+        config = inst.configs[instance_id]
+        changed = False
+        for ep in config["endpoints"]:
+            if ep.get("protocol") != "https" or "cert" not in ep:
+                continue
+            if wrong:
+                ep.setdefault("original", {"cert": ep["cert"], "key": ep["key"]})
+                out = self.c.layout.certs / f"wrong-{instance_id}-{ep['name']}"
+                other = certs.service_certificate(None, f"not-{ep['name']}", out)
+                ep["cert"], ep["key"] = str(other.pem), str(other.key)
+            elif "original" in ep:
+                ep.update(ep.pop("original"))
+            changed = True
+        if not changed:
+            raise FaultError(f"instance {instance_id!r} has no HTTPS endpoint")
+        write_json_atomic(inst.ilayout(instance_id).config, config)
+        inst.stop(instance_id)
+        inst.start(instance_id)
+        inst.set_ready(instance_id, True)
 
     def _rollback(self, f: Fault) -> None:
         inst = self.c.instances
@@ -157,3 +189,5 @@ class Faults:
                 inst.ilayout(f.target).winrm_delay.unlink()
         elif f.kind == "lose-local-storage":
             inst.lose_local_storage.discard(f.target)
+        elif f.kind == "cert-mismatch" and not self.stopping.is_set():
+            self._swap_certificates(f.target, wrong=False)

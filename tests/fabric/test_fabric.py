@@ -336,3 +336,23 @@ def test_ctrl_c_on_a_foreground_fabric_stops_everything(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not is_listening(data["input_endpoints"][0]["public_port"])
+
+
+def test_cert_mismatch_fault_serves_another_certificate_on_one_instance(fabric):
+    import hashlib
+    import socket
+    import ssl
+
+    def thumbprint(port: int) -> str:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw) as tls:
+            return hashlib.sha1(tls.getpeercert(binary_form=True)).hexdigest().upper()
+
+    expected = fabric.data["certificates"]["SSL"]
+    port = fabric.instance("WebVM_IN_0")["endpoints"]["HttpsIn"]
+    assert thumbprint(port) == expected
+    fault = fabric.inject("cert-mismatch", "WebVM_IN_0", seconds=30)
+    assert thumbprint(fabric.instance("WebVM_IN_0")["endpoints"]["HttpsIn"]) != expected
+    fabric.clear_faults(fault["id"])
+    assert thumbprint(port) == expected
