@@ -93,6 +93,10 @@ def build_json(result: RunResult) -> dict[str, Any]:
             }
             for item in sorted(result.items, key=lambda i: i.nodeid)
         ],
+        "charts": [
+            {"key": c["key"], "artefact": c["artefact"], "data": c["data"]}
+            for c in sorted(result.charts, key=lambda c: (c["key"], c["artefact"]))
+        ],
     }
 
 
