@@ -139,7 +139,7 @@ def cmd_rules(ns: argparse.Namespace) -> int:
 def cmd_demo(ns: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
-    return run_demo(Path(ns.work_dir), Path(ns.report_dir))
+    return run_demo(Path(ns.work_dir), Path(ns.report_dir), live=not ns.no_live)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,9 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fabric_parser(sub)
 
-    demo = sub.add_parser("demo", help="the main job on the built-in sample: build, lint, write reports")
+    demo = sub.add_parser(
+        "demo", help="the main job on the built-in sample: build, lint, deploy to the local fabric, probe, report"
+    )
     demo.add_argument("--work-dir", default=".vmrole/demo", help="where sample artefacts are built")
     demo.add_argument("--report-dir", default=REPORT_DIR, help="where reports go (default reports)")
+    demo.add_argument("--no-live", action="store_true", help="lint only: do not deploy to the local fabric")
     return parser
 
 

@@ -87,7 +87,7 @@ class DeploymentSpec:
     deployment_id: str
     roles: tuple[RoleSpec, ...]
     instances: tuple[InstanceSpec, ...]
-    csdef_text: str  # the csdef text; empty when deployed from a .cspkg
+    csdef_text: str  # the csdef text (from the package when deployed from a .cspkg)
     cscfg_text: str
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -121,7 +121,8 @@ def _read_model(
             if pkg.definition is None:
                 raise SpecError(f"{package}: the package holds no readable ServiceDefinition")
             definition = pkg.definition
-            csdef_text = ""  # the build csdef stays inside the package
+            # the packaged build csdef, so the deployment's state carries the model it runs
+            csdef_text = (pkg.definition_bytes or b"").decode("utf-8-sig", errors="replace")
             identity = hashlib.sha256(package.read_bytes()).hexdigest()
         else:
             assert csdef is not None

@@ -293,6 +293,8 @@ class Package:
     payloads: tuple[RolePayload, ...] = ()
     #: The ServiceDefinition.build.csdef from the SDPackage part, parsed like a csdef on disk.
     definition: ServiceDefinition | None = None
+    #: Its bytes as packaged (bounded by the XML size cap), for tools that deploy the package.
+    definition_bytes: bytes | None = None
     #: Problems that did not make the package unreadable (e.g. a nested part that is not a zip).
     problems: tuple[tuple[str, str], ...] = ()  # (location, message)
     sdk_version: str | None = None

@@ -83,6 +83,7 @@ class _Reader:
     hashes: dict[str, str] = field(default_factory=dict)
     payloads: list[RolePayload] = field(default_factory=list)
     definition: ServiceDefinition | None = None
+    definition_bytes: bytes | None = None
     sdk_version: str | None = None
     sniff_left: int = SNIFF_BUDGET
 
@@ -107,6 +108,7 @@ class _Reader:
             encryption_keytype=manifest.keytype,
             payloads=tuple(self.payloads),
             definition=self.definition,
+            definition_bytes=self.definition_bytes,
             problems=tuple(self.problems),
             sdk_version=self.sdk_version,
         )
@@ -246,6 +248,7 @@ class _Reader:
         location = f"{part}!{wanted}"
         try:
             self.definition = parse_definition(data, self.artefact, part=location)
+            self.definition_bytes = data
         except Unreadable as exc:
             self.problems.append((location, f"the packaged service definition is unreadable: {exc.problem}"))
 
