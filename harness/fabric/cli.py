@@ -90,6 +90,7 @@ def _up(ns: argparse.Namespace, state: Path) -> int:
             package=Path(ns.package) if ns.package else None,
             image_dir=Path(ns.image_dir) if ns.image_dir else None,
             step_seconds=ns.step_seconds,
+            tied=ns.foreground,  # in the background the fabric outlives this command
         )
     except KeyboardInterrupt:  # up() has already stopped whatever it had started
         print("vmrole fabric: interrupted while starting; everything started was stopped", file=sys.stderr)

@@ -57,8 +57,14 @@ def up(
     image_dir: Path | None = None,
     step_seconds: float = 0.3,
     timeout: float = UP_TIMEOUT,
+    tied: bool = True,
 ) -> Fabric:
-    """Start a fabric for the model (default: the bundled sample VM-role service) and wait until ready."""
+    """Start a fabric for the model (default: the bundled sample VM-role service) and wait until ready.
+
+    ``tied`` (the default for library and test use) makes the fabric stop by itself when this process
+    ends, even if it is killed before it could call ``down()``; `vmrole fabric up` passes False so the
+    fabric outlives the command.
+    """
     if csdef is None and package is None:
         csdef, cscfg = sample_model()
     layout = Layout(Path(state_dir).resolve())
@@ -73,6 +79,8 @@ def up(
         if value is not None:
             args += [flag, str(Path(value).resolve())]
     args += ["--step-seconds", str(step_seconds)]
+    if tied:
+        args += ["--watch-pid", str(os.getpid())]
     logfile = layout.controller_log.open("ab")
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True, close_fds=True

@@ -150,7 +150,12 @@ class Controller:
         for ep in role.endpoints:
             if ep.serves != "app":  # answered by the instance's WinRM listener, not by the app
                 continue
-            entry: dict[str, Any] = {"name": ep.name, "protocol": ep.protocol, "port": inst.endpoint_ports[ep.name]}
+            entry: dict[str, Any] = {
+                "name": ep.name,
+                "protocol": ep.protocol,
+                "port": inst.endpoint_ports[ep.name],
+                "local_port": ep.local_port,  # the declared port: what the guest's netstat/firewall show
+            }
             if ep.protocol == "https" and ep.certificate in self.service_certs:
                 pem, key, _ = self.service_certs[ep.certificate]
                 entry.update(cert=str(pem), key=str(key))
@@ -459,6 +464,16 @@ class Controller:
         return self.instances.operation(request_id)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.fabric.controller")
     parser.add_argument("--state", required=True)
@@ -468,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-dir")
     parser.add_argument("--name")
     parser.add_argument("--step-seconds", type=float, default=0.3)
+    parser.add_argument("--watch-pid", type=int, help="stop the fabric when this process (the starter) is gone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = Layout(Path(args.state).resolve())
@@ -501,7 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         controller.stop()
         controller.write_state("failed", error=str(exc))
         return 1
-    controller.stopping.wait()
+    while not controller.stopping.wait(1.0):
+        if args.watch_pid and not _pid_alive(args.watch_pid):
+            log.info("the process that started the fabric (pid %d) is gone", args.watch_pid)
+            break
     log.info("stopping the fabric")
     controller.stop()
     return 0

@@ -356,3 +356,43 @@ def test_cert_mismatch_fault_serves_another_certificate_on_one_instance(fabric):
     assert thumbprint(fabric.instance("WebVM_IN_0")["endpoints"]["HttpsIn"]) != expected
     fabric.clear_faults(fault["id"])
     assert thumbprint(port) == expected
+
+
+def test_a_tied_fabric_stops_when_its_starter_is_killed(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    state = tmp_path / "tied"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", f"from harness.fabric.client import up; up({str(state)!r}, step_seconds=0.1); "
+         "import time; time.sleep(600)"],
+    )  # fmt: skip
+    try:
+        assert wait_until(
+            lambda: (
+                (state / "fabric.json").exists() and json.loads((state / "fabric.json").read_text())["state"] == "ready"
+            ),
+            deadline_s=30,
+            interval=0.1,
+        )
+        pids = json.loads((state / "fabric.json").read_text())["pids"]
+        starter.send_signal(signal.SIGKILL)  # no teardown, no atexit: the controller must notice by itself
+        starter.wait(10)
+
+        def all_gone() -> bool:
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                return False
+            return True
+
+        assert wait_until(all_gone, deadline_s=20, interval=0.2)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        down(state)

@@ -532,6 +532,131 @@ class _Item:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Windows Firewall (netsh advfirewall) state
+# ---------------------------------------------------------------------------------------------------------
+
+_PROFILE_NAMES = ("Domain", "Private", "Public")
+_NETSH_PROFILES: dict[str, Any] = {
+    "allprofiles": list(_PROFILE_NAMES),
+    "currentprofile": "current",
+    "domainprofile": ["Domain"],
+    "privateprofile": ["Private"],
+    "publicprofile": ["Public"],
+}
+
+
+def _declared_local_ports(instance: dict[str, Any], instance_dir: Path | None) -> dict[str, int]:
+    """Endpoint name -> declared local port (``endpoints[*].local_port``, else the deployment's csdef)."""
+    out: dict[str, int] = {}
+    for ep in instance.get("endpoints") or []:
+        if isinstance(ep, dict) and isinstance(ep.get("local_port"), int):
+            out[str(ep.get("name"))] = ep["local_port"]
+    if out or instance_dir is None:
+        return out
+    csdef = instance_dir.parent.parent / "ServiceDefinition.csdef"
+    if not csdef.is_file():
+        return out
+    try:
+        from harness.engine.artefact import CSDEF, Artefact
+        from harness.facts.servicemodel import INPUT, INSTANCE_INPUT, parse_int
+        from harness.readers.servicemodel import read_definition
+
+        definition = read_definition(Artefact.from_path(csdef, CSDEF))
+    except Exception:  # an unreadable csdef: no declared ports, netstat shows the real ones only
+        return out
+    for role in definition.roles:
+        if role.name != instance.get("role"):
+            continue
+        for ep in role.endpoints:
+            if ep.kind not in (INPUT, INSTANCE_INPUT):
+                continue
+            local = parse_int(ep.local_port) if ep.local_port else None
+            if local is None and ep.kind == INPUT:
+                local = parse_int(ep.port) if ep.port else None
+            if isinstance(local, int):
+                out[ep.name] = local
+    return out
+
+
+def default_firewall(instance: dict[str, Any], local_ports: dict[tuple[str, int], int] | None = None) -> dict[str, Any]:
+    """The firewall an instance has unless ``instance.json`` says otherwise: every profile on, one inbound
+    allow rule per endpoint (its declared local port and the port it really listens on) and the two
+    standard WinRM rules.  The controller may call this to write ``instance["firewall"]`` explicitly."""
+    if local_ports is None:
+        local_ports = Guest(instance, "").local_port_map()
+    rules: list[dict[str, Any]] = []
+    for ep in instance.get("endpoints") or []:
+        if not isinstance(ep, dict) or not isinstance(ep.get("port"), int):
+            continue
+        proto = "UDP" if ep.get("protocol") == "udp" else "TCP"
+        ports = [ep["port"]]
+        if (proto, ep["port"]) in local_ports:
+            ports.insert(0, local_ports[(proto, ep["port"])])
+        rules.append(
+            {
+                "name": f"{instance.get('role', 'Role')} {ep.get('name')}",
+                "enabled": True,
+                "direction": "In",
+                "profiles": list(_PROFILE_NAMES),
+                "protocol": proto,
+                "local_port": ",".join(str(p) for p in ports),
+                "action": "Allow",
+            }
+        )
+    winrm = instance.get("winrm") or {}
+    for label, key, local in (("HTTP", "http_port", 5985), ("HTTPS", "https_port", 5986)):
+        ports = [local] + ([winrm[key]] if isinstance(winrm.get(key), int) else [])
+        rules.append(
+            {
+                "name": f"Windows Remote Management ({label}-In)",
+                "enabled": True,
+                "direction": "In",
+                "profiles": list(_PROFILE_NAMES),
+                "protocol": "TCP",
+                "local_port": ",".join(str(p) for p in ports),
+                "action": "Allow",
+            }
+        )
+    return {"profiles": {p: True for p in _PROFILE_NAMES}, "current": "Public", "rules": rules}
+
+
+def _profile_states(fw: dict[str, Any]) -> dict[str, bool]:
+    raw = fw.get("profiles") or {}
+    out = {}
+    for prof in _PROFILE_NAMES:
+        value = (
+            next((v for k, v in raw.items() if str(k).lower() == prof.lower()), True) if isinstance(raw, dict) else True
+        )
+        out[prof] = value if isinstance(value, bool) else str(value).strip().lower() in ("on", "true", "1", "enabled")
+    return out
+
+
+def _netsh_rule_block(rule: dict[str, Any]) -> str:
+    profiles = rule.get("profiles", list(_PROFILE_NAMES))
+    if isinstance(profiles, (list, tuple)):
+        profiles = ",".join(str(p) for p in profiles) if profiles else "Any"
+    local_port = rule.get("local_port", "Any")
+    if isinstance(local_port, (list, tuple)):
+        local_port = ",".join(str(p) for p in local_port)
+    enabled = rule.get("enabled", True)
+    rows = [
+        ("Enabled", "Yes" if enabled is True or str(enabled).lower() in ("yes", "true") else "No"),
+        ("Direction", str(rule.get("direction", "In"))),
+        ("Profiles", str(profiles)),
+        ("Grouping", str(rule.get("grouping", ""))),
+        ("LocalIP", "Any"),
+        ("RemoteIP", str(rule.get("remote_ip", "Any"))),
+        ("Protocol", str(rule.get("protocol", "TCP"))),
+        ("LocalPort", str(local_port)),
+        ("RemotePort", "Any"),
+        ("Edge traversal", "No"),
+        ("Action", str(rule.get("action", "Allow"))),
+    ]
+    body = "\n".join(f"{k + ':':<38}{v}".rstrip() if not v else f"{k + ':':<38}{v}" for k, v in rows)
+    return f"\n{'Rule Name:':<38}{rule.get('name', '')}\n{'-' * 70}\n{body}\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The guest
 # ---------------------------------------------------------------------------------------------------------
 
@@ -812,6 +937,7 @@ class Guest:
             "systeminfo": self._systeminfo,
             "net": self._net,
             "netstat": self._netstat,
+            "netsh": self._netsh,
             "sc": self._sc,
             "ping": self._ping,
             "cmd": self._cmd_c,
@@ -1081,12 +1207,100 @@ class Guest:
 
     def _netstat(self, rest: str, io: CommandIO) -> int:
         lines = ["", "Active Connections", "", "  Proto  Local Address          Foreign Address        State"]
+        local = self.local_port_map()
+        declared: list[str] = []
         for proto, port in self.listening_ports():
             if proto == "TCP" and is_tcp_listening(self.host, port):
                 lines.append(f"  TCP    {f'{self.host}:{port}':<23}{'0.0.0.0:0':<23}LISTENING")
+                if (proto, port) in local:
+                    declared.append(f"  TCP    {f'0.0.0.0:{local[(proto, port)]}':<23}{'0.0.0.0:0':<23}LISTENING")
             elif proto == "UDP" and is_udp_bound(self.host, port):
                 lines.append(f"  UDP    {f'{self.host}:{port}':<23}*:*")
-        return self._print(io, "\n".join(lines))
+                if (proto, port) in local:
+                    declared.append(f"  UDP    {f'0.0.0.0:{local[(proto, port)]}':<23}*:*")
+        return self._print(io, "\n".join([*lines[:4], *sorted(set(declared)), *lines[4:]]))
+
+    # -- declared local ports and the runtime firewall ------------------------------------------------
+    def local_port_map(self) -> dict[tuple[str, int], int]:
+        """(proto, port this instance really listens on) -> the port the role declares (``localPort``).
+
+        From ``endpoints[*].local_port`` when the controller writes it, else from the deployment's csdef
+        (``STATE/ServiceDefinition.csdef``); WinRM listeners are 5986 (HTTPS) / 5985 (HTTP) as on Windows.
+        """
+        cached = getattr(self, "_local_ports", None)
+        if cached is not None:
+            return cached
+        declared = _declared_local_ports(self.instance, self.instance_dir)
+        out: dict[tuple[str, int], int] = {}
+        for ep in self.instance.get("endpoints") or []:
+            if not isinstance(ep, dict) or not isinstance(ep.get("port"), int):
+                continue
+            local = declared.get(str(ep.get("name")))
+            if isinstance(local, int) and local != ep["port"]:
+                out[("UDP" if ep.get("protocol") == "udp" else "TCP", ep["port"])] = local
+        winrm = self.instance.get("winrm") or {}
+        for key, local in (("https_port", 5986), ("http_port", 5985)):
+            if isinstance(winrm.get(key), int):
+                out[("TCP", winrm[key])] = local
+        self._local_ports = out
+        return out
+
+    def firewall(self) -> dict[str, Any]:
+        """The instance's Windows Firewall: ``instance_dir/firewall.json`` (read on every command, so a test
+        can change it at run time), else ``instance["firewall"]``, else :func:`default_firewall`."""
+        if self.instance_dir is not None:
+            path = self.instance_dir / "firewall.json"
+            try:
+                data = json.loads(path.read_text("utf-8"))
+                if isinstance(data, dict):
+                    return data
+            except (OSError, ValueError):
+                pass
+        fw = self.instance.get("firewall")
+        if isinstance(fw, dict):
+            return fw
+        return default_firewall(self.instance, self.local_port_map())
+
+    def _netsh(self, rest: str, io: CommandIO) -> int:
+        args = split_args(rest)
+        low = [a.lower() for a in args]
+        fw = self.firewall()
+        if low[:4] == ["advfirewall", "firewall", "show", "rule"]:
+            opts = dict(a.split("=", 1) for a in low[4:] if "=" in a)
+            name = next((a.split("=", 1)[1] for a in args[4:] if a.lower().startswith("name=")), None)
+            if name is None:
+                self._print(io, "A specified value is not valid.\n\nUsage: show rule name=<string> [dir=in|out]")
+                return 1
+            direction = opts.get("dir")
+            blocks = []
+            for rule in fw.get("rules") or []:
+                if not isinstance(rule, dict):
+                    continue
+                if name.lower() != "all" and str(rule.get("name", "")).lower() != name.lower():
+                    continue
+                if direction and str(rule.get("direction", "In")).lower() != direction:
+                    continue
+                blocks.append(_netsh_rule_block(rule))
+            if not blocks:
+                self._print(io, "No rules match the specified criteria.\n")
+                return 1
+            return self._print(io, "".join(blocks) + "Ok.\n")
+        if len(low) >= 3 and low[:2] == ["advfirewall", "show"] and low[2] in _NETSH_PROFILES:
+            profiles = _profile_states(fw)
+            which = _NETSH_PROFILES[low[2]]
+            if which == "current":
+                which = [str(fw.get("current") or "Public").capitalize()]
+            state_only = len(low) > 3 and low[3] == "state"
+            out = [""]
+            for prof in which:
+                out += [f"{prof} Profile Settings: ", "-" * 70, f"{'State':<38}{'ON' if profiles.get(prof) else 'OFF'}"]
+                if not state_only:
+                    out += [f"{'Firewall Policy':<38}BlockInbound,AllowOutbound"]
+                out.append("")
+            out[-1] = "Ok."
+            return self._print(io, "\n".join(out) + "\n")
+        self._print(io, f"The following command was not found: {' '.join(args)}.")
+        return 1
 
     _SC_STATES = {
         "running": "4  RUNNING",
@@ -1228,6 +1442,25 @@ class Guest:
         return 1
 
 
+# Windows PowerShell 5.1's ConvertTo-Json writes enums as numbers: ServiceControllerStatus values.
+_SERVICE_STATUS = {"stopped": 1, "startpending": 2, "stoppending": 3, "running": 4, "continuepending": 5,
+                   "pausepending": 6, "paused": 7}  # fmt: skip
+
+
+def _json_value(r: Any) -> Any:
+    if not isinstance(r, _Item):
+        return r
+    props = dict(r.props)
+    if r.kind in ("service", "selected:service"):
+        for key in [k for k in props if k.lower() == "status"]:
+            props[key] = _SERVICE_STATUS.get(str(props[key]).lower(), props[key])
+        for key in [k for k in props if k.lower() == "starttype"]:
+            props[key] = {"boot": 0, "system": 1, "automatic": 2, "manual": 3, "disabled": 4}.get(
+                str(props[key]).lower(), props[key]
+            )
+    return props
+
+
 class PowerShell:
     """One ``powershell.exe`` run of a script (see the module docstring for the surface)."""
 
@@ -1272,6 +1505,12 @@ class PowerShell:
         ),
         "start-sleep": _Spec("Start-Sleep", ("Seconds", "Milliseconds"), (), ("Seconds",)),
         "invoke-vmrprobe": _Spec("Invoke-VmrProbe", ("Json",), (), ("Json",)),
+        "invoke-webrequest": _Spec(
+            "Invoke-WebRequest",
+            ("Uri", "Method", "Headers", "Body", "ContentType", "TimeoutSec", "OutFile"),
+            ("UseBasicParsing",),
+            ("Uri",),
+        ),
         "exit": _Spec("exit", ("Code",), (), ("Code",)),
     }
     ALIASES = {
@@ -1279,7 +1518,8 @@ class PowerShell:
         "type": "get-content", "sc": "set-content", "ac": "add-content", "ni": "new-item", "rm": "remove-item",
         "del": "remove-item", "erase": "remove-item", "ri": "remove-item", "rd": "remove-item",
         "rmdir": "remove-item", "dir": "get-childitem", "ls": "get-childitem", "gci": "get-childitem",
-        "gsv": "get-service", "sleep": "start-sleep", "hostname.exe": "hostname",
+        "gsv": "get-service", "sleep": "start-sleep", "hostname.exe": "hostname", "iwr": "invoke-webrequest",
+        "curl": "invoke-webrequest", "wget": "invoke-webrequest",
     }  # fmt: skip
 
     def __init__(self, guest: Guest, io: CommandIO) -> None:
@@ -1711,6 +1951,59 @@ class PowerShell:
         facts["services"] = svc_facts
         return [json.dumps(facts, sort_keys=True)]
 
+    def _c_invoke_webrequest(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        """A real HTTP request from inside the instance (``-Headers @{'k'='v'}`` with one or more entries
+        separated by ``;`` inside the braces is not supported: give one entry per hashtable)."""
+        import urllib.error
+        import urllib.request
+
+        uri = str(args.get("Uri") or "")
+        method = str(args.get("Method") or "GET").upper()
+        headers: dict[str, str] = {}
+        raw_headers = str(args.get("Headers") or "")
+        if raw_headers:
+            for k, v in re.findall(r"""['"]?([\w-]+)['"]?\s*=\s*['"]([^'"]*)['"]""", raw_headers):
+                headers[k] = v
+        body = args.get("Body")
+        data = str(body).encode("utf-8") if body is not None else None
+        if args.get("ContentType"):
+            headers["Content-Type"] = str(args["ContentType"])
+        if not re.match(r"^https?://", uri, re.IGNORECASE):
+            raise PsError(
+                f"Invalid URI: {uri!s}",
+                "NotSpecified: (:) [Invoke-WebRequest], UriFormatException",
+                "UriFormatException",
+                "System.UriFormatException,Microsoft.PowerShell.Commands.InvokeWebRequestCommand",
+                cmdlet,
+            )
+        try:
+            timeout = float(str(args.get("TimeoutSec") or 100))
+        except ValueError:
+            timeout = 100.0
+        req = urllib.request.Request(uri, data=data, method=method, headers=headers)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(req, timeout=min(timeout, MAX_SLEEP)) as resp:
+                content = resp.read().decode("utf-8", "replace")
+                code, reason = resp.status, resp.reason
+        except urllib.error.HTTPError as exc:
+            raise PsError(
+                f"The remote server returned an error: ({exc.code}) {exc.reason}.",
+                "InvalidOperation: (System.Net.HttpWebRequest:HttpWebRequest) [Invoke-WebRequest], WebException",
+                "WebException",
+                "WebCmdletWebResponseException,Microsoft.PowerShell.Commands.InvokeWebRequestCommand",
+                cmdlet,
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PsError(
+                f"Unable to connect to the remote server ({exc})",
+                "InvalidOperation: (System.Net.HttpWebRequest:HttpWebRequest) [Invoke-WebRequest], WebException",
+                "WebException",
+                "WebCmdletWebResponseException,Microsoft.PowerShell.Commands.InvokeWebRequestCommand",
+                cmdlet,
+            ) from None
+        return [_Item("webresponse", {"StatusCode": code, "StatusDescription": reason, "Content": content})]
+
     # -- pipeline filters and formatting -----------------------------------------------------------------
     def _filter(self, stage: str, results: list[Any]) -> list[Any]:
         toks = _ps_tokens(stage, self.g.getenv)
@@ -1721,19 +2014,36 @@ class PowerShell:
             return results
         if name in ("select-object", "select"):
             args = _bind(_Spec("Select-Object", ("ExpandProperty", "Property", "First"), (), ("Property",)), toks[1:])
-            prop = str(args.get("ExpandProperty") or args.get("Property") or "")
-            out = []
-            for r in results:
-                if isinstance(r, _Item):
-                    key = next((k for k in r.props if k.lower() == prop.lower()), None)
-                    if key is not None:
-                        out.append(r.props[key])
+            out = list(results)
+            if args.get("ExpandProperty"):
+                prop = str(args["ExpandProperty"])
+                out = []
+                for r in results:
+                    if isinstance(r, _Item):
+                        key = next((k for k in r.props if k.lower() == prop.lower()), None)
+                        if key is not None:
+                            out.append(r.props[key])
+            elif args.get("Property"):  # -Property A,B: objects with just those properties (in that order)
+                names = [n.strip() for n in str(args["Property"]).split(",") if n.strip()]
+                out = []
+                for r in results:
+                    props = r.props if isinstance(r, _Item) else {}
+                    picked: dict[str, Any] = {}
+                    for n in names:
+                        key = next((k for k in props if k.lower() == n.lower()), n)
+                        picked[key] = props.get(key)
+                    out.append(_Item("selected:" + (r.kind if isinstance(r, _Item) else ""), picked))
             if "First" in args:
                 out = out[: int(str(args["First"]))]
             return out
         if name == "convertto-json":
-            plain = [r.props if isinstance(r, _Item) else r for r in results]
+            args = _bind(_Spec("ConvertTo-Json", ("Depth",), ("Compress",), ("Depth",)), toks[1:])
+            plain = [_json_value(r) for r in results]
+            if not plain:
+                return []
             value = plain[0] if len(plain) == 1 else plain
+            if args.get("Compress"):
+                return [json.dumps(value, separators=(",", ":"), default=str)]
             return [json.dumps(value, indent=4, default=str)]
         raw = toks[0].text if toks else stage
         raise PsError(
@@ -1766,6 +2076,13 @@ class PowerShell:
         if kind == "service":
             rows = ["", "Status   Name               DisplayName", "------   ----               -----------"]
             rows += [f"{i.props['Status']:<9}{i.props['Name']:<19}{i.props['DisplayName']}" for i in items]
+            return "\n".join(rows) + "\n"
+        if kind.startswith("selected:") or kind == "webresponse":
+            names = list(items[0].props)
+            widths = {n: max(len(n), *(len(str(i.props.get(n, ""))) for i in items)) for n in names}
+            rows = ["", " ".join(f"{n:<{widths[n]}}" for n in names).rstrip()]
+            rows.append(" ".join("-" * len(n) + " " * (widths[n] - len(n)) for n in names).rstrip())
+            rows += [" ".join(f"{i.props.get(n, '')!s:<{widths[n]}}" for n in names).rstrip() for i in items]
             return "\n".join(rows) + "\n"
         if kind == "tcp":
             rows = ["", _TCP_HEADER]
