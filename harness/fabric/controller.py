@@ -190,7 +190,7 @@ class Controller:
     # ---- start / stop -------------------------------------------------------------------------
     def start(self) -> None:
         from harness.fabric.azurite import Azurite
-        from harness.fabric.haproxy import HAProxy, render_config
+        from harness.fabric.haproxy import HAProxy, render_config, spec_from_deployment
         from harness.fabric.mgmt.server import FaultState, ManagementServer
 
         self.write_state("starting")
@@ -220,8 +220,11 @@ class Controller:
 
         self.layout.haproxy.mkdir(parents=True, exist_ok=True)
         config_path = self.layout.haproxy / "haproxy.cfg"
-        config_path.write_text(render_config(self.spec, self.layout, probe=PROBE), "utf-8")
-        self.haproxy = HAProxy(self.layout.haproxy / "haproxy.sock")
+        socket_path = self.layout.haproxy_socket
+        socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lb_spec = spec_from_deployment(self.spec, socket_path, probe=PROBE)
+        config_path.write_text(render_config(lb_spec), "utf-8")
+        self.haproxy = HAProxy(socket_path)
         self.haproxy.start(config_path)
 
         http_port, https_port = allocate(2)
@@ -297,6 +300,8 @@ class Controller:
         if self.haproxy is not None:
             with contextlib.suppress(Exception):
                 self.haproxy.stop()
+            if self.layout.haproxy_socket.parent != self.layout.haproxy:  # the short folder under /tmp
+                shutil.rmtree(self.layout.haproxy_socket.parent, ignore_errors=True)
         if self.instances is not None:
             self.instances.stop_all()
         if self.azurite is not None:
@@ -362,7 +367,7 @@ class Controller:
                 },
                 "pid": getattr(self.haproxy, "pid", None),
                 "config": str(self.layout.haproxy / "haproxy.cfg"),
-                "socket": str(self.layout.haproxy / "haproxy.sock"),
+                "socket": str(self.layout.haproxy_socket),
             },
             "azurite": {
                 "pid": getattr(self.azurite, "pid", None),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,16 @@ class Layout:
     @property
     def haproxy(self) -> Path:
         return self.root / "haproxy"
+
+    @property
+    def haproxy_socket(self) -> Path:
+        """The runtime API socket: in the state dir, or — when that path would pass the 107-byte limit of
+        HAProxy socket paths (deep temp dirs do) — in a short per-state folder under /tmp."""
+        path = self.haproxy / "haproxy.sock"
+        if len(str(path)) <= 90:  # HAProxy allows 97 bytes here (less than the 107 of sun_path)
+            return path
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"vmr-{digest}" / "haproxy.sock"
 
     @property
     def azurite(self) -> Path:

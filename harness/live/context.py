@@ -33,7 +33,7 @@ class LiveContext:
         if self._management is None:
             from harness.live.management import ManagementClient
 
-            self._management = ManagementClient(self.target, self.masker)
+            self._management = ManagementClient(self.target, self.masker, log=self.log)
         return self._management
 
     @property

@@ -116,6 +116,8 @@ class Target:
     app_state_paths: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: Whether instances' own addresses (IpAddress:LocalPort from Get Deployment) are reachable from here.
+    direct_instance_addresses: bool = False
 
     def secret(self, ref: SecretRef | None) -> str:
         """Resolve a secret reference; TargetError when it cannot be read (never shows the value)."""
@@ -232,7 +234,7 @@ class _Reader:
 
 TOP_KEYS = {
     "name", "management", "winrm", "storage", "model", "identify", "rotation", "reimage", "app_state_paths",
-    "services", "timeouts",
+    "services", "timeouts", "direct_instance_addresses",
 }  # fmt: skip
 
 
@@ -351,6 +353,7 @@ def load_target(path: Path) -> Target:
         app_state_paths=lists["app_state_paths"],
         services=lists["services"],
         timeouts=timeouts,
+        direct_instance_addresses=r.flag(data, "direct_instance_addresses", "target", False),
     )
 
 

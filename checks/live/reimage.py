@@ -1,0 +1,479 @@
+"""Persistence rules (VMR700-VMR719): what a reimage (VMR700-VMR706) and a reboot (VMR710-VMR712) keep.
+
+They judge :class:`harness.facts.live.reimage.ReimageFacts` / ``RebootFacts`` (the destructive stages
+``reimage`` and ``reboot``, run with ``--vmr-destructive``). Expectations follow vmrole-reference §8.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from harness.engine.artefact import DEPLOYMENT
+from harness.engine.finding import Finding
+from harness.engine.rule import NotApplicable, Rule
+from harness.engine.severity import Severity
+from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS, PersistenceFacts
+
+KINDS = frozenset({DEPLOYMENT})
+REFERENCE = "vmrole-reference §8.1"
+
+
+def _verified(facts: PersistenceFacts) -> PersistenceFacts:
+    """The facts when the operation succeeded and the markers were looked for again; else NotApplicable."""
+    op = facts.operation
+    if facts.setup_error or op is None:
+        raise NotApplicable(f"the probe did not run: {facts.setup_error or 'no operation'}")
+    if not (op.succeeded and op.ready):
+        raise NotApplicable(f"the {op.kind} of {op.instance} did not complete (see the operation rule)")
+    return facts
+
+
+def _evidence(facts: PersistenceFacts, **extra: str) -> dict[str, str]:
+    op = facts.operation
+    out = {"instance": facts.instance or "", "role": facts.role or ""}
+    if op is not None:
+        out.update(request_id=op.request_id or "", status=op.status or "", last_status=op.last_status or "")
+    out.update(extra)
+    return out
+
+
+class _OperationRule(Rule):
+    attr = "reimage"
+
+    def _check_operation(self, subject: Any, facts: PersistenceFacts) -> Iterator[Finding]:
+        op = facts.operation
+        if op is None:
+            return
+        where = f"instance {op.instance} / {op.kind}"
+        if op.start_error:
+            message = f"the {op.kind} of {op.instance} could not be started: {op.start_error}"
+        elif op.timed_out:
+            message = (
+                f"the {op.kind} operation {op.request_id} of {op.instance} was still {op.status} after "
+                f"{op.deadline_seconds:.0f} s (the deadline)"
+            )
+        elif not op.succeeded:
+            message = f"the {op.kind} operation {op.request_id} of {op.instance} ended {op.status}" + (
+                f": {op.error}" if op.error else ""
+            )
+        elif not op.ready:
+            message = (
+                f"after the {op.kind} (operation Succeeded) instance {op.instance} was not ReadyRole within "
+                f"{op.deadline_seconds:.0f} s; last status {op.last_status or 'unknown'}"
+            )
+        else:
+            return
+        yield self.finding(subject, where, message, evidence=_evidence(facts))
+
+
+class ReimageOperationFailed(_OperationRule):
+    """The reimage was not accepted, failed, or did not finish within the deadline.
+
+    ## What it does
+    Follows the Reimage Role Instance operation (Get Operation Status) until Succeeded or Failed, within
+    ``reimage.timeout_seconds``; reports a refused start (after the 409 retries), a Failed operation or one
+    still InProgress at the deadline.
+
+    ## Why is this bad?
+    A reimage is how a broken instance is repaired and how a Guest OS update reaches it: if it fails, the
+    instance cannot be recovered by the platform.
+
+    ## Example
+    The operation ends ``Failed`` with ``InternalError``, or stays ``InProgress`` past the deadline.
+
+    ## Use instead
+    Fix what the operation error names (image, configuration), then reimage again.
+
+    ## References
+    - vmrole-reference §8.1; live-reference §1.2 (asynchronous operations).
+    """
+
+    id = "VMR700"
+    name = "reimage-operation-failed"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = subject.reimage
+        if facts.setup_error:
+            raise NotApplicable(f"the reimage probe did not run: {facts.setup_error}")
+        op = facts.operation
+        if op is not None and (op.start_error or op.timed_out or not op.succeeded):
+            yield from self._check_operation(subject, facts)
+
+
+class ReimageInstanceNotReady(_OperationRule):
+    """After a successful reimage the instance did not come back to ReadyRole within the deadline.
+
+    ## What it does
+    After the operation Succeeded, polls Get Deployment until the reimaged instance is ``ReadyRole`` again,
+    within ``reimage.timeout_seconds`` of the start; reports the last status seen.
+
+    ## Why is this bad?
+    The instance stays out of the load balancer's rotation: the service runs with less capacity, or not at
+    all when it has a single instance.
+
+    ## Example
+    The instance cycles ``BusyRole`` → ``RoleStateUnknown`` because the image's startup never completes.
+
+    ## Use instead
+    Make the image start its role (and report Ready) within the deadline; check the guest's event logs.
+
+    ## References
+    - vmrole-reference §7.4 (instance statuses) and §8.1.
+    """
+
+    id = "VMR701"
+    name = "reimage-instance-not-ready"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = subject.reimage
+        if facts.setup_error:
+            raise NotApplicable(f"the reimage probe did not run: {facts.setup_error}")
+        op = facts.operation
+        if op is not None and op.succeeded and not op.ready:
+            yield from self._check_operation(subject, facts)
+
+
+class ReimageOsMarkerSurvived(Rule):
+    """A file written to the OS drive survived a reimage: the reimage did not happen.
+
+    ## What it does
+    Writes ``C:\\vmrole-probe\\marker-<uuid>.txt`` before the reimage and looks for it after.
+
+    ## Why is this bad?
+    A reimage recreates the OS drive from the image. A marker still there means the instance was not
+    reimaged, although the operation said Succeeded: repairs and Guest OS updates do not reach it.
+
+    ## Example
+    The marker is found after an operation that reported Succeeded.
+
+    ## Use instead
+    Investigate the platform (or emulator) operation; the instance must be recreated from its image.
+
+    ## References
+    - vmrole-reference §8.1 (reimage: OS drive rebuilt).
+    """
+
+    id = "VMR702"
+    name = "reimage-os-marker-survived"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = _verified(subject.reimage)
+        for m in facts.of_kind(OS):
+            if m.present_after is True:
+                yield self.finding(
+                    subject,
+                    f"instance {facts.instance} / {m.location}",
+                    f"the OS-drive marker {m.location} survived the reimage of {facts.instance}: the OS drive was "
+                    "not reset, so the reimage did not happen",
+                    evidence=_evidence(facts, marker=m.location),
+                )
+
+
+class ReimageLocalStorageLost(Rule):
+    """LocalStorage declared ``cleanOnRoleRecycle="false"`` lost its content on a reimage.
+
+    ## What it does
+    Writes a marker to each LocalStorage root (``C:\\Resources\\Directory\\<deploymentId>.<Role>.<Name>``)
+    before the reimage; reports a resource with ``cleanOnRoleRecycle="false"`` whose marker is gone after.
+
+    ## Why is this bad?
+    Such local storage is normally kept on a reimage. Losing it is allowed (the platform may have moved the
+    VM to other hardware), so this is a warning: an application relying on it will rebuild its cache or
+    lose data it should have kept in blob storage.
+
+    ## Example
+    ``<LocalStorage name="AppData" cleanOnRoleRecycle="false" />`` empty after the reimage.
+
+    ## Use instead
+    Treat local storage as a cache; keep durable state in blob storage.
+
+    ## References
+    - vmrole-reference §8.1 (cleanOnRoleRecycle is never a durability guarantee).
+    """
+
+    id = "VMR703"
+    name = "reimage-local-storage-lost"
+    severity = Severity.MEDIUM
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive", "local-storage")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = _verified(subject.reimage)
+        for m in facts.of_kind(LOCAL):
+            if m.clean_on_role_recycle is False and m.present_after is False:
+                yield self.finding(
+                    subject,
+                    f"instance {facts.instance} / LocalStorage {m.name}",
+                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {facts.instance} lost its marker on "
+                    "the reimage: the platform may have moved the VM; do not rely on local storage for state",
+                    evidence=_evidence(facts, resource=m.name, marker=m.location),
+                )
+
+
+class ReimageBlobMarkerLost(Rule):
+    """A blob written before the reimage is gone after it.
+
+    ## What it does
+    Writes two blobs before the reimage, one with the storage SDK and one from inside the instance (a PUT
+    to a SAS URL), and checks both still exist after.
+
+    ## Why is this bad?
+    Blob storage is where a stateless VM role must keep its state; losing a blob across a reimage means
+    the storage account (or the configuration pointing at it) is not durable.
+
+    ## Example
+    The service's storage connection string points at a development or temporary account that is reset.
+
+    ## Use instead
+    Point the role at a durable storage account.
+
+    ## References
+    - vmrole-reference §8.1 (blob data is kept).
+    """
+
+    id = "VMR704"
+    name = "reimage-blob-marker-lost"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive", "storage")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = _verified(subject.reimage)
+        for m in facts.of_kind(BLOB) + facts.of_kind(BLOB_FROM_INSTANCE):
+            if m.present_after is False:
+                how = "from inside the instance" if m.kind == BLOB_FROM_INSTANCE else "with the storage SDK"
+                yield self.finding(
+                    subject,
+                    f"blob {m.location}",
+                    f"the blob marker {m.location} (written {how}) is gone after the reimage of {facts.instance}",
+                    evidence=_evidence(facts, blob=m.location),
+                )
+
+
+class ReimageCleanStorageKept(Rule):
+    """LocalStorage declared ``cleanOnRoleRecycle="true"`` kept its content across a reimage.
+
+    ## What it does
+    Reports (for information) a LocalStorage resource with ``cleanOnRoleRecycle="true"`` (the default)
+    whose marker survived the reimage.
+
+    ## Why is this bad?
+    It is not harmful, but it differs from what the model declares: the application may find stale files
+    it expects to be cleaned.
+
+    ## Example
+    ``<LocalStorage name="Scratch" cleanOnRoleRecycle="true" />`` still holding files after the reimage.
+
+    ## Use instead
+    Clean the folder at startup if the application depends on an empty scratch area.
+
+    ## References
+    - vmrole-reference §8.1 (cleanOnRoleRecycle).
+    """
+
+    id = "VMR705"
+    name = "reimage-clean-storage-kept"
+    severity = Severity.INFO
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive", "local-storage")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = _verified(subject.reimage)
+        for m in facts.of_kind(LOCAL):
+            if m.clean_on_role_recycle is True and m.present_after is True:
+                yield self.finding(
+                    subject,
+                    f"instance {facts.instance} / LocalStorage {m.name}",
+                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=true) of {facts.instance} kept its marker "
+                    "across the reimage",
+                    evidence=_evidence(facts, resource=m.name, marker=m.location),
+                )
+
+
+class _ProbeIncomplete(Rule):
+    attr = "reimage"
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts: PersistenceFacts = getattr(subject, self.attr)
+        if facts.setup_error:
+            yield self.finding(
+                subject,
+                f"instance {facts.instance or '?'}",
+                f"the {self.attr} probe could not run: {facts.setup_error}",
+                evidence=_evidence(facts),
+            )
+            return
+        for m in facts.markers:
+            if not m.written:
+                message = f"the {m.kind} marker {m.location} could not be written: {m.write_error}"
+            elif m.check_error and m.present_after is None:
+                message = (
+                    f"the {m.kind} marker {m.location} could not be checked after the {self.attr}: {m.check_error}"
+                )
+            else:
+                continue
+            yield self.finding(subject, f"instance {facts.instance} / {m.location}", message, evidence=_evidence(facts))
+
+
+class ReimageProbeIncomplete(_ProbeIncomplete):
+    """The reimage probe could not write or check one of its markers.
+
+    ## What it does
+    Reports a probe that could not start (no Ready instance, WinRM unreachable) and every marker that could
+    not be written before the reimage or checked after it, naming the cause.
+
+    ## Why is this bad?
+    The persistence expectation for that marker is not verified. A blob that cannot be written from inside
+    the instance also means the role cannot reach its storage.
+
+    ## Example
+    ``Invoke-WebRequest`` from the instance fails with ``(403) Forbidden``, or a LocalStorage root is missing.
+
+    ## Use instead
+    Fix the cause named (network access to storage, the LocalStorage declaration, WinRM credentials).
+
+    ## References
+    - vmrole-reference §8.1 (harness test design).
+    """
+
+    id = "VMR706"
+    name = "reimage-probe-incomplete"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive")
+    references = (REFERENCE,)
+    attr = "reimage"
+
+
+class RebootOperationFailed(_OperationRule):
+    """The reboot was not accepted, failed, or the instance was not ReadyRole again within the deadline.
+
+    ## What it does
+    Follows the Reboot Role Instance operation to Succeeded and the instance back to ``ReadyRole`` within
+    ``reimage.timeout_seconds``.
+
+    ## Why is this bad?
+    An instance that does not come back from a reboot is out of rotation until someone repairs it.
+
+    ## Example
+    The operation ends ``Failed``, or the instance stays ``BusyRole`` after it.
+
+    ## Use instead
+    Fix what the operation error or the instance status names.
+
+    ## References
+    - vmrole-reference §8.1 and §7.4.
+    """
+
+    id = "VMR710"
+    name = "reboot-operation-failed"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reboot",)
+    tags = ("live", "reboot", "destructive")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = subject.reboot
+        if facts.setup_error:
+            raise NotApplicable(f"the reboot probe did not run: {facts.setup_error}")
+        yield from self._check_operation(subject, facts)
+
+
+class RebootLostState(Rule):
+    """A reboot lost state that a reboot keeps: the OS drive, kept local storage, or blobs.
+
+    ## What it does
+    Writes the same markers as the reimage probe, reboots the instance and reports any marker gone after:
+    the OS drive, LocalStorage with ``cleanOnRoleRecycle="false"`` and the blobs must all be kept
+    (``cleanOnRoleRecycle="true"`` storage may be cleaned on a recycle and is not judged).
+
+    ## Why is this bad?
+    A reboot (host OS servicing does one) must not lose data: losing it means the VM was recreated
+    instead, or something in the image wipes state at startup.
+
+    ## Example
+    A startup script that empties ``C:\\vmrole-probe``-like folders, or an emulator that reimages on reboot.
+
+    ## Use instead
+    Do not clean state at startup; check what recreates the VM.
+
+    ## References
+    - vmrole-reference §8.1 (reboot: everything preserved).
+    """
+
+    id = "VMR711"
+    name = "reboot-lost-state"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reboot",)
+    tags = ("live", "reboot", "destructive")
+    references = (REFERENCE,)
+
+    def check(self, subject: Any) -> Iterator[Finding]:
+        facts = _verified(subject.reboot)
+        for m in facts.markers:
+            if m.present_after is not False:
+                continue
+            if m.kind == LOCAL and m.clean_on_role_recycle:
+                continue
+            what = {OS: "OS-drive marker", LOCAL: f"LocalStorage {m.name!r} marker"}.get(m.kind, "blob marker")
+            yield self.finding(
+                subject,
+                f"instance {facts.instance} / {m.location}",
+                f"the {what} {m.location} is gone after the reboot of {facts.instance}: a reboot keeps it",
+                evidence=_evidence(facts, marker=m.location),
+            )
+
+
+class RebootProbeIncomplete(_ProbeIncomplete):
+    """The reboot probe could not write or check one of its markers.
+
+    ## What it does
+    Reports a reboot probe that could not start and every marker that could not be written before the
+    reboot or checked after it, naming the cause.
+
+    ## Why is this bad?
+    The persistence expectation for that marker is not verified.
+
+    ## Example
+    WinRM to the chosen instance fails, so no marker can be written.
+
+    ## Use instead
+    Fix the cause named (WinRM credentials, storage access, the LocalStorage declaration).
+
+    ## References
+    - vmrole-reference §8.1 (harness test design).
+    """
+
+    id = "VMR712"
+    name = "reboot-probe-incomplete"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reboot",)
+    tags = ("live", "reboot", "destructive")
+    references = (REFERENCE,)
+    attr = "reboot"

@@ -1,0 +1,338 @@
+r"""Stages ``reimage`` and ``reboot`` (destructive): what survives an operation on one instance.
+
+vmrole-reference §8.1: before the operation, unique markers (a uuid) are written
+
+- to the OS drive, ``C:\vmrole-probe\marker-<uuid>.txt``;
+- to each LocalStorage root of the role, ``C:\Resources\Directory\<deploymentId>.<Role>.<Name>\marker-<uuid>.txt``
+  (where Azure mounts local storage; the csdef gives the names and ``cleanOnRoleRecycle``);
+- to blob storage, directly with azure-storage-blob (the target's connection string, pinned API version), and
+  from inside the instance (``Invoke-WebRequest -Method Put`` to a SAS URL for one blob, create/write only).
+
+Then the operation is started (``ctx.management.start_operation``: 409 retried with backoff), followed to
+Succeeded and the instance back to ReadyRole, recording the instance status timeline (chart
+``<kind>-timeline``) and the operation history (evidence ``<kind>-operation``); then every marker is looked
+for again. The rules judge (``checks/live/reimage.py``); markers that survived are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import time
+import uuid
+from typing import Any
+
+from harness.suites.live.guest import definition_of, deployment_id, instances_of, role_of
+
+from harness.facts.live.reimage import (
+    BLOB,
+    BLOB_FROM_INSTANCE,
+    LOCAL,
+    OS,
+    Marker,
+    OperationOutcome,
+    PersistenceFacts,
+    RebootFacts,
+    ReimageFacts,
+)
+from harness.live.winrm_pool import WinRMError, ps_quote
+
+READY = "ReadyRole"
+OS_DIR = "C:\\vmrole-probe"
+POLL = 0.1
+
+
+def run_reimage(ctx: Any) -> ReimageFacts:
+    return _run(ctx, "reimage", ReimageFacts)  # type: ignore[return-value]
+
+
+def run_reboot(ctx: Any) -> RebootFacts:
+    return _run(ctx, "reboot", RebootFacts)  # type: ignore[return-value]
+
+
+def choose_instance(ctx: Any, definition: Any) -> tuple[str | None, str | None, str | None]:
+    """(instance, role, why not): ``target.reimage.instance``, or the last Ready instance of the first role
+    that declares LocalStorage (of the first role when the csdef is unknown or none does)."""
+    instances = instances_of(ctx.deployment())
+    wanted = ctx.target.reimage.instance
+    if wanted and wanted.lower() != "auto":
+        for name, role, _ in instances:
+            if name.lower() == wanted.lower():
+                return name, role, None
+        return None, None, f"reimage.instance {wanted!r} is not an instance of the deployment"
+    roles = [r.name for r in getattr(definition, "roles", ()) if r.local_storage] if definition else []
+    roles += [role for _, role, _ in instances if role not in roles]
+    for role in roles:
+        ready = [name for name, r, status in instances if r == role and status == READY]
+        if ready:
+            return ready[-1], role, None
+    return None, None, "no instance is ReadyRole"
+
+
+def _run(ctx: Any, kind: str, cls: type[PersistenceFacts]) -> PersistenceFacts:
+    definition = definition_of(ctx)
+    instance, role, why = choose_instance(ctx, definition)
+    if instance is None or role is None:
+        return cls(instance=None, role=None, setup_error=why)
+    tag = uuid.uuid4().hex
+    rdef = role_of(definition, role)
+    dep_id = deployment_id(ctx.deployment())
+    paths: list[tuple[str, str, str, bool | None]] = [(OS, "C:", f"{OS_DIR}\\marker-{tag}.txt", None)]
+    for storage in getattr(rdef, "local_storage", ()) or ():
+        root = f"C:\\Resources\\Directory\\{dep_id}.{role}.{storage.name}"
+        paths.append((LOCAL, storage.name, f"{root}\\marker-{tag}.txt", storage.cleaned_on_recycle))
+    ctx.log(f"{kind} probe: writing markers", instance=instance, tag=tag)
+    markers = _write_files(ctx, instance, paths, tag)
+    if not any(m.written for m in markers):
+        reason = "; ".join(sorted({m.write_error or "" for m in markers})) or "no marker could be written"
+        return cls(instance, role, markers=tuple(markers), setup_error=f"markers not written in {instance}: {reason}")
+    blob_service, container, blob_error = _blob_container(ctx)
+    direct_name = f"{instance}/{kind}-{tag}-direct.txt"
+    guest_name = f"{instance}/{kind}-{tag}-guest.txt"
+    markers.append(_write_blob_direct(blob_service, container, direct_name, tag, blob_error))
+    markers.append(_write_blob_from_instance(ctx, blob_service, container, instance, guest_name, tag, blob_error))
+
+    outcome = _operate(ctx, kind, instance)
+    if outcome.succeeded and outcome.ready:
+        markers = _verify(ctx, instance, markers, blob_service, container)
+    _cleanup(ctx, instance, markers, blob_service, container)
+    return cls(instance=instance, role=role, operation=outcome, markers=tuple(markers))
+
+
+# ---- markers ---------------------------------------------------------------------------------------
+
+
+def _write_files(ctx: Any, instance: str, paths: list[tuple[str, str, str, bool | None]], tag: str) -> list[Marker]:
+    pool = ctx.winrm
+    script = [f"New-Item -ItemType Directory -Force -Path {ps_quote(OS_DIR)} | Out-Null"]
+    script += [f"Set-Content -Path {ps_quote(p)} -Value {ps_quote(tag)}" for _, _, p, _ in paths]
+    try:
+        result = pool.run_ps(instance, "\n".join(script))
+        present = pool.batch(instance, [f"Test-Path -Path {ps_quote(p)}" for _, _, p, _ in paths])
+    except WinRMError as exc:
+        return [Marker(k, n, p, c, written=False, write_error=str(exc)) for k, n, p, c in paths]
+    out = []
+    for (k, n, p, c), ok in zip(paths, present, strict=True):
+        error = None if ok is True else (result.stderr.strip()[:300] or f"{p} was not created")
+        out.append(Marker(k, n, p, c, written=ok is True, write_error=error))
+    return out
+
+
+def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
+    ref = ctx.target.storage.connection_string
+    if ref is None:
+        return None, None, "the target names no storage connection string"
+    try:
+        from azure.storage.blob import BlobServiceClient
+
+        from harness.fabric.azurite import API_VERSION
+
+        service = BlobServiceClient.from_connection_string(ctx.target.secret(ref), api_version=API_VERSION)
+        container = service.get_container_client(ctx.target.storage.container)
+        with contextlib.suppress(Exception):  # ResourceExistsError: fine
+            container.create_container()
+        return service, container, None
+    except Exception as exc:
+        return None, None, ctx.masker(f"blob storage unusable: {type(exc).__name__}: {exc}")[:300]
+
+
+def _write_blob_direct(service: Any, container: Any, name: str, tag: str, error: str | None) -> Marker:
+    location = f"{getattr(container, 'container_name', '?')}/{name}"
+    if error is not None:
+        return Marker(BLOB, name, location, written=False, write_error=error)
+    try:
+        container.upload_blob(name, tag.encode(), overwrite=True)
+        return Marker(BLOB, name, location, written=True)
+    except Exception as exc:
+        return Marker(BLOB, name, location, written=False, write_error=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def sas_url(service: Any, container: str, blob: str, minutes: int = 30) -> tuple[str, str]:
+    """A create/write SAS URL for one blob (and its signature, to mask)."""
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    cred = service.credential
+    expiry = _dt.datetime.now(_dt.UTC) + _dt.timedelta(minutes=minutes)
+    token = generate_blob_sas(
+        account_name=cred.account_name,
+        container_name=container,
+        blob_name=blob,
+        account_key=cred.account_key,
+        permission=BlobSasPermissions(create=True, write=True),
+        expiry=expiry,
+        start=_dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5),
+    )
+    signature = next((p.split("=", 1)[1] for p in token.split("&") if p.startswith("sig=")), "")
+    url = f"{service.url.rstrip('/')}/{container}/{blob}?{token}"
+    return url, signature
+
+
+def _write_blob_from_instance(
+    ctx: Any, service: Any, container: Any, instance: str, name: str, tag: str, error: str | None
+) -> Marker:
+    location = f"{getattr(container, 'container_name', '?')}/{name}"
+    if error is not None:
+        return Marker(BLOB_FROM_INSTANCE, name, location, written=False, write_error=error)
+    try:
+        url, signature = sas_url(service, container.container_name, name)
+    except Exception as exc:
+        return Marker(BLOB_FROM_INSTANCE, name, location, written=False, write_error=f"no SAS: {exc}")
+    import urllib.parse
+
+    ctx.masker.add(signature)
+    ctx.masker.add(urllib.parse.unquote(signature))
+    script = (
+        f"Invoke-WebRequest -Uri {ps_quote(url)} -Method Put -Headers @{{'x-ms-blob-type'='BlockBlob'}} "
+        f"-Body {ps_quote(tag)} -UseBasicParsing | Select-Object -ExpandProperty StatusCode"
+    )
+    try:
+        r = ctx.winrm.run_ps(instance, script)
+    except WinRMError as exc:
+        return Marker(BLOB_FROM_INSTANCE, name, location, written=False, write_error=str(exc))
+    if r.rc == 0 and r.stdout.strip() == "201":
+        return Marker(BLOB_FROM_INSTANCE, name, location, written=True)
+    detail = ctx.masker((r.stderr or r.stdout).strip())[:300]
+    return Marker(
+        BLOB_FROM_INSTANCE, name, location, written=False, write_error=f"PUT from the instance failed: {detail}"
+    )
+
+
+def _verify(ctx: Any, instance: str, markers: list[Marker], service: Any, container: Any) -> list[Marker]:
+    files = [m for m in markers if m.kind in (OS, LOCAL) and m.written]
+    found: dict[str, Any] = {}
+    error = None
+    for _attempt in (1, 2):  # the instance just restarted: the pool reconnects, and we retry once more
+        try:
+            values = ctx.winrm.batch(instance, [f"Test-Path -Path {ps_quote(m.location)}" for m in files])
+            found = {m.location: v for m, v in zip(files, values, strict=True)}
+            error = None
+            break
+        except WinRMError as exc:
+            error = str(exc)
+            ctx.winrm.forget(instance)
+    out = []
+    for m in markers:
+        if not m.written:
+            out.append(m)
+        elif m.kind in (OS, LOCAL):
+            value = found.get(m.location)
+            out.append(_with(m, value if isinstance(value, bool) else None, error or _bad(value)))
+        else:
+            try:
+                exists = container.get_blob_client(m.name).exists()
+                out.append(_with(m, bool(exists), None))
+            except Exception as exc:
+                out.append(_with(m, None, f"{type(exc).__name__}: {str(exc)[:200]}"))
+    return out
+
+
+def _bad(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"Test-Path gave {value!r}"
+
+
+def _with(m: Marker, present: bool | None, error: str | None) -> Marker:
+    return Marker(m.kind, m.name, m.location, m.clean_on_role_recycle, m.written, m.write_error, present, error)
+
+
+def _cleanup(ctx: Any, instance: str, markers: list[Marker], service: Any, container: Any) -> None:
+    files = [m for m in markers if m.kind in (OS, LOCAL) and m.written and m.present_after is not False]
+    if files:
+        script = [f"Remove-Item -Force -Path {ps_quote(m.location)}" for m in files]
+        with contextlib.suppress(WinRMError):
+            ctx.winrm.run_ps(instance, "\n".join(script))
+    for m in markers:
+        if m.kind in (BLOB, BLOB_FROM_INSTANCE) and m.written and container is not None:
+            with contextlib.suppress(Exception):
+                container.delete_blob(m.name)
+
+
+# ---- the operation ---------------------------------------------------------------------------------
+
+
+def instance_status(ctx: Any, instance: str) -> str | None:
+    try:
+        dep = ctx.deployment(refresh=True)
+    except Exception:  # a failed poll: the wait goes on
+        return None
+    for name, _role, status in instances_of(dep):
+        if name == instance:
+            return status
+    return None
+
+
+def _operate(ctx: Any, kind: str, instance: str) -> OperationOutcome:
+    limit = float(ctx.target.reimage.timeout_seconds)
+    started = time.monotonic()
+    deadline = started + limit
+    timeline: list[tuple[float, str]] = []
+
+    def note(status: str | None) -> None:
+        if status and (not timeline or timeline[-1][1] != status):
+            timeline.append((round(time.monotonic() - started, 3), status))
+
+    note(instance_status(ctx, instance))
+    try:
+        request_id = ctx.management.start_operation(kind, instance)
+    except Exception as exc:
+        message = ctx.masker(f"{type(exc).__name__}: {exc}")[:400]
+        return OperationOutcome(kind, instance, start_error=message, deadline_seconds=limit, timeline=tuple(timeline))
+    note(f"{kind} requested")
+    result = ctx.management.wait_operation(
+        request_id, deadline=deadline, interval=POLL, on_poll=lambda _s: note(instance_status(ctx, instance))
+    )
+    op_seconds = time.monotonic() - started
+    note(f"operation {result.status}")
+    ctx.winrm.forget(instance)  # its shell died with the old VM
+    ready_at = None
+    last = None
+    if result.succeeded:
+        with contextlib.suppress(Exception):  # the deployment-wide wait (A's readiness); ours below decides
+            ctx.wait_ready()
+        while True:
+            last = instance_status(ctx, instance) or last
+            note(last)
+            if last == READY:
+                ready_at = time.monotonic() - started
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)
+    history = "\n".join(f"{t:8.3f}s  {s}" for t, s in result.history)
+    ctx.evidence(
+        f"{kind}-operation",
+        f"{kind} of {instance}: request {request_id} → {result.status} after {result.seconds:.1f} s"
+        + (" (timed out)" if result.timed_out else "")
+        + (f"\nerror: {result.error_code} {result.error_message}" if result.error_code or result.error_message else "")
+        + f"\noperation history:\n{history}\ninstance timeline:\n"
+        + "\n".join(f"{t:8.3f}s  {s}" for t, s in timeline),
+    )
+    ctx.chart(
+        f"{kind}-timeline",
+        {
+            "instance": instance,
+            "events": [[t, s] for t, s in timeline],
+            "operation": {
+                "kind": kind,
+                "request_id": request_id,
+                "status": result.status,
+                "seconds": round(result.seconds, 3),
+                "history": [[t, s] for t, s in result.history],
+            },
+            "ready_seconds": None if ready_at is None else round(ready_at, 3),
+        },
+    )
+    error = " ".join(x for x in (result.error_code, result.error_message) if x) or None
+    return OperationOutcome(
+        kind=kind,
+        instance=instance,
+        request_id=request_id,
+        status=result.status,
+        error=error,
+        timed_out=result.timed_out,
+        seconds=op_seconds,
+        ready=ready_at is not None,
+        ready_seconds=ready_at,
+        last_status=last,
+        deadline_seconds=limit,
+        timeline=tuple(timeline),
+    )

@@ -1,0 +1,890 @@
+"""Stage ``rotation``: does every Ready instance answer through the VIP of each load-balanced endpoint?
+
+For each load-balanced input endpoint (http, https, tcp; UDP is noted, not probed) the stage opens a **new
+TCP connection per request** (the OS picks a new source port each time, so an ideal 5-tuple hash spreads
+them), identifies the instance that answered (a response header, a body regex, or a TCP banner, from the
+target's ``identify``) and samples until every Ready instance has answered or the bound of
+``harness.live.stats.samples_for_all`` is reached; then it keeps sampling up to ``20 × n`` answers to judge
+the spread. Two small probes tell affinity from a broken rotation: a few requests over **one keep-alive
+connection** (pinned: expected) and from **one fixed source port** (pinned under any hash). New
+connections from distinct source ports that all land on one instance while several are Ready, without
+errors, mean source-IP (2-/3-tuple) affinity: reported as such, not as "rotation broken".
+
+The socket helpers here (:class:`Sampler`, :func:`probe_once`) are shared with the ``drain`` stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.facts.live.rotation import (
+    AFFINITY_SOURCE_IP,
+    EndpointRotation,
+    ErrorCounts,
+    PinProbe,
+    RotationFacts,
+)
+from harness.live import stats
+
+READY = "ReadyRole"
+LB_PROTOCOLS = ("http", "https", "tcp")
+DEFAULT_HEADER = "X-Served-By"
+DEFAULT_BODY_REGEX = r"served-by (\S+)"
+DEFAULT_BANNER_REGEX = r"VMROLE (\S+)"
+MAX_RESPONSE = 256 * 1024  # bytes read from one answer at most
+SPREAD_PER_INSTANCE = 20  # answers per instance for the spread (vmrole-reference §8.2: ≥ 20 × instances)
+SPREAD_CAP = 400
+PIN_REQUESTS = 5
+ENDPOINT_DEADLINE = 60.0  # wall-clock seconds per endpoint
+MAX_CONSECUTIVE_ERRORS = 12
+EVIDENCE_LINES = 600
+
+
+# ---- settings ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    header: str | None = DEFAULT_HEADER
+    body_regex: re.Pattern[str] | None = None
+    banner_regex: re.Pattern[str] | None = None
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    confidence: float = 0.999
+
+    def describe(self) -> dict[str, str | None]:
+        return {
+            "header": self.header,
+            "body_regex": self.body_regex.pattern if self.body_regex else None,
+            "banner_regex": self.banner_regex.pattern if self.banner_regex else None,
+        }
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+def settings_of(target: Any) -> ProbeSettings:
+    """The probe settings from the target (``identify``, ``rotation.confidence``, ``timeouts``)."""
+    identify = getattr(target, "identify", None)
+    header: str | None
+    body: str | None
+    banner: str | None
+    if identify is None:
+        header, body, banner = DEFAULT_HEADER, DEFAULT_BODY_REGEX, DEFAULT_BANNER_REGEX
+    else:
+        header = getattr(identify, "header", None)
+        body = getattr(identify, "body_regex", None)
+        banner = getattr(identify, "banner_regex", None)
+    rotation = getattr(target, "rotation", None)
+    timeouts = getattr(target, "timeouts", None)
+    confidence = _number(getattr(rotation, "confidence", None), 0.999)
+    if not 0.0 < confidence < 1.0:
+        confidence = 0.999
+    return ProbeSettings(
+        header=header or None,
+        body_regex=re.compile(body) if body else None,
+        banner_regex=re.compile(banner) if banner else None,
+        connect_timeout=_number(getattr(timeouts, "connect", None), 3.0),
+        read_timeout=_number(getattr(timeouts, "read", None), 10.0),
+        confidence=confidence,
+    )
+
+
+# ---- the deployment, duck-typed (DeploymentFacts of harness.facts.live.deployment) -----------------------
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    role: str
+    status: str
+
+
+@dataclass(frozen=True)
+class InputEndpoint:
+    role: str
+    name: str
+    protocol: str
+    port: int
+    vip: str | None
+    detect: bool = False  # the protocol is only the load balancer's (tcp): find out what the app speaks
+
+
+def _first(obj: Any, *names: str) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def instances_of(deployment: Any) -> list[Instance]:
+    out = []
+    for inst in _first(deployment, "instances", "role_instances") or ():
+        name = _first(inst, "name", "instance_name", "id")
+        if name:
+            out.append(
+                Instance(
+                    str(name),
+                    str(_first(inst, "role", "role_name") or ""),
+                    str(_first(inst, "status", "instance_status") or ""),
+                )
+            )
+    return out
+
+
+def _default_host(deployment: Any) -> str | None:
+    """Where an endpoint without its own VIP is reached: the deployment's VIP, else its DNS name."""
+    vip = _first(deployment, "vip")
+    if vip:
+        return str(vip)
+    host = _first(deployment, "host_name")
+    return str(host) if host else None
+
+
+def input_endpoints_of(deployment: Any) -> list[InputEndpoint]:
+    """The load-balanced input endpoints; ``vip`` falls back to the deployment's VIP or DNS name."""
+    default = _default_host(deployment)
+    out = []
+    for ep in _first(deployment, "input_endpoints", "endpoints") or ():
+        port = _first(ep, "port", "public_port")
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            continue
+        vip = _first(ep, "vip", "host")
+        protocol = str(_first(ep, "protocol") or "tcp").lower()
+        out.append(
+            InputEndpoint(
+                role=str(_first(ep, "role", "role_name") or ""),
+                name=str(_first(ep, "name") or ""),
+                protocol=protocol,
+                port=port,
+                vip=str(vip) if vip else default,
+                detect=protocol == "tcp" and _first(ep, "protocol_source") == "lb",
+            )
+        )
+    return out
+
+
+def ready_instances(deployment: Any, role: str) -> tuple[str, ...]:
+    return tuple(sorted(i.name for i in instances_of(deployment) if i.role == role and i.status == READY))
+
+
+# ---- one request ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    index: int  # 1-based over every request of the sampler
+    t: float  # seconds since the sampler started
+    phase: str
+    source_port: int | None = None
+    token: str | None = None  # what identified the instance
+    instance: str | None = None  # the resolved instance (None: unknown token or unidentified)
+    method: str | None = None  # header | body | banner
+    status: int | None = None  # HTTP status
+    error_kind: str | None = None
+    error: str | None = None
+    ms: float = 0.0
+
+    @property
+    def answered(self) -> bool:
+        return self.error_kind is None
+
+    def line(self) -> str:
+        what = (
+            f"{self.error_kind}: {self.error}"
+            if self.error_kind
+            else f"{self.instance or self.token or '(unidentified)'} via {self.method or '-'}"
+            + (f" [{self.status}]" if self.status is not None else "")
+        )
+        return (
+            f"{self.index:5d} {self.t:8.3f}s {self.phase:<9} src:{self.source_port or '-':<6} {self.ms:7.1f} ms  {what}"
+        )
+
+
+class ProbeError(Exception):
+    def __init__(self, kind: str, message: str, source_port: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.source_port = source_port
+
+
+def _classify(exc: BaseException) -> ProbeError:
+    if isinstance(exc, ProbeError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, ConnectionRefusedError):
+        return ProbeError("refused", text)
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return ProbeError("reset", f"closed during the TLS handshake ({text})")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return ProbeError("timeout", text)
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return ProbeError("reset", text)
+    if isinstance(exc, ssl.SSLError):
+        return ProbeError("tls", text)
+    return ProbeError("other", text)
+
+
+def _client_tls() -> ssl.SSLContext:
+    # Verification off on purpose: this probe only asks *who* answered; the endpoint rules check thumbprints.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_TLS: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    global _TLS
+    if _TLS is None:
+        _TLS = _client_tls()
+    return _TLS
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+def _connect(host: str, port: int, settings: ProbeSettings, source_port: int | None) -> socket.socket:
+    if source_port is None:
+        sock = socket.create_connection((host, port), timeout=settings.connect_timeout)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # abortive close (RST): no TIME_WAIT on this 4-tuple, so the next connection may reuse the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.settimeout(settings.connect_timeout)
+            sock.bind(("", source_port))
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+    sock.settimeout(settings.read_timeout)
+    return sock
+
+
+def _request(host: str, port: int, keep_alive: bool) -> bytes:
+    default = 443 if port == 443 else 80
+    authority = host if port == default else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        authority = f"[{host}]:{port}"
+    return (
+        f"GET / HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: vmrole-harness/rotation\r\nAccept: */*\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    ).encode("ascii")
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def _read_http(reader: Any, *, to_eof: bool) -> HttpAnswer:
+    line = reader.readline(8192)
+    if not line:
+        raise ProbeError("reset", "the connection closed before any answer")
+    parts = line.decode("latin-1").split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ProbeError("other", f"not an HTTP answer: {line[:80]!r}")
+    status = int(parts[1])
+    headers: dict[str, str] = {}
+    while True:
+        raw = reader.readline(8192)
+        if raw in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks = []
+        size_total = 0
+        while size_total < MAX_RESPONSE:
+            size_line = reader.readline(1024)
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                reader.readline(1024)
+                break
+            chunks.append(reader.read(size))
+            reader.readline(8)
+            size_total += size
+        body = b"".join(chunks)
+    elif "content-length" in headers:
+        with contextlib.suppress(ValueError):
+            body = reader.read(min(int(headers["content-length"]), MAX_RESPONSE))
+    elif to_eof:
+        body = reader.read(MAX_RESPONSE)
+    return HttpAnswer(status, headers, body.decode("utf-8", errors="replace"))
+
+
+def _identify_http(answer: HttpAnswer, settings: ProbeSettings) -> tuple[str | None, str | None]:
+    if settings.header:
+        value = answer.headers.get(settings.header.lower())
+        if value:
+            return value.strip(), "header"
+    if settings.body_regex is not None:
+        match = settings.body_regex.search(answer.body)
+        if match:
+            return (match.group(1) if match.groups() else match.group(0)).strip(), "body"
+    return None, None
+
+
+def _identify_banner(banner: str, settings: ProbeSettings) -> tuple[str | None, str | None]:
+    if settings.banner_regex is not None:
+        match = settings.banner_regex.search(banner)
+        if match:
+            return (match.group(1) if match.groups() else match.group(0)).strip(), "banner"
+    return None, None
+
+
+def probe_once(
+    host: str, port: int, protocol: str, settings: ProbeSettings, *, source_port: int | None = None
+) -> tuple[int | None, str | None, str | None, int | None]:
+    """One new TCP connection to ``host:port``: ``(source_port, token, method, http_status)``.
+
+    Raises :class:`ProbeError` (``kind`` in refused/reset/timeout/tls/other) when there is no answer.
+    """
+    try:
+        sock = _connect(host, port, settings, source_port)
+    except OSError as exc:
+        raise _classify(exc) from None
+    local = None
+    try:
+        local = sock.getsockname()[1]
+        if protocol == "tcp":
+            reader = sock.makefile("rb")
+            banner = reader.readline(4096)
+            if not banner:
+                raise ProbeError("reset", "the connection closed before any banner")
+            token, method = _identify_banner(banner.decode("utf-8", errors="replace"), settings)
+            return local, token, method, None
+        conn: socket.socket = sock
+        if protocol == "https":
+            conn = _tls().wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+        conn.sendall(_request(host, port, keep_alive=False))
+        answer = _read_http(conn.makefile("rb"), to_eof=True)
+        token, method = _identify_http(answer, settings)
+        return local, token, method, answer.status
+    except (OSError, ValueError, ProbeError) as exc:
+        error = _classify(exc)
+        error.source_port = local
+        raise error from None
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def keep_alive_probe(
+    host: str,
+    port: int,
+    protocol: str,
+    settings: ProbeSettings,
+    resolve: Callable[[str], str | None],
+    requests: int = PIN_REQUESTS,
+) -> PinProbe:
+    """``requests`` requests over one HTTP/1.1 keep-alive connection: who answered each."""
+    seen: list[str] = []
+    answered = 0
+    error = None
+    try:
+        sock = _connect(host, port, settings, None)
+    except OSError as exc:
+        return PinProbe("keep-alive", requests, 0, (), f"{_classify(exc).kind}: {exc}")
+    try:
+        conn: socket.socket = sock
+        if protocol == "https":
+            conn = _tls().wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+        reader = conn.makefile("rb")
+        for i in range(requests):
+            conn.sendall(_request(host, port, keep_alive=i < requests - 1))
+            answer = _read_http(reader, to_eof=False)
+            answered += 1
+            token, _ = _identify_http(answer, settings)
+            name = (resolve(token) or token) if token else "(unidentified)"
+            if name not in seen:
+                seen.append(name)
+            if answer.headers.get("connection", "").lower() == "close" and i < requests - 1:
+                error = f"the server closed the keep-alive connection after {answered} request(s)"
+                break
+    except (OSError, ValueError, ProbeError) as exc:
+        error = f"{_classify(exc).kind}: {exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    return PinProbe("keep-alive", requests, answered, tuple(seen), error)
+
+
+def fixed_port_probe(
+    host: str,
+    port: int,
+    protocol: str,
+    settings: ProbeSettings,
+    resolve: Callable[[str], str | None],
+    requests: int = PIN_REQUESTS,
+) -> PinProbe:
+    """``requests`` new connections, all from one source port (SO_REUSEADDR): who answered each."""
+    seen: list[str] = []
+    answered = 0
+    error = None
+    source: int | None = None
+    for _ in range(requests):
+        try:
+            local, token, _, _ = probe_once(host, port, protocol, settings, source_port=source if source else 0)
+        except ProbeError as exc:
+            error = f"{exc.kind}: {exc}"
+            if source is not None and exc.kind == "other":
+                break  # e.g. EADDRINUSE / EADDRNOTAVAIL: the OS would not reuse the port
+            continue
+        source = source or local
+        answered += 1
+        name = (resolve(token) or token) if token else "(unidentified)"
+        if name not in seen:
+            seen.append(name)
+    return PinProbe("fixed-source-port", requests, answered, tuple(seen), error if answered < requests else None)
+
+
+def detect_protocol(host: str, port: int, settings: ProbeSettings, wait: float = 1.0) -> str:
+    """What an endpoint the load balancer only calls ``tcp`` speaks: ``tcp`` (it sends a banner first),
+    ``http`` or ``https``. Falls back to ``tcp`` when nothing answers."""
+    quick = ProbeSettings(
+        header=settings.header,
+        body_regex=settings.body_regex,
+        banner_regex=settings.banner_regex,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=min(wait, settings.read_timeout),
+    )
+    try:
+        sock = _connect(host, port, quick, None)
+    except OSError:
+        return "tcp"
+    try:
+        try:
+            if sock.recv(1, socket.MSG_PEEK):
+                return "tcp"
+        except TimeoutError:
+            pass
+        sock.settimeout(settings.read_timeout)
+        sock.sendall(_request(host, port, keep_alive=False))
+        if sock.recv(5, socket.MSG_PEEK).startswith(b"HTTP/"):
+            return "http"
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    try:
+        sock = _connect(host, port, settings, None)
+    except OSError:
+        return "tcp"
+    try:
+        with _tls().wrap_socket(sock, server_hostname=None if _is_ip(host) else host):
+            return "https"
+    except OSError:
+        return "tcp"
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+# ---- many requests ----------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Requests through one VIP endpoint, one new connection each, with running tallies."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        protocol: str,
+        settings: ProbeSettings,
+        *,
+        instances: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host, self.port, self.protocol, self.settings = host, port, protocol, settings
+        self.known = {name.lower(): name for name in instances}
+        self.clock = clock
+        self.started = clock()
+        self.samples: list[Sample] = []
+        self.phase = "sample"
+        self.counts: Counter[str] = Counter()
+        self.unknown: Counter[str] = Counter()
+        self.unidentified = 0
+        self.errors: Counter[str] = Counter()
+        self.error_examples: list[str] = []
+        self.methods: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.first_seen: dict[str, int] = {}  # instance -> 1-based answer index
+        self.answered = 0
+        self.ports: set[int] = set()
+        self.consecutive_errors = 0
+
+    def resolve(self, token: str | None) -> str | None:
+        if not token:
+            return None
+        return self.known.get(token.lower())
+
+    def take(self) -> Sample:
+        start = self.clock()
+        sample = Sample(index=len(self.samples) + 1, t=start - self.started, phase=self.phase)
+        try:
+            local, token, method, status = probe_once(self.host, self.port, self.protocol, self.settings)
+        except ProbeError as exc:
+            sample.error_kind, sample.error, sample.source_port = exc.kind, str(exc), exc.source_port
+            self.errors[exc.kind] += 1
+            self.consecutive_errors += 1
+            if len(self.error_examples) < 5 and str(exc) not in self.error_examples:
+                self.error_examples.append(str(exc))
+        else:
+            self.consecutive_errors = 0
+            self.answered += 1
+            sample.source_port, sample.token, sample.method, sample.status = local, token, method, status
+            if local:
+                self.ports.add(local)
+            if status is not None:
+                self.statuses[str(status)] += 1
+            if method:
+                self.methods[method] += 1
+            sample.instance = self.resolve(token)
+            if sample.instance is not None:
+                self.counts[sample.instance] += 1
+                self.first_seen.setdefault(sample.instance, self.answered)
+            elif token:
+                self.unknown[token] += 1
+            else:
+                self.unidentified += 1
+        sample.ms = (self.clock() - start) * 1000.0
+        self.samples.append(sample)
+        return sample
+
+    def run(
+        self,
+        *,
+        until: Callable[[], bool] | None = None,
+        answers: int | None = None,
+        requests: int | None = None,
+        deadline: float | None = None,
+        pause: float = 0.0,
+    ) -> int:
+        """Take samples until ``until()`` holds, ``answers`` more answers, ``requests`` more requests, the
+        ``deadline`` (a ``clock()`` value), or too many errors in a row. Returns the requests made."""
+        start_answers, made = self.answered, 0
+        while True:
+            if until is not None and until():
+                break
+            if answers is not None and self.answered - start_answers >= answers:
+                break
+            if requests is not None and made >= requests:
+                break
+            if deadline is not None and self.clock() >= deadline:
+                break
+            if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                break
+            self.take()
+            made += 1
+            if pause and (deadline is None or self.clock() + pause < deadline):
+                _pause(pause)
+        return made
+
+    def counts_since(self, index: int) -> dict[str, int]:
+        """Answers per instance (or token) among samples after ``index`` (a len(samples) mark)."""
+        out: Counter[str] = Counter()
+        for s in self.samples[index:]:
+            if s.answered:
+                out[s.instance or s.token or "(unidentified)"] += 1
+        return dict(out)
+
+    def errors_since(self, index: int) -> int:
+        return sum(1 for s in self.samples[index:] if not s.answered)
+
+    def evidence(self, title: str) -> str:
+        lines = [title, f"{'#':>5} {'t':>9} {'phase':<9} {'source':<10} {'ms':>7}     result"]
+        samples = self.samples
+        if len(samples) > EVIDENCE_LINES:
+            head = samples[: EVIDENCE_LINES // 2]
+            tail = samples[-EVIDENCE_LINES // 2 :]
+            lines += [s.line() for s in head]
+            lines.append(f"  … {len(samples) - len(head) - len(tail)} samples left out …")
+            lines += [s.line() for s in tail]
+        else:
+            lines += [s.line() for s in samples]
+        return "\n".join(lines) + "\n"
+
+
+def _pause(seconds: float) -> None:
+    # Pacing between requests (a rate limit, not a wait for a condition).
+    time.sleep(seconds)
+
+
+# ---- the stage --------------------------------------------------------------------------------------
+
+
+def sample_endpoint(
+    ep: InputEndpoint,
+    expected: tuple[str, ...],
+    settings: ProbeSettings,
+    *,
+    known: Iterable[str] = (),
+    spread_per_instance: int = SPREAD_PER_INSTANCE,
+    deadline_s: float = ENDPOINT_DEADLINE,
+) -> tuple[EndpointRotation, Sampler]:
+    """Sample one load-balanced endpoint (see the module docstring). Pure of deployment calls."""
+    started = time.monotonic()
+    host = ep.vip or ""
+    detected = None
+    if ep.detect:
+        detected = detect_protocol(host, ep.port, settings)
+        ep = InputEndpoint(ep.role, ep.name, detected, ep.port, ep.vip)
+    sampler = Sampler(host, ep.port, ep.protocol, settings, instances=[*expected, *known])
+    n = len(expected)
+    bound = stats.samples_for_all(n, settings.confidence) if n else 0
+    deadline = started + deadline_s
+    all_seen = lambda: all(name in sampler.counts for name in expected)  # noqa: E731
+    requests_to_all = None
+    if n:
+        sampler.phase = "rotation"
+        sampler.run(until=all_seen, answers=bound, requests=2 * bound + 10, deadline=deadline)
+        if all_seen():
+            requests_to_all = max(sampler.first_seen[name] for name in expected)
+        target = min(max(bound, spread_per_instance * n), SPREAD_CAP)
+        sampler.phase = "spread"
+        more = max(0, target - sampler.answered)
+        sampler.run(answers=more, requests=2 * more + 10, deadline=deadline)
+        if requests_to_all is None and all_seen():
+            requests_to_all = max(sampler.first_seen[name] for name in expected)
+    else:
+        sampler.phase = "rotation"
+        sampler.run(answers=5, requests=5, deadline=deadline)
+    seen_expected = [name for name in expected if sampler.counts.get(name)]
+    unseen = tuple(name for name in expected if name not in sampler.counts)
+    late = {name: sampler.first_seen[name] for name in seen_expected if sampler.first_seen[name] > bound}
+    keep_alive = fixed = None
+    if ep.protocol in ("http", "https"):
+        keep_alive = keep_alive_probe(host, ep.port, ep.protocol, settings, sampler.resolve)
+    if n >= 2 or ep.protocol == "tcp":
+        fixed = fixed_port_probe(host, ep.port, ep.protocol, settings, sampler.resolve)
+    errors = ErrorCounts.of(dict(sampler.errors))
+    affinity = None
+    if (
+        n >= 2
+        and len(seen_expected) == 1
+        and sampler.answered >= bound
+        and errors.total <= 0.05 * max(sampler.answered, 1)
+        and len(sampler.ports) >= min(sampler.answered, bound)
+    ):
+        affinity = AFFINITY_SOURCE_IP
+    spread = stats.spread(dict(sampler.counts), expected).to_json() if n else None
+    notes = [] if n else [f"no instance of role {ep.role} is ReadyRole: nothing to expect"]
+    if detected is not None:
+        notes.append(f"the load balancer calls it tcp; the app answered as {detected} (no csdef in the target)")
+    note = "; ".join(notes) or None
+    facts = EndpointRotation(
+        role=ep.role,
+        endpoint=ep.name,
+        protocol=ep.protocol,
+        vip=host,
+        port=ep.port,
+        note=note,
+        requests=len(sampler.samples),
+        answered=sampler.answered,
+        bound=bound,
+        confidence=settings.confidence,
+        expected=expected,
+        counts=dict(sampler.counts),
+        first_seen=dict(sampler.first_seen),
+        unseen=unseen,
+        late=late,
+        unknown=dict(sampler.unknown),
+        unidentified=sampler.unidentified,
+        errors=errors,
+        error_examples=tuple(sampler.error_examples),
+        identification=dict(sampler.methods),
+        http_statuses=dict(sampler.statuses),
+        requests_to_all=requests_to_all,
+        source_ports=len(sampler.ports),
+        spread=spread,
+        keep_alive=keep_alive,
+        fixed_port=fixed,
+        affinity=affinity,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return facts, sampler
+
+
+def _status_now(ctx: Any, names: Iterable[str]) -> dict[str, str]:
+    names = list(names)
+    if not names:
+        return {}
+    try:
+        fresh = ctx.deployment(refresh=True)
+    except Exception as exc:  # a status refresh is a courtesy for the message; never fail the stage on it
+        ctx.log("rotation: could not refresh the deployment", error=str(exc))
+        return {}
+    return {i.name: i.status for i in instances_of(fresh) if i.name in names}
+
+
+def run(ctx: Any) -> RotationFacts:
+    started = time.monotonic()
+    settings = settings_of(ctx.target)
+    deployment = ctx.deployment()
+    known = [i.name for i in instances_of(deployment)]
+    results: list[EndpointRotation] = []
+    samplers: list[tuple[EndpointRotation, Sampler]] = []
+    for ep in input_endpoints_of(deployment):
+        if ep.protocol == "udp" or ep.protocol not in LB_PROTOCOLS:
+            results.append(
+                EndpointRotation(
+                    role=ep.role,
+                    endpoint=ep.name,
+                    protocol=ep.protocol,
+                    vip=ep.vip or "",
+                    port=ep.port,
+                    probeable=False,
+                    note=(
+                        "UDP: no connection to attribute an answer to, and the local fabric's load balancer "
+                        "cannot proxy UDP; check each instance's own port instead"
+                        if ep.protocol == "udp"
+                        else f"protocol {ep.protocol!r} is not probed"
+                    ),
+                    confidence=settings.confidence,
+                    expected=ready_instances(deployment, ep.role),
+                )
+            )
+            continue
+        expected = ready_instances(deployment, ep.role)
+        if not ep.vip:
+            results.append(
+                EndpointRotation(
+                    role=ep.role,
+                    endpoint=ep.name,
+                    protocol=ep.protocol,
+                    vip="",
+                    port=ep.port,
+                    probeable=False,
+                    note="Get Deployment gives no VIP or DNS name for this endpoint: nothing to connect to",
+                    confidence=settings.confidence,
+                    expected=expected,
+                )
+            )
+            continue
+        facts, sampler = sample_endpoint(ep, expected, settings, known=known)
+        ctx.log(
+            f"rotation {facts.label}",
+            requests=facts.requests,
+            answered=facts.answered,
+            bound=facts.bound,
+            seen=len(facts.seen),
+            expected=len(expected),
+            errors=facts.errors.total,
+            seconds=facts.seconds,
+        )
+        results.append(facts)
+        samplers.append((facts, sampler))
+    unseen = {name for facts in results for name in facts.unseen}
+    status_now = _status_now(ctx, sorted(unseen))
+    if status_now:
+        results = [_with_status(f, status_now) for f in results]
+    rotation = RotationFacts(
+        endpoints=tuple(results),
+        confidence=settings.confidence,
+        identify=settings.describe(),
+        note=None if results else "the deployment has no load-balanced input endpoints",
+        seconds=round(time.monotonic() - started, 3),
+    )
+    _record(ctx, rotation, samplers)
+    return rotation
+
+
+def _with_status(facts: EndpointRotation, status_now: dict[str, str]) -> EndpointRotation:
+    from dataclasses import replace
+
+    mine = {name: status_now[name] for name in facts.unseen if name in status_now}
+    return replace(facts, status_now=mine) if mine else facts
+
+
+def chart_entry(facts: EndpointRotation) -> dict[str, Any]:
+    return {
+        "endpoint": facts.label,
+        "instances": {name: facts.counts.get(name, 0) for name in facts.expected}
+        | {k: v for k, v in facts.counts.items() if k not in facts.expected},
+        "requests": facts.requests,
+        "answered": facts.answered,
+        "bound": facts.bound,
+        "confidence": facts.confidence,
+        "requests_to_all": facts.requests_to_all,
+        "errors": facts.errors.as_dict(),
+    }
+
+
+def _record(ctx: Any, rotation: RotationFacts, samplers: list[tuple[EndpointRotation, Sampler]]) -> None:
+    if samplers:
+        first = samplers[0][0]
+        data: dict[str, Any] = dict(getattr(ctx, "charts", {}).get("lb-spread", {}))
+        data.update(chart_entry(first))
+        data["endpoints"] = {facts.label: chart_entry(facts) for facts, _ in samplers}
+        data.setdefault("phases", [])
+        ctx.chart("lb-spread", data)
+    texts = []
+    for facts, sampler in samplers:
+        summary = (
+            f"{facts.label} at {facts.where}: {facts.requests} requests, {facts.answered} answered, bound "
+            f"{facts.bound} for {facts.confidence:.4g} confidence over {len(facts.expected)} Ready instances; "
+            f"counts {dict(sorted(facts.counts.items()))}; errors {facts.errors.describe()}"
+        )
+        pins = [p for p in (facts.keep_alive, facts.fixed_port) if p is not None]
+        for pin in pins:
+            summary += f"\n  {pin.kind}: {pin.answered}/{pin.requests} answered by {list(pin.instances)}"
+            if pin.error:
+                summary += f" ({pin.error})"
+        texts.append(sampler.evidence(summary))
+    for facts in rotation.unprobed:
+        texts.append(f"{facts.label} ({facts.protocol}, port {facts.port}): not probed: {facts.note}\n")
+    if texts:
+        ctx.evidence("lb-samples", "\n".join(texts))
+
+
+__all__ = [
+    "InputEndpoint",
+    "Instance",
+    "ProbeError",
+    "ProbeSettings",
+    "Sample",
+    "Sampler",
+    "chart_entry",
+    "detect_protocol",
+    "fixed_port_probe",
+    "input_endpoints_of",
+    "instances_of",
+    "keep_alive_probe",
+    "probe_once",
+    "ready_instances",
+    "run",
+    "sample_endpoint",
+    "settings_of",
+]
