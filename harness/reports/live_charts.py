@@ -52,16 +52,23 @@ def _timeline(events: list[Any], width: int = 640) -> Markup:
         return Markup("<p>(no events)</p>")
     t0, t1 = points[0][0], max(points[-1][0], points[0][0] + 0.001)
     span = t1 - t0
-    parts = [f'<svg class="live-chart" viewBox="0 0 {width} 90" role="img" width="{width}" height="90">']
+    rows_end: list[float] = []  # where the last label of each text row ends, to avoid overlaps
+    labels: list[str] = []
     for i, (t, status) in enumerate(points):
         end = points[i + 1][0] if i + 1 < len(points) else t1 + span * 0.08
         x = 10 + (width - 20) * (t - t0) / (span * 1.08)
         w = max(2.0, (width - 20) * (end - t) / (span * 1.08))
         colour = STATUS_COLOURS.get(status, "#607d8b")
-        parts.append(f'<rect x="{x:.1f}" y="10" width="{w:.1f}" height="26" fill="{colour}"/>')
-        parts.append(
-            f'<text x="{x:.1f}" y="{54 + (i % 2) * 16}" font-size="11">{escape(status)} @ {t - t0:.1f}s</text>'
-        )
+        labels.append(f'<rect x="{x:.1f}" y="10" width="{w:.1f}" height="26" fill="{colour}"/>')
+        text = f"{status} @ {t - t0:.1f}s"
+        row = next((r for r, last in enumerate(rows_end) if last < x), len(rows_end))
+        if row == len(rows_end):
+            rows_end.append(0.0)
+        rows_end[row] = x + 6.2 * len(text) + 8
+        labels.append(f'<text x="{x:.1f}" y="{54 + row * 15}" font-size="11">{escape(text)}</text>')
+    height = 60 + 15 * len(rows_end)
+    parts = [f'<svg class="live-chart" viewBox="0 0 {width} {height}" role="img" width="{width}" height="{height}">']
+    parts += labels
     parts.append("</svg>")
     return Markup("".join(parts))
 
