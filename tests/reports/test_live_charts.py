@@ -14,7 +14,7 @@ def test_spread_and_timeline_render_as_escaped_svg():
             {
                 "key": "reimage-timeline",
                 "artefact": "t",
-                "data": {"instance": "A_IN_0", "events": [[0, "ReadyRole"], [0.1, "StoppingRole"], [0.2, "StoppedVM"]]},
+                "data": {"instance": "A_IN_0", "events": [[0, "ReadyRole"], [0.1, "StoppingRole"], [10, "StoppedVM"]]},
             },
             {"key": "unknown", "artefact": "t", "data": {}},
         ]
@@ -23,6 +23,6 @@ def test_spread_and_timeline_render_as_escaped_svg():
     spread, timeline = (str(c.svg) for c in charts)
     assert spread.count("<rect") == 2 and "&lt;b&gt;" in spread and "<b>" not in spread
     assert timeline.count("<rect") == 3
-    # labels that would overlap go to separate rows
+    # the first two labels would overlap (0.1 s apart on a 10 s axis): they go to separate rows
     ys = [(float(x), int(y)) for x, y in re.findall(r'<text x="([\d.]+)" y="(\d+)"', timeline)]
     assert len({y for _, y in ys}) >= 2
