@@ -251,7 +251,7 @@ class AppStateOnOsDrive(Rule):
                 yield self.finding(
                     subject,
                     f"app_state_paths / {path.path}",
-                    f"application state {path.path!r} is on the OS drive {path.drive}:, which a reimage resets "
+                    f"application state '{path.path}' is on the OS drive {path.drive}:, which a reimage resets "
                     "to the image: keep it in blob storage (or LocalStorage with cleanOnRoleRecycle=false)",
                     evidence={"path": path.path},
                 )

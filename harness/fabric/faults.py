@@ -5,7 +5,8 @@
 | `busy` | instance | the instance reports Busy (agent says down; status BusyRole) | Ready again |
 | `crash` | instance | the instance's app stops serving (SIGUSR1); the agent says down | instance restarted |
 | `kill-backend` | instance | the instance process is killed outright (SIGKILL) | instance restarted |
-| `mgmt-409` / `mgmt-500` | — | the management API answers 409 ConflictError / 500 InternalError | normal answers |
+| `mgmt-409` | — | operations (POST) get 409 ConflictError, as while another operation runs | normal answers |
+| `mgmt-500` | — | every management request gets 500 InternalError | normal answers |
 | `mgmt-timeout` | — | the management API holds requests without answering | normal answers |
 | `winrm-slow` | instance | every WinRM response is delayed by `delay_ms` | no delay |
 | `lose-local-storage` | instance | the next reimage loses local storage ("moved to new hardware") | disarmed |
@@ -136,7 +137,9 @@ class Faults:
                 raise FaultError(f"instance {f.target!r} is not running")
             os.kill(pid, signal.SIGUSR1 if f.kind == "crash" else signal.SIGKILL)
         elif f.kind.startswith("mgmt-"):
-            self.c.mgmt_faults.set(f.kind.removeprefix("mgmt-"), f.seconds)
+            # Azure answers 409 to operations while another one runs; reads keep working.
+            scope = "post" if f.kind == "mgmt-409" else "all"
+            self.c.mgmt_faults.set(f.kind.removeprefix("mgmt-"), f.seconds, scope)
         elif f.kind == "winrm-slow":
             write_text_atomic(inst.ilayout(f.target).winrm_delay, str(f.delay_ms))
         elif f.kind == "lose-local-storage":

@@ -31,9 +31,10 @@ class LiveContext:
     @property
     def management(self) -> Any:
         if self._management is None:
-            from harness.live.management import ManagementClient
+            from harness.live.management import ManagementClient, RetryPolicy
 
-            self._management = ManagementClient(self.target, self.masker, log=self.log)
+            policy = RetryPolicy(conflict_deadline=self.target.timeouts.conflict_retry)
+            self._management = ManagementClient(self.target, self.masker, log=self.log, policy=policy)
         return self._management
 
     @property

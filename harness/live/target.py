@@ -100,6 +100,8 @@ class Timeouts:
     connect: float = 3.0
     read: float = 10.0
     ready: float = 120.0
+    #: How long 409 ConflictError answers are retried (with backoff) before an operation is given up.
+    conflict_retry: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -327,11 +329,12 @@ def load_target(path: Path) -> Target:
         instance=r.text(re_, "instance", "reimage") or "auto",
         timeout_seconds=r.number(re_, "timeout_seconds", "reimage", 300.0, 1.0, 7200.0),
     )
-    t = r.section(data, "timeouts", {"connect", "read", "ready"})
+    t = r.section(data, "timeouts", {"connect", "read", "ready", "conflict_retry"})
     timeouts = Timeouts(
         connect=r.number(t, "connect", "timeouts", 3.0, 0.1, 300.0),
         read=r.number(t, "read", "timeouts", 10.0, 0.1, 600.0),
         ready=r.number(t, "ready", "timeouts", 120.0, 1.0, 7200.0),
+        conflict_retry=r.number(t, "conflict_retry", "timeouts", 120.0, 0.0, 7200.0),
     )
     lists = {}
     for key in ("app_state_paths", "services"):

@@ -734,6 +734,45 @@ def settings_for(ctx: Any, deployment: DeploymentFacts) -> Settings:
     )
 
 
+def _ready_instances(deployment: DeploymentFacts, role: str) -> list[str]:
+    return [i.name for i in deployment.instances if i.role == role and i.status == "ReadyRole"]
+
+
+def tls_sweep(
+    probe: Probe, settings: Settings, ready: list[str], confidence: float
+) -> tuple[list[EndpointCheck], str | None]:
+    """The certificate each Ready instance serves behind an https VIP endpoint.
+
+    One probe through the load balancer sees one instance; a wrong certificate on another would hide.
+    New connections are made until every Ready instance has answered (identified like the rotation
+    probe) or the coupon-collector bound for ``confidence`` is spent; each instance's first answer
+    becomes an input check carrying its instance name, so the TLS rules judge every instance.
+    """
+    if not ready:
+        return [], None
+    from harness.live.stats import samples_for_all
+
+    bound = samples_for_all(len(ready), confidence)
+    seen: dict[str, EndpointCheck] = {}
+    for _ in range(bound):
+        try:
+            check = _probe_once(probe, settings)
+        except (_Retryable, _Failed):
+            continue
+        if check.served_by in ready and check.served_by not in seen:
+            seen[check.served_by] = replace(check, instance=check.served_by)
+        if len(seen) == len(ready):
+            break
+    missing = sorted(set(ready) - set(seen))
+    note = None
+    if missing:
+        note = (
+            f"the certificate of {', '.join(missing)} behind {probe.endpoint!r} was not seen in {bound} "
+            f"connections (rotation checks whether they answer at all)"
+        )
+    return [seen[name] for name in sorted(seen)], note
+
+
 def run(ctx: Any) -> EndpointFacts:
     started = time.monotonic()
     deployment: DeploymentFacts = ctx.deployment()
@@ -745,6 +784,13 @@ def run(ctx: Any) -> EndpointFacts:
     notes = list(model.notes) + notes
     with ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="vmr-endpoint") as pool:
         checks = list(pool.map(lambda p: probe_endpoint(p, settings), probes))
+    confidence = float(getattr(getattr(ctx.target, "rotation", None), "confidence", 0.999))
+    for probe in probes:
+        if probe.kind == INPUT and probe.protocol == "https":
+            sweep, note = tls_sweep(probe, settings, _ready_instances(deployment, probe.role), confidence)
+            checks += sweep
+            if note:
+                notes.append(note)
     internal, internal_notes = internal_checks(ctx, deployment, definition, settings)
     checks += internal
     notes += internal_notes

@@ -142,7 +142,10 @@ def test_healthy_deployment_reads_ready_and_every_endpoint_answers(fabric: Any, 
 
         facts = subject.endpoints
         assert facts is not None, subject.notes.get("endpoints")
-        by_name = {c.endpoint: c for c in facts.of_kind(INPUT)}
+        by_name = {c.endpoint: c for c in facts.of_kind(INPUT) if c.instance is None}  # the VIP checks
+        sweep = {c.instance: c for c in facts.of_kind(INPUT) if c.instance is not None and c.endpoint == "HttpsIn"}
+        assert set(sweep) == {"WebVM_IN_0", "WebVM_IN_1", "WebVM_IN_2"}  # every instance's certificate seen
+        assert all(c.tls is not None and c.tls.thumbprint_matches for c in sweep.values())
         assert by_name["HttpIn"].status == OK and by_name["HttpIn"].http_status == 200
         https = by_name["HttpsIn"]
         assert https.status == OK and https.tls is not None
@@ -280,7 +283,7 @@ def test_without_a_csdef_https_is_compared_with_every_role_certificate(fabric: A
     ctx = LiveContext(dataclasses.replace(target, model=Model(csdef=None)))
     try:
         facts = endpoints_stage.run(ctx)
-        https = [c for c in facts.of_kind(INPUT) if c.tls is not None]
+        https = [c for c in facts.of_kind(INPUT) if c.tls is not None and c.instance is None]
         assert len(https) == 1, facts.table()  # the fabric's HttpsIn, found by its TLS handshake
         check = https[0]
         assert check.tls.expected_source == "role-certificates" and check.tls.thumbprint_matches is True
