@@ -63,6 +63,20 @@ def _checks(subject: Any, *kinds: str) -> Iterator[EndpointCheck]:
             yield check
 
 
+def _tls_checks(subject: Any) -> Iterator[EndpointCheck]:
+    """Checks with a TLS handshake, one per distinct certificate and endpoint: the per-instance sweep
+    behind a VIP adds an instance's check only when it served another certificate than seen before."""
+    seen: set[tuple[str, str, str | None]] = set()
+    for c in _checks(subject, INPUT, INSTANCE, DIRECT):
+        if c.tls is None:
+            continue
+        key = (c.kind, f"{c.role}/{c.endpoint}", c.tls.thumbprint)
+        if c.kind == INPUT and c.instance is not None and key in seen:
+            continue
+        seen.add(key)
+        yield c
+
+
 class VipEndpointRefusesTcp(Rule):
     """An input endpoint on the VIP does not accept TCP connections.
 
@@ -197,7 +211,7 @@ class TlsThumbprintMismatch(Rule):
     references = ("vmrole-reference §5.2",)
 
     def check(self, subject: Any) -> Iterator[Finding]:
-        for c in _checks(subject, INPUT, INSTANCE, DIRECT):
+        for c in _tls_checks(subject):
             if c.tls is None or c.tls.thumbprint_matches is not False:
                 continue
             expected = ", ".join(c.tls.expected_thumbprints)
@@ -247,7 +261,7 @@ class TlsCertificateExpiry(Rule):
     references = ("vmrole-reference §5.2",)
 
     def check(self, subject: Any) -> Iterator[Finding]:
-        for c in _checks(subject, INPUT, INSTANCE, DIRECT):
+        for c in _tls_checks(subject):
             if c.tls is None or c.tls.days_left is None or c.tls.days_left >= EXPIRY_WARNING_DAYS:
                 continue
             expired = c.tls.days_left < 0
@@ -302,7 +316,7 @@ class TlsHostnameMismatch(Rule):
     references = ("RFC 6125",)
 
     def check(self, subject: Any) -> Iterator[Finding]:
-        for c in _checks(subject, INPUT, INSTANCE, DIRECT):
+        for c in _tls_checks(subject):
             if c.tls is None or c.tls.hostname_matches is not False:
                 continue
             local = is_local_address(c.host)
@@ -540,7 +554,7 @@ class TlsThumbprintUnverifiable(Rule):
     references = ("vmrole-reference §5.2",)
 
     def check(self, subject: Any) -> Iterator[Finding]:
-        for c in _checks(subject, INPUT, INSTANCE, DIRECT):
+        for c in _tls_checks(subject):
             if c.tls is None or not c.tls.thumbprint or c.tls.expected_thumbprints:
                 continue
             why = c.note or "no cscfg thumbprint is known for it"

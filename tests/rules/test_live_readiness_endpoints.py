@@ -315,3 +315,14 @@ def test_every_live_rule_in_this_range_is_exercised_here():
     ids = {r.id for r in all_rules() if r.__module__ in (rd_rules.__name__, ep_rules.__name__)}
     source = Path(__file__).read_text(encoding="utf-8")
     assert ids and all(rule_id in source for rule_id in ids)
+
+
+def test_vmr612_catches_one_instance_behind_the_vip_and_same_certificates_are_judged_once():
+    vip = check(name="HttpsIn", protocol="https", port=443, tls=tls(), served_by="WebVM_IN_0")
+    same = replace(vip, instance="WebVM_IN_0")
+    wrong = replace(vip, instance="WebVM_IN_1", served_by="WebVM_IN_1", tls=tls(OTHER_TP))
+    (finding,) = run(ep_rules.TlsThumbprintMismatch, subject(endpoints=endpoints(vip, same, wrong)))
+    assert "WebVM_IN_1" in finding.message and OTHER_TP in finding.message
+    soon = tls(days_left=12.0)
+    expiring = endpoints(replace(vip, tls=soon), replace(same, tls=soon), replace(vip, instance="WebVM_IN_2", tls=soon))
+    assert len(run(ep_rules.TlsCertificateExpiry, subject(endpoints=expiring))) == 1  # one certificate, one finding
