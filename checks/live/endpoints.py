@@ -63,6 +63,11 @@ def _checks(subject: Any, *kinds: str) -> Iterator[EndpointCheck]:
             yield check
 
 
+def _answered_by(check: EndpointCheck) -> str:
+    """Behind a VIP, which instance answered (when the check is not already about one)."""
+    return f", answered by {check.served_by}," if check.served_by and not check.instance else ""
+
+
 def _tls_checks(subject: Any) -> Iterator[EndpointCheck]:
     """Checks with a TLS handshake, one per distinct certificate and endpoint: the per-instance sweep
     behind a VIP adds an instance's check only when it served another certificate than seen before."""
@@ -222,7 +227,7 @@ class TlsThumbprintMismatch(Rule):
             yield self.finding(
                 subject,
                 c.location,
-                f"{c.label} serves certificate {c.tls.thumbprint} ({c.tls.subject}), not {what}.",
+                f"{c.label}{_answered_by(c)} serves certificate {c.tls.thumbprint} ({c.tls.subject}), not {what}.",
                 evidence=_evidence(c, served=c.tls.thumbprint or "", expected=expected),
             )
 

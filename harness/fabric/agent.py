@@ -23,6 +23,7 @@ from pathlib import Path
 
 UP = b"up ready\n"
 DOWN = b"down\n"
+DRAIN = b"drain\n"
 READY = "ready"
 BUSY = "busy"
 
@@ -45,7 +46,9 @@ def read_status(path: Path) -> str:
 
 def agent_line(status_file: Path, app_alive: Callable[[], bool]) -> bytes:
     """The line the agent sends now."""
-    return UP if read_status(status_file) == READY and app_alive() else DOWN
+    if not app_alive():
+        return DOWN
+    return UP if read_status(status_file) == READY else DRAIN
 
 
 class _AgentHandler(socketserver.BaseRequestHandler):

@@ -300,13 +300,13 @@ def test_agent_line_follows_the_status_file(spawn):
     inst = spawn()
     assert inst.agent() == "up ready\n"
     inst.set_status("busy")
-    assert inst.agent() == "down\n"
+    assert inst.agent() == "drain\n"  # Busy: no new connections; health checks cannot undo it
     inst.set_status("ready")
     assert inst.agent() == "up ready\n"
     (inst.dir / "status").write_text("rea")  # a partial write reads as busy
-    assert inst.agent() == "down\n"
+    assert inst.agent() == "drain\n"
     (inst.dir / "status").unlink()
-    assert inst.agent() == "down\n"
+    assert inst.agent() == "drain\n"
     inst.set_status("ready")
     assert inst.agent() == "up ready\n"
 
@@ -377,7 +377,7 @@ def test_app_command_serves_instead_of_the_default_app(spawn):
     assert body.decode().split() == ["AppVM_IN_0", drives["local"]["AppData"], drives["C"], drives["E"]]
     assert inst.agent() == "up ready\n"
     inst.set_status("busy")
-    assert inst.agent() == "down\n"
+    assert inst.agent() == "drain\n"
     inst.set_status("ready")
     assert inst.agent() == "up ready\n"
 
