@@ -183,9 +183,20 @@ class Controller:
                 "local": {s.name: str(il.local_storage(s.name)) for s in role.local_storage},
             },
             "status_file": str(il.status),
+            "internal_network": self.internal_network(),
             "app_command": None,
             "services": [dict(s) for s in DEFAULT_SERVICES],
         }
+
+    def internal_network(self) -> dict[str, list[Any]]:
+        """``"<instance ip>:<declared port>" -> ["127.0.0.1", listening port]`` for every internal endpoint:
+        how the emulated guests route the deployment's internal network."""
+        routes: dict[str, list[Any]] = {}
+        for inst in self.spec.instances:
+            for ep in self.spec.role(inst.role).endpoints:
+                if ep.kind == "InternalEndpoint" and ep.declared_port:
+                    routes[f"{inst.internal_ip}:{ep.declared_port}"] = ["127.0.0.1", inst.endpoint_ports[ep.name]]
+        return routes
 
     # ---- start / stop -------------------------------------------------------------------------
     def start(self) -> None:
@@ -329,6 +340,7 @@ class Controller:
                     "instance_endpoints": dict(inst.instance_public_ports),
                     "agent_port": inst.agent_port,
                     "winrm": {"https_port": inst.winrm_https_port, "http_port": inst.winrm_http_port},
+                    "internal_ip": inst.internal_ip,
                 }
             )
         pids = [os.getpid()]
@@ -408,6 +420,8 @@ class Controller:
             role = spec.role(inst.role)
             endpoint_views = []
             for ep in role.endpoints:
+                if ep.kind == "InternalEndpoint":  # not on the VIP: Get Deployment does not list them
+                    continue
                 if ep.kind == "InputEndpoint":
                     endpoint_views.append(
                         views.InstanceEndpointView(
@@ -433,7 +447,7 @@ class Controller:
                     upgrade_domain=inst.upgrade_domain,
                     fault_domain=inst.fault_domain,
                     size=role.vmsize,
-                    ip_address="127.0.0.1",
+                    ip_address=inst.internal_ip,
                     power_state=self.instances.power.get(inst.id, "Started"),
                     endpoints=tuple(endpoint_views),
                 )

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG, Artefact
 from harness.fabric.ports import allocate
 from harness.facts.servicemodel import (
     INPUT,
     INSTANCE_INPUT,
+    INTERNAL,
     VM_ROLE,
     RoleConfig,
     ServiceConfiguration,
@@ -67,6 +69,9 @@ class InstanceSpec:
     agent_port: int
     winrm_https_port: int
     winrm_http_port: int
+    #: The instance's address on the deployment's internal network (Get Deployment's IpAddress). Nothing
+    #: listens on it: the emulated guests route <ip>:<declared internal port> to the instance's listener.
+    internal_ip: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,23 @@ def _synthesised_cscfg(definition: ServiceDefinition) -> str:
 WINRM_LOCAL_PORTS = {5986: "winrm-https", 5985: "winrm-http"}
 
 
+def _internal_endpoint(role: str, ep: Any, protocol: str) -> EndpointSpec | None:
+    """An InternalEndpoint with a fixed port (port, FixedPort or the first of a FixedPortRange); dynamic
+    internal ports have no address another role could know, so they are not emulated."""
+    candidates = [ep.port, *(r.min for r in ep.fixed_ports)]
+    port = next((parse_int(c) for c in candidates if parse_int(c) is not None), None)
+    if port is None:
+        return None
+    return EndpointSpec(
+        role=role,
+        name=ep.name,
+        kind=INTERNAL,
+        protocol="udp" if protocol == "udp" else ("http" if protocol == "http" else "tcp"),
+        declared_port=port,
+        local_port=port,
+    )
+
+
 def _serves(kind: str, local_port: int | None) -> str:
     if kind == INSTANCE_INPUT and local_port in WINRM_LOCAL_PORTS:
         return WINRM_LOCAL_PORTS[local_port]
@@ -173,7 +195,8 @@ def _ports_needed(definition: ServiceDefinition, configuration: ServiceConfigura
         count = DEFAULT_INSTANCES if configuration is None else ((config.instance_count if config else 0) or 0)
         inputs = sum(ep.kind == INPUT for ep in role.endpoints)
         instance_inputs = sum(ep.kind == INSTANCE_INPUT for ep in role.endpoints)
-        total += inputs + count * (inputs + 2 * instance_inputs + 3)
+        internals = sum(ep.kind == INTERNAL for ep in role.endpoints)
+        total += inputs + count * (inputs + 2 * instance_inputs + internals + 3)
     return total
 
 
@@ -209,8 +232,11 @@ def build_spec(
         endpoints: list[EndpointSpec] = []
         for ep in role.endpoints:
             protocol = (ep.protocol or "").lower()
-            if ep.kind not in (INPUT, INSTANCE_INPUT):
-                continue  # internal endpoints: instance-local, not on the VIP
+            if ep.kind == INTERNAL:
+                internal = _internal_endpoint(role.name, ep, protocol)
+                if internal is not None:  # served by each instance, reached over the internal network
+                    endpoints.append(internal)
+                continue
             if protocol not in PLAIN_PROTOCOLS:
                 raise SpecError(f"endpoint {ep.name!r} of role {role.name!r}: protocol {ep.protocol!r} unsupported")
             endpoints.append(
@@ -260,6 +286,7 @@ def build_spec(
                     agent_port=agent,
                     winrm_https_port=winrm_https,
                     winrm_http_port=winrm_http,
+                    internal_ip=f"127.0.1.{len(instances) + 4}",  # loopback: never leaves the machine
                 )
             )
         if role.kind == VM_ROLE and config is not None and not config.os_image_href:

@@ -185,3 +185,54 @@ def test_invoke_webrequest_makes_a_real_put(guest):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_tcp_client_probe_routes_the_internal_network(tmp_path):
+    """The .NET TcpClient probe really connects, through the deployment's internal-network routes."""
+    import socket as _socket
+
+    from harness.fabric.winrm.guest import Guest
+
+    listener = _socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    closed = _socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    instance = {
+        "id": "WebVM_IN_0",
+        "drives": {"C": str(tmp_path)},
+        "internal_network": {"127.0.1.9:9000": ["127.0.0.1", port], "127.0.1.9:9001": ["127.0.0.1", closed_port]},
+    }
+    guest = Guest(instance, "vmradmin")
+
+    def probe(target_port: int) -> str:
+        script = (
+            "$c = New-Object System.Net.Sockets.TcpClient\n"
+            f"$a = $c.BeginConnect('127.0.1.9', {target_port}, $null, $null)\n"
+            "if ($a.AsyncWaitHandle.WaitOne(2000, $false)) { $c.EndConnect($a); 'VMRTCP ok' }"
+        )
+        out: list[bytes] = []
+
+        class IO:
+            encoding = "utf-8"
+
+            def stdout(self, data: bytes) -> None:
+                out.append(data)
+
+            def stderr(self, data: bytes) -> None:
+                out.append(data)
+
+            def sleep(self, seconds: float) -> bool:
+                return True
+
+        guest.powershell("powershell -Command " + script.replace("\n", "; "), IO())
+        return b"".join(out).decode()
+
+    try:
+        assert probe(9000).strip() == "VMRTCP ok"
+        assert "actively refused" in probe(9001) and "127.0.1.9:9001" in probe(9001)
+    finally:
+        listener.close()

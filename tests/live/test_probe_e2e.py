@@ -76,6 +76,8 @@ FAULTS = [
     # (fault, target instance, extra target keys, probe args, rule, words the message must contain)
     ("busy", "WebVM_IN_1", {}, (), "VMR602", ("WebVM_IN_1", "BusyRole")),
     ("crash", "WebVM_IN_2", {}, (), "VMR616", ("WebVM_IN_2",)),
+    # an internal endpoint, probed from inside another instance over WinRM
+    ("crash", "Indexer_IN_0", {}, ("--select", "VMR617"), "VMR617", ("Indexer_IN_0", "Feed")),
     ("kill-backend", "WebVM_IN_0", {}, (), "VMR603", ("WebVM_IN_0",)),
     ("cert-mismatch", "WebVM_IN_1", {}, (), "VMR612", ("WebVM_IN_1",)),
     (None, None, {"app_state_paths": ["C:\\AppState\\orders.db"]}, (), "VMR634", ("C:\\AppState\\orders.db",)),

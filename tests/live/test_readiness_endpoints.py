@@ -157,8 +157,16 @@ def test_healthy_deployment_reads_ready_and_every_endpoint_answers(fabric: Any, 
         assert all(c.status == OK for c in instance_checks)
         direct = [c for c in instance_checks if c.endpoint == "Direct"]
         assert all(c.served_by == c.instance for c in direct)
-        # the emulated guest cannot run .NET TcpClient: internal checks are marked, not failed
-        assert {c.status for c in facts.of_kind(INTERNAL)} <= {"unsupported", "skipped"}
+        # internal endpoints, probed from inside another instance over the fabric's internal network
+        internal = facts.of_kind(INTERNAL)
+        assert {(c.endpoint, c.instance) for c in internal} == {
+            ("Control", "WebVM_IN_0"),
+            ("Control", "WebVM_IN_1"),
+            ("Control", "WebVM_IN_2"),
+            ("Feed", "Indexer_IN_0"),
+            ("Feed", "Indexer_IN_1"),
+        }
+        assert all(c.status == OK and c.from_instance and c.from_instance != c.instance for c in internal)
 
         found = findings(ENDPOINT_RULES, subject)
         assert [f for f in found if f.severity >= Severity.LOW] == [], [f.message for f in found]

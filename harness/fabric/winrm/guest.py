@@ -661,6 +661,9 @@ def _netsh_rule_block(rule: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+_TCP_PROBE = re.compile(r"BeginConnect\(\s*'(?P<host>[^']+)'\s*,\s*(?P<port>\d+)")
+
+
 class Guest:
     def __init__(self, instance: dict[str, Any], username: str) -> None:
         self.instance = instance
@@ -1435,7 +1438,33 @@ class Guest:
             break
         if script is None or not script.strip():
             return 0
+        probe = _TCP_PROBE.search(script)
+        if probe is not None and "System.Net.Sockets.TcpClient" in script:
+            return self._tcp_client_probe(io, probe.group("host"), int(probe.group("port")), script)
         return PowerShell(self, io).run(script)
+
+    def _tcp_client_probe(self, io: CommandIO, host: str, port: int, script: str) -> int:
+        """The .NET TcpClient connect probe (``New-Object System.Net.Sockets.TcpClient`` … ``BeginConnect(host,
+        port, …)`` … ``WaitOne(ms)``), performed for real. ``host:port`` on the deployment's internal network
+        (``instance["internal_network"]``) is routed to the listener of the instance that owns it."""
+        wait = re.search(r"WaitOne\(\s*(\d+)", script)
+        timeout = min(int(wait.group(1)) if wait else 3000, 30000) / 1000.0
+        mark = re.search(r"'(\S+) ok'", script)
+        tag = mark.group(1) if mark else "TcpClient"
+        route = (self.instance.get("internal_network") or {}).get(f"{host}:{port}")
+        target = (str(route[0]), int(route[1])) if route else (host, port)
+        try:
+            with socket.create_connection(target, timeout=timeout):
+                self._out(io, f"{tag} ok\n")
+        except TimeoutError:
+            self._out(io, f"{tag} timeout\n")
+        except OSError as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                why = "No connection could be made because the target machine actively refused it"
+            else:
+                why = "A connection attempt failed because the connected party did not properly respond"
+            self._out(io, f"{tag} error {why} {host}:{port}\n")
+        return 0
 
     def _ps_fail(self, io: CommandIO, message: str) -> int:
         self._err(io, message)
