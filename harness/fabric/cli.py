@@ -12,7 +12,7 @@ from harness.fabric.faults import KINDS
 from harness.fabric.layout import DEFAULT_STATE, Layout
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     fabric = sub.add_parser("fabric", help="run a deployment locally: instances, HAProxy, management API, WinRM")
     fsub = fabric.add_subparsers(dest="fabric_command", required=True)
 

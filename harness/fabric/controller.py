@@ -109,7 +109,7 @@ class Controller:
         os.chmod(secret_key, 0o600)
         self.mgmt_client = (client_pem, secret_key)
         self.winrm_cert = certs.issue_server_cert(ca, ["localhost", "127.0.0.1"], self.layout.certs / "winrm")
-        thumbprints: dict[str, str] = {}
+        thumbprints: dict[str | tuple[str, str], str] = {}
         for role in self.spec.roles:
             for name in role.certificates:
                 if name not in self.service_certs:

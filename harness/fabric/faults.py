@@ -145,6 +145,7 @@ class Faults:
         elif f.kind == "lose-local-storage":
             inst.lose_local_storage.add(f.target)
         elif f.kind == "cert-mismatch":
+            assert f.target is not None  # an instance fault: inject() checked it
             self._swap_certificates(f.target, wrong=True)
 
     def _swap_certificates(self, instance_id: str, *, wrong: bool) -> None:
@@ -193,4 +194,5 @@ class Faults:
         elif f.kind == "lose-local-storage":
             inst.lose_local_storage.discard(f.target)
         elif f.kind == "cert-mismatch" and not self.stopping.is_set():
+            assert f.target is not None
             self._swap_certificates(f.target, wrong=False)
