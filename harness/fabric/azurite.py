@@ -11,13 +11,13 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.fabric.ports import LOOPBACK, allocate, is_listening
+from harness.fabric.procs import stop_process
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -203,13 +203,8 @@ class Azurite:
         if proc is None:
             return
         try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout)
+            if not stop_process(proc, timeout):
+                raise subprocess.TimeoutExpired(proc.args, timeout)
         finally:
             self._proc = None
 

@@ -43,6 +43,7 @@ from typing import Any
 import jinja2
 
 from harness.fabric.ports import LOOPBACK, is_listening
+from harness.fabric.procs import stop_process
 
 __all__ = [
     "PROBE_PROFILES",
@@ -527,18 +528,7 @@ class HAProxy:
         if proc is None:
             return
         try:
-            for sig, wait in ((signal.SIGUSR1, grace), (signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
-                if proc.poll() is not None:
-                    break
-                try:
-                    proc.send_signal(sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(wait)
-                except subprocess.TimeoutExpired:
-                    continue
-            if proc.poll() is None:
+            if not stop_process(proc, grace, first_signal=signal.SIGUSR1, kill_seconds=timeout):
                 raise HAProxyError(f"haproxy {proc.pid} did not exit")
         finally:
             self._proc = None

@@ -60,6 +60,7 @@ from harness.facts.live.endpoints import (
 from harness.facts.servicemodel import INSTANCE_INPUT as CSDEF_INSTANCE_INPUT
 from harness.facts.servicemodel import INTERNAL as CSDEF_INTERNAL
 from harness.facts.servicemodel import ServiceConfiguration, ServiceDefinition
+from harness.net import is_ip_address
 
 RETRY_ATTEMPTS = 3  # for refused/reset connections only
 RETRY_DELAY = 0.25  # seconds, doubled per retry
@@ -225,7 +226,7 @@ def _tls(sock: socket.socket, settings: Settings, probe: Probe) -> tuple[ssl.SSL
     context.verify_mode = ssl.CERT_NONE  # we judge the certificate ourselves (thumbprint, expiry, names)
     sock.settimeout(settings.read)
     started = time.monotonic()
-    server_name = settings.host_name if settings.host_name and not _is_ip(settings.host_name) else None
+    server_name = settings.host_name if settings.host_name and not is_ip_address(settings.host_name) else None
     try:
         tls = context.wrap_socket(sock, server_hostname=server_name)
     except (ssl.SSLError, OSError) as exc:
@@ -240,14 +241,6 @@ def _tls(sock: socket.socket, settings: Settings, probe: Probe) -> tuple[ssl.SSL
         tls.close()
         raise _Failed(TLS_ERROR, f"TLS handshake with {probe.host}:{probe.port}: the server sent no certificate")
     return tls, certificate_facts(der, settings, probe, time.monotonic() - started, tls.version())
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _http_get(sock: socket.socket, probe: Probe, settings: Settings) -> tuple[int, str, str | None, str]:

@@ -34,6 +34,7 @@ from harness.facts.live.rotation import (
     RotationFacts,
 )
 from harness.live import stats
+from harness.net import is_ip_address
 
 READY = "ReadyRole"
 LB_PROTOCOLS = ("http", "https", "tcp")
@@ -259,12 +260,9 @@ def _tls() -> ssl.SSLContext:
     return _TLS
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return False
-    return True
+def _tls_wrap(sock: socket.socket, host: str) -> ssl.SSLSocket:
+    """TLS over ``sock``, sending ``host`` as SNI unless it is an address literal."""
+    return _tls().wrap_socket(sock, server_hostname=None if is_ip_address(host) else host)
 
 
 def _connect(host: str, port: int, settings: ProbeSettings, source_port: int | None) -> socket.socket:
@@ -383,9 +381,7 @@ def probe_once(
                 raise ProbeError("reset", "the connection closed before any banner")
             token, method = _identify_banner(banner.decode("utf-8", errors="replace"), settings)
             return local, token, method, None
-        conn: socket.socket = sock
-        if protocol == "https":
-            conn = _tls().wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+        conn: socket.socket = _tls_wrap(sock, host) if protocol == "https" else sock
         conn.sendall(_request(host, port, keep_alive=False))
         answer = _read_http(conn.makefile("rb"), to_eof=True)
         token, method = _identify_http(answer, settings)
@@ -416,9 +412,7 @@ def keep_alive_probe(
     except OSError as exc:
         return PinProbe("keep-alive", requests, 0, (), f"{_classify(exc).kind}: {exc}")
     try:
-        conn: socket.socket = sock
-        if protocol == "https":
-            conn = _tls().wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+        conn: socket.socket = _tls_wrap(sock, host) if protocol == "https" else sock
         reader = conn.makefile("rb")
         for i in range(requests):
             conn.sendall(_request(host, port, keep_alive=i < requests - 1))
@@ -502,7 +496,7 @@ def detect_protocol(host: str, port: int, settings: ProbeSettings, wait: float =
     except OSError:
         return "tcp"
     try:
-        with _tls().wrap_socket(sock, server_hostname=None if _is_ip(host) else host):
+        with _tls_wrap(sock, host):
             return "https"
     except OSError:
         return "tcp"
