@@ -2,20 +2,68 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
 
-def allocate(n: int = 1, *, udp: bool = False) -> list[int]:
-    """``n`` distinct free loopback ports (TCP, or ports free for both TCP and UDP when ``udp``).
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
-    The sockets are held until all ``n`` are chosen so the same port is never handed out twice in one
-    call; another process can still race us for a port afterwards, which callers handle by retrying
-    the start of the server that failed to bind.
+
+def _candidates() -> list[int]:
+    """Ports below the kernel's ephemeral range, in a per-process window, shuffled.
+
+    Outgoing connections take their local port from the ephemeral range: a port handed out from there
+    (bind to 0) can be taken by some client's connection before the server that was given it binds it.
+    Below that range only servers bind, the per-process window keeps concurrent fabrics (xdist workers)
+    apart, and the shuffle makes two of them unlikely to race for the same port even in one window.
     """
-    held: list[socket.socket] = []
+    low, _ = _ephemeral_range()
+    first, last = 10_000, low - 1
+    if last - first < 2_000:
+        return []
+    windows = (last - first + 1) // 1_000
+    start = first + (os.getpid() % windows) * 1_000
+    ports = list(range(start, start + 1_000))
+    random.shuffle(ports)
+    return ports
+
+
+def _free(port: int, udp: bool) -> bool:
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
+
+
+def allocate(n: int = 1, *, udp: bool = False) -> list[int]:
+    """``n`` distinct free loopback ports (TCP, or free for both TCP and UDP when ``udp``).
+
+    Taken below the ephemeral range (see :func:`_candidates`); bind-to-0 is the fallback when that range
+    is too small. A port can still be taken between this call and the bind of the server it is for; the
+    servers report a bind failure clearly, naming the port.
+    """
     ports: list[int] = []
+    for port in _candidates():
+        if len(ports) == n:
+            return ports
+        if port not in ports and _free(port, udp):
+            ports.append(port)
+    if len(ports) == n:
+        return ports
+    held: list[socket.socket] = []
     try:
         while len(ports) < n:
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -30,7 +78,8 @@ def allocate(n: int = 1, *, udp: bool = False) -> list[int]:
                     u.close()
                     continue
                 held.append(u)
-            ports.append(port)
+            if port not in ports:
+                ports.append(port)
     finally:
         for sock in held:
             sock.close()

@@ -409,3 +409,14 @@ def test_a_tied_fabric_stops_when_its_starter_is_killed(tmp_path):
         if starter.poll() is None:
             starter.kill()
         down(state)
+
+
+def test_ports_are_allocated_outside_the_ephemeral_range():
+    """Outgoing connections take ephemeral ports: a server port from there could be stolen before it binds."""
+    from harness.fabric.ports import _ephemeral_range, allocate
+
+    low, _ = _ephemeral_range()
+    ports = allocate(30, udp=True)
+    assert len(set(ports)) == 30
+    if low - 10_000 >= 2_000:  # a machine whose ephemeral range leaves room below it
+        assert all(10_000 <= p < low for p in ports)
