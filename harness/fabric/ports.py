@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+
+
+WINDOW = 250  # ports per process window: ~90 windows below a default ephemeral range
+_HANDED_OUT: set[int] = set()
+_LOCK = threading.Lock()
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -30,9 +36,9 @@ def _candidates() -> list[int]:
     first, last = 10_000, low - 1
     if last - first < 2_000:
         return []
-    windows = (last - first + 1) // 1_000
-    start = first + (os.getpid() % windows) * 1_000
-    ports = list(range(start, start + 1_000))
+    windows = (last - first + 1) // WINDOW
+    start = first + (os.getpid() % windows) * WINDOW
+    ports = list(range(start, start + WINDOW))
     random.shuffle(ports)
     return ports
 
@@ -56,11 +62,14 @@ def allocate(n: int = 1, *, udp: bool = False) -> list[int]:
     servers report a bind failure clearly, naming the port.
     """
     ports: list[int] = []
-    for port in _candidates():
-        if len(ports) == n:
-            return ports
-        if port not in ports and _free(port, udp):
-            ports.append(port)
+    with _LOCK:
+        for port in _candidates():
+            if len(ports) == n:
+                break
+            # never twice in one process: an earlier caller's server may not have bound its port yet
+            if port not in _HANDED_OUT and _free(port, udp):
+                ports.append(port)
+                _HANDED_OUT.add(port)
     if len(ports) == n:
         return ports
     held: list[socket.socket] = []
