@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.fabric.layout import DEFAULT_STATE, Layout, read_json
 from harness.fabric.ports import is_listening
+from harness.fabric.procs import pid_alive
 
 UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 20.0
@@ -29,23 +30,6 @@ DOWN_TIMEOUT = 20.0
 
 class FabricError(Exception):
     """The fabric could not be brought up or down; the message says what happened."""
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (the controller started by up())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as gone
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def up(
@@ -70,7 +54,7 @@ def up(
     layout = Layout(Path(state_dir).resolve())
     current = _state(layout)
     pid = (current.get("controller") or {}).get("pid")
-    if current.get("state") in ("starting", "ready") and isinstance(pid, int) and _alive(pid):
+    if current.get("state") in ("starting", "ready") and isinstance(pid, int) and pid_alive(pid):
         raise FabricError(f"a fabric is already running from {layout.root} (pid {pid}); run `vmrole fabric down`")
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.fabric_json.unlink(missing_ok=True)
@@ -144,18 +128,18 @@ def down(state_dir: Path = DEFAULT_STATE, timeout: float = DOWN_TIMEOUT) -> Down
             controller = int(layout.controller_pid.read_text().strip())
     if controller and controller not in pids:
         pids.insert(0, controller)
-    if controller and _alive(controller):
+    if controller and pid_alive(controller):
         with contextlib.suppress(ProcessLookupError):
             os.kill(controller, signal.SIGTERM)
     end = time.monotonic() + timeout
-    while controller and _alive(controller) and time.monotonic() < end:
+    while controller and pid_alive(controller) and time.monotonic() < end:
         time.sleep(0.05)
     # Re-read: the controller records the children it had when it stopped.
     state = _state(layout) or state
     pids = sorted(set(pids) | {p for p in state.get("pids", []) if isinstance(p, int)})
     killed = []
     for pid in pids:
-        if _alive(pid):
+        if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -28,6 +28,7 @@ from harness.fabric.faults import Faults
 from harness.fabric.layout import FORMAT, Layout, write_json_atomic, write_text_atomic
 from harness.fabric.lifecycle import Instances, wait_until
 from harness.fabric.ports import allocate
+from harness.fabric.procs import pid_alive
 from harness.fabric.spec import DeploymentSpec, SpecError, build_spec
 
 log = logging.getLogger("vmrole.fabric")
@@ -483,16 +484,6 @@ class Controller:
         return self.instances.operation(request_id)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.fabric.controller")
     parser.add_argument("--state", required=True)
@@ -537,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         controller.write_state("failed", error=str(exc))
         return 1
     while not controller.stopping.wait(1.0):
-        if args.watch_pid and not _pid_alive(args.watch_pid):
+        if args.watch_pid and not pid_alive(args.watch_pid):
             log.info("the process that started the fabric (pid %d) is gone", args.watch_pid)
             break
     log.info("stopping the fabric")

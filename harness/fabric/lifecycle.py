@@ -14,9 +14,7 @@ each status held for at least ``step_seconds`` so a poller sees it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +27,7 @@ from pathlib import Path
 from harness.fabric import views
 from harness.fabric.layout import InstanceLayout, Layout, write_json_atomic, write_text_atomic
 from harness.fabric.ports import is_listening
+from harness.fabric.procs import stop_process
 from harness.fabric.spec import DeploymentSpec, InstanceSpec
 
 START_DEADLINE = 15.0
@@ -151,13 +150,8 @@ class Instances:
         with self.lock:
             proc = self.procs.pop(instance_id, None)
             self.power[instance_id] = "Stopping"
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_DEADLINE)
+        if proc is not None:
+            stop_process(proc, STOP_DEADLINE)
         with self.lock:
             self.power[instance_id] = "Stopped"
 
@@ -270,11 +264,3 @@ class Instances:
                 error_code=op.error_code,
                 error_message=op.error_message,
             )
-
-
-def os_environ_without_proxies() -> dict[str, str]:
-    """Children talk to loopback only: proxies from the environment must not intercept."""
-    env = dict(os.environ)
-    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        env.pop(key, None)
-    return env

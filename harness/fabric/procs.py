@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 from typing import Any
@@ -36,3 +38,21 @@ def stop_process(
         except subprocess.TimeoutExpired:
             continue
     return proc.poll() is not None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie, or a child of ours that has exited (reaped here), is gone."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (the controller started by up())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False

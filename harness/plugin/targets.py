@@ -9,7 +9,6 @@ cross-file rules are skipped, with the reason.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +157,3 @@ def _related(path: Path, kind: str, root: Path, notes: dict[str, str], slot: str
     except Unreadable as exc:
         notes[slot] = f"the paired {related.display} is unreadable: {exc.problem}"
         return None
-
-
-def same_file(a: Path, b: Path) -> bool:
-    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
