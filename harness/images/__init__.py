@@ -1,0 +1,1 @@
+"""Offline image facts: extraction in an isolated worker process, profiles, signatures."""

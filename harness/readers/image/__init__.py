@@ -1,0 +1,1 @@
+"""Read-only readers for disk images: containers, partitions, NTFS, registry hives."""
