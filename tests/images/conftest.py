@@ -1,0 +1,28 @@
+"""Image-cache fixtures shared by the image tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder :func:`harness.testing.images.build_image` caches into for this test session.
+
+    ``$VMR_IMAGE_CACHE`` when set (keeps images between runs). Otherwise a folder under pytest's base temp
+    directory; under pytest-xdist it sits beside the workers' own folders, so every worker shares it (the
+    factory's per-image lock makes concurrent builds of one image safe).
+    """
+    env = os.environ.get("VMR_IMAGE_CACHE")
+    if env:
+        path = Path(env)
+    else:
+        base = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent
+        path = base / "vmr-image-cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
