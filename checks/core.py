@@ -58,3 +58,44 @@ class ArtefactUnreadable(Rule):
                 f"{subject.artefact.display} is unreadable: {subject.problem}",
                 evidence={"file": subject.artefact.identity},
             )
+
+
+class ImagePartUnreadable(Rule):
+    """A part of a disk image (a registry hive, the NTFS volume, a file) could not be read.
+
+    ## What it does
+    Reports each part of an image the readers gave up on: a corrupted registry hive bin, an MFT
+    loop, a truncated file, a missing hive. The rest of the image is still read and checked; the
+    rules that needed the unreadable part are skipped and say so.
+
+    ## Why is this bad?
+    Checks that needed the part did not run, so the image is not known to be safe. Windows itself
+    may fail to boot from it (a corrupted SYSTEM hive stops the boot; a broken MFT loses files).
+
+    ## Example
+    A SYSTEM hive whose second hive bin has a zero cell size.
+
+    ## Use instead
+    Rebuild the image from a healthy reference machine (run `chkdsk /f` before sysprep), or restore
+    the damaged hive from `Windows\\System32\\config\\RegBack`. Then lint again.
+
+    ## References
+    - reader-pitfalls.md (malformed hives, MFT loops)
+    - vmrole-reference §9 ("disk check clean")
+    """
+
+    id = "VMR002"
+    name = "image-part-unreadable"
+    severity = Severity.HIGH
+    applies_to = frozenset({"image"})
+
+    def check(self, subject: object) -> Iterator[Finding]:
+        facts = getattr(subject, "facts", None)
+        for problem in getattr(facts, "problems", ()):
+            where = problem.path or problem.part
+            yield self.finding(
+                subject,
+                where,
+                f"{problem.part} unreadable: {problem.problem}",
+                evidence={"part": problem.part, "path": problem.path or "-"},
+            )

@@ -28,6 +28,12 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", action="append", default=[], metavar="CSPKG", help="a .cspkg to lint")
     p.add_argument("--csdef", metavar="CSDEF", help="the .csdef to pair with every .cscfg")
     p.add_argument("--cscfg", action="append", default=[], metavar="CSCFG", help="a .cscfg to lint")
+    p.add_argument("--image", action="append", default=[], metavar="IMAGE", help="a disk image (.vhd, .vhdx, .raw)")
+    p.add_argument(
+        "--profile", choices=("auto", "vmrole", "azure"), help="image rule profile (default auto: chosen and reported)"
+    )
+    p.add_argument("--role", metavar="NAME", help="the role of the service model an image is deployed as")
+    p.add_argument("--signatures", action="append", default=[], metavar="YAML", help="extra IC/agent signatures")
     p.add_argument("--select", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
     p.add_argument("--ignore", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
     p.add_argument("--severity", action="append", default=[], metavar="RULE=SEV", help="override a severity")
@@ -55,6 +61,14 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
         args += ["--vmr-csdef", ns.csdef]
     for p in ns.cscfg:
         args += ["--vmr-cscfg", p]
+    for p in ns.image:
+        args += ["--vmr-image", p]
+    for p in ns.signatures:
+        args += ["--vmr-signatures", p]
+    if ns.profile:
+        args += ["--vmr-image-profile", ns.profile]
+    if ns.role:
+        args += ["--vmr-role", ns.role]
     for flag, values in (("--vmr-select", ns.select), ("--vmr-ignore", ns.ignore), ("--vmr-severity", ns.severity)):
         for v in values:
             args += [flag, v]
@@ -87,15 +101,16 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
 
 
 def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
-    if not (ns.paths or ns.package or ns.csdef or ns.cscfg):
+    named = [*ns.package, *ns.cscfg, *ns.image, *([ns.csdef] if ns.csdef else [])]
+    if not (ns.paths or named):
         print("vmrole lint: name at least one file or directory to lint", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
-    for p in [*ns.paths, *ns.package, *ns.cscfg, *([ns.csdef] if ns.csdef else [])]:
+    for p in [*ns.paths, *named]:
         if not Path(p).exists():
             print(f"vmrole lint: {p}: no such file or directory", file=sys.stderr)
             return int(pytest.ExitCode.USAGE_ERROR)
     # Without positional paths pytest would collect the whole working directory: name the artefacts.
-    paths = ns.paths or [*ns.package, *ns.cscfg, *([ns.csdef] if ns.csdef else [])]
+    paths = ns.paths or named
     return int(pytest.main(lint_args(ns, paths, extra)))
 
 
@@ -149,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser(
         "lint",
-        help="lint service models and packages (.csdef, .cscfg, .cspkg)",
+        help="lint disk images and service models (.vhd, .vhdx, .raw, .csdef, .cscfg, .cspkg)",
         description="Lint files or directories. Arguments after `--` go to pytest unchanged.",
     )
     lint.add_argument("paths", nargs="*", help="files or directories to lint")

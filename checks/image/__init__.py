@@ -1,1 +1,1 @@
-"""Image rules: integration components (1xx), generalization (2xx), embedded secrets (3xx), firewall (4xx), format (0xx)."""
+"""Image rules: format (01x), integration components (1xx), generalization (2xx), secrets (31x), firewall (4xx)."""

@@ -12,7 +12,9 @@ CSDEF = "csdef"
 CSCFG = "cscfg"
 CSPKG = "cspkg"
 DEPLOYMENT = "deployment"  # a live deployment, described by a target file (*.vmrtarget.yml)
-KINDS = (CSDEF, CSCFG, CSPKG, DEPLOYMENT)
+IMAGE = "image"  # a disk image: VHD (fixed, dynamic, differencing), VHDX or raw
+KINDS = (CSDEF, CSCFG, CSPKG, DEPLOYMENT, IMAGE)
+IMAGE_SUFFIXES = (".vhd", ".vhdx", ".avhd", ".avhdx", ".img", ".raw")
 TARGET_SUFFIXES = (".vmrtarget.yml", ".vmrtarget.yaml")
 
 
@@ -21,6 +23,8 @@ def kind_of(path: Path) -> str | None:
     if path.name.lower().endswith(TARGET_SUFFIXES):
         return DEPLOYMENT
     suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return IMAGE
     return {".csdef": CSDEF, ".cscfg": CSCFG, ".cspkg": CSPKG}.get(suffix)
 
 

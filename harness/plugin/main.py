@@ -176,8 +176,17 @@ class RuleItem(pytest.Item):
         self.user_properties.append(("vmr_severity", severity.label))
         self.user_properties.append(("vmr_artefact", subject.artefact.identity))
 
+    def _profile_note(self) -> None:
+        """Say once per image which rule profile judged it and why (auto-suggested profiles)."""
+        profile = getattr(self.subject, "profile", None)
+        if isinstance(profile, str):
+            note = f"{self.subject.artefact.display}: image profile {profile} ({self.subject.profile_reason})"
+            if note not in self.vmr_notes:
+                self.vmr_notes.append(note)
+
     def runtest(self) -> None:
         state = self.config.stash[STATE]
+        self._profile_note()
         evaluation = evaluate(self.rule, self.subject, self.notes)
         if evaluation.skip_reason is not None:
             pytest.skip(evaluation.skip_reason)
@@ -185,7 +194,7 @@ class RuleItem(pytest.Item):
         self._live_attachments()
         results, notes = state.dispose(self.rule, findings)
         self.vmr_results = results
-        self.vmr_notes = notes
+        self.vmr_notes.extend(notes)
         self.user_properties.append(("vmr_findings", str(len(results))))
         _apply_allure(self, state, results)
         failed = [r for r in results if r.disposition == FAILED]

@@ -37,6 +37,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("package", "a .cspkg to lint (repeatable)", "list", metavar="PATH"),
     Option("csdef", "a ServiceDefinition .csdef to lint; also paired with every linted .cscfg", metavar="PATH"),
     Option("cscfg", "a ServiceConfiguration .cscfg to lint (repeatable)", "list", metavar="PATH"),
+    Option("image", "a disk image (.vhd, .vhdx, .img, .raw) to lint offline (repeatable)", "list", metavar="PATH"),
+    Option(
+        "image-profile",
+        "image rules to apply: vmrole (WS2008 R2 VM role), azure (today's generalized-image upload), or auto "
+        "(chosen from the service model and the image; the choice is reported)",
+        default="auto",
+        metavar="PROFILE",
+    ),
+    Option("role", "the VirtualMachineRole of the service model an image is checked against", metavar="NAME"),
+    Option("signatures", "extra integration-component / agent signature YAML files (repeatable)", "list"),
+    Option("machine-key-allowlist", "extra machine-key allowlist YAML files (repeatable)", "list"),
+    Option("image-timeout", "seconds an image may take to read before it is reported unreadable (default 300)"),
     Option("target", "a deployment target file (*.vmrtarget.yml) to probe live (repeatable)", "list", metavar="PATH"),
     Option("destructive", "also run destructive live probes: reimage, reboot, taking an instance Busy", "bool", False),
     Option(

@@ -16,11 +16,29 @@ from harness.engine.rule import Rule
 from harness.engine.severity import Severity
 from harness.plugin import options
 from harness.plugin.baseline import BaselineError, load_baseline
-from harness.plugin.targets import Pairing
+from harness.plugin.targets import ImageSettings, Pairing
 from harness.plugin.waivers import Waiver, WaiverError, load_waivers
 from harness.reports.model import BASELINED, FAILED, REPORTED, WAIVED, FindingResult
 
 REPORT_FORMATS = ("sarif", "json", "html")
+
+
+def _validate_image_files(signatures: tuple[str, ...], allowlists: tuple[str, ...]) -> None:
+    """Bad signature or allowlist files are usage errors now, not failures deep in an image worker."""
+    if signatures:
+        from harness.facts.image_signatures import SignatureError, load_signatures
+
+        try:
+            load_signatures(signatures)
+        except SignatureError as exc:
+            raise pytest.UsageError(f"--vmr-signatures: {exc}") from None
+    if allowlists:
+        from harness.facts.image_certs import AllowlistError, load_machine_key_allowlist
+
+        try:
+            load_machine_key_allowlist(allowlists)
+        except AllowlistError as exc:
+            raise pytest.UsageError(f"--vmr-machine-key-allowlist: {exc}") from None
 
 
 @dataclass
@@ -116,17 +134,49 @@ class RunState:
                 )
         report_dir_opt = options.get(config, "report-dir")
 
+        profile = (options.get(config, "image-profile") or "auto").lower()
+        if profile not in ("auto", "vmrole", "azure"):
+            raise pytest.UsageError(f"--vmr-image-profile: expected auto, vmrole or azure, got {profile!r}")
+        timeout_raw = options.get(config, "image-timeout")
+        try:
+            timeout = float(timeout_raw) if timeout_raw else 300.0
+            if timeout <= 0:
+                raise ValueError
+        except ValueError:
+            raise pytest.UsageError(
+                f"--vmr-image-timeout: expected a positive number of seconds, got {timeout_raw!r}"
+            ) from None
+        extra_files = {
+            flag: tuple(str(path_of(p)) for p in options.get(config, flag))
+            for flag in ("signatures", "machine-key-allowlist")
+        }
+        for flag, paths in extra_files.items():
+            for extra in paths:
+                if not Path(extra).is_file():
+                    raise pytest.UsageError(f"--vmr-{flag}: file not found: {extra}")
+        _validate_image_files(extra_files["signatures"], extra_files["machine-key-allowlist"])
+        image_settings = ImageSettings(
+            profile=profile,
+            role=options.get(config, "role") or None,
+            signature_files=extra_files["signatures"],
+            machine_key_allowlists=extra_files["machine-key-allowlist"],
+            timeout=timeout,
+        )
+
         csdef_opt = options.get(config, "csdef")
         pairing = Pairing(
             csdef=path_of(csdef_opt) if csdef_opt else None,
             packages=tuple(path_of(p) for p in options.get(config, "package")),
             cscfgs=tuple(path_of(p) for p in options.get(config, "cscfg")),
             targets=tuple(path_of(p) for p in options.get(config, "target")),
+            images=tuple(path_of(p) for p in options.get(config, "image")),
+            image=image_settings,
         )
-        for p in (*([pairing.csdef] if pairing.csdef else []), *pairing.packages, *pairing.cscfgs, *pairing.targets):
+        declared = (*pairing.packages, *pairing.cscfgs, *pairing.targets, *pairing.images)
+        for p in (*([pairing.csdef] if pairing.csdef else []), *declared):
             if not p.exists():
                 raise pytest.UsageError(f"vmrole: artefact not found: {p}")
-        explicit = {p for p in (*pairing.packages, *pairing.cscfgs, *pairing.targets) if p}
+        explicit = set(declared)
         if pairing.csdef:
             explicit.add(pairing.csdef)
         for arg in config.args:
@@ -153,7 +203,7 @@ class RunState:
         )
 
     def option_paths(self) -> list[Path]:
-        paths = list(self.pairing.packages) + list(self.pairing.cscfgs) + list(self.pairing.targets)
+        paths = [*self.pairing.packages, *self.pairing.cscfgs, *self.pairing.targets, *self.pairing.images]
         if self.pairing.csdef:
             paths.append(self.pairing.csdef)
         return paths

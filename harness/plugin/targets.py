@@ -11,12 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from harness.engine.artefact import CSCFG, CSDEF, CSPKG, Artefact
+from harness.engine.artefact import CSCFG, CSDEF, CSPKG, IMAGE, Artefact
 from harness.facts.servicemodel import Package, ServiceConfiguration, ServiceDefinition, ServiceModelSubject
 from harness.readers.errors import Unreadable
 
+if TYPE_CHECKING:
+    from harness.facts.image import ImageFacts, ImageSubject
+
 Facts = ServiceDefinition | ServiceConfiguration | Package
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How images are read and judged (options --vmr-image-profile, --vmr-role, ...)."""
+
+    profile: str = "auto"  # "auto" | "vmrole" | "azure"
+    role: str | None = None
+    signature_files: tuple[str, ...] = ()
+    machine_key_allowlists: tuple[str, ...] = ()
+    timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -27,11 +42,13 @@ class Pairing:
     packages: tuple[Path, ...] = ()
     cscfgs: tuple[Path, ...] = ()
     targets: tuple[Path, ...] = ()
+    images: tuple[Path, ...] = ()
+    image: ImageSettings = ImageSettings()
     #: Look for a sibling .csdef when nothing else pairs a .cscfg (off for corpora of mixed commits).
     siblings: bool = True
 
 
-_CACHE: dict[tuple[str, int, int, str], Facts | Unreadable] = {}
+_CACHE: dict[tuple[str, int, int, str], object] = {}
 
 
 def _key(artefact: Artefact) -> tuple[str, int, int, str]:
@@ -42,13 +59,15 @@ def _key(artefact: Artefact) -> tuple[str, int, int, str]:
         return (str(artefact.path), -1, -1, artefact.identity)
 
 
-def read_facts(artefact: Artefact) -> Facts:
+def read_facts(artefact: Artefact, image: ImageSettings | None = None) -> Any:
     """The artefact's own facts; raises Unreadable. Cached per process and file version."""
     key = _key(artefact)
+    if artefact.kind == IMAGE:
+        key = (*key[:3], f"{key[3]}|{image!r}")
     cached = _CACHE.get(key)
     if cached is None:
         try:
-            cached = _read(artefact)
+            cached = _read(artefact, image or ImageSettings())
         except Unreadable as exc:
             cached = exc
         _CACHE[key] = cached
@@ -57,7 +76,7 @@ def read_facts(artefact: Artefact) -> Facts:
     return cached
 
 
-def _read(artefact: Artefact) -> Facts:
+def _read(artefact: Artefact, image: ImageSettings) -> Any:
     if not artefact.path.is_file():
         raise Unreadable(artefact.path, "no such file" if not artefact.path.exists() else "not a regular file")
     if artefact.kind == CSDEF:
@@ -72,6 +91,12 @@ def _read(artefact: Artefact) -> Facts:
         from harness.readers.cspkg import read_package
 
         return read_package(artefact)
+    if artefact.kind == IMAGE:
+        from harness.images.extract import ExtractOptions
+        from harness.images.worker import read_image_isolated
+
+        options = ExtractOptions(image.signature_files, image.machine_key_allowlists)
+        return read_image_isolated(artefact.path, options, timeout=image.timeout)
     raise Unreadable(artefact.path, f"unsupported artefact kind {artefact.kind!r}")
 
 
@@ -100,15 +125,17 @@ def sibling_definition(cscfg: Path) -> Path | None:
 
 @dataclass(frozen=True)
 class SubjectResult:
-    subject: ServiceModelSubject
+    subject: Any
     #: Why a related artefact is missing (e.g. "no ServiceDefinition .csdef next to X"), for skip reasons.
     notes: dict[str, str]
 
 
 def build_subject(artefact: Artefact, pairing: Pairing, root: Path) -> SubjectResult:
     """Facts for ``artefact`` plus its related artefacts. Raises Unreadable for the artefact itself."""
-    own = read_facts(artefact)
+    own = read_facts(artefact, pairing.image)
     notes: dict[str, str] = {}
+    if artefact.kind == IMAGE:
+        return _image_subject(artefact, own, pairing, root, notes)
     if isinstance(own, ServiceDefinition):
         return SubjectResult(ServiceModelSubject(artefact=artefact, definition=own), notes)
     if isinstance(own, Package):
@@ -157,3 +184,45 @@ def _related(path: Path, kind: str, root: Path, notes: dict[str, str], slot: str
     except Unreadable as exc:
         notes[slot] = f"the paired {related.display} is unreadable: {exc.problem}"
         return None
+
+
+def _image_subject(
+    artefact: Artefact, facts: ImageFacts, pairing: Pairing, root: Path, notes: dict[str, str]
+) -> SubjectResult:
+    """An image plus the service model it is deployed with (csdef, or the single package's build csdef)."""
+    from harness.facts.image import ImageSubject
+    from harness.images.profile import choose_profile, choose_role
+
+    definition: ServiceDefinition | None = None
+    configuration: ServiceConfiguration | None = None
+    if pairing.csdef is not None:
+        found = _related(pairing.csdef, CSDEF, root, notes, "definition")
+        definition = found if isinstance(found, ServiceDefinition) else None
+    elif len(pairing.packages) == 1:
+        pkg = _related(pairing.packages[0], CSPKG, root, notes, "definition")
+        if isinstance(pkg, Package):
+            definition = pkg.definition
+    else:
+        notes["definition"] = (
+            f"no service model paired with {artefact.display} "
+            "(name one with --vmr-csdef or a single --vmr-package to check the firewall against its endpoints)"
+        )
+    if len(pairing.cscfgs) == 1:
+        found = _related(pairing.cscfgs[0], CSCFG, root, notes, "configuration")
+        configuration = found if isinstance(found, ServiceConfiguration) else None
+    role = None
+    if definition is not None:
+        role, why = choose_role(definition, pairing.image.role)
+        if role is None:
+            notes["role"] = why
+    profile, reason = choose_profile(pairing.image.profile, facts, definition)
+    subject: ImageSubject = ImageSubject(
+        artefact=artefact,
+        facts=facts,
+        profile=profile,
+        profile_reason=reason,
+        definition=definition,
+        configuration=configuration,
+        role=role,
+    )
+    return SubjectResult(subject, notes)

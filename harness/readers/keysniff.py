@@ -22,6 +22,16 @@ PREFIX = 64 * 1024
 
 _PEM_PRIVATE = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _PKCS7_OID = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07"  # 1.2.840.113549.1.7.{1,2,6}
+#: DER private keys: PKCS#8 PrivateKeyInfo (version 0, then an AlgorithmIdentifier SEQUENCE) and
+#: PKCS#1 RSAPrivateKey (version 0, then the modulus INTEGER). Both start SEQUENCE, INTEGER 0.
+_DER_VERSION_0 = b"\x02\x01\x00"
+_PKCS8_ALGORITHMS = (
+    b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01",  # rsaEncryption
+    b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01",  # id-ecPublicKey
+    b"\x06\x07\x2a\x86\x48\xce\x38\x04\x01",  # id-dsa
+    b"\x06\x03\x2b\x65\x70",  # Ed25519
+    b"\x06\x03\x2b\x65\x71",  # Ed448
+)
 _PUBLISH_DATA = (b"<PublishData", "<PublishData".encode("utf-16-le"), "<PublishData".encode("utf-16-be"))
 
 
@@ -60,6 +70,12 @@ def sniff(prefix: bytes) -> str | None:
     end = _der_length_end(prefix)
     if end is not None and prefix[end : end + 3] == b"\x02\x01\x03" and _PKCS7_OID in prefix[end : end + 40]:
         return "pkcs12"  # PFX ::= SEQUENCE { version INTEGER 3, authSafe ContentInfo (pkcs7 data/signed) }
+    if end is not None and prefix[end : end + 3] == _DER_VERSION_0:
+        body = prefix[end + 3 : end + 24]
+        if body[:1] == b"\x30" and any(oid in body for oid in _PKCS8_ALGORITHMS):
+            return "der-private-key"
+        if body[:1] == b"\x02" and len(prefix) > 256:  # RSAPrivateKey: modulus INTEGER follows the version
+            return "der-private-key"
     if b"-----BEGIN OPENSSH PRIVATE KEY-----" in prefix:
         return "openssh-private-key"
     if _PEM_PRIVATE.search(prefix):

@@ -503,11 +503,13 @@ def _rdp_rules_2008() -> dict[str, str]:
     }
 
 
-def _common_rules() -> dict[str, str]:
+def _common_rules(*, winrm_http: bool = True) -> dict[str, str]:
+    """Built-in rules. ``winrm_http``: the WinRM HTTP (5985) rules are enabled (Azure's guide enables them;
+    the VM-role sample serves WinRM over HTTPS 5986 only, as its csdef declares, so they stay disabled)."""
     return {
         "WINRM-HTTP-In-TCP": firewall_rule(
             Action="Allow",
-            Active=True,
+            Active=winrm_http,
             Dir="In",
             Protocol=6,
             Profile=["Domain", "Private"],
@@ -519,7 +521,7 @@ def _common_rules() -> dict[str, str]:
         ),
         "WINRM-HTTP-In-TCP-PUBLIC": firewall_rule(
             Action="Allow",
-            Active=True,
+            Active=winrm_http,
             Dir="In",
             Protocol=6,
             Profile="Public",
@@ -1135,7 +1137,7 @@ def windows_server_2008r2_vmrole() -> ImageSpec:
         depend=["WaAppAgent", "W3SVC"],
         description="Configures the Contoso web app from the Windows Azure service model at boot.",
     )
-    rules = {**_rdp_rules_2008(), **_common_rules(), **_vmrole_app_rules()}
+    rules = {**_rdp_rules_2008(), **_common_rules(winrm_http=False), **_vmrole_app_rules()}
     products = {
         IC_PRODUCT_CODE: _product(
             "Windows Azure Integration Components",

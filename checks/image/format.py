@@ -1,0 +1,410 @@
+"""Image format rules (01x): container, size, OS and architecture, per profile (§9, §1.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from harness.engine.finding import Finding
+from harness.engine.severity import Severity
+from harness.facts.image import AZURE, VMROLE, ImageFacts, ImageSubject
+
+from ._base import AZURE_ONLY, BOTH, VMROLE_ONLY, ImageRule
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+#: VM-role image caps per VM size (itproctology blog, [U] in the reference: reported, not enforced hard).
+VMROLE_SIZE_CAPS = {"extrasmall": 15 * GIB, "small": 30 * GIB}
+VMROLE_DEFAULT_CAP = 64 * GIB
+AZURE_OS_DISK_CAP = 2 * TIB
+REF_FORMAT = "vmrole-reference §9 (VHD format, footer, size alignment)"
+
+
+def _container(subject: ImageSubject) -> str:
+    return subject.artefact.display
+
+
+class VhdFooterInvalid(ImageRule):
+    """The VHD footer (or its copy at the start of a dynamic VHD) is damaged.
+
+    ## What it does
+    Checks the 512-byte VHD footer: its checksum (one's complement of the byte sum) and, for dynamic
+    and differencing disks, that the copy at offset 0 equals the footer at the end.
+
+    ## Why is this bad?
+    Upload tools and Azure validate the footer; a bad checksum is rejected as "not a supported VHD",
+    and Hyper-V refuses to attach the disk. A damaged footer also suggests the file was cut or
+    edited in transit.
+
+    ## Example
+    A fixed VHD whose footer checksum field does not match its bytes.
+
+    ## Use instead
+    Re-create the VHD from its source (`Convert-VHD`, or
+    `qemu-img convert -O vpc -o subformat=fixed,force_size=on`), then copy it again with a
+    checksum-verified transfer.
+
+    ## References
+    - vmrole-reference §9 (VHD footer layout)
+    """
+
+    id = "VMR010"
+    name = "vhd-footer-invalid"
+    severity = Severity.HIGH
+    profiles = BOTH
+    parts = ("container",)
+    references = (REF_FORMAT,)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        info = facts.container
+        if info.format != "vhd":
+            return
+        if info.footer_checksum_ok is False:
+            yield self.finding(subject, "VHD footer", "the VHD footer checksum is wrong: re-create the VHD")
+        if info.footer_copy_ok is False:
+            yield self.finding(
+                subject, "VHD footer copy (offset 0)", "the footer copy at offset 0 differs from the footer at the end"
+            )
+
+
+class ImageNotFixedVhd(ImageRule):
+    """Azure accepts only fixed-size VHDs for upload.
+
+    ## What it does
+    Reports a dynamic or differencing VHD linted with the azure profile.
+
+    ## Why is this bad?
+    Azure rejects dynamic and differencing VHDs for managed-disk and image upload.
+
+    ## Example
+    `disk.vhd` created with `qemu-img convert -O vpc` (dynamic by default).
+
+    ## Use instead
+    `Convert-VHD -Path disk.vhd -DestinationPath fixed.vhd -VHDType Fixed`, or
+    `qemu-img convert -O vpc -o subformat=fixed,force_size=on disk.vhd fixed.vhd`.
+
+    ## References
+    - vmrole-reference §9 (Format)
+    """
+
+    id = "VMR011"
+    name = "image-not-fixed-vhd"
+    severity = Severity.HIGH
+    profiles = AZURE_ONLY
+    parts = ("container",)
+    references = (REF_FORMAT,)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        info = facts.container
+        if info.format == "vhd" and info.disk_type != "fixed":
+            yield self.finding(
+                subject,
+                "VHD footer",
+                f"{_container(subject)} is a {info.disk_type} VHD; Azure accepts only fixed VHDs: convert it "
+                "(Convert-VHD -VHDType Fixed)",
+                evidence={"disk type": str(info.disk_type)},
+            )
+
+
+class DifferencingImage(ImageRule):
+    """A VM-role image must be a standalone VHD, not a differencing disk.
+
+    ## What it does
+    Reports a differencing VHD (a child that needs its parent chain) linted with the vmrole profile.
+
+    ## Why is this bad?
+    `csupload Add-VMImage` uploads one file; a differencing disk is meaningless without its parent,
+    so the uploaded image would not boot. (csupload converts dynamic VHDs to fixed on the fly, so a
+    dynamic VHD is fine here.)
+
+    ## Example
+    `app.vhd` whose parent locator points at `base.vhd`.
+
+    ## Use instead
+    Merge the chain into one disk first: `Merge-VHD`, or `qemu-img convert -O vpc child.vhd merged.vhd`.
+
+    ## References
+    - vmrole-reference §1.1 (image prep flow: csupload)
+    """
+
+    id = "VMR012"
+    name = "differencing-image"
+    severity = Severity.HIGH
+    profiles = VMROLE_ONLY
+    parts = ("container",)
+    references = ("vmrole-reference §1.1",)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        info = facts.container
+        if info.disk_type == "differencing":
+            chain = " → ".join([_container(subject), *info.parent_chain])
+            yield self.finding(
+                subject,
+                "VHD footer",
+                f"{_container(subject)} is a differencing disk ({chain}): merge the chain into one VHD before upload",
+                evidence={"parent chain": chain},
+            )
+
+
+class ImageNotVhd(ImageRule):
+    """Images must be uploaded as VHD files, not VHDX or raw disks.
+
+    ## What it does
+    Reports an image whose container is VHDX or a raw disk.
+
+    ## Why is this bad?
+    Azure's upload path (and the VM role's csupload) take only the VHD format; a VHDX or raw disk
+    is rejected before any of its contents are looked at.
+
+    ## Example
+    `server.vhdx` exported from Hyper-V Manager.
+
+    ## Use instead
+    `Convert-VHD -Path server.vhdx -DestinationPath server.vhd -VHDType Fixed`, or
+    `qemu-img convert -O vpc -o subformat=fixed,force_size=on server.vhdx server.vhd`.
+
+    ## References
+    - vmrole-reference §9 (Format: VHD only, not VHDX)
+    """
+
+    id = "VMR013"
+    name = "image-not-vhd"
+    severity = Severity.HIGH
+    profiles = BOTH
+    parts = ("container",)
+    references = (REF_FORMAT,)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        fmt = facts.container.format
+        if fmt != "vhd":
+            yield self.finding(
+                subject,
+                "container",
+                f"{_container(subject)} is a {fmt.upper()} image; upload takes VHD only: convert it to a fixed VHD",
+                evidence={"format": fmt},
+            )
+
+
+class SizeNotMibAligned(ImageRule):
+    """The virtual disk size must be a whole number of MiB.
+
+    ## What it does
+    Reports a virtual size that is not a multiple of 1,048,576 bytes (azure profile).
+
+    ## Why is this bad?
+    Azure rejects the upload ("… is not aligned to 1 MB"). Tools that round to CHS geometry
+    (`qemu-img` without `force_size=on`) produce such sizes silently.
+
+    ## Example
+    A VHD of 1,048,707,072 bytes (1,000 MiB rounded up to a CHS geometry).
+
+    ## Use instead
+    `Resize-VHD -SizeBytes <multiple of 1 MiB>`, or convert with `qemu-img … -o force_size=on` from a
+    disk whose size is already a multiple of 1 MiB.
+
+    ## References
+    - vmrole-reference §9 (Size alignment)
+    """
+
+    id = "VMR014"
+    name = "size-not-mib-aligned"
+    severity = Severity.HIGH
+    profiles = AZURE_ONLY
+    parts = ("container",)
+    references = (REF_FORMAT,)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        size = facts.container.virtual_size
+        if size % MIB:
+            yield self.finding(
+                subject,
+                "VHD footer current size",
+                f"virtual size {size:,} bytes is not a multiple of 1 MiB: resize to {(-(-size // MIB)) * MIB:,} bytes",
+                evidence={"virtual size": str(size), "remainder": str(size % MIB)},
+            )
+
+
+class SizeOverLimit(ImageRule):
+    """The virtual disk is larger than the platform accepts.
+
+    ## What it does
+    Azure profile: the OS disk must be at most 2 TiB. VM-role profile: the image must fit the VM
+    size's cap (15 GB ExtraSmall, 30 GB Small, 64 GB otherwise; from the paired role's vmsize when a
+    service model is given).
+
+    ## Why is this bad?
+    The upload or the deployment is rejected, after a long upload.
+
+    ## Example
+    A 100 GB VM-role image for a Small role.
+
+    ## Use instead
+    Shrink the volume (`Resize-Partition`, then `Resize-VHD -ToMinimumSize`) or choose a larger VM size.
+
+    ## References
+    - vmrole-reference §9 (Max size), §1.1 (VM-role size caps, unconfirmed)
+    """
+
+    id = "VMR015"
+    name = "size-over-limit"
+    severity = Severity.HIGH
+    profiles = BOTH
+    parts = ("container",)
+    references = (REF_FORMAT, "vmrole-reference §1.1")
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        size = facts.container.virtual_size
+        if subject.profile == AZURE:
+            cap, why, severity = AZURE_OS_DISK_CAP, "Azure's 2 TiB OS-disk limit", self.severity
+        else:
+            vmsize = (subject.role.vmsize if subject.role is not None else None) or ""
+            cap = VMROLE_SIZE_CAPS.get(vmsize.lower(), VMROLE_DEFAULT_CAP)
+            why = f"the VM-role cap for {vmsize or 'the largest VM sizes'} ({cap // GIB} GB, unconfirmed)"
+            severity = Severity.MEDIUM
+        if size > cap:
+            yield self.finding(
+                subject,
+                "VHD footer current size",
+                f"virtual size {size / GIB:.1f} GiB is over {why}",
+                evidence={"virtual size": str(size), "cap": str(cap)},
+                severity=severity,
+            )
+
+
+class OsNotSupported(ImageRule):
+    """The image's Windows version is not one the profile deploys.
+
+    ## What it does
+    VM-role profile: Windows Server 2008 R2 (6.1, server) is required. Azure profile: Windows Server
+    2008 R2 SP1 or later (6.1 build 7601+), server or client.
+
+    ## Why is this bad?
+    The VM role's integration components only exist for Windows Server 2008 R2; Azure's
+    provisioning agent and drivers need 2008 R2 SP1 or later. Anything else fails to provision.
+
+    ## Example
+    A Windows Server 2008 (6.0) image, or 2008 R2 RTM (build 7600) for Azure.
+
+    ## Use instead
+    Build the image from a supported release (install SP1 on 2008 R2 for Azure).
+
+    ## References
+    - vmrole-reference §1.1 (WS2008 R2 x64), §9 (supported OS)
+    """
+
+    id = "VMR016"
+    name = "os-not-supported"
+    severity = Severity.HIGH
+    profiles = BOTH
+    parts = ("os",)
+    references = ("vmrole-reference §1.1", "vmrole-reference §9")
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        os_info = facts.os
+        assert os_info is not None
+        version = (os_info.current_version or "").strip()
+        build = os_info.build_number
+        name = os_info.product_name or "unknown Windows"
+        location = "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion"
+        evidence = {"ProductName": name, "CurrentVersion": version or "-", "build": str(build or "-")}
+        if subject.profile == VMROLE:
+            if version != "6.1" or os_info.is_server is False:
+                yield self.finding(
+                    subject,
+                    location,
+                    f"{name} ({version or '?'}): a VM role needs Windows Server 2008 R2",
+                    evidence=evidence,
+                )
+            return
+        try:
+            parsed = tuple(int(x) for x in version.split(".")[:2]) if version else ()
+        except ValueError:
+            parsed = ()
+        if not parsed or parsed < (6, 1) or (parsed == (6, 1) and (build or 0) < 7601):
+            yield self.finding(
+                subject,
+                location,
+                f"{name} ({version or '?'} build {build or '?'}): Azure needs Windows Server 2008 R2 SP1 or later",
+                evidence=evidence,
+            )
+
+
+class OsNot64Bit(ImageRule):
+    """The image is not a 64-bit (x64) Windows.
+
+    ## What it does
+    Reads the architecture from `PROCESSOR_ARCHITECTURE` in the SYSTEM hive (or the PE header of
+    `ntoskrnl.exe`/`cmd.exe`) and reports anything but x64.
+
+    ## Why is this bad?
+    VM-role integration components shipped only for x64, and Azure does not run 32-bit Windows.
+
+    ## Example
+    `PROCESSOR_ARCHITECTURE = x86`.
+
+    ## Use instead
+    Build the image from the x64 edition.
+
+    ## References
+    - vmrole-reference §1.1 (x64), §9 (32-bit not supported)
+    """
+
+    id = "VMR017"
+    name = "os-not-64-bit"
+    severity = Severity.HIGH
+    profiles = BOTH
+    parts = ("os",)
+    references = ("vmrole-reference §1.1", "vmrole-reference §9")
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        assert facts.os is not None
+        arch = facts.os.architecture
+        if arch is None:
+            yield self.finding(
+                subject,
+                "Session Manager\\Environment",
+                "the architecture could not be determined (no PROCESSOR_ARCHITECTURE, no readable PE header)",
+                severity=Severity.LOW,
+            )
+        elif arch != "x64":
+            yield self.finding(
+                subject,
+                facts.os.architecture_source or "architecture",
+                f"the image is {arch}; only x64 Windows is supported",
+                evidence={"architecture": arch},
+            )
+
+
+class NoWindowsInstallation(ImageRule):
+    """No Windows installation was found on the image.
+
+    ## What it does
+    Reports an image whose NTFS volumes hold no `Windows\\System32\\config` hives.
+
+    ## Why is this bad?
+    The disk cannot boot as a VM-role or Azure OS disk; it may be a data disk uploaded by mistake.
+
+    ## Example
+    A VHD with one NTFS volume holding only application data.
+
+    ## Use instead
+    Point the linter at the OS disk (the VHD the role boots from).
+
+    ## References
+    - vmrole-reference §10.1
+    """
+
+    id = "VMR018"
+    name = "no-windows-installation"
+    severity = Severity.HIGH
+    profiles = BOTH
+    parts = ("volume",)
+    references = ("vmrole-reference §10.1",)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        if not facts.windows_found:
+            yield self.finding(
+                subject,
+                "\\Windows\\System32\\config",
+                "no Windows installation on the image's NTFS volume (no SYSTEM or SOFTWARE hive)",
+            )

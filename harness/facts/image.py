@@ -1,0 +1,205 @@
+"""Facts about a Windows disk image, read offline (domain reference §1-4, §9).
+
+The extractor (harness.images.extract) fills these in a worker process from the image readers
+(harness.readers.image); rules only read them. Every value a rule may judge is kept as found (strings
+as written, DWORDs as ints, None when absent) so that "missing" and "wrong" are findings, not errors.
+
+Secrets never enter facts: a password in an answer file or an autologon value is recorded as
+"present" (and how it is encoded), key material as a type label plus a fingerprint of the file.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.engine.artefact import Artefact
+    from harness.facts.image_certs import KeyContainerFile
+    from harness.facts.image_firewall import FirewallPolicy
+    from harness.facts.image_signatures import ProductInfo, ServiceInfo, SignatureMatch
+    from harness.facts.image_unattend import AnswerFile
+    from harness.facts.servicemodel import RoleDef, ServiceConfiguration, ServiceDefinition
+    from harness.readers.image.container import ContainerInfo
+    from harness.readers.image.partitions import PartitionTable
+
+#: Profiles: the 2010-2013 VM role (WS2008 R2 x64 + integration components) and today's Azure
+#: generalized-image upload rules.
+VMROLE = "vmrole"
+AZURE = "azure"
+PROFILES = (VMROLE, AZURE)
+
+GENERALIZED_STATE = "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """A part of the image the extractor could not read (the rest was read)."""
+
+    part: str  # "SYSTEM hive", "SOFTWARE hive", "NTFS volume", "answer file", ...
+    path: str  # volume path ("\\Windows\\System32\\config\\SYSTEM") or "" for the container
+    problem: str
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    partition_index: int
+    partition_style: str  # "mbr" | "gpt" | "none"
+    offset: int
+    size: int
+    label: str | None
+    cluster_size: int
+    file_count: int
+    dir_count: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ControlSet:
+    """SYSTEM\\Select resolved offline (§3.1): Default is the set used at next boot."""
+
+    number: int | None
+    current: int | None
+    default: int | None
+    last_known_good: int | None
+
+    @property
+    def key(self) -> str | None:
+        return None if self.number is None else f"ControlSet{self.number:03d}"
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    product_name: str | None
+    current_version: str | None  # "6.1"
+    build: str | None  # CurrentBuildNumber / CurrentBuild
+    edition_id: str | None
+    installation_type: str | None  # "Server", "Server Core", "Client"
+    service_pack: str | None  # CSDVersion
+    product_type: str | None  # SYSTEM ...\ProductOptions ProductType: WinNT | ServerNT | LanmanNT
+    architecture: str | None  # "x64" | "x86" | "arm64" | "ia64" | raw value when unknown
+    architecture_source: str | None  # where the architecture came from
+
+    @property
+    def is_server(self) -> bool | None:
+        if self.product_type is not None:
+            return self.product_type.lower() in ("servernt", "lanmannt")
+        if self.product_name is not None:
+            return "server" in self.product_name.lower()
+        return None
+
+    @property
+    def build_number(self) -> int | None:
+        text = (self.build or "").strip()
+        return int(text) if text.isdigit() else None
+
+
+@dataclass(frozen=True)
+class SysprepInfo:
+    """Generalization state from the registry and the files sysprep leaves (§2.1-2.3)."""
+
+    image_state_registry: str | None
+    image_state_ini: str | None
+    state_ini_found: bool
+    system_setup_in_progress: int | None
+    oobe_in_progress: int | None
+    setup_type: int | None
+    cmdline: str | None
+    unattend_file: str | None
+    generalization_state: int | None
+    succeeded_tag: bool
+    setuperr_error_lines: int
+    panther_files: tuple[str, ...] = ()  # files under %WINDIR%\Panther (cached answer files, logs)
+
+
+@dataclass(frozen=True)
+class WinlogonInfo:
+    default_password_present: bool
+    auto_admin_logon: str | None
+    default_user_name: str | None
+    location: str = "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Winlogon"
+
+
+@dataclass(frozen=True)
+class RemoteAccessInfo:
+    deny_ts_connections: int | None  # fDenyTSConnections (0 = RDP allowed)
+    rdp_port: int | None
+    user_authentication: int | None  # NLA
+
+
+@dataclass(frozen=True)
+class CertificateEntry:
+    """A certificate in a registry or file-based store (§4.1-4.2). No key material, ever."""
+
+    location: str  # "LocalMachine" | "GroupPolicy" | "Enterprise" | "Service:<name>" | "User:<profile>"
+    store: str  # "MY", "Root", ...
+    source: str  # registry path or volume path of the blob
+    thumbprint: str  # the key name (upper hex)
+    subject: str | None
+    issuer: str | None
+    not_after: str | None  # ISO 8601
+    claims_private_key: bool  # KEY_PROV_INFO present
+    container: str | None
+    provider: str | None
+    machine_keyset: bool | None
+    key_file: str | None  # volume path of the key container file when it was found
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyMaterialFile:
+    """A file whose bytes look like a private key, PFX, keystore or publish settings (§4.4)."""
+
+    path: str
+    label: str  # keysniff label: "pkcs12", "pem-private-key", "pvk", ...
+    size: int
+    fingerprint: str  # sha256 of the file's first MiB, hex, first 16 characters
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    container: ContainerInfo
+    partitions: PartitionTable
+    volume: VolumeInfo | None = None
+    windows_found: bool = False
+    control_set: ControlSet | None = None
+    os: OsInfo | None = None
+    services: tuple[ServiceInfo, ...] = ()
+    products: tuple[ProductInfo, ...] = ()
+    answer_files: tuple[AnswerFile, ...] = ()
+    answer_file_order: tuple[tuple[int, str], ...] = ()  # (search position, volume path) found, in order
+    sysprep: SysprepInfo | None = None
+    winlogon: WinlogonInfo | None = None
+    remote_access: RemoteAccessInfo | None = None
+    firewall: FirewallPolicy | None = None
+    certificates: tuple[CertificateEntry, ...] = ()
+    key_containers: tuple[KeyContainerFile, ...] = ()
+    key_material: tuple[KeyMaterialFile, ...] = ()
+    signature_matches: tuple[SignatureMatch, ...] = ()
+    user_profiles: tuple[str, ...] = ()
+    problems: tuple[ImageProblem, ...] = ()
+    #: Which parts of the facts were read; rules skip (NotApplicable) when their part is missing.
+    parts_read: frozenset[str] = frozenset()
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def problem_for(self, part: str) -> ImageProblem | None:
+        return next((p for p in self.problems if p.part == part), None)
+
+    def service(self, name: str) -> ServiceInfo | None:
+        lowered = name.lower()
+        return next((s for s in self.services if s.name.lower() == lowered), None)
+
+
+@dataclass(frozen=True)
+class ImageSubject:
+    """What image rules see: the image's facts, the profile, and the paired service model (if any)."""
+
+    artefact: Artefact
+    facts: ImageFacts
+    profile: str
+    profile_reason: str
+    definition: ServiceDefinition | None = None
+    configuration: ServiceConfiguration | None = None
+    role: RoleDef | None = None
+    today: datetime.date | None = None
