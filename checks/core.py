@@ -96,6 +96,6 @@ class ImagePartUnreadable(Rule):
             yield self.finding(
                 subject,
                 where,
-                f"{problem.part} unreadable: {problem.problem}",
+                f"{problem.part}: {problem.problem}",
                 evidence={"part": problem.part, "path": problem.path or "-"},
             )

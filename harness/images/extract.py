@@ -33,7 +33,7 @@ from harness.readers.errors import Unreadable
 from harness.readers.image.container import open_disk
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
 from harness.readers.image.partitions import Partition, PartitionTable, read_partitions
-from harness.readers.image.regf import Hive, Key
+from harness.readers.image.regf import DIRTY_NOTE, Hive, Key
 
 Progress = Callable[[str], None]
 
@@ -129,6 +129,9 @@ class _Reader:
             started = time.perf_counter()
             try:
                 hive = Hive(self.read(entry, MAX_HIVE), f"{name} hive")
+                damage = [n for n in hive.notes if n != DIRTY_NOTE] + hive.check_cells()
+                if damage:
+                    self.problem(part, "\\" + vol_path, "; ".join(damage[:3]))
             except Unreadable as exc:
                 self.problem(part, "\\" + vol_path, exc)
             self.stats[f"hive {name} s"] = time.perf_counter() - started
@@ -182,6 +185,27 @@ def _ntfs_partitions(table: PartitionTable, disk: Any) -> Iterator[tuple[Partiti
             yield part, source
 
 
+MAX_NOTES_SHOWN = 3
+#: Reader notes that are not damage (a bare volume), or that a rule of their own reports (VMR010: footer).
+BENIGN_NOTES = (
+    "no partition table: the disk is one NTFS volume",
+    "VHD footer checksum mismatch",
+    "the footer copy at offset 0 differs",
+    "no footer copy at offset 0",
+)
+
+
+def _note_problems(reader: _Reader, part: str, notes: Any, where: str = "") -> None:
+    """Anomalies a reader noted but read past (an MFT loop, a GPT backup header in use): one problem per part."""
+    notes = [str(n) for n in notes if not str(n).startswith(BENIGN_NOTES)]
+    if not notes:
+        return
+    text = "; ".join(notes[:MAX_NOTES_SHOWN])
+    if len(notes) > MAX_NOTES_SHOWN:
+        text += f"; and {len(notes) - MAX_NOTES_SHOWN} more"
+    reader.problem(part, where, text)
+
+
 def extract(path: Path, options: ExtractOptions | None = None, progress: Progress = _noop) -> ImageFacts:
     """Read the image at ``path``. Raises Unreadable only when nothing at all can be read."""
     options = options or ExtractOptions()
@@ -193,6 +217,8 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
         progress("reading the partition table")
         table = read_partitions(disk)
         reader.parts.update({"container", "partitions"})
+        _note_problems(reader, "container", disk.info.notes)
+        _note_problems(reader, "partition table", table.notes)
         volume_info = _open_windows_volume(reader, table, disk)
         facts = ImageFacts(container=disk.info, partitions=table, volume=volume_info)
         if reader.exists(f"{CONFIG}\\SYSTEM") or reader.exists(f"{CONFIG}\\SOFTWARE"):
@@ -233,6 +259,7 @@ def _open_windows_volume(reader: _Reader, table: PartitionTable, disk: Any) -> V
         return None
     part, volume, inventory = chosen
     reader.volume, reader.inventory = volume, inventory
+    _note_problems(reader, "NTFS volume", [*volume.notes, *inventory.notes], f"partition {part.index}")
     reader.parts.add("volume")
     return VolumeInfo(
         partition_index=part.index,

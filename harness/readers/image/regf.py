@@ -217,6 +217,29 @@ class Hive:
         if not self._bin_starts:
             self._fail("no valid hive bin in the file ('hbin' signature missing at offset 0x1000)")
 
+    def check_cells(self, max_problems: int = 5) -> list[str]:
+        """Walk every cell of every valid hive bin once (linear, bounded): damage lookups might never reach.
+
+        A cell whose size is 0, not a multiple of 8, or runs past its bin ends that bin's walk. Returns the
+        problems in words ("cell at offset 0x2340 has size 0 (corrupt hive bin)"), at most ``max_problems``.
+        """
+        data = self._data
+        unpack = struct.Struct("<i").unpack_from
+        problems: list[str] = []
+        for start, end in zip(self._bin_starts, self._bin_ends, strict=True):
+            offset = start + 32
+            while offset + 4 <= end:
+                (size,) = unpack(data, _BASE + offset)
+                length = -size if size < 0 else size
+                if length == 0 or length % 8 or offset + length > end:
+                    what = "has size 0" if length == 0 else f"has size {length:#x}, which does not fit its hive bin"
+                    problems.append(f"cell at offset 0x{offset:x} {what} (corrupt hive bin)")
+                    break
+                offset += length
+            if len(problems) >= max_problems:
+                break
+        return problems
+
     def _cell(self, offset: int, what: str, owner: Key | None = None) -> tuple[int, int]:
         """[start, end) of the payload of the allocated cell at ``offset`` (relative to the hive bins data).
 
