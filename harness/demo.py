@@ -1,7 +1,6 @@
-"""The main job on the built-in default: build the sample VM-role package, lint it, deploy it to the local
-fabric, run the live suites against it, and write one set of reports.
-
-Later stages (a sample image) join here as they land.
+"""The main job on the built-in default: build the sample VM-role package and a sample VM-role image (a
+generalized Windows Server 2008 R2 disk built with real tools), lint both together, deploy the package to
+the local fabric, run the live suites against it, and write one set of reports.
 """
 
 from __future__ import annotations
@@ -32,19 +31,43 @@ def build_sample(work_dir: Path) -> list[Path]:
     return written
 
 
+IMAGE_NAME = "WebVM.vhd"
+
+
+def build_sample_image(work_dir: Path) -> Path | None:
+    """The sample role's OS disk: a generalized WS2008 R2 VM-role image as a fixed VHD (None without the tools)."""
+    from harness.testing.images import build_image, missing_tools
+    from harness.testing.windows import windows_server_2008r2_vmrole
+
+    missing = missing_tools()
+    if missing:
+        print(f"vmrole demo: no sample image: {', '.join(missing)} not installed (./dev setup installs them)")
+        return None
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / IMAGE_NAME
+    shutil.copyfile(build_image(windows_server_2008r2_vmrole(), "vhd-fixed", cache_dir=work_dir / "cache"), target)
+    return target
+
+
 def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
     from harness.cli import main as vmrole
     from harness.fabric.client import FabricError, up
 
-    print(f"vmrole demo: 1/4 building the sample VM-role service model and package in {work_dir}")
+    print(f"vmrole demo: 1/5 building the sample VM-role service model and package in {work_dir}")
     model_dir = work_dir / "model"
     for path in build_sample(model_dir):
         print(f"  {path} ({path.stat().st_size:,} bytes)")
+    print("vmrole demo: 2/5 building the sample VM-role image (wimlib, mkntfs, sfdisk, qemu-img; no mounts)")
+    started = time.monotonic()
+    image = build_sample_image(work_dir / "image")
     args = ["lint", str(model_dir), "--report-dir", str(report_dir)]
+    if image is not None:
+        print(f"  {image} ({image.stat().st_size:,} bytes, fixed VHD) in {time.monotonic() - started:.1f} s")
+        args += ["--image", str(image), "--package", str(model_dir / PACKAGE_NAME)]
     fabric = None
     try:
         if live:
-            print("vmrole demo: 2/4 deploying the package to the local fabric (instances, HAProxy, APIs)")
+            print("vmrole demo: 3/5 deploying the package to the local fabric (instances, HAProxy, APIs)")
             started = time.monotonic()
             try:
                 fabric = up(
@@ -59,13 +82,14 @@ def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
                 print(f"  ready in {time.monotonic() - started:.1f} s: {len(fabric.instances)} instances")
                 target = fabric.layout.root / "target.vmrtarget.yml"
                 args += ["--", str(target), "--vmr-destructive"]
-        step = "3/4 linting the model and probing the deployment" if fabric else "3/4 linting the model"
+        linted = "the image and the model" if image is not None else "the model"
+        step = f"4/5 linting {linted} and probing the deployment" if fabric else f"4/5 linting {linted}"
         print(f"vmrole demo: {step} (reimage, reboot and drain included)" if fabric else f"vmrole demo: {step}")
         status = vmrole(args)
     finally:
         if fabric is not None:
             report = fabric.down()
-            print(f"vmrole demo: 4/4 fabric stopped ({len(report.stopped)} processes, none left behind)")
+            print(f"vmrole demo: 5/5 fabric stopped ({len(report.stopped)} processes, none left behind)")
     html = report_dir / "vmrole.html"
     if html.exists():
         print(f"vmrole demo: open {html} in a browser; SARIF, JSON, JUnit and allure results are beside it")
