@@ -154,17 +154,8 @@ def build_subject(artefact: Artefact, pairing: Pairing, root: Path) -> SubjectRe
             notes,
         )
     assert isinstance(own, ServiceConfiguration)
-    definition: ServiceDefinition | None = None
-    if pairing.csdef is not None:
-        found = _related(pairing.csdef, CSDEF, root, notes, "definition")
-        definition = found if isinstance(found, ServiceDefinition) else None
-    elif len(pairing.packages) == 1:
-        pkg = _related(pairing.packages[0], CSPKG, root, notes, "definition")
-        if isinstance(pkg, Package):
-            definition = pkg.definition
-            if definition is None:
-                notes["definition"] = f"{pairing.packages[0].name} holds no readable build csdef"
-    else:
+    named, definition = _named_definition(pairing, root, notes)
+    if not named:
         sibling = sibling_definition(artefact.path) if pairing.siblings else None
         if sibling is None:
             notes["definition"] = (
@@ -175,6 +166,20 @@ def build_subject(artefact: Artefact, pairing: Pairing, root: Path) -> SubjectRe
             found = _related(sibling, CSDEF, root, notes, "definition")
             definition = found if isinstance(found, ServiceDefinition) else None
     return SubjectResult(ServiceModelSubject(artefact=artefact, definition=definition, configuration=own), notes)
+
+
+def _named_definition(pairing: Pairing, root: Path, notes: dict[str, str]) -> tuple[bool, ServiceDefinition | None]:
+    """(named, csdef): the --vmr-csdef file, else the single --vmr-package's build csdef; (False, None) when the
+    options name neither. A named csdef that cannot be read leaves the reason in ``notes``."""
+    if pairing.csdef is not None:
+        found = _related(pairing.csdef, CSDEF, root, notes, "definition")
+        return True, found if isinstance(found, ServiceDefinition) else None
+    if len(pairing.packages) == 1:
+        pkg = _related(pairing.packages[0], CSPKG, root, notes, "definition")
+        if isinstance(pkg, Package) and pkg.definition is None:
+            notes["definition"] = f"{pairing.packages[0].name} holds no readable build csdef"
+        return True, pkg.definition if isinstance(pkg, Package) else None
+    return False, None
 
 
 def _related(path: Path, kind: str, root: Path, notes: dict[str, str], slot: str) -> Facts | None:
@@ -193,16 +198,9 @@ def _image_subject(
     from harness.facts.image import ImageSubject
     from harness.images.profile import choose_profile, choose_role
 
-    definition: ServiceDefinition | None = None
     configuration: ServiceConfiguration | None = None
-    if pairing.csdef is not None:
-        found = _related(pairing.csdef, CSDEF, root, notes, "definition")
-        definition = found if isinstance(found, ServiceDefinition) else None
-    elif len(pairing.packages) == 1:
-        pkg = _related(pairing.packages[0], CSPKG, root, notes, "definition")
-        if isinstance(pkg, Package):
-            definition = pkg.definition
-    else:
+    named, definition = _named_definition(pairing, root, notes)
+    if not named:
         notes["definition"] = (
             f"no service model paired with {artefact.display} "
             "(name one with --vmr-csdef or a single --vmr-package to check the firewall against its endpoints)"
