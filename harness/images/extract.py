@@ -34,6 +34,7 @@ from harness.readers.image.container import open_disk
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
 from harness.readers.image.partitions import Partition, PartitionTable, read_partitions
 from harness.readers.image.regf import DIRTY_NOTE, Hive, Key
+from harness.readers.image.source import FileSource
 
 Progress = Callable[[str], None]
 
@@ -211,6 +212,7 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     options = options or ExtractOptions()
     reader = _Reader(path, progress)
     started = time.perf_counter()
+    bytes_before = FileSource.total_bytes_read
     progress("reading the container")
     disk = open_disk(path)
     try:
@@ -226,6 +228,7 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     finally:
         disk.close()
     reader.stats["total s"] = time.perf_counter() - started
+    reader.stats["bytes read"] = float(FileSource.total_bytes_read - bytes_before)
     from dataclasses import replace
 
     return replace(

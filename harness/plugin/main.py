@@ -180,9 +180,15 @@ class RuleItem(pytest.Item):
         """Say once per image which rule profile judged it and why (auto-suggested profiles)."""
         profile = getattr(self.subject, "profile", None)
         if isinstance(profile, str):
-            note = f"{self.subject.artefact.display}: image profile {profile} ({self.subject.profile_reason})"
-            if note not in self.vmr_notes:
-                self.vmr_notes.append(note)
+            facts = self.subject.facts
+            read = facts.stats.get("bytes read")
+            notes = [f"{self.subject.artefact.display}: image profile {profile} ({self.subject.profile_reason})"]
+            if read is not None:
+                notes.append(
+                    f"{self.subject.artefact.display}: read {read / 2**20:,.1f} MiB of a "
+                    f"{facts.container.file_size / 2**20:,.0f} MiB image in {facts.stats.get('total s', 0):.2f} s"
+                )
+            self.vmr_notes.extend(n for n in notes if n not in self.vmr_notes)
 
     def runtest(self) -> None:
         state = self.config.stash[STATE]
