@@ -47,7 +47,8 @@ _SKIP = (
 )
 _USER_SKIP = re.compile(r"^(users|documents and settings)\\[^\\]+\\appdata\\roaming\\microsoft\\(crypto|protect)\\")
 _SECRET_PLACES = re.compile(
-    r"^((users|documents and settings)\\|inetpub\\|windows\\temp\\|windows\\panther\\|[^\\]+$)|(^|\\)\.ssh\\"
+    r"^((users|documents and settings)\\[^\\]+\\((desktop|documents|downloads|my documents|\.ssh)\\|[^\\]+$)"
+    r"|inetpub\\|windows\\temp\\|windows\\panther\\|[^\\]+$)|(^|\\)\.ssh\\"
 )
 
 
@@ -55,23 +56,83 @@ def _normal(path: str) -> str:
     return path.lstrip("\\").casefold()
 
 
-def is_candidate(path: str, entry: FileEntry) -> bool:
-    if entry.is_dir or entry.size == 0:
-        return False
+#: NTFS's own metadata files in the volume root (not user data; $Recycle.Bin is, and stays in).
+NTFS_METAFILES = frozenset(
+    {"$mft", "$mftmirr", "$logfile", "$volume", "$attrdef", "$bitmap", "$boot", "$badclus", "$secure", "$upcase"}
+)
+
+
+def _skipped(path: str) -> bool:
     lowered = _normal(path)
-    if lowered.startswith(_SKIP) or _USER_SKIP.match(lowered):
+    return lowered.startswith(_SKIP) or bool(_USER_SKIP.match(lowered)) or lowered in NTFS_METAFILES
+
+
+def is_candidate(path: str, entry: FileEntry) -> bool:
+    """The rule above for one file (``candidates`` applies it without walking every path)."""
+    if entry.is_dir or entry.size == 0 or _skipped(path):
         return False
     suffix = PurePosixPath(entry.name).suffix.lower()
     if suffix in KEY_EXTENSIONS or OPENSSH_NAME.match(entry.name):
         return True
-    return entry.size <= SMALL_FILE and suffix in TEXT_EXTENSIONS and bool(_SECRET_PLACES.search(lowered))
+    return entry.size <= SMALL_FILE and suffix in TEXT_EXTENSIONS and bool(_SECRET_PLACES.search(_normal(path)))
+
+
+def key_name(name: str) -> bool:
+    """A key-like extension or an OpenSSH key name (cheap: called once per name on the volume)."""
+    dot = name.rfind(".")
+    if dot >= 0 and name[dot:].lower() in KEY_EXTENSIONS:
+        return True
+    return name[:3].lower() == "id_" and OPENSSH_NAME.match(name) is not None
+
+
+#: Places whose small text files are sniffed too (§4.5): in each profile the profile folder itself, Desktop,
+#: Documents, Downloads and .ssh (not AppData: DPAPI and certificate stores there are read as such);
+#: inetpub, Windows\Temp and Windows\Panther; any ".ssh" folder; the volume root.
+PROFILE_PLACES = ("Desktop", "Documents", "Downloads", "My Documents", ".ssh")
+SECRET_FOLDERS = ("inetpub", "Windows\\Temp", "Windows\\Panther")
+
+
+def _profile_places(inventory: Inventory) -> Iterator[str]:
+    for root in ("Users", "Documents and Settings"):
+        for profile in inventory.children(root):
+            if profile.is_dir:
+                yield from (f"{root}\\{profile.name}\\{place}" for place in PROFILE_PLACES)
 
 
 def candidates(inventory: Inventory) -> Iterator[tuple[str, FileEntry]]:
-    """(volume path, entry) of every file worth sniffing, in inventory order."""
-    for path, entry in inventory.walk():
-        if is_candidate(path, entry):
+    """(volume path, entry) of every file worth sniffing, each once.
+
+    Key-like names come from one regex pass over the names; small text files only from the secret places
+    (their subtrees, the volume root, ``.ssh`` folders), so a 200,000-file volume costs a few hundred
+    milliseconds, not a full path walk.
+    """
+    seen: set[tuple[int, int]] = set()
+
+    def fresh(path: str, entry: FileEntry) -> bool:
+        key = (entry.parent, entry.record)
+        if key in seen or not is_candidate(path, entry):
+            return False
+        seen.add(key)
+        return True
+
+    ssh: list[str] = []
+    for path, entry in inventory.select(lambda n: key_name(n) or n.lower() == ".ssh"):
+        if entry.is_dir:
+            ssh.append(path)
+        elif fresh(path, entry):
             yield path, entry
+    for place in (*SECRET_FOLDERS, *_profile_places(inventory), *ssh):
+        for path, entry in inventory.walk_under(place):
+            if fresh(path, entry):
+                yield path, entry
+    top_level = [("", inventory.root())]  # files lying directly in the volume root or in a profile folder
+    for root in ("Users", "Documents and Settings"):
+        top_level += [(f"\\{root}\\{p.name}", p) for p in inventory.children(root) if p.is_dir]
+    for base, folder in top_level:
+        for entry in inventory.children(folder):
+            path = f"{base}\\{entry.name}"
+            if fresh(path, entry):
+                yield path, entry
 
 
 def sniff(head: bytes, path: str) -> str | None:

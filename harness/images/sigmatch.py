@@ -13,23 +13,12 @@ MAX_LISTED = 200_000
 
 
 def _subtree(inventory: Inventory, prefix: str) -> list[str]:
-    """Volume-relative paths of everything below ``prefix`` (depth-first, bounded)."""
-    start = inventory.lookup(prefix) if prefix else inventory.lookup("")
-    if start is None or not start.is_dir:
-        return []
+    """Volume-relative paths of everything below ``prefix`` (bounded)."""
     out: list[str] = []
-    stack: list[tuple[str, Any]] = [(prefix.strip("\\"), start)]
-    seen: set[int] = set()
-    while stack and len(out) < MAX_LISTED:
-        path, entry = stack.pop()
-        if entry.record in seen:
-            continue
-        seen.add(entry.record)
-        for child in inventory.children(entry):
-            child_path = f"{path}\\{child.name}" if path else child.name
-            out.append(child_path)
-            if child.is_dir:
-                stack.append((child_path, child))
+    for path, _entry in inventory.walk_under(prefix or "\\"):
+        out.append(path.lstrip("\\"))
+        if len(out) >= MAX_LISTED:
+            break
     return out
 
 

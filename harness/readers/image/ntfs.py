@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 from array import array
 from codecs import utf_16_le_decode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -1072,6 +1072,49 @@ class Inventory:
             parent, record = record, self._rec[found]
         entry = self._entry(found, parent)
         return entry if len(dirs[parent]) + 1 + len(entry.name) <= _MAX_PATH else None
+
+    def select(self, wanted: Callable[[str], object]) -> Iterator[tuple[str, FileEntry]]:
+        """(path, entry) of every reachable name for which ``wanted(name)`` is true, without building the
+        other paths: one pass over the names, then one over the folders. Much cheaper than ``walk()`` when
+        few names match (the key-material scan asks for a handful of extensions on a 200,000-name volume)."""
+        hits = {i for i, name in enumerate(self._name) if wanted(name)}
+        if not hits:
+            return
+        dirs = self._tree()
+        rec, meta, sizes, links, names = self._rec, self._meta, self._sizes, self._links, self._name
+        for d, prefix in dirs.items():
+            group = self._kids.get((meta[d] >> 8) << 48 | d, ())
+            if hits.isdisjoint(group):
+                continue
+            for i in group:
+                r = rec[i]
+                if i in hits and r != d and len(prefix) + 1 + len(names[i]) <= _MAX_PATH:
+                    m = meta[r]
+                    yield (
+                        prefix + "\\" + names[i],
+                        FileEntry(r, d, names[i], m & 2 == 2, sizes[r], links[r], m & 4 == 4),
+                    )
+
+    def walk_under(self, path: str, *, max_depth: int = _MAX_DEPTH) -> Iterator[tuple[str, FileEntry]]:
+        """(path, entry) of everything below the folder at ``path`` (nothing for a file or an unknown path)."""
+        start = self.lookup(path)
+        if start is None or not start.is_dir:
+            return
+        base = "" if start.record == ROOT else self.path_of(start)
+        stack = [(start.record, base, 0)]
+        seen = {start.record}
+        while stack:
+            record, prefix, depth = stack.pop()
+            for i in self._kids_of(record):
+                r = self._rec[i]
+                if r == record:
+                    continue
+                entry = self._entry(i, record)
+                child = prefix + "\\" + entry.name
+                yield child, entry
+                if entry.is_dir and r not in seen and depth + 1 < max_depth:
+                    seen.add(r)
+                    stack.append((r, child, depth + 1))
 
     def children(self, entry_or_path: FileEntry | str) -> list[FileEntry]:
         """The entries of a folder (by entry or path); [] for a file or an unknown path."""
