@@ -85,6 +85,13 @@ def key_name(name: str) -> bool:
     return name[:3].lower() == "id_" and OPENSSH_NAME.match(name) is not None
 
 
+#: ``key_name`` and ".ssh" folders as Inventory.select patterns (matched against lower-cased names).
+KEY_OR_SSH_NAMES = (
+    r"\.(?:" + "|".join(re.escape(e[1:]) for e in sorted(KEY_EXTENSIONS)) + r")$",
+    r"id_(?:rsa|dsa|ecdsa|ed25519)(?:_sk)?$",  # no "^": a literal prefix searches fastest; is_candidate checks
+    r"\.ssh$",
+)
+
 #: Places whose small text files are sniffed too (§4.5): in each profile the profile folder itself, Desktop,
 #: Documents, Downloads and .ssh (not AppData: DPAPI and certificate stores there are read as such);
 #: inetpub, Windows\Temp and Windows\Panther; any ".ssh" folder; the volume root.
@@ -116,9 +123,10 @@ def candidates(inventory: Inventory) -> Iterator[tuple[str, FileEntry]]:
         return True
 
     ssh: list[str] = []
-    for path, entry in inventory.select(lambda n: key_name(n) or n.lower() == ".ssh"):
+    for path, entry in inventory.select(*KEY_OR_SSH_NAMES):
         if entry.is_dir:
-            ssh.append(path)
+            if entry.name.lower() == ".ssh":
+                ssh.append(path)
         elif fresh(path, entry):
             yield path, entry
     for place in (*SECRET_FOLDERS, *_profile_places(inventory), *ssh):
