@@ -281,3 +281,17 @@ def test_image_and_service_model_together_catch_a_firewall_mismatch(
     failed = [line for line in together.outlines if line.startswith("FAILED")]
     assert len(failed) == 1 and "VMR401" in failed[0], failed
     assert "9443" in "\n".join(together.outlines)
+
+
+def test_prefetched_reading_is_taken_by_the_plugin_read(image_cache: Path) -> None:
+    from harness.images.extract import ExtractOptions
+
+    path = build_image(windows_server_2008r2_vmrole(), "vhd-fixed", cache_dir=image_cache)
+    worker.prefetch(path)
+    worker.prefetch(path, ExtractOptions(signature_files=("/nonexistent.yml",)))  # never collected
+    assert len(worker._PENDING) == 2
+    job = next(iter(worker._PENDING.values()))
+    facts = worker.read_image_isolated(path, timeout=60)
+    assert facts.os is not None and len(worker._PENDING) == 1 and not job.proc.is_alive()
+    worker._stop_pending()  # what atexit does: the uncollected worker is stopped
+    assert not worker._PENDING
