@@ -38,10 +38,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import requests
+
 PS_PREFIX = "$ProgressPreference='SilentlyContinue'"
 BATCH_MARK = "vmr-batch:"
 CODEPAGE = 65001  # UTF-8 output
 MAX_TRANSCRIPT = 60_000
+
+
+#: Pause before the single retry of a shell whose first connection was dropped.
+OPEN_RETRY_PAUSE = 0.5
 
 
 class WinRMError(Exception):
@@ -200,7 +206,14 @@ class WinRMPool:
         started = time.monotonic()
         try:
             protocol = self._protocol(address)
-            shell_id = protocol.open_shell(codepage=CODEPAGE)
+            try:
+                shell_id = protocol.open_shell(codepage=CODEPAGE)
+            except (requests.exceptions.SSLError, requests.exceptions.ConnectionError):
+                # One retry on a fresh connection: a listener that has just (re)started, or a loaded host, can
+                # drop the first TLS handshake. A second failure is reported as it is.
+                time.sleep(OPEN_RETRY_PAUSE)
+                protocol = self._protocol(address)
+                shell_id = protocol.open_shell(codepage=CODEPAGE)
         except Exception as exc:
             raise self._wrap(instance, "open a shell", exc) from None
         self.ctx.log("winrm shell opened", instance=instance, seconds=round(time.monotonic() - started, 3))

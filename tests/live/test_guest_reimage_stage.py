@@ -80,6 +80,38 @@ def test_pool_reuses_one_shell_per_instance(ctx):
     assert r.rc == 1 and r.stderr.startswith("Get-Content : Cannot find path") and "CLIXML" not in r.stderr
 
 
+def test_a_dropped_first_handshake_is_retried_once_then_reported(target, monkeypatch):
+    import requests
+    from winrm.protocol import Protocol
+
+    from harness.live import winrm_pool
+    from harness.live.winrm_pool import WinRMError
+
+    monkeypatch.setattr(winrm_pool, "OPEN_RETRY_PAUSE", 0.0)
+    real = Protocol.open_shell
+    failures = {"left": 1}
+
+    def flaky(self, *args, **kwargs):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise requests.exceptions.SSLError("TLS/SSL connection has been closed (EOF)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Protocol, "open_shell", flaky)
+    for left, works in ((1, True), (2, False)):
+        failures["left"] = left
+        other = LiveContext(target)
+        try:
+            name = other.deployment().instances[0].name
+            if works:
+                assert other.winrm.shell_id(name)
+            else:
+                with pytest.raises(WinRMError, match="could not open a shell"):
+                    other.winrm.shell_id(name)
+        finally:
+            other.close()
+
+
 def test_guest_checks_are_green_on_a_healthy_fabric(ctx, target):
     from harness.suites.live.guest import run
 
