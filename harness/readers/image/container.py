@@ -146,7 +146,7 @@ class Disk:
         self.label = file.label
 
     def read_at(self, offset: int, length: int) -> bytes:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: _FlatDisk and _SparseDisk implement it
 
     def close(self) -> None:
         self._file.close()
@@ -185,7 +185,7 @@ class _SparseDisk(Disk):
 
     def _segments(self, block: int, start: int, end: int) -> Iterable[tuple[int, int, int]]:
         """(kind, file offset or -1, length) covering bytes [start, end) of ``block``, in order."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: the VHD and VHDX disks implement it
 
     def read_at(self, offset: int, length: int) -> bytes:
         n = clip(self, offset, length)
