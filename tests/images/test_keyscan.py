@@ -64,9 +64,7 @@ def test_candidates_agree_with_the_per_file_rule_over_a_full_walk(inventory: Inv
 
 def test_select_and_walk_under_match_walk(inventory: Inventory) -> None:
     everything = dict(inventory.walk())
-    assert {p for p, _ in inventory.select(r"\.txt$")} == {
-        p for p in everything if p.endswith(".txt")
-    }
+    assert {p for p, _ in inventory.select(r"\.txt$")} == {p for p in everything if p.endswith(".txt")}
     under = {p for p, _ in inventory.walk_under("Users")}
     assert under == {p for p in everything if p.startswith("\\Users\\")}
     assert list(inventory.walk_under("readme.txt")) == [] and list(inventory.walk_under("nope")) == []
