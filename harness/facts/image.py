@@ -92,7 +92,7 @@ class OsInfo:
     @property
     def build_number(self) -> int | None:
         text = (self.build or "").strip()
-        return int(text) if text.isdigit() else None
+        return int(text) if text.isascii() and text.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,7 @@ def parse_rule(rule_id: str, text: str, store: str) -> FirewallRule:
     protocol_text = single("Protocol")
     if protocol_text is not None:
         stripped = protocol_text.strip()
-        if stripped.isdigit() and len(stripped) <= 3 and int(stripped) <= 255:
+        if stripped.isascii() and stripped.isdigit() and len(stripped) <= 3 and int(stripped) <= 255:
             protocol = int(stripped)
         else:
             problems.add(f"Protocol={_short(protocol_text)} is not a number from 0 to 255")
@@ -566,7 +566,8 @@ def _dword(value: object) -> int | None:
         return int(value)
     if isinstance(value, int):
         return value if 0 <= value <= 0xFFFFFFFF else None
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 10:
+    # isascii: str.isdigit() is also true for "²" and other digits int() refuses
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 10:
         return int(value.strip())
     if isinstance(value, bytes) and len(value) == 4:  # a DWORD handed over raw
         return int.from_bytes(value, "little")

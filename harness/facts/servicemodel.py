@@ -31,7 +31,7 @@ def parse_int(text: str | None) -> int | None:
     if text is None:
         return None
     stripped = text.strip()
-    if not stripped.isdigit():
+    if not (stripped.isascii() and stripped.isdigit()):  # "²".isdigit() is true; int() refuses it
         return None
     return int(stripped)
 

@@ -113,7 +113,7 @@ def parse_batch(stdout: str, count: int) -> list[Any]:
         text = line.strip()
         if text.startswith(BATCH_MARK):
             tail = text[len(BATCH_MARK) :]
-            current = int(tail) if tail.isdigit() else None
+            current = int(tail) if tail.isascii() and tail.isdigit() else None
             if current is not None:
                 parts.setdefault(current, [])
             continue

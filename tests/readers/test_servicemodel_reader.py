@@ -383,3 +383,9 @@ def test_oversized_file_refused_before_parsing(artefact: Make) -> None:
         handle.truncate(30 * 1024 * 1024)
     with pytest.raises(Unreadable, match=r"file is 30 MiB, over the 8 MiB limit for a service-model file"):
         read_definition(a)
+
+
+def test_parse_int_refuses_non_ascii_digits() -> None:
+    from harness.facts.servicemodel import parse_int
+
+    assert parse_int("²") is None and parse_int("٣") is None and parse_int(" 80 ") == 80
