@@ -32,6 +32,19 @@ PROFILES = (VMROLE, AZURE)
 
 GENERALIZED_STATE = "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"
 
+#: The hives each part of the facts is read from: a part whose hive is missing is not read (extractor), and
+#: rules needing it say which hive was the problem (checks/image/_base.py).
+HIVES_FOR_PART: dict[str, tuple[str, ...]] = {
+    "os": ("SOFTWARE",),
+    "services": ("SYSTEM",),
+    "products": ("SOFTWARE",),
+    "sysprep": ("SYSTEM", "SOFTWARE"),
+    "winlogon": ("SOFTWARE",),
+    "remote access": ("SYSTEM",),
+    "firewall": ("SYSTEM",),
+    "certificates": ("SOFTWARE",),
+}
+
 
 @dataclass(frozen=True)
 class ImageProblem:

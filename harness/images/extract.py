@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.facts.image import (
+    HIVES_FOR_PART,
     CertificateEntry,
     ControlSet,
     ImageFacts,
@@ -34,6 +35,7 @@ from harness.readers.image.container import open_disk
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
 from harness.readers.image.partitions import Partition, PartitionTable, read_partitions
 from harness.readers.image.regf import DIRTY_NOTE, Hive, Key
+from harness.readers.image.regf import values_of as regf_values_of
 from harness.readers.image.source import FileSource
 
 Progress = Callable[[str], None]
@@ -154,9 +156,7 @@ def decode_text(data: bytes) -> str:
 
 def values_of(key: Key | None) -> dict[str, Any]:
     """A key's values by lower-cased name (as Python values); {} for a missing key."""
-    if key is None:
-        return {}
-    return {v.name.lower(): v.as_python() for v in key.values()}
+    return regf_values_of(key, lowercase=True)
 
 
 def _str(value: Any) -> str | None:
@@ -319,21 +319,8 @@ def _windows_facts(reader: _Reader, facts: ImageFacts, options: ExtractOptions) 
     return replace(facts, **updates)
 
 
-_HIVES_NEEDED = {
-    "os": ("SOFTWARE",),
-    "services": ("SYSTEM",),
-    "products": ("SOFTWARE",),
-    "sysprep": ("SYSTEM", "SOFTWARE"),
-    "answer files": (),
-    "winlogon": ("SOFTWARE",),
-    "remote access": ("SYSTEM",),
-    "firewall": ("SYSTEM",),
-    "certificates": ("SOFTWARE",),
-}
-
-
 def _needs_missing_hive(part: str, system: Hive | None, software: Hive | None) -> bool:
-    needed = _HIVES_NEEDED.get(part, ())
+    needed = HIVES_FOR_PART.get(part, ())
     return ("SYSTEM" in needed and system is None) or ("SOFTWARE" in needed and software is None)
 
 
@@ -583,7 +570,7 @@ def _certificates(reader: _Reader, software: Hive | None, facts: dict[str, Any])
 
     assert reader.inventory is not None
     user_hives: list[tuple[str, Hive]] = []
-    for profile in _user_profiles(reader):
+    for profile in facts.get("user_profiles", ()):
         hive = reader.hive(f"NTUSER.DAT of {profile}", f"{profile}\\NTUSER.DAT")
         if hive is not None:
             user_hives.append((profile, hive))

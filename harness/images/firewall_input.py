@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from harness.facts.image_firewall import FirewallPolicy, FirewallStoreValues, effective_policy
-from harness.readers.image.regf import Hive, Key
+from harness.readers.image.regf import Hive, Key, values_of
 
 LOCAL_BASE = "Services\\SharedAccess\\Parameters\\FirewallPolicy"
 DEFAULTS_BASE = "Services\\SharedAccess\\Defaults\\FirewallPolicy"
 GPO_BASE = "Policies\\Microsoft\\WindowsFirewall"
 LOCAL_PROFILES = ("DomainProfile", "StandardProfile", "PublicProfile")
 GPO_PROFILES = ("DomainProfile", "PrivateProfile", "PublicProfile", "StandardProfile")
-
-
-def _values(key: Key | None) -> dict[str, Any]:
-    if key is None:
-        return {}
-    return {v.name: v.as_python() for v in key.values()}
 
 
 def _store(base: Key | None, profile_keys: tuple[str, ...]) -> FirewallStoreValues | None:
@@ -29,16 +23,16 @@ def _store(base: Key | None, profile_keys: tuple[str, ...]) -> FirewallStoreValu
         key = base.subkey(name)
         if key is None:
             continue
-        profiles[name] = _values(key)
+        profiles[name] = values_of(key)
         legacy = key.subkey("GloballyOpenPorts")
         legacy_list = legacy.subkey("List") if legacy is not None else None
         if legacy_list is not None:
-            open_ports[name] = _values(legacy_list)
+            open_ports[name] = values_of(legacy_list)
     return FirewallStoreValues(
         profiles=profiles,
-        rules=_values(base.subkey("FirewallRules")),
+        rules=values_of(base.subkey("FirewallRules")),
         globally_open_ports=open_ports,
-        policy_version=_values(base).get("PolicyVersion"),
+        policy_version=values_of(base).get("PolicyVersion"),
     )
 
 
@@ -49,4 +43,4 @@ def firewall_policy(system: Hive, software: Hive | None, control_set: str) -> Fi
     defaults = system.key(f"{control_set}\\{DEFAULTS_BASE}\\FirewallRules")
     if local is None and gpo is None:
         return None
-    return effective_policy(local or FirewallStoreValues(), gpo, defaults_rules=_values(defaults) or None)
+    return effective_policy(local or FirewallStoreValues(), gpo, defaults_rules=values_of(defaults) or None)

@@ -177,19 +177,6 @@ def _profiles(inventory: Inventory) -> list[str]:
     return out
 
 
-def _files_under(inventory: Inventory, directory: str, depth: int) -> Iterator[tuple[str, FileEntry]]:
-    entry = inventory.lookup(directory)
-    if entry is None or not entry.is_dir:
-        return
-    for child in inventory.children(entry):
-        path = f"{directory}\\{child.name}"
-        if child.is_dir:
-            if depth > 0:
-                yield from _files_under(inventory, path, depth - 1)
-        else:
-            yield path, child
-
-
 def key_containers(inventory: Inventory, allowlist_files: Sequence[str] = ()) -> tuple[Any, ...]:
     """Every file in a key-container directory, classified (allowlisted or not)."""
     from harness.facts.image_certs import classify_key_file, load_machine_key_allowlist
@@ -203,7 +190,9 @@ def key_containers(inventory: Inventory, allowlist_files: Sequence[str] = ()) ->
             directories.append(pattern)
     found = []
     for directory in directories:
-        for path, entry in _files_under(inventory, directory, depth=1):
+        for path, entry in inventory.walk_under(directory, max_depth=2):
+            if entry.is_dir:
+                continue
             classified = classify_key_file(path, entry.name, allowlist)
             if classified is not None:
                 found.append(classified)

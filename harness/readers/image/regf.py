@@ -569,3 +569,10 @@ class Key:
         if error is not None:
             raise error
         return None
+
+
+def values_of(key: Key | None, *, lowercase: bool = False) -> dict[str, str | int | bytes | list[str] | None]:
+    """A key's values as Python values by name ({} for a missing key); ``lowercase`` folds the names."""
+    if key is None:
+        return {}
+    return {(v.name.lower() if lowercase else v.name): v.as_python() for v in key.values()}
