@@ -119,13 +119,16 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
     """Start reading the named images now, so that reading overlaps pytest's start-up (the plugin then takes
     the result; with other options than these it reads again)."""
     from harness.engine.artefact import IMAGE, kind_of
+
+    images = [p for p in dict.fromkeys([*ns.image, *paths]) if kind_of(Path(p)) == IMAGE and Path(p).is_file()]
+    if not images:
+        return  # a service-model lint does not pay for importing the image readers
     from harness.images.extract import ExtractOptions
     from harness.images.worker import prefetch
 
     options = ExtractOptions(signature_files=tuple(os.path.abspath(os.path.expanduser(p)) for p in ns.signatures))
-    for p in dict.fromkeys([*ns.image, *paths]):
-        if kind_of(Path(p)) == IMAGE and Path(p).is_file():
-            prefetch(Path(p), options)
+    for p in images:
+        prefetch(Path(p), options)
 
 
 def cmd_probe(ns: argparse.Namespace, extra: list[str]) -> int:
