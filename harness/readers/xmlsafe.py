@@ -123,13 +123,76 @@ class _Builder:
         return self.root
 
 
-_DECL_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+#: The encoding name in an XML declaration (any quoted value: names outside the allowlist are refused below).
+_DECL_ENCODING = re.compile(r"""\A<\?xml\s[^>]*?\bencoding\s*=\s*(["'])([^"'<>]{0,1000})\1""")
+_DECL_ENCODING_BYTES = re.compile(_DECL_ENCODING.pattern.encode())
+
+#: The encodings a document may declare: real text encodings, by their IANA names and common aliases
+#: (lower case, "_" read as "-"), mapped to the Python codec that decodes them. Nothing else is looked up:
+#: Python also "knows" bytes-to-bytes codecs (hex, base64, zlib, rot13, uu, ...), codecs that are not
+#: charsets (idna, punycode, unicode_escape, undefined), UTF-7 (a classic filter-evasion trick) and
+#: platform-only ones (mbcs, oem); a declaration naming any of those, or an unknown name, is Unreadable.
+#: UTF-16 and UTF-32 are read only when the bytes say so (byte order mark or "<\0"/"\0<"), never because
+#: a declaration says so; .NET writes encoding="utf-16" into files saved as UTF-8, which read as UTF-8.
+_UTF16_32 = "utf-16/32"
+ACCEPTED_ENCODINGS: dict[str, str] = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "us-ascii": "ascii",
+    "ascii": "ascii",
+    "latin1": "latin-1",
+    "latin-1": "latin-1",
+    **{
+        name: _UTF16_32
+        for name in ("utf-16", "utf16", "utf-16le", "utf-16be", "utf-32", "utf32", "utf-32le", "utf-32be")
+    },
+    **{f"iso-8859-{n}": f"iso8859_{n}" for n in (*range(1, 12), 13, 14, 15, 16)},
+    **{f"iso8859-{n}": f"iso8859_{n}" for n in (*range(1, 12), 13, 14, 15, 16)},
+    **{f"windows-{n}": f"cp{n}" for n in range(1250, 1259)},
+    **{f"cp{n}": f"cp{n}" for n in range(1250, 1259)},
+    "shift-jis": "shift_jis",
+    "sjis": "shift_jis",
+    "windows-31j": "cp932",
+    "cp932": "cp932",
+    "euc-jp": "euc_jp",
+    "euc-kr": "euc_kr",
+    "gb2312": "gb2312",
+    "gbk": "gbk",
+    "gb18030": "gb18030",
+    "big5": "big5",
+    "koi8-r": "koi8_r",
+    "koi8-u": "koi8_u",
+}
+ACCEPTED_SUMMARY = (
+    "UTF-8, UTF-16, UTF-32, US-ASCII, ISO-8859-1 to -16, windows-1250 to -1258, Shift_JIS, EUC-JP, EUC-KR, "
+    "GB2312, GBK, GB18030, Big5, KOI8-R, KOI8-U"
+)
 
 
-def _decode(data: bytes, path: Path) -> str | bytes:
-    """Text for the parser: decoded here when the byte order mark or byte pattern says UTF-16/32 or the
-    bytes are valid UTF-8 (so a wrong ``encoding="utf-16"`` declaration, common in .NET output, does
-    not matter); otherwise the raw bytes, so that expat honours a declared single-byte encoding."""
+def _declared(name: str, path: Path) -> tuple[str, str]:
+    """(name as declared, Python codec) for an accepted declared encoding; Unreadable naming it otherwise."""
+    codec = ACCEPTED_ENCODINGS.get(name.strip().lower().replace("_", "-"))
+    if codec is None:
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise Unreadable(
+            path,
+            f"declares encoding {shown!r}, which is not an accepted text encoding (accepted: {ACCEPTED_SUMMARY})",
+        )
+    return name.strip(), codec
+
+
+def _check_declaration(text: str, path: Path) -> str:
+    match = _DECL_ENCODING.match(text[:2048])
+    if match is not None:
+        _declared(match.group(2), path)
+    return text
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """Text for the parser, always decoded here (expat is then told the text is UTF-8, so it never looks a
+    declared name up itself): by the byte order mark or byte pattern for UTF-16/32, as UTF-8 when the bytes
+    are valid UTF-8 (so a wrong ``encoding="utf-16"`` declaration, common in .NET output, does not matter),
+    otherwise by the declared encoding, which must be in :data:`ACCEPTED_ENCODINGS`."""
     boms = (
         (b"\xef\xbb\xbf", "utf-8"),
         (b"\xff\xfe\x00\x00", "utf-32-le"),
@@ -139,25 +202,35 @@ def _decode(data: bytes, path: Path) -> str | bytes:
     )
     for bom, codec in boms:
         if data.startswith(bom):
-            return _strict(data[len(bom) :], codec, path)
+            return _check_declaration(_strict(data[len(bom) :], codec, path), path)
     if data.startswith(b"<\x00") and not data.startswith(b"<\x00\x00"):
-        return _strict(data, "utf-16-le", path)
+        return _check_declaration(_strict(data, "utf-16-le", path), path)
     if data.startswith(b"\x00<") and not data.startswith(b"\x00\x00"):
-        return _strict(data, "utf-16-be", path)
+        return _check_declaration(_strict(data, "utf-16-be", path), path)
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        match = _DECL_ENCODING.match(data)
-        if match is None or match.group(1).lower() in (b"utf-8", b"utf8"):
-            raise Unreadable(path, "not valid UTF-8 text and no other encoding is declared") from None
-        return data
+        return _check_declaration(data.decode("utf-8"), path)
+    except UnicodeDecodeError as exc:
+        bad_utf8 = exc.start
+    match = _DECL_ENCODING_BYTES.match(data[:2048])
+    if match is None:
+        raise Unreadable(path, f"not valid UTF-8 text at byte {bad_utf8} and no other encoding is declared")
+    name, codec = _declared(match.group(2).decode("latin-1"), path)
+    if codec == "utf-8":
+        raise Unreadable(path, f"not valid UTF-8 text at byte {bad_utf8}")
+    if codec == _UTF16_32:
+        raise Unreadable(
+            path,
+            f"declares {name.upper()} but has no byte order mark and is written in 8-bit text (not valid "
+            f"UTF-8 at byte {bad_utf8})",
+        )
+    return _strict(data, codec, path, shown=name.upper())
 
 
-def _strict(data: bytes, codec: str, path: Path) -> str:
+def _strict(data: bytes, codec: str, path: Path, *, shown: str | None = None) -> str:
     try:
         return data.decode(codec)
     except UnicodeDecodeError as exc:
-        raise Unreadable(path, f"not valid {codec.upper()} text at byte {exc.start}") from None
+        raise Unreadable(path, f"not valid {shown or codec.upper()} text at byte {exc.start}") from None
 
 
 def size_text(size: int) -> str:
@@ -219,7 +292,7 @@ def parse_xml(
         raise Unreadable(path, "external entity references are not allowed", location=location) from None
     except _LimitExceeded as exc:
         raise Unreadable(path, f"XML has {exc}; refusing to parse further", location=location) from None
-    except (ValueError, UnicodeError, RecursionError, MemoryError) as exc:
+    except (ValueError, UnicodeError, LookupError, RecursionError, MemoryError) as exc:
         # expat's str path re-encodes; lone surrogates and similar land here.
         raise Unreadable(path, f"cannot parse XML: {type(exc).__name__}", location=location) from None
     if root is None:
