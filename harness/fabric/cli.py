@@ -115,8 +115,8 @@ def _up(ns: argparse.Namespace, state: Path) -> int:
 def describe(data: dict) -> str:
     lines = [
         f"deployment {data['deployment_name']} of {data['service_name']} ({data['slot']}): {data['state']}",
-        f"  management API  https://127.0.0.1:{data['management']['https_port']}/{data['subscription_id']} (mutual TLS)"
-        f"  http://127.0.0.1:{data['management']['http_port']}",
+        f"  management API  https://127.0.0.1:{data['management']['https_port']}/{data['subscription_id']}"
+        " (mutual TLS)",
         f"  blob storage    http://127.0.0.1:{data['azurite'].get('blob_port')}/devstoreaccount1",
     ]
     for ep in data["input_endpoints"]:

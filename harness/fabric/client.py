@@ -236,18 +236,14 @@ class Fabric:
         from azure.servicemanagement import ServiceManagementService
 
         mgmt = self.data["management"]
+        if not https:
+            raise FabricError("the fabric's management API is HTTPS only, with the management certificate")
         session = requests.Session()
         session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify (live-reference §0)
-        if https:
-            session.cert = (mgmt["client_cert"], mgmt["client_key"])
-            session.verify = mgmt["ca"]
-            host = f"127.0.0.1:{mgmt['https_port']}"
-        else:
-            host = f"127.0.0.1:{mgmt['http_port']}"
-        client = ServiceManagementService(self.data["subscription_id"], host=host, request_session=session)
-        if not https:
-            client._httpclient.protocol = "http"
-        return client
+        session.cert = (mgmt["client_cert"], mgmt["client_key"])
+        session.verify = mgmt["ca"]
+        host = f"127.0.0.1:{mgmt['https_port']}"
+        return ServiceManagementService(self.data["subscription_id"], host=host, request_session=session)
 
     def winrm_password(self) -> str:
         return Path(self.data["winrm"]["password_file"]).read_text().strip()

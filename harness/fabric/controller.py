@@ -239,12 +239,14 @@ class Controller:
         self.haproxy = HAProxy(socket_path)
         self.haproxy.start(config_path)
 
-        http_port, https_port = allocate(2)
+        (https_port,) = allocate(1)
         self.mgmt_faults = FaultState()
+        # HTTPS with the management certificate only, as Azure: no plain-HTTP listener (issue 9: it took
+        # reboot/reimage from any local user).
         self.mgmt = ManagementServer(
             self,
             subscription_id=SUBSCRIPTION_ID,
-            http_port=http_port,
+            http_port=None,
             https_port=https_port,
             server_cert=str(self.mgmt_server_cert[0]),
             server_key=str(self.mgmt_server_cert[1]),

@@ -367,7 +367,9 @@ def fabric_target_document(data: dict[str, Any], state_dir: Path, *, https: bool
     """The target file content for a running fabric (from its fabric.json), secrets by file reference."""
     mgmt = data["management"]
     secrets = state_dir / "secrets"
-    port = mgmt["https_port"] if https else mgmt["http_port"]
+    port = mgmt["https_port"] if https else mgmt.get("http_port")
+    if not port:
+        raise ValueError("the fabric's management API is HTTPS only (the management certificate)")
     document: dict[str, Any] = {
         "name": "local-fabric",
         "management": {

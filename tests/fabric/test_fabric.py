@@ -105,6 +105,25 @@ def test_management_api_with_the_real_client(fabric):
     assert by_name.private_id == fabric.data["deployment_id"]
 
 
+def test_management_api_has_no_unauthenticated_listener(fabric):
+    """Issue 9: the fabric's plain-HTTP management port took reboot/reimage from any local user. The fabric
+    serves the API on HTTPS only, with the management certificate (as Azure does)."""
+    mgmt = fabric.data["management"]
+    assert mgmt["http_port"] is None and mgmt["require_client_cert"] is True
+    with pytest.raises(FabricError):
+        fabric.management_client(https=False)
+    instance = fabric.instances[0]["id"]
+    url = (
+        f"https://127.0.0.1:{mgmt['https_port']}/{fabric.data['subscription_id']}/services/hostedservices/"
+        f"{fabric.data['service_name']}/deploymentslots/production/roleinstances/{instance}?comp=reboot"
+    )
+    with requests.Session() as s:
+        s.trust_env = False
+        r = s.post(url, headers={"x-ms-version": "2014-10-01", "Authorization": "Bearer x"}, verify=fabric.ca_file)
+    assert r.status_code == 403 and b"<Code>ForbiddenError</Code>" in r.content
+    assert fabric.refresh()["instances"][0]["status"] == "ReadyRole"
+
+
 def _reimage_and_wait(fabric: Fabric, kind: str, instance: str) -> list[str]:
     sms = fabric.management_client()
     svc, dep = fabric.data["service_name"], fabric.data["deployment_name"]

@@ -21,7 +21,7 @@ from azure.common import AzureConflictHttpError, AzureHttpError, AzureMissingRes
 from azure.servicemanagement import ServiceManagementService
 
 from harness.fabric.mgmt.faults import FaultState
-from harness.fabric.mgmt.server import ManagementServer
+from harness.fabric.mgmt.server import FORBIDDEN_MESSAGE, ManagementServer
 from harness.fabric.views import (
     BUSY,
     FAILED,
@@ -251,6 +251,7 @@ def sms_http(server: ManagementServer, sessions: list[requests.Session]) -> Serv
     session = requests.Session()
     session.trust_env = False
     sessions.append(session)
+    session.headers["Authorization"] = f"Bearer {server.token}"  # the plain port's secret (issue 9)
     client = ServiceManagementService(SUB, host=f"127.0.0.1:{server.http_port}", request_session=session)
     client._httpclient.protocol = "http"
     return client
@@ -261,6 +262,7 @@ def raw(server: ManagementServer, sessions: list[requests.Session]) -> requests.
     """A plain ``requests`` session for the HTTP port (for what the client does not expose)."""
     s = requests.Session()
     s.trust_env = False
+    s.headers["Authorization"] = f"Bearer {server.token}"
     sessions.append(s)
     return s
 
@@ -546,6 +548,86 @@ def test_http_port_answers_without_client_certificate_only_on_loopback(server: M
     assert server.urls == [f"http://127.0.0.1:{server.http_port}", f"https://127.0.0.1:{server.https_port}"]
     for s in server._servers:
         assert s.server_address[0] == "127.0.0.1"
+
+
+def forbidden(r: requests.Response) -> bool:
+    """Azure's 403 for a request it cannot authenticate, with its exact XML error body."""
+    root = ET.fromstring(r.content)
+    return (
+        r.status_code == 403
+        and error_code(r.content) == "ForbiddenError"
+        and root.findtext("a:Message", namespaces=NS) == FORBIDDEN_MESSAGE
+        and r.headers.get("Content-Type", "").startswith("application/xml")
+        and is_request_id(r.headers.get("x-ms-request-id"))
+    )
+
+
+def test_http_port_refuses_unauthenticated_requests(server: ManagementServer, lifecycle: FakeLifecycle) -> None:
+    """Issue 9: the plain-HTTP port took reboot/reimage from any local user without credentials."""
+    instance = f"/services/hostedservices/{SERVICE}/deploymentslots/production/roleinstances/WebVM_IN_0"
+    wrong = [None, "Bearer", "Bearer wrong", f"Bearer {server.token[:-1]}", "Basic dm1yYWRtaW46eA==", "Bearer \xfc\xe9"]
+    with requests.Session() as s:
+        s.trust_env = False
+        for auth in wrong:
+            headers = {"x-ms-version": "2014-10-01"}
+            if auth is not None:
+                headers["Authorization"] = auth
+            for comp in ("reboot", "reimage"):
+                assert forbidden(s.post(http_url(server, f"{instance}?comp={comp}"), headers=headers)), auth
+            assert forbidden(s.get(http_url(server, "/services/hostedservices"), headers=headers)), auth
+            assert forbidden(s.get(http_url(server, "/operations/x"), headers=headers)), auth
+        # a raw header that is not even Latin-1 text (UTF-8 bytes) is a 403, not a dropped connection
+        import socket
+
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as raw_sock:
+            raw_sock.sendall(
+                f"POST /{SUB}{instance}?comp=reimage HTTP/1.1\r\nHost: x\r\nx-ms-version: 2014-10-01\r\n".encode()
+                + "Authorization: Bearer ünïcödé\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
+            reply = b""
+            while chunk := raw_sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 403 "), reply[:100]
+    assert lifecycle.started == []
+    # the right secret works
+    with requests.Session() as s:
+        s.trust_env = False
+        r = s.post(
+            http_url(server, f"{instance}?comp=reboot"),
+            headers={"x-ms-version": "2014-10-01", "Authorization": f"Bearer {server.token}"},
+        )
+        assert r.status_code == 202
+    assert [kind for kind, _, _ in lifecycle.started] == ["reboot"]
+
+
+def test_every_listener_is_authenticated(lifecycle: FakeLifecycle, pki: Pki) -> None:
+    """A plain-HTTP listener always has a secret (generated when not given), never an open door."""
+    srv = ManagementServer(lifecycle, subscription_id=SUB, http_port=0)
+    assert len(srv.token) >= 32
+    with srv, requests.Session() as s:
+        s.trust_env = False
+        url = f"http://127.0.0.1:{srv.http_port}/{SUB}/services/hostedservices"
+        assert forbidden(s.get(url, headers={"x-ms-version": "2014-10-01"}))
+        ok = s.get(url, headers={"x-ms-version": "2014-10-01", "Authorization": f"Bearer {srv.token}"})
+        assert ok.status_code == 200
+    with pytest.raises(ValueError):
+        ManagementServer(lifecycle, subscription_id=SUB, http_port=0, token="")
+
+
+def test_bad_content_length_is_400_not_500(server: ManagementServer) -> None:
+    import socket
+
+    for value in ("abc", "-5", "99999999999999999999"):
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+            sock.sendall(
+                f"GET /{SUB}/services/hostedservices HTTP/1.1\r\nHost: x\r\nx-ms-version: 2014-10-01\r\n"
+                f"Authorization: Bearer {server.token}\r\nContent-Length: {value}\r\nConnection: close\r\n\r\n".encode()
+            )
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400 "), (value, reply[:200])
+        assert b"Traceback" not in reply
 
 
 # -- faults -------------------------------------------------------------------------------------------------

@@ -10,17 +10,22 @@ Resources (``/<subscription-id>/...``):
 - ``GET operations/<request-id>`` (with or without dashes) → ``<Operation>``
 
 Errors are Azure's ``<Error><Code/><Message/></Error>``; every response carries ``x-ms-request-id``.
-The plain-HTTP port does not authenticate (it is loopback-only); the HTTPS port, when
-``require_client_cert``, answers ``403 ForbiddenError`` unless the client presented the management
-certificate (``client_cert`` pins it; without a pin any certificate that ``ca_cert`` verifies is accepted).
+Every listener authenticates (issue 9: loopback is not a security boundary, every local user reaches it):
+the HTTPS port, when ``require_client_cert``, answers ``403 ForbiddenError`` unless the client presented the
+management certificate (``client_cert`` pins it; without a pin any certificate that ``ca_cert`` verifies is
+accepted). The plain-HTTP port (and HTTPS without ``require_client_cert``) needs the server's secret
+``token`` in ``Authorization: Bearer <token>`` (compared as bytes in constant time), or it answers the same
+``403 ForbiddenError``. Authentication is checked before anything else (faults, routing) runs.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import hmac
 import logging
 import re
+import secrets
 import socket
 import socketserver
 import ssl
@@ -49,6 +54,8 @@ HANDSHAKE_TIMEOUT = 10.0
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_BEARER = b"bearer "
+MAX_BODY = 1 << 20  # the API takes no request bodies; a longer one is refused (400) and the connection closed
 _OPERATION_KINDS = {"reboot": "reboot", "reimage": "reimage", "rebuild": "rebuild"}
 
 FORBIDDEN_MESSAGE = (
@@ -188,6 +195,9 @@ class ManagementServer:
     client certificate, verifies it against ``ca_cert`` (or the pinned ``client_cert`` itself when it is
     self-signed and there is no ``ca_cert``), and answers 403 unless it is the management certificate.
     ``faults`` is shared with whoever injects them (the controller); a private one is made if omitted.
+    ``token``: the secret a request without a client certificate must send as ``Authorization: Bearer
+    <token>`` (the plain-HTTP port always, HTTPS when it does not require the certificate); a random one is
+    made when omitted (read it back from :attr:`token`), so no listener is ever unauthenticated.
     """
 
     def __init__(
@@ -204,9 +214,14 @@ class ManagementServer:
         faults: FaultState | None = None,
         client_cert: str | Path | None = None,
         request_log_size: int = 1000,
+        token: str | None = None,
     ) -> None:
         if http_port is None and https_port is None:
             raise ValueError("neither http_port nor https_port given")
+        if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+            raise ValueError("token must be at least 16 printable ASCII characters")
+        self.token = token if token is not None else secrets.token_urlsafe(32)
+        self._token_bytes = self.token.encode("ascii")
         self.lifecycle = lifecycle
         self.subscription_id = subscription_id
         self.require_client_cert = require_client_cert
@@ -327,7 +342,7 @@ class ManagementServer:
         status = 500
         try:
             self._drain_body(h)
-            if scheme == "https" and self.require_client_cert and not self._authorized(h):
+            if not self._authenticated(h):
                 raise _ApiError(403, "ForbiddenError", FORBIDDEN_MESSAGE)
             fault = self.faults.for_request(method)
             if fault is not None:
@@ -367,9 +382,32 @@ class ManagementServer:
 
     @staticmethod
     def _drain_body(h: _Handler) -> None:
-        length = int(h.headers.get("Content-Length") or 0)
+        raw = (h.headers.get("Content-Length") or "0").strip()
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            h.close_connection = True  # the body cannot be skipped reliably: do not read the next request from it
+            raise _ApiError(400, "BadRequest", "Chunked request bodies are not supported.")
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+            h.close_connection = True
+            raise _ApiError(400, "BadRequest", "The Content-Length header is not valid.")
+        length = int(raw)
+        if length > MAX_BODY:
+            h.close_connection = True
+            raise _ApiError(400, "BadRequest", "The request body is too large.")
         if length > 0:
-            h.rfile.read(min(length, 1 << 20))
+            h.rfile.read(length)
+
+    def _authenticated(self, h: _Handler) -> bool:
+        if h.server.scheme == "https" and self.require_client_cert:
+            return self._authorized(h)
+        return self._bearer_ok(h)
+
+    def _bearer_ok(self, h: _Handler) -> bool:
+        # http.server decodes header bytes as Latin-1, so any header round-trips to bytes; compare bytes
+        # (hmac.compare_digest raises TypeError on non-ASCII str).
+        given = (h.headers.get("Authorization") or "").strip().encode("latin-1", errors="replace")
+        if given[: len(_BEARER)].lower() != _BEARER:
+            return False
+        return hmac.compare_digest(given[len(_BEARER) :].strip(), self._token_bytes)
 
     def _authorized(self, h: _Handler) -> bool:
         sock = h.request
