@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import uuid
 from array import array
@@ -393,6 +394,8 @@ class _ChainLink:
 
 def _open_vhd(path: Path, file: FileSource, head: bytes, max_chain: int, chain: tuple[_ChainLink, ...]) -> Disk:
     fs = file.size
+    if fs < SECTOR:
+        raise Unreadable(path, f"file is {fs} bytes: too short for a VHD (its footer alone is {SECTOR} bytes)")
     tail = file.read_at(fs - SECTOR, SECTOR) if fs >= SECTOR else b""
     end_footer = tail if tail[:8] == _VHD_COOKIE else None
     copy = file.read_at(0, SECTOR) if head[:8] == _VHD_COOKIE else None
@@ -573,7 +576,11 @@ def _parent_candidates(path: Path, file: FileSource, header: bytes) -> tuple[lis
         if not text:
             continue
         if kind == "url":
-            parsed = urlparse(text)
+            try:
+                parsed = urlparse(text)
+            except ValueError:  # "Invalid IPv6 URL" and similar: a damaged locator, not a crash
+                notes.append(f"parent locator {i} (MacX) is not a usable URL")
+                continue
             text = unquote(parsed.path) if parsed.scheme in ("file", "") else ""
             if text:
                 absolute.append(text)
@@ -611,20 +618,40 @@ def _parent_candidates(path: Path, file: FileSource, header: bytes) -> tuple[lis
     return candidates, shown, notes
 
 
+def _stat_regular(candidate: Path) -> tuple[os.stat_result | None, str | None]:
+    """The candidate's stat when it is a regular file, else (None, why not when it was not plain absence).
+    Names come from the untrusted file: every OSError (ENAMETOOLONG, ELOOP, EACCES, EIO...) and ValueError
+    (an embedded NUL) is an answer here, never an exception."""
+    try:
+        st = os.stat(candidate)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be checked: {exc.strerror or type(exc).__name__}"
+    except ValueError:
+        return None, "cannot be checked: not a valid path"
+    if not stat.S_ISREG(st.st_mode):
+        return None, None
+    return st, None
+
+
 def _open_vhd_parent(
     path: Path, file: FileSource, header: bytes, max_chain: int, chain: tuple[_ChainLink, ...]
 ) -> tuple[Disk, Path]:
     candidates, shown, notes = _parent_candidates(path, file, header)
     found: Path | None = None
-    for cand in candidates:
-        if cand.is_file():
+    st: os.stat_result | None = None
+    for n, cand in enumerate(candidates):
+        st, problem = _stat_regular(cand)
+        if st is not None:
             found = cand
             break
-    if found is None:
+        if problem:
+            shown[n] += f" [{problem}]"
+    if found is None or st is None:
         detail = "; ".join(shown) if shown else "no parent locator or parent name in the header"
         extra = f" ({'; '.join(notes)})" if notes else ""
         raise Unreadable(path, f"parent of differencing disk not found; tried: {detail}{extra}")
-    st = found.stat()
     key = (st.st_dev, st.st_ino)
     names = [link.name for link in chain]
     if any(link.key == key for link in chain):
