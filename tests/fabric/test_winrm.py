@@ -477,3 +477,92 @@ def test_password_never_logged(fabric):
     assert lines, "the server logs something (at least its listeners)"
     assert not any(fabric["password"] in line for line in lines)
     assert not any(quote(fabric["password"], safe="") in line for line in lines)
+
+
+# -- failed-login throttling (issue 9 finding 3) -----------------------------------------------------------
+
+
+def test_wrong_passwords_are_throttled_and_the_right_one_works_after_the_lockout(fabric, tmp_path):
+    """~950 wrong passwords a second were accepted for checking. Now each failure is answered after a delay
+    and, after ``lockout_threshold`` failures, the client is locked out (401 without checking) for a short,
+    configurable, growing window; a correct login afterwards is fast."""
+    password = f"Pw{secrets.token_hex(8)}@x!"
+    (tmp_path / "pw").write_text(password)
+    (tmp_path / "c").mkdir()
+    https_port, http_port = allocate(2)
+    cfg = {
+        "https_port": https_port,
+        "http_port": http_port,
+        "cert": str(fabric["dir"].parents[1] / "certs" / "winrm.pem"),
+        "key": str(fabric["dir"].parents[1] / "certs" / "winrm.key"),
+        "username": USER,
+        "password_file": str(tmp_path / "pw"),
+        "lockout_threshold": 3,
+        "lockout_seconds": 0.5,
+        "max_lockout_seconds": 1.0,
+        "failure_delay_ms": 100,
+    }
+    servers = start_winrm(cfg, {"id": "WebVM_IN_7", "drives": {"C": str(tmp_path / "c")}})
+    try:
+        url = f"https://127.0.0.1:{https_port}/wsman"
+        attempts = 0
+        with requests.Session() as s:
+            s.trust_env = False
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                r = s.post(url, data=b"<x/>", auth=(USER, f"guess{attempts}"), verify=False, timeout=10)
+                assert r.status_code == 401
+                attempts += 1
+        assert attempts <= 20, attempts
+        # NTLM failures count too (and are refused while locked out)
+        with pytest.raises(InvalidCredentialsError):
+            _http_ntlm(fabric, "wrong", f"http://127.0.0.1:{http_port}/wsman").run_cmd("hostname")
+        # the right password is refused during the lockout, and works (fast) once it is over
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                r = winrm.Session(url, auth=(USER, password), transport="ssl", server_cert_validation="ignore")
+                assert r.run_cmd("hostname").std_out == b"WebVM_IN_7\r\n"
+                break
+            except InvalidCredentialsError:
+                assert time.monotonic() < deadline, "still locked out after the configured window"
+                time.sleep(0.2)
+        started = time.monotonic()
+        s2 = _http_ntlm(fabric, password, f"http://127.0.0.1:{http_port}/wsman")
+        assert s2.run_cmd("hostname").std_out == b"WebVM_IN_7\r\n"
+        assert time.monotonic() - started < 1.0
+    finally:
+        for server in servers:
+            server.shutdown()
+
+
+def test_correct_logins_are_not_delayed(fabric):
+    for _ in range(3):  # a whole run_cmd (TLS, shell, command, receive, delete) takes ~0.4 s here
+        started = time.monotonic()
+        assert _https(fabric).run_cmd("hostname").status_code == 0
+        assert time.monotonic() - started < 1.5
+
+
+def test_lockout_window_grows_and_success_clears_it():
+    from harness.fabric.winrm.server import AuthThrottle
+
+    now = [100.0]
+    t = AuthThrottle(threshold=2, lockout_seconds=1.0, max_lockout_seconds=3.0, failure_delay=0, clock=lambda: now[0])
+    t.failed("a")
+    assert t.locked("a") == 0
+    t.failed("a")
+    assert t.locked("a") == 1.0 and t.locked("b") == 0
+    t.failed("a")  # while locked: not counted, not extended
+    assert t.locked("a") == 1.0
+    now[0] += 1.0
+    t.failed("a")
+    t.failed("a")
+    assert t.locked("a") == 2.0
+    now[0] += 2.0
+    t.failed("a")
+    t.failed("a")
+    assert t.locked("a") == 3.0  # capped
+    now[0] += 3.0
+    t.succeeded("a")
+    t.failed("a")
+    assert t.locked("a") == 0

@@ -19,6 +19,14 @@ Behaviour the clients depend on (live-reference §2):
   2150858793 as HTTP 500)/Send/Signal/Delete; an unknown ShellId is the InvalidSelectors fault 2150858843
   (HTTP 400).  Commands run in their own thread, so output that appears later is delivered by later Receives.
 
+* Failed logins are throttled per client address (issue 9; Windows' account lockout): every failed Basic or
+  NTLM authentication is answered after ``failure_delay_ms`` (default 250; the connection's own thread
+  sleeps, other clients are served meanwhile); after ``lockout_threshold`` failures (default 10) the address
+  is locked out for ``lockout_seconds`` (default 10), doubling with each further lockout up to
+  ``max_lockout_seconds`` (default 300): while locked out, every authentication attempt — even with the
+  right password — is a delayed 401 and no password is checked. A successful login clears the record.
+  Correct logins are never delayed.
+
 The password is read from ``password_file`` and kept in memory and in a private NTLM user file (0600 in a
 0700 temp directory, removed on shutdown); it is never logged.
 """
@@ -118,6 +126,74 @@ class Shell:
     last_used: float = field(default_factory=time.monotonic)
 
 
+class AuthThrottle:
+    """Failed-login bookkeeping per key (client address): delay, then lock out with a growing window."""
+
+    MAX_KEYS = 4096
+
+    def __init__(
+        self,
+        threshold: int = 10,
+        lockout_seconds: float = 10.0,
+        max_lockout_seconds: float = 300.0,
+        failure_delay: float = 0.25,
+        clock: Any = time.monotonic,
+    ) -> None:
+        if threshold < 1 or lockout_seconds < 0 or max_lockout_seconds < lockout_seconds or failure_delay < 0:
+            raise ValueError("bad WinRM lockout settings")
+        self.threshold = threshold
+        self.lockout_seconds = lockout_seconds
+        self.max_lockout_seconds = max_lockout_seconds
+        self.failure_delay = failure_delay
+        self._clock = clock
+        self._lock = threading.Lock()
+        # key -> [failures since the last lockout, locked until, lockouts so far, last seen]
+        self._entries: dict[str, list[float]] = {}
+
+    def locked(self, key: str) -> float:
+        """Seconds the key stays locked out (0: it may try)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return max(0.0, entry[1] - self._clock()) if entry else 0.0
+
+    def failed(self, key: str) -> None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                if len(self._entries) >= self.MAX_KEYS:  # forget the longest-quiet key (never a locked one first)
+                    oldest = min(self._entries, key=lambda k: (self._entries[k][1] > now, self._entries[k][3]))
+                    del self._entries[oldest]
+                entry = self._entries[key] = [0, 0.0, 0, now]
+            entry[3] = now
+            if entry[1] > now:  # attempts while locked out are not checked and do not extend the lockout
+                return
+            entry[0] += 1
+            if entry[0] >= self.threshold:
+                entry[2] += 1
+                window = min(self.lockout_seconds * 2 ** min(entry[2] - 1, 30), self.max_lockout_seconds)
+                entry[0], entry[1] = 0, now + window
+                log.warning("WinRM: %d failed logins from %s: locked out for %.1f s", self.threshold, key, window)
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def pause(self) -> None:
+        """The delay before answering a failed or refused attempt (in the connection's own thread)."""
+        if self.failure_delay:
+            time.sleep(self.failure_delay)
+
+
+def _setting(winrm: dict[str, Any], key: str, default: float) -> float:
+    value = winrm.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
+        raise ValueError(f"winrm.{key} must be a non-negative number")
+    return float(value)
+
+
 class WinRMService:
     """State shared by the HTTPS and HTTP listeners of one instance."""
 
@@ -135,6 +211,13 @@ class WinRMService:
         self.credentials = CredentialFile(self.username, self._password, (self.machine, self.machine.upper()))
         self.bindings = channel_bindings_for(winrm["cert"]) if winrm.get("cert") else None
         self.delay_file = Path(winrm["delay_ms_file"]) if winrm.get("delay_ms_file") else None
+        lockout = _setting(winrm, "lockout_seconds", 10.0)
+        self.throttle = AuthThrottle(
+            threshold=int(_setting(winrm, "lockout_threshold", 10)),
+            lockout_seconds=lockout,
+            max_lockout_seconds=max(lockout, _setting(winrm, "max_lockout_seconds", 300.0)),
+            failure_delay=_setting(winrm, "failure_delay_ms", 250.0) / 1000.0,
+        )
         self.shells: dict[str, Shell] = {}
         self.lock = threading.Lock()
         self.closing = threading.Event()
@@ -418,6 +501,12 @@ class _Handler(BaseHTTPRequestHandler):
         if auth:
             scheme, _, value = auth.strip().partition(" ")
             kind = scheme.lower()
+            if kind in ("basic", "ntlm", "negotiate") and service.throttle.locked(self.client_address[0]):
+                log.info("WinRM: authentication from %s refused (locked out)", self.client_address[0])
+                self.ntlm = None
+                service.throttle.pause()
+                self._challenge()
+                return
             if kind == "basic":
                 self.ntlm = None
                 if not tls:
@@ -431,8 +520,11 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if not service.check_basic(user, password):
                     log.info("WinRM: Basic authentication failed for user %r", user)
+                    service.throttle.failed(self.client_address[0])
+                    service.throttle.pause()
                     self._challenge()
                     return
+                service.throttle.succeeded(self.client_address[0])
             elif kind in ("ntlm", "negotiate"):
                 if not self._ntlm_step(scheme, value.strip()):
                     return
@@ -487,7 +579,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._challenge(f"{scheme} {base64.b64encode(challenge).decode('ascii')}")
                 return False
             if mtype == 3 and self.ntlm is not None and not self.ntlm.complete:
-                principal = self.ntlm.authenticate(token)
+                try:
+                    principal = self.ntlm.authenticate(token)
+                except Exception:
+                    service.throttle.failed(self.client_address[0])
+                    service.throttle.pause()
+                    raise
+                service.throttle.succeeded(self.client_address[0])
                 log.debug("WinRM: NTLM authenticated %s", principal)
                 return True
         except SpnegoError as exc:
