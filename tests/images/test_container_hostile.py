@@ -8,6 +8,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,150 @@ def test_macx_locator_that_urlparse_rejects_is_a_note_not_a_crash(base_vhd: Path
     child = _child_with_locator(base_vhd, tmp_path / "child.vhd", str(tmp_path / "gone.vhd"))
     _set_locator(child, 0, b"MacX", url)
     _unreadable(child, "parent")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 4: memory bounded on sparse images with huge block allocation tables
+
+#: Peak RSS allowed for opening the container and reading the partition table. The interpreter and the
+#: readers take ~25 MB; loading a 128 MiB BAT whole (the old reader) took > 270 MB.
+RSS_BOUND_MB = 100
+
+_MEASURE = """
+import resource, sys
+from harness.readers.errors import Unreadable
+from harness.readers.image.container import open_disk
+from harness.readers.image.partitions import read_partitions
+try:
+    with open_disk(sys.argv[1]) as disk:
+        assert disk.size == int(sys.argv[2]), disk.size
+        try:
+            read_partitions(disk)
+        except Unreadable:
+            pass
+        disk.read_at(disk.size - 3 * 1024 * 1024, 2 * 1024 * 1024)  # a block near the end
+except Unreadable as exc:
+    print("UNREADABLE", exc)
+# VmHWM: the peak of this process image only. ru_maxrss would also count the pytest process this child was
+# forked from (Linux keeps the high-water mark across exec).
+try:
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("MAXRSS_KB", peak)
+"""
+
+
+def _peak_rss_mb(path: Path, virtual_size: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), str(virtual_size)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert "UNREADABLE" not in out, out
+    return int(out.split("MAXRSS_KB", 1)[1]) / 1024
+
+
+def _sparse_vhdx(tmp_path: Path, virtual_size: int) -> Path:
+    """A dynamic VHDX made by qemu-img (1 MiB blocks), then grown to ``virtual_size``: the BAT region is
+    moved to the end of the file and made as long as the disk needs, as a hole (entries 0: not present)."""
+    import uuid
+
+    from harness.readers.image.container import crc32c
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not installed")
+    path = tmp_path / "sparse.vhdx"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=1M", str(path), "1G"],
+        check=True,
+        capture_output=True,
+    )
+    data = bytearray(path.read_bytes())
+    bat_guid = uuid.UUID("2dc27766-f623-4200-9d64-115e9bfd4a08").bytes_le
+    size_guid = uuid.UUID("2fa54224-cd1b-4876-b211-5dbed83bf4b8").bytes_le
+    blocks = virtual_size // MIB
+    chunk_ratio = (1 << 23) * 512 // MIB
+    bat_len = -(-8 * (blocks + blocks // chunk_ratio + 1) // MIB) * MIB
+    bat_off = -(-len(data) // MIB) * MIB
+    meta_off = None
+    for table in (192 * 1024, 256 * 1024):
+        count = int.from_bytes(data[table + 8 : table + 12], "little")
+        for i in range(count):
+            e = table + 16 + 32 * i
+            if data[e : e + 16] == bat_guid:
+                data[e + 16 : e + 24] = bat_off.to_bytes(8, "little")
+                data[e + 24 : e + 28] = bat_len.to_bytes(4, "little")
+            elif meta_off is None:
+                meta_off = int.from_bytes(data[e + 16 : e + 24], "little")
+        data[table + 4 : table + 8] = b"\x00" * 4
+        data[table + 4 : table + 8] = crc32c(bytes(data[table : table + 64 * 1024])).to_bytes(4, "little")
+    assert meta_off is not None
+    count = int.from_bytes(data[meta_off + 10 : meta_off + 12], "little")
+    for i in range(count):
+        e = meta_off + 32 + 32 * i
+        if data[e : e + 16] == size_guid:
+            item = meta_off + int.from_bytes(data[e + 16 : e + 20], "little")
+            data[item : item + 8] = virtual_size.to_bytes(8, "little")
+    with open(path, "wb") as f:
+        f.write(data)
+        f.truncate(bat_off + bat_len)
+    return path
+
+
+def _sparse_dynamic_vhd(tmp_path: Path, virtual_size: int, block_size: int) -> Path:
+    """A dynamic VHD whose BAT (one entry per ``block_size``) is a hole in a sparse file."""
+    from harness.testing.vhdwriter import vhd_checksum
+
+    entries = -(-virtual_size // block_size)
+    table_off = 1536
+    bat_len = -(-4 * entries // 512) * 512
+    footer = bytearray(512)
+    footer[0:8] = b"conectix"
+    footer[8:12] = (2).to_bytes(4, "big")
+    footer[12:16] = (0x00010000).to_bytes(4, "big")
+    footer[16:24] = (512).to_bytes(8, "big")
+    footer[28:32] = b"test"
+    footer[40:48] = virtual_size.to_bytes(8, "big")
+    footer[48:56] = virtual_size.to_bytes(8, "big")
+    footer[60:64] = (3).to_bytes(4, "big")
+    footer[64:68] = vhd_checksum(footer, 64).to_bytes(4, "big")
+    header = bytearray(1024)
+    header[0:8] = b"cxsparse"
+    header[8:16] = b"\xff" * 8
+    header[16:24] = table_off.to_bytes(8, "big")
+    header[24:28] = (0x00010000).to_bytes(4, "big")
+    header[28:32] = entries.to_bytes(4, "big")
+    header[32:36] = block_size.to_bytes(4, "big")
+    header[36:40] = vhd_checksum(header, 36).to_bytes(4, "big")
+    path = tmp_path / "sparse.vhd"
+    with open(path, "wb") as f:
+        f.write(footer + header)
+        f.seek(table_off + bat_len)
+        f.write(footer)
+    return path
+
+
+def test_sparse_vhdx_with_a_huge_bat_reads_in_bounded_memory(tmp_path: Path) -> None:
+    size = 16 * 1024**4  # 16 TiB of 1 MiB blocks: a 128 MiB BAT in a sparse file of ~2 MB on disk
+    path = _sparse_vhdx(tmp_path, size)
+    assert os.stat(path).st_blocks * 512 < 16 * MIB
+    with open_disk(path) as disk:
+        assert disk.info.format == "vhdx" and disk.size == size
+        assert disk.read_at(size - 4096, 4096) == bytes(4096)
+    rss = _peak_rss_mb(path, size)
+    assert rss < RSS_BOUND_MB, f"peak RSS {rss:.0f} MB reading a sparse 16 TiB VHDX"
+
+
+def test_sparse_dynamic_vhd_with_a_huge_bat_reads_in_bounded_memory(tmp_path: Path) -> None:
+    size = 2 * 1024**4 - 8 * 1024**3  # 2040 GiB, the VHD maximum, in 64 KiB blocks: a 128 MiB BAT
+    path = _sparse_dynamic_vhd(tmp_path, size, 64 * 1024)
+    assert os.stat(path).st_blocks * 512 < 16 * MIB
+    with open_disk(path) as disk:
+        assert disk.info.disk_type == "dynamic" and disk.size == size
+    rss = _peak_rss_mb(path, size)
+    assert rss < RSS_BOUND_MB, f"peak RSS {rss:.0f} MB reading a sparse 2 TiB dynamic VHD"

@@ -259,6 +259,56 @@ def bitmap_runs(bitmap: bytes, nbits: int, *, msb_first: bool) -> list[tuple[int
     return runs
 
 
+class _LazyTable:
+    """A block allocation table read on demand, a 64 KiB page of entries at a time, keeping at most
+    ``_MAX_PAGES`` pages (4 MiB). Memory does not grow with the table: a sparse 16 TiB VHDX with 1 MiB blocks
+    has a 128 MiB BAT that is mostly a hole in the file, and loading it whole cost 300 MB of RAM. Only the
+    entries a read touches are fetched (a partition-table read touches two pages)."""
+
+    _PAGE_BYTES = 64 * KIB
+    _MAX_PAGES = 64
+
+    def __init__(self, file: FileSource, offset: int, count: int, typecode: str, *, big_endian: bool) -> None:
+        self._file = file
+        self._offset = offset
+        self._count = count
+        self._typecode = typecode
+        self._width = array(typecode).itemsize
+        self._per_page = self._PAGE_BYTES // self._width
+        self._swap = big_endian != (sys.byteorder == "big")
+        self._pages: dict[int, array[int]] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> int:
+        page, slot = divmod(index, self._per_page)
+        entries = self._pages.get(page)
+        if entries is None:
+            entries = self._load(page, index)
+        return entries[slot]
+
+    def _load(self, page: int, index: int) -> array[int]:
+        if not 0 <= index < self._count:
+            raise Unreadable(self._file.path, f"BAT entry {index} is outside the table ({self._count} entries)")
+        first = page * self._per_page
+        n = min(self._per_page, self._count - first)
+        raw = self._file.read_at(self._offset + first * self._width, n * self._width)
+        if len(raw) != n * self._width:
+            raise Unreadable(
+                self._file.path,
+                f"BAT truncated: entries {first}-{first + n - 1} at offset {self._offset + first * self._width:#x} "
+                f"lie past the end of the file (size {self._file.size:#x})",
+            )
+        entries = array(self._typecode, raw)
+        if self._swap:
+            entries.byteswap()
+        if len(self._pages) >= self._MAX_PAGES:
+            self._pages.clear()
+        self._pages[page] = entries
+        return entries
+
+
 class _RunCache:
     """Bounded per-block cache of bitmap runs (a 2 TiB disk has a million blocks; we keep a few thousand)."""
 
@@ -338,7 +388,7 @@ class _VhdSparseDisk(_SparseDisk):
         self,
         file: FileSource,
         info: ContainerInfo,
-        bat: array[int],
+        bat: _LazyTable,
         block_size: int,
         data_end: int,
         parent: Disk | None,
@@ -498,9 +548,7 @@ def _open_vhd(path: Path, file: FileSource, head: bytes, max_chain: int, chain: 
             f"BAT at offset {table_off:#x} ({max_entries} entries) runs past the end of the file (size {fs:#x})",
             location=hloc,
         )
-    bat = array("I", file.read_at(table_off, 4 * needed))
-    if sys.byteorder == "little":
-        bat.byteswap()
+    bat = _LazyTable(file, table_off, needed, "I", big_endian=True)
     footer_copy_ok = copy is not None and end_footer is not None and copy == end_footer
     if copy is None:
         notes.append("no footer copy at offset 0")
@@ -706,7 +754,7 @@ class _VhdxDisk(_SparseDisk):
     """Fixed and dynamic VHDX. Payload block N's BAT entry is at N + N // chunk_ratio: a sector-bitmap entry
     follows every ``chunk_ratio`` payload entries."""
 
-    def __init__(self, file: FileSource, info: ContainerInfo, bat: array[int], block_size: int, chunk_ratio: int):
+    def __init__(self, file: FileSource, info: ContainerInfo, bat: _LazyTable, block_size: int, chunk_ratio: int):
         super().__init__(file, info, None)
         self._bat = bat
         self._block_size = block_size
@@ -906,9 +954,7 @@ def _open_vhdx(path: Path, file: FileSource) -> Disk:
             f"BAT region ({bat_len:#x} bytes at {bat_off:#x}) holds {bat_len // 8} entries but the disk needs {total}",
             location=f"BAT region at {bat_off:#x}",
         )
-    bat = array("Q", file.read_at(bat_off, 8 * total))
-    if sys.byteorder == "big":
-        bat.byteswap()
+    bat = _LazyTable(file, bat_off, total, "Q", big_endian=False)
     disk_type = "fixed" if flags & 1 else "dynamic"
     info = ContainerInfo(
         path=os.path.abspath(path),
