@@ -45,6 +45,11 @@ def run(ns: argparse.Namespace) -> int:
             return _up(ns, state)
         if ns.fabric_command == "down":
             report = down(state)
+            for pid in report.gone:
+                print(
+                    f"vmrole fabric: the recorded process (pid {pid}) is gone; "
+                    "that pid is not signalled (it may belong to another process now)"
+                )
             left = f"; still listening: {report.ports_still_open}" if report.ports_still_open else ""
             killed = f" ({len(report.killed)} killed)" if report.killed else ""
             print(f"vmrole fabric: stopped {len(report.stopped)} processes{killed}{left}")

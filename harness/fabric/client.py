@@ -16,13 +16,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.fabric.layout import DEFAULT_STATE, Layout, read_json
 from harness.fabric.ports import is_listening
-from harness.fabric.procs import pid_alive
+from harness.fabric.procs import is_recorded_process
 
 UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 20.0
@@ -53,8 +53,9 @@ def up(
         csdef, cscfg = sample_model()
     layout = Layout(Path(state_dir).resolve())
     current = _state(layout)
-    pid = (current.get("controller") or {}).get("pid")
-    if current.get("state") in ("starting", "ready") and isinstance(pid, int) and pid_alive(pid):
+    controller = _section(current, "controller")
+    pid, identity = controller.get("pid"), controller.get("identity")
+    if current.get("state") in ("starting", "ready") and isinstance(pid, int) and is_recorded_process(pid, identity):
         raise FabricError(f"a fabric is already running from {layout.root} (pid {pid}); run `vmrole fabric down`")
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.fabric_json.unlink(missing_ok=True)
@@ -115,39 +116,82 @@ class DownReport:
     stopped: list[int]
     killed: list[int]
     ports_still_open: list[int]
+    # recorded pids whose process is gone: not running, or the pid now belongs to another process (left alone)
+    gone: list[int] = field(default_factory=list)
+
+
+def _recorded(layout: Layout, state: dict[str, Any]) -> dict[int, str | None]:
+    """pid -> identity recorded for it (None when the state does not say)."""
+    identities = _section(state, "identities")
+    recorded: dict[int, str | None] = {}
+    for pid in state.get("pids", []):
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            ident = identities.get(str(pid))
+            recorded[pid] = ident if isinstance(ident, str) else None
+    controller = _section(state, "controller")
+    pid, ident = controller.get("pid"), controller.get("identity")
+    if pid is None and layout.controller_pid.exists():  # "PID IDENTITY" (written before fabric.json)
+        with contextlib.suppress(ValueError, OSError, IndexError):
+            parts = layout.controller_pid.read_text().split()
+            pid, ident = int(parts[0]), (parts[1] if len(parts) > 1 else None)
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        recorded[pid] = ident if isinstance(ident, str) else recorded.get(pid)
+    return recorded
+
+
+def _section(state: dict[str, Any], key: str) -> dict[str, Any]:
+    value = state.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _controller_of(state: dict[str, Any]) -> int | None:
+    pid = _section(state, "controller").get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
 
 def down(state_dir: Path = DEFAULT_STATE, timeout: float = DOWN_TIMEOUT) -> DownReport:
-    """Stop the controller (it stops its children), then make sure nothing it started is left."""
+    """Stop the controller (it stops its children), then make sure nothing it started is left.
+
+    A recorded pid is signalled only while it is still the process the fabric recorded (same start time
+    and boot: ``identities`` in fabric.json, the identity in controller.pid): on a stale state folder the pid
+    may belong to an unrelated process by now, which is left alone and reported in ``gone``.
+    """
     layout = Layout(Path(state_dir).resolve())
     state = _state(layout)
-    pids = [p for p in state.get("pids", []) if isinstance(p, int)]
-    controller = (state.get("controller") or {}).get("pid")
+    recorded = _recorded(layout, state)
+    ours = {pid for pid, ident in recorded.items() if is_recorded_process(pid, ident)}
+    gone = sorted(set(recorded) - ours)  # not running, or the pid is another process now: never signalled
+    controller = _controller_of(state)
     if controller is None and layout.controller_pid.exists():
-        with contextlib.suppress(ValueError, OSError):
-            controller = int(layout.controller_pid.read_text().strip())
-    if controller and controller not in pids:
-        pids.insert(0, controller)
-    if controller and pid_alive(controller):
+        with contextlib.suppress(ValueError, OSError, IndexError):
+            controller = int(layout.controller_pid.read_text().split()[0])
+    if controller in ours:
+        assert controller is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(controller, signal.SIGTERM)
-    end = time.monotonic() + timeout
-    while controller and pid_alive(controller) and time.monotonic() < end:
-        time.sleep(0.05)
-    # Re-read: the controller records the children it had when it stopped.
-    state = _state(layout) or state
-    pids = sorted(set(pids) | {p for p in state.get("pids", []) if isinstance(p, int)})
+        end = time.monotonic() + timeout
+        while is_recorded_process(controller, recorded[controller]) and time.monotonic() < end:
+            time.sleep(0.05)
+    # Re-read: the controller records the children it had when it stopped (with their identities).
+    if ours:
+        state = _state(layout) or state
+        for pid, ident in _recorded(layout, state).items():
+            if pid not in recorded and ident is not None:
+                recorded[pid] = ident
+                ours.add(pid)
     killed = []
-    for pid in pids:
-        if pid_alive(pid):
+    for pid in sorted(ours):
+        if is_recorded_process(pid, recorded[pid]):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
     ports = _ports(state)
     deadline = time.monotonic() + 5
-    while any(is_listening(p) for p in ports) and time.monotonic() < deadline:
+    while ours and any(is_listening(p) for p in ports) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return DownReport(stopped=pids, killed=killed, ports_still_open=[p for p in ports if is_listening(p)])
+    return DownReport(
+        stopped=sorted(ours), killed=killed, ports_still_open=[p for p in ports if is_listening(p)], gone=gone
+    )
 
 
 def _ports(state: dict[str, Any]) -> list[int]:

@@ -28,7 +28,7 @@ from harness.fabric.faults import Faults
 from harness.fabric.layout import FORMAT, Layout, write_json_atomic, write_text_atomic
 from harness.fabric.lifecycle import Instances, wait_until
 from harness.fabric.ports import allocate
-from harness.fabric.procs import pid_alive
+from harness.fabric.procs import pid_alive, process_identity
 from harness.fabric.spec import DeploymentSpec, SpecError, build_spec
 
 log = logging.getLogger("vmrole.fabric")
@@ -92,7 +92,8 @@ class Controller:
         self.layout.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.layout.secrets, 0o700)
         self.layout.certs.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.layout.controller_pid, str(os.getpid()))
+        # "PID IDENTITY": `fabric down` signals the pid only while it is still this process (issue 9)
+        write_text_atomic(self.layout.controller_pid, f"{os.getpid()} {process_identity(os.getpid()) or ''}".strip())
         if self.spec.csdef_text:  # empty when deployed from a package (the csdef stays inside it)
             write_text_atomic(self.layout.csdef, self.spec.csdef_text)
 
@@ -365,7 +366,11 @@ class Controller:
             "subscription_id": SUBSCRIPTION_ID,
             "vip": "127.0.0.1",
             "notes": list(spec.notes),
-            "controller": {"pid": os.getpid(), "control_port": getattr(self.control, "port", None)},
+            "controller": {
+                "pid": os.getpid(),
+                "identity": process_identity(os.getpid()),
+                "control_port": getattr(self.control, "port", None),
+            },
             "management": {
                 "http_port": getattr(self.mgmt, "http_port", None),
                 "https_port": getattr(self.mgmt, "https_port", None),
@@ -410,6 +415,8 @@ class Controller:
             "instances": inst_rt,
             "faults": self.faults.describe() if self.faults else [],
             "pids": pids,
+            # what `fabric down` checks before signalling a recorded pid (it may be another process by then)
+            "identities": {str(pid): ident for pid in pids if (ident := process_identity(pid)) is not None},
         }
         self.runtime = data
         write_json_atomic(self.layout.fabric_json, data)

@@ -56,3 +56,31 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(") ", 1)[1][:1] != "Z"
     except OSError:
         return False
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "unknown-boot"
+
+
+def process_identity(pid: int) -> str | None:
+    """``<boot id>/<start time>`` of a running process (field 22 of /proc/PID/stat: clock ticks after boot),
+    None when there is no such process. A pid is reused by later processes; this pair is not, so it tells
+    whether a recorded pid is still the process that was recorded (issue 9)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError, ValueError):
+        return None
+    # after "pid (comm) ", fields[0] is field 3 (state): field 22 (starttime) is fields[19]
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return f"{_boot_id()}/{fields[19]}"
+
+
+def is_recorded_process(pid: int, identity: str | None) -> bool:
+    """True when ``pid`` runs and is the process recorded with ``identity`` (never without an identity)."""
+    return bool(identity) and pid_alive(pid) and process_identity(pid) == identity
