@@ -86,14 +86,38 @@ class _Reader:
     definition_bytes: bytes | None = None
     sdk_version: str | None = None
     sniff_left: int = SNIFF_BUDGET
+    inflated: int = 0
 
     @property
     def path(self) -> Path:
         return self.artefact.path
 
+    def _inflate(self, size: int, what: str) -> None:
+        """Count ``size`` bytes about to be decompressed against the whole-package cap (zipfile stops a member
+        at its declared size, so declared sizes bound the work)."""
+        self.inflated += size
+        cap = self.limits.max_package_inflated
+        if self.inflated > cap:
+            raise Unreadable(
+                self.path,
+                f"package needs more than {size_text(cap)} decompressed to read (reached at {what}), over the "
+                f"{size_text(cap)} limit for a whole package",
+                location=what,
+            )
+
     def read(self) -> Package:
         infos = self.outer.infolist()
         check_listing(infos, self.path, "package", self.limits)
+        # Every part is hashed to its end: refuse before any work when the parts alone are over the cap.
+        parts = [i for i in infos if not i.is_dir()]
+        declared = sum(i.file_size for i in parts)
+        if declared > self.limits.max_package_inflated:
+            raise Unreadable(
+                self.path,
+                f"package parts inflate to {size_text(declared)} ({len(parts)} parts), over the "
+                f"{size_text(self.limits.max_package_inflated)} limit for a whole package",
+                location="package",
+            )
         for name in duplicates(infos):
             self.problems.append((name, f"package has more than one member named {name!r}"))
         for info in infos:
@@ -122,6 +146,7 @@ class _Reader:
         try:
             head = read_prefix(self.outer, info, HEAD)
             # Hashing reads the part to its end, which also makes zipfile verify its CRC.
+            self._inflate(info.file_size, name)
             self.hashes[name] = sha256_member(self.outer, info, self.limits.max_member_size)
         except Skipped as exc:
             self.problems.append((name, f"part {name!r} is {exc}; its contents were not read"))
@@ -175,6 +200,7 @@ class _Reader:
         fileobj: IO[bytes] | None = stored_window(self.handle, info)  # type: ignore[assignment]
         if fileobj is None:
             try:
+                self._inflate(min(info.file_size, MAX_NESTED_IN_MEMORY + 1), part)
                 data = read_bounded(self.outer, info, MAX_NESTED_IN_MEMORY)
             except (Skipped, *CORRUPT):
                 data = None  # already reported by _top_level when it matters
@@ -222,6 +248,7 @@ class _Reader:
     def _member_text(self, part: str, inner: zipfile.ZipFile, name: str) -> bytes | None:
         try:
             info = inner.getinfo(name)
+            self._inflate(min(info.file_size, DEFAULT_MAX_BYTES + 1), f"{part}!{name}")
             data = read_bounded(inner, info, DEFAULT_MAX_BYTES)
         except KeyError:
             return None
@@ -277,6 +304,7 @@ class _Reader:
         info = candidates[0]
         part = info.filename
         try:
+            self._inflate(min(info.file_size, DEFAULT_MAX_BYTES + 1), part)
             data = read_bounded(self.outer, info, DEFAULT_MAX_BYTES)
         except (Skipped, *CORRUPT) as exc:
             self.problems.append((part, f"cannot read the manifest: {exc}"))

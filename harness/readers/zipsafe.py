@@ -36,6 +36,12 @@ class Limits:
     #: A member over ``ratio_floor`` bytes that expands more than this is treated as a zip bomb.
     max_ratio: int = 200
     ratio_floor: int = 1 * MIB
+    #: Bytes the reader may inflate over a whole package (every level, every read: hashing each part to
+    #: its end, opening compressed nested parts, reading XML parts). The per-member ratio check does not
+    #: see many members just under its floor (7,000 deflated members of exactly 1 MiB took 26 s of CPU).
+    #: Azure refuses packages over 600 MB and real parts are mostly stored zips, so a real package
+    #: inflates about its own size; 1 GiB is far above that and costs at most a few seconds.
+    max_package_inflated: int = 1 * GIB
 
 
 DEFAULT_LIMITS = Limits()
