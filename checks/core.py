@@ -65,8 +65,11 @@ class ImagePartUnreadable(Rule):
 
     ## What it does
     Reports each part of an image the readers gave up on: a corrupted registry hive bin, an MFT
-    loop, a truncated file, a missing hive. The rest of the image is still read and checked; the
-    rules that needed the unreadable part are skipped and say so.
+    loop, a truncated file, a missing hive, a bad cell or a subkey cycle met while reading a key. The
+    rest of the image is still read and checked; the rules that needed the unreadable part are
+    skipped and say so. The location names the part, its path, the registry key being read and the
+    offset, e.g. `SYSTEM hive \\Windows\\System32\\config\\SYSTEM [Select] @ 0xad20`; the same
+    damage met by several reads is one finding.
 
     ## Why is this bad?
     Checks that needed the part did not run, so the image is not known to be safe. Windows itself
@@ -92,10 +95,14 @@ class ImagePartUnreadable(Rule):
     def check(self, subject: object) -> Iterator[Finding]:
         facts = getattr(subject, "facts", None)
         for problem in getattr(facts, "problems", ()):
-            where = problem.path or problem.part
             yield self.finding(
                 subject,
-                where,
+                problem.location,
                 f"{problem.part}: {problem.problem}",
-                evidence={"part": problem.part, "path": problem.path or "-"},
+                evidence={
+                    "part": problem.part,
+                    "path": problem.path or "-",
+                    "key": problem.key or "-",
+                    "offset": problem.offset or "-",
+                },
             )

@@ -11,7 +11,7 @@ from typing import ClassVar
 from harness.engine.artefact import IMAGE
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
-from harness.facts.image import AZURE, HIVES_FOR_PART, PROFILES, VMROLE, ImageFacts, ImageSubject
+from harness.facts.image import AZURE, PROFILES, VMROLE, ImageFacts, ImageSubject, hives_for
 
 BOTH = frozenset(PROFILES)
 VMROLE_ONLY = frozenset({VMROLE})
@@ -47,9 +47,7 @@ def missing_part_reason(facts: ImageFacts, part: str) -> str:
         return "no readable NTFS volume in the image (see VMR002)"
     if not facts.windows_found:
         return "no Windows installation (Windows\\System32\\config) on the image's volume"
-    problem = next(
-        (p for p in facts.problems if part in p.part or p.part.split()[0] in HIVES_FOR_PART.get(part, ())), None
-    )
+    problem = next((p for p in facts.problems if part in p.part or p.part.split()[0] in hives_for(part)), None)
     if problem is not None:
         return f"the image's {part} could not be read: {problem.part} {problem.problem} (see VMR002)"
     return f"the image's {part} could not be read (see VMR002)"

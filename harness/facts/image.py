@@ -44,6 +44,17 @@ HIVES_FOR_PART: dict[str, tuple[str, ...]] = {
     "firewall": ("SYSTEM",),
     "certificates": ("SOFTWARE",),
 }
+#: Parts computed from other parts: the signature match combines the services and the products (and files), so
+#: when either was lost to damage the match is not made (extractor), and rules say which hive it was.
+PART_INPUTS: dict[str, tuple[str, ...]] = {"signatures": ("services", "products")}
+
+
+def hives_for(part: str) -> tuple[str, ...]:
+    """The hives ``part`` is read from, directly or through the parts it is computed from."""
+    hives = list(HIVES_FOR_PART.get(part, ()))
+    for source in PART_INPUTS.get(part, ()):
+        hives += [h for h in HIVES_FOR_PART.get(source, ()) if h not in hives]
+    return tuple(hives)
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,21 @@ class ImageProblem:
     part: str  # "SYSTEM hive", "SOFTWARE hive", "NTFS volume", "answer file", ...
     path: str  # volume path ("\\Windows\\System32\\config\\SYSTEM") or "" for the container
     problem: str
+    key: str = ""  # registry key path inside the hive being read when the damage was met ("Select")
+    offset: str = ""  # where in the part: a hive cell offset ("0x2340"), "BAT entry 17", an MFT record...
+
+    @property
+    def location(self) -> str:
+        """Where, for a finding: the part, its path, the key and the offset when known.
+
+        ``SYSTEM hive \\Windows\\System32\\config\\SYSTEM [ControlSet001] @ 0x7ffffff8``
+        """
+        where = f"{self.part} {self.path}" if self.path else self.part
+        if self.key:
+            where += f" [{self.key}]"
+        if self.offset:
+            where += f" @ {self.offset}"
+        return where
 
 
 @dataclass(frozen=True)

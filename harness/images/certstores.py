@@ -8,7 +8,8 @@ file carries it. No key material is read or kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from harness.facts.image import CertificateEntry
@@ -33,6 +34,13 @@ MACHINE_STORE_ROOTS = (
 SERVICE_STORES = "Microsoft\\Cryptography\\Services"
 USER_STORE_ROOT = "Software\\Microsoft\\SystemCertificates"
 USER_FILE_STORE = "AppData\\Roaming\\Microsoft\\SystemCertificates\\My\\Certificates"
+
+#: Wraps the read of one store root: ``with guard(hive, key_path): ...`` (the extractor names damage met inside).
+Guard = Callable[[Hive, str], contextlib.AbstractContextManager[None]]
+
+
+def _unguarded(hive: Hive, path: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _stores(root: Key | None) -> Iterator[tuple[str, Key]]:
@@ -94,22 +102,34 @@ def _registry_certs(
 
 
 def certificates(
-    reader: Any, software: Hive | None, user_hives: Sequence[tuple[str, Hive]], key_files: Sequence[KeyContainerFile]
+    reader: Any,
+    software: Hive | None,
+    user_hives: Sequence[tuple[str, Hive]],
+    key_files: Sequence[KeyContainerFile],
+    *,
+    guard: Guard = _unguarded,
 ) -> tuple[CertificateEntry, ...]:
-    """Every certificate of the image's machine, service and user stores."""
+    """Every certificate of the image's machine, service and user stores. Each store root is read under
+    ``guard(hive, key path)``, so that damage is reported naming the hive and the store."""
     found: list[CertificateEntry] = []
     if software is not None:
         for location, path in MACHINE_STORE_ROOTS:
-            found.extend(_registry_certs(location, "HKLM\\SOFTWARE", path, software.key(path), key_files))
-        services = software.key(SERVICE_STORES)
-        for service in services.subkeys() if services is not None else ():
-            root = service.subkey("SystemCertificates")
+            with guard(software, path):
+                found.extend(_registry_certs(location, "HKLM\\SOFTWARE", path, software.key(path), key_files))
+        with guard(software, SERVICE_STORES):
+            services = software.key(SERVICE_STORES)
+            service_keys = services.subkeys() if services is not None else []
+        for service in service_keys:
             path = f"{SERVICE_STORES}\\{service.name}\\SystemCertificates"
-            found.extend(_registry_certs(f"Service:{service.name}", "HKLM\\SOFTWARE", path, root, key_files))
+            with guard(software, path):
+                root = service.subkey("SystemCertificates")
+                found.extend(_registry_certs(f"Service:{service.name}", "HKLM\\SOFTWARE", path, root, key_files))
     for profile, hive in user_hives:
         label = f"User:{profile.rsplit(chr(92), 1)[-1]}"
         hive_name = f"{profile}\\NTUSER.DAT"
-        found.extend(_registry_certs(label, hive_name, USER_STORE_ROOT, hive.key(USER_STORE_ROOT), key_files))
+        with guard(hive, USER_STORE_ROOT):
+            root = hive.key(USER_STORE_ROOT)
+            found.extend(_registry_certs(label, hive_name, USER_STORE_ROOT, root, key_files))
         for entry in reader.children(f"{profile}\\{USER_FILE_STORE}"):
             if entry.is_dir or entry.size > MAX_BLOB_FILE:
                 continue

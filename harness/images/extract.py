@@ -9,7 +9,9 @@ container or partition table is Unreadable as a whole.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 
 from harness.facts.image import (
     HIVES_FOR_PART,
+    PART_INPUTS,
     CertificateEntry,
     ControlSet,
     ImageFacts,
@@ -62,6 +65,17 @@ def _noop(_: str) -> None:
     return None
 
 
+class _Reported(Exception):
+    """Damage in a hive that is already recorded as a problem: the fact being read is left out."""
+
+
+#: The parts read from the control set Select names: not read when that control set cannot be reached.
+CONTROL_SET_PARTS = ("services", "remote access", "firewall")
+#: Keys walked in full below Select or a firewall store (a real Select has none, a store a few dozen).
+MAX_CHECKED_KEYS = 1000
+_OFFSET = re.compile(r"offset (0x[0-9a-f]+)")
+
+
 class _Reader:
     """State for one extraction: the volume, its inventory, hives, and the problems met."""
 
@@ -74,14 +88,52 @@ class _Reader:
         self.volume: NtfsVolume | None = None
         self.inventory: Inventory | None = None
         self.hives: dict[str, Hive | None] = {}
+        #: Hive label -> (part, volume path): where damage met while reading a hive is reported.
+        self.hive_parts: dict[str, tuple[str, str]] = {}
+        #: Set when the control set Select names cannot be reached (its parts are then not read).
+        self.control_set_damaged = False
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def stage(self, text: str) -> None:
         self.progress(text)
 
-    def problem(self, part: str, path: str, exc: Unreadable | str) -> None:
-        text = exc if isinstance(exc, str) else (exc.problem + (f" (at {exc.location})" if exc.location else ""))
-        self.problems.append(ImageProblem(part=part, path=path, problem=text))
+    def problem(self, part: str, path: str, exc: Unreadable | str, *, key: str = "", offset: str = "") -> None:
+        """Record a part that could not be read; the same damage (part, path, offset) met twice is one problem."""
+        if isinstance(exc, str):
+            text = exc
+        else:
+            text, offset = exc.problem, offset or exc.location or ""
+        if offset and any((p.part, p.path, p.offset) == (part, path, offset) for p in self.problems):
+            return
+        self.problems.append(ImageProblem(part=part, path=path, problem=text, key=key, offset=offset))
+
+    def hive_problem(self, exc: Unreadable, key: str = "") -> bool:
+        """Record damage met in a hive as that hive's problem (named, with the key and offset); False if
+        ``exc`` did not come from a hive of this image."""
+        where = self.hive_parts.get(str(exc.path))
+        if where is None:
+            return False
+        self.problem(where[0], where[1], exc, key=key)
+        return True
+
+    @contextlib.contextmanager
+    def registry(self, hive: Hive, key: str) -> Iterator[None]:
+        """Read ``key`` of ``hive`` inside: damage becomes the hive's problem and raises :class:`_Reported`."""
+        try:
+            yield
+        except Unreadable as exc:
+            if not self.hive_problem(exc, key):
+                where = self.hive_parts.get(hive.label, (hive.label, ""))
+                self.problem(where[0], where[1], exc, key=key)
+            raise _Reported(key) from exc
+
+    def optional(self, hive: Hive, key: str, read: Callable[[], Any], default: Any = None) -> Any:
+        """``read()`` under :meth:`registry`, or ``default`` when the hive is damaged there (recorded)."""
+        try:
+            with self.registry(hive, key):
+                return read()
+        except _Reported:
+            return default
 
     # ---- files ---------------------------------------------------------------------------------
     def entry(self, path: str) -> FileEntry | None:
@@ -121,6 +173,7 @@ class _Reader:
             return self.hives[key]
         vol_path = path or f"{CONFIG}\\{name}"
         part = f"{name} hive"
+        self.hive_parts[part] = (part, "\\" + vol_path)
         hive: Hive | None = None
         entry = self.entry(vol_path)
         if entry is None:
@@ -134,7 +187,8 @@ class _Reader:
                 hive = Hive(self.read(entry, MAX_HIVE), f"{name} hive")
                 damage = [n for n in hive.notes if n != DIRTY_NOTE] + hive.check_cells()
                 if damage:
-                    self.problem(part, "\\" + vol_path, "; ".join(damage[:3]))
+                    first = next((m.group(1) for n in damage if (m := _OFFSET.search(n))), "")
+                    self.problem(part, "\\" + vol_path, "; ".join(damage[:3]), offset=first)
             except Unreadable as exc:
                 self.problem(part, "\\" + vol_path, exc)
             self.stats[f"hive {name} s"] = time.perf_counter() - started
@@ -286,16 +340,16 @@ def _windows_facts(reader: _Reader, facts: ImageFacts, options: ExtractOptions) 
     system = reader.hive("SYSTEM")
     software = reader.hive("SOFTWARE")
     control_set = _control_set(reader, system)
-    cs_key = control_set.key if control_set else None
+    cs_key = control_set.key if control_set and not reader.control_set_damaged else None
     updates: dict[str, Any] = {"windows_found": True, "control_set": control_set}
     sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("os", lambda: {"os": _os_info(reader, system, software, cs_key)}),
-        ("services", lambda: {"services": _services(system, cs_key)}),
-        ("products", lambda: {"products": _products(software)}),
+        ("services", lambda: {"services": _services(reader, system, cs_key)}),
+        ("products", lambda: {"products": _products(reader, software)}),
         ("sysprep", lambda: {"sysprep": _sysprep(reader, system, software)}),
         ("answer files", lambda: _answer_files(reader, system)),
-        ("winlogon", lambda: {"winlogon": _winlogon(software)}),
-        ("remote access", lambda: {"remote_access": _remote_access(system, cs_key)}),
+        ("winlogon", lambda: {"winlogon": _winlogon(reader, software)}),
+        ("remote access", lambda: {"remote_access": _remote_access(reader, system, cs_key)}),
         ("firewall", lambda: {"firewall": _firewall(reader, system, software, cs_key)}),
         ("users", lambda: {"user_profiles": _user_profiles(reader)}),
         ("key containers", lambda: {"key_containers": _key_containers(reader, options)}),
@@ -303,13 +357,24 @@ def _windows_facts(reader: _Reader, facts: ImageFacts, options: ExtractOptions) 
         ("key material", lambda: {"key_material": _key_material(reader)}),
         ("signatures", lambda: {"signature_matches": _signatures(reader, options, updates)}),
     ]
+    lost: set[str] = set()
     for part, build in sections:
+        if reader.control_set_damaged and part in CONTROL_SET_PARTS:
+            lost.add(part)
+            continue  # the control set could not be reached: recorded once, by _control_set
+        if part == "signatures" and lost.intersection(PART_INPUTS["signatures"]):
+            continue  # a match over services or products lost to damage would call present parts missing
         reader.stage(f"reading {part}")
         started = time.perf_counter()
         try:
             result = build()
+        except _Reported:
+            lost.add(part)
+            continue
         except Unreadable as exc:
-            reader.problem(part, exc.location or "", exc)
+            if not reader.hive_problem(exc):
+                reader.problem(part, "", exc)
+            lost.add(part)
             continue
         reader.stats[f"{part} s"] = time.perf_counter() - started
         if _needs_missing_hive(part, system, software):
@@ -325,22 +390,58 @@ def _needs_missing_hive(part: str, system: Hive | None, software: Hive | None) -
 
 
 def _control_set(reader: _Reader, system: Hive | None) -> ControlSet | None:
+    """SYSTEM\\Select resolved. Damage on the way (the root's subkey list, Select, the ControlSetNNN key, a
+    subkey cycle among them or below Select) is one problem for the SYSTEM hive naming the key; when the control
+    set itself cannot be reached, the parts read from it are left out (reader.control_set_damaged)."""
     if system is None:
         return None
     try:
-        select = values_of(system.key("Select"))
-    except Unreadable as exc:
-        reader.problem("SYSTEM hive", "Select", exc)
+        with reader.registry(system, "Select"):
+            select = values_of(system.key("Select"))
+    except _Reported:
+        reader.control_set_damaged = True  # which control set boots is unknown: its parts are not read
         return None
+    _check_keys(reader, system, "Select", walk=True)
     current, default = _int(select.get("current")), _int(select.get("default"))
+
+    def exists(number: int) -> bool:
+        with reader.registry(system, f"ControlSet{number:03d}"):
+            return system.key(f"ControlSet{number:03d}") is not None
+
     number = default if default else current
-    if number is not None and system.key(f"ControlSet{number:03d}") is None:
-        number = current if current and system.key(f"ControlSet{current:03d}") is not None else None
-    if number is None and system.key("ControlSet001") is not None:
-        number = 1
-    return ControlSet(number, current, default, _int(select.get("lastknowngood")))
+    try:
+        if number is not None and not exists(number):
+            number = current if current and exists(current) else None
+        if number is None and exists(1):
+            number = 1
+    except _Reported:
+        reader.control_set_damaged = True
+    control_set = ControlSet(number, current, default, _int(select.get("lastknowngood")))
+    _check_keys(reader, system, "", walk=False)  # after the lookups, so that damage met there names their key
+    if control_set.key and not reader.control_set_damaged:
+        _check_keys(reader, system, control_set.key, walk=False)
+    return control_set
 
 
+def _check_keys(reader: _Reader, hive: Hive, path: str, *, walk: bool) -> bool:
+    """Read the subkeys of the key at ``path`` (and, with ``walk``, every key below it, bounded): a subkey cycle
+    or a bad cell there, which a lookup by name may step around, is recorded as the hive's problem (False)."""
+    try:
+        with reader.registry(hive, path):
+            key = hive.key(path)
+            stack = [key] if key is not None else []
+            seen = 0
+            while stack and seen < MAX_CHECKED_KEYS:
+                seen += 1
+                children = stack.pop().subkeys()
+                if walk:
+                    stack.extend(children)
+    except _Reported:
+        return False
+    return True
+
+
+CURRENT_VERSION = "Microsoft\\Windows NT\\CurrentVersion"
 _ARCH = {"amd64": "x64", "x86": "x86", "arm64": "arm64", "ia64": "ia64"}
 _PE_MACHINE = {0x8664: "x64", 0x14C: "x86", 0xAA64: "arm64", 0x200: "ia64"}
 
@@ -357,11 +458,16 @@ def _pe_machine(data: bytes) -> str | None:
 def _os_info(reader: _Reader, system: Hive | None, software: Hive | None, cs_key: str | None) -> OsInfo | None:
     if software is None:
         return None
-    cv = values_of(software.key("Microsoft\\Windows NT\\CurrentVersion"))
+    with reader.registry(software, CURRENT_VERSION):
+        cv = values_of(software.key(CURRENT_VERSION))
     product_type = arch = arch_source = None
     if system is not None and cs_key:
-        product_type = _str(values_of(system.key(f"{cs_key}\\Control\\ProductOptions")).get("producttype"))
-        env = values_of(system.key(f"{cs_key}\\Control\\Session Manager\\Environment"))
+        # Optional details (the product name and the PE headers say as much): damage here is reported, not fatal.
+        options, environment = f"{cs_key}\\Control\\ProductOptions", f"{cs_key}\\Control\\Session Manager\\Environment"
+        product_type = _str(
+            reader.optional(system, options, lambda: values_of(system.key(options)), {}).get("producttype")
+        )
+        env = reader.optional(system, environment, lambda: values_of(system.key(environment)), {})
         raw = _str(env.get("processor_architecture"))
         if raw:
             arch, arch_source = _ARCH.get(raw.lower(), raw), "PROCESSOR_ARCHITECTURE"
@@ -389,17 +495,19 @@ def _os_info(reader: _Reader, system: Hive | None, software: Hive | None, cs_key
     )
 
 
-def _services(system: Hive | None, cs_key: str | None) -> tuple[Any, ...]:
+def _services(reader: _Reader, system: Hive | None, cs_key: str | None) -> tuple[Any, ...]:
     from harness.facts.image_signatures import ServiceInfo
 
     if system is None or cs_key is None:
         return ()
-    root = system.key(f"{cs_key}\\Services")
-    if root is None:
-        return ()
+    path = f"{cs_key}\\Services"
+    with reader.registry(system, path):
+        root = system.key(path)
+        keys = root.subkeys() if root is not None else []
     out = []
-    for key in root.subkeys():
-        v = values_of(key)
+    for key in keys:
+        with reader.registry(system, f"{path}\\{key.name}"):
+            v = values_of(key)
         out.append(
             ServiceInfo(
                 name=key.name,
@@ -419,16 +527,19 @@ _UNINSTALL_ROOTS = (
 )
 
 
-def _products(software: Hive | None) -> tuple[Any, ...]:
+def _products(reader: _Reader, software: Hive | None) -> tuple[Any, ...]:
     from harness.facts.image_signatures import ProductInfo
 
     if software is None:
         return ()
     out = []
     for root_path in _UNINSTALL_ROOTS:
-        root = software.key(root_path)
-        for key in root.subkeys() if root is not None else ():
-            v = values_of(key)
+        with reader.registry(software, root_path):
+            root = software.key(root_path)
+            keys = root.subkeys() if root is not None else []
+        for key in keys:
+            with reader.registry(software, f"{root_path}\\{key.name}"):
+                v = values_of(key)
             out.append(
                 ProductInfo(
                     source="uninstall",
@@ -439,9 +550,13 @@ def _products(software: Hive | None) -> tuple[Any, ...]:
                     install_location=_str(v.get("installlocation")),
                 )
             )
-    products = software.key("Classes\\Installer\\Products")
-    for key in products.subkeys() if products is not None else ():
-        v = values_of(key)
+    msi = "Classes\\Installer\\Products"
+    with reader.registry(software, msi):
+        products = software.key(msi)
+        keys = products.subkeys() if products is not None else []
+    for key in keys:
+        with reader.registry(software, f"{msi}\\{key.name}"):
+            v = values_of(key)
         out.append(
             ProductInfo(
                 source="msi",
@@ -455,10 +570,22 @@ def _products(software: Hive | None) -> tuple[Any, ...]:
     return tuple(out)
 
 
+SYSPREP_STATUS = "Setup\\Status\\SysprepStatus"
+SETUP_STATE = "Microsoft\\Windows\\CurrentVersion\\Setup\\State"
+
+
 def _sysprep(reader: _Reader, system: Hive | None, software: Hive | None) -> SysprepInfo:
-    setup = values_of(system.key("Setup")) if system is not None else {}
-    status = values_of(system.key("Setup\\Status\\SysprepStatus")) if system is not None else {}
-    state_key = software.key("Microsoft\\Windows\\CurrentVersion\\Setup\\State") if software is not None else None
+    setup: dict[str, Any] = {}
+    status: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    if system is not None:
+        with reader.registry(system, "Setup"):
+            setup = values_of(system.key("Setup"))
+        with reader.registry(system, SYSPREP_STATUS):
+            status = values_of(system.key(SYSPREP_STATUS))
+    if software is not None:
+        with reader.registry(software, SETUP_STATE):
+            state = values_of(software.key(SETUP_STATE))
     ini_text = reader.read_text("Windows\\Setup\\State\\State.ini", "State.ini")
     ini_state = None
     if ini_text is not None:
@@ -474,7 +601,7 @@ def _sysprep(reader: _Reader, system: Hive | None, software: Hive | None) -> Sys
         errors = sum(1 for line in log.splitlines() if ", error" in line.lower() or "[0x0" in line.lower())
     panther = tuple(f"\\Windows\\Panther\\{e.name}" for e in reader.children("Windows\\Panther") if not e.is_dir)
     return SysprepInfo(
-        image_state_registry=_str(values_of(state_key).get("imagestate")),
+        image_state_registry=_str(state.get("imagestate")),
         image_state_ini=ini_state.strip() if ini_state else None,
         state_ini_found=ini_text is not None,
         system_setup_in_progress=_int(setup.get("systemsetupinprogress")),
@@ -492,7 +619,10 @@ def _sysprep(reader: _Reader, system: Hive | None, software: Hive | None) -> Sys
 def _answer_files(reader: _Reader, system: Hive | None) -> dict[str, Any]:
     from harness.facts.image_unattend import answer_file_candidates, parse_answer_file
 
-    registry_value = _str(values_of(system.key("Setup")).get("unattendfile")) if system is not None else None
+    registry_value = None
+    if system is not None:  # the files are still searched where the registry cannot point
+        setup = reader.optional(system, "Setup", lambda: values_of(system.key("Setup")), {})
+        registry_value = _str(setup.get("unattendfile"))
     found: list[Any] = []
     order: list[tuple[int, str]] = []
     seen: set[str] = set()
@@ -515,15 +645,17 @@ def _answer_files(reader: _Reader, system: Hive | None) -> dict[str, Any]:
     return {"answer_files": tuple(found), "answer_file_order": tuple(order)}
 
 
-def _winlogon(software: Hive | None) -> WinlogonInfo | None:
+def _winlogon(reader: _Reader, software: Hive | None) -> WinlogonInfo | None:
     if software is None:
         return None
-    key = software.key("Microsoft\\Windows NT\\CurrentVersion\\Winlogon")
+    path = "Microsoft\\Windows NT\\CurrentVersion\\Winlogon"
     present = False
-    if key is not None:
-        value = key.value("DefaultPassword")
-        present = value is not None and bool(value.data.replace(b"\0", b""))
-    v = values_of(key)
+    with reader.registry(software, path):
+        key = software.key(path)
+        if key is not None:
+            value = key.value("DefaultPassword")
+            present = value is not None and bool(value.data.replace(b"\0", b""))
+        v = values_of(key)
     return WinlogonInfo(
         default_password_present=present,
         auto_admin_logon=_str(v.get("autoadminlogon")),
@@ -531,11 +663,15 @@ def _winlogon(software: Hive | None) -> WinlogonInfo | None:
     )
 
 
-def _remote_access(system: Hive | None, cs_key: str | None) -> RemoteAccessInfo | None:
+def _remote_access(reader: _Reader, system: Hive | None, cs_key: str | None) -> RemoteAccessInfo | None:
     if system is None or cs_key is None:
         return None
-    ts = values_of(system.key(f"{cs_key}\\Control\\Terminal Server"))
-    rdp = values_of(system.key(f"{cs_key}\\Control\\Terminal Server\\WinStations\\RDP-Tcp"))
+    ts_path = f"{cs_key}\\Control\\Terminal Server"
+    rdp_path = f"{ts_path}\\WinStations\\RDP-Tcp"
+    with reader.registry(system, ts_path):
+        ts = values_of(system.key(ts_path))
+    with reader.registry(system, rdp_path):
+        rdp = values_of(system.key(rdp_path))
     return RemoteAccessInfo(
         deny_ts_connections=_int(ts.get("fdenytsconnections")),
         rdp_port=_int(rdp.get("portnumber")),
@@ -544,11 +680,18 @@ def _remote_access(system: Hive | None, cs_key: str | None) -> RemoteAccessInfo 
 
 
 def _firewall(reader: _Reader, system: Hive | None, software: Hive | None, cs_key: str | None) -> Any:
-    from harness.images.firewall_input import firewall_policy
+    from harness.images.firewall_input import DEFAULTS_BASE, GPO_BASE, LOCAL_BASE, firewall_policy
 
     if system is None or cs_key is None:
         return None
-    return firewall_policy(system, software, cs_key)
+    # A cycle or a bad cell in a store hides what it lists from lookups by name (a profile would look unset):
+    # the stores are walked first, and a damaged one is reported and leaves the firewall unjudged.
+    stores = [(system, f"{cs_key}\\{LOCAL_BASE}"), (system, f"{cs_key}\\{DEFAULTS_BASE}")]
+    if software is not None:
+        stores.append((software, GPO_BASE))
+    if not all([_check_keys(reader, hive, path, walk=True) for hive, path in stores]):
+        raise _Reported("firewall")
+    return firewall_policy(system, software, cs_key, guard=reader.registry)
 
 
 def _user_profiles(reader: _Reader) -> tuple[str, ...]:
@@ -569,12 +712,19 @@ def _certificates(reader: _Reader, software: Hive | None, facts: dict[str, Any])
     from harness.images.certstores import certificates
 
     assert reader.inventory is not None
-    user_hives: list[tuple[str, Hive]] = []
+    key_files = facts.get("key_containers", ())
+    # Machine stores (SOFTWARE): damage there loses the part. A user's hive is a part of its own: damage there
+    # is that hive's problem, and the machine's and the other users' stores are still read.
+    found = list(certificates(reader, software, [], key_files, guard=reader.registry))
     for profile in facts.get("user_profiles", ()):
         hive = reader.hive(f"NTUSER.DAT of {profile}", f"{profile}\\NTUSER.DAT")
-        if hive is not None:
-            user_hives.append((profile, hive))
-    return certificates(reader, software, user_hives, facts.get("key_containers", ()))
+        if hive is None:
+            continue
+        try:
+            found.extend(certificates(reader, None, [(profile, hive)], key_files, guard=reader.registry))
+        except _Reported:
+            continue
+    return tuple(found)
 
 
 def _key_material(reader: _Reader) -> tuple[KeyMaterialFile, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from harness.facts.image_firewall import FirewallPolicy, FirewallStoreValues, effective_policy
@@ -12,6 +14,13 @@ DEFAULTS_BASE = "Services\\SharedAccess\\Defaults\\FirewallPolicy"
 GPO_BASE = "Policies\\Microsoft\\WindowsFirewall"
 LOCAL_PROFILES = ("DomainProfile", "StandardProfile", "PublicProfile")
 GPO_PROFILES = ("DomainProfile", "PrivateProfile", "PublicProfile", "StandardProfile")
+
+#: Wraps the read of one key: ``with guard(hive, key_path): ...`` (the extractor names damage met inside).
+Guard = Callable[[Hive, str], contextlib.AbstractContextManager[None]]
+
+
+def _unguarded(hive: Hive, path: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _store(base: Key | None, profile_keys: tuple[str, ...]) -> FirewallStoreValues | None:
@@ -36,11 +45,21 @@ def _store(base: Key | None, profile_keys: tuple[str, ...]) -> FirewallStoreValu
     )
 
 
-def firewall_policy(system: Hive, software: Hive | None, control_set: str) -> FirewallPolicy | None:
-    """The effective policy of the control set ``control_set`` (e.g. ``ControlSet001``)."""
-    local = _store(system.key(f"{control_set}\\{LOCAL_BASE}"), LOCAL_PROFILES)
-    gpo = _store(software.key(GPO_BASE), GPO_PROFILES) if software is not None else None
-    defaults = system.key(f"{control_set}\\{DEFAULTS_BASE}\\FirewallRules")
+def firewall_policy(
+    system: Hive, software: Hive | None, control_set: str, *, guard: Guard = _unguarded
+) -> FirewallPolicy | None:
+    """The effective policy of the control set ``control_set`` (e.g. ``ControlSet001``). Each store is read
+    under ``guard(hive, key path)``, so that damage is reported naming the hive and the store's key."""
+    local_path = f"{control_set}\\{LOCAL_BASE}"
+    with guard(system, local_path):
+        local = _store(system.key(local_path), LOCAL_PROFILES)
+    gpo = None
+    if software is not None:
+        with guard(software, GPO_BASE):
+            gpo = _store(software.key(GPO_BASE), GPO_PROFILES)
+    defaults_path = f"{control_set}\\{DEFAULTS_BASE}\\FirewallRules"
+    with guard(system, defaults_path):
+        defaults = values_of(system.key(defaults_path))
     if local is None and gpo is None:
         return None
-    return effective_policy(local or FirewallStoreValues(), gpo, defaults_rules=values_of(defaults) or None)
+    return effective_policy(local or FirewallStoreValues(), gpo, defaults_rules=defaults or None)
