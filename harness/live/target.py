@@ -360,6 +360,57 @@ def load_target(path: Path) -> Target:
     )
 
 
+# ---- credentials that would travel in clear ---------------------------------------------------
+
+#: The command-line opt-in that accepts them (also ini ``vmr_allow_cleartext_credentials`` and environment
+#: ``VMR_ALLOW_CLEARTEXT_CREDENTIALS``). Never a key of the target file: whoever can write the file is not
+#: the user whose secrets it would send.
+CLEARTEXT_OPT_IN = "--vmr-allow-cleartext-credentials (vmrole probe --allow-cleartext-credentials)"
+
+
+def cleartext_credentials(target: Target) -> list[str]:
+    """Every credential this target would send in clear, as ``"field: why"``; empty when none would.
+
+    In clear means readable on the wire: HTTP Basic (WinRM ``basic``, or ``ssl`` which is Basic too) over
+    plain http, or a shared access signature in a plain-http blob URL. Not in clear: anything over https,
+    NTLM over http (message encryption is negotiated), a storage account key over http (Shared Key signs
+    requests and never sends the key), the management API over http (its credential is the client
+    certificate, which only a TLS handshake presents). Messages name fields, never values.
+    """
+    problems: list[str] = []
+    w = target.winrm
+    if w.scheme == "http" and w.transport in ("basic", "ssl"):
+        problems.append(
+            f"winrm.transport: {w.transport} is HTTP Basic, and over scheme http it sends the WinRM user name "
+            "and password in clear: use scheme https, or transport ntlm (message encryption over http)"
+        )
+    ref = target.storage.connection_string
+    if ref is not None:
+        try:
+            value = target.secret(ref)
+        except TargetError:
+            value = ""  # unreadable now: the blob probe reports it, and sends nothing
+        if _blob_sas_over_http(value):
+            problems.append(
+                "storage.connection_string: a shared access signature with a plain-http blob endpoint is sent "
+                "in clear in every request URL: use https (DefaultEndpointsProtocol=https, an https BlobEndpoint)"
+            )
+    return problems
+
+
+def _blob_sas_over_http(connection_string: str) -> bool:
+    fields: dict[str, str] = {}
+    for part in connection_string.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    if not fields.get("sharedaccesssignature"):
+        return False
+    endpoint = fields.get("blobendpoint")
+    scheme = urllib.parse.urlsplit(endpoint).scheme if endpoint else fields.get("defaultendpointsprotocol", "https")
+    return scheme.lower() == "http"
+
+
 # ---- the local fabric as a target ------------------------------------------------------------
 
 

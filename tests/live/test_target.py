@@ -96,3 +96,95 @@ def test_masker_hides_every_resolved_secret_and_its_encodings(tmp_path, monkeypa
     masked = masker(text)
     assert PASSWORD not in masked and key not in masked and urllib.parse.quote(PASSWORD) not in masked
     assert masked.count("***") == 4
+
+
+# ---- credentials that would travel in clear --------------------------------------------------
+
+HTTP_MGMT = GOOD.replace("url: https://127.0.0.1:8443", "url: http://127.0.0.1:8080").replace(
+    "  certificate: cert.pem\n  key: {file: key.pem}\n", ""
+)
+
+
+def _winrm(scheme: str, transport: str) -> str:
+    return GOOD.replace("winrm:\n", f"winrm:\n  scheme: {scheme}\n  transport: {transport}\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "storage", "field"),
+    [
+        (_winrm("http", "basic"), None, "winrm.transport"),
+        (_winrm("http", "ssl"), None, "winrm.transport"),
+        (_winrm("HTTP", "Basic"), None, "winrm.transport"),
+        (GOOD, "BlobEndpoint=http://store.example:10000/acct;SharedAccessSignature=sv=2020&sig=abc", "storage"),
+        (GOOD, "DefaultEndpointsProtocol=http;AccountName=a;SharedAccessSignature=sv=2020&sig=abc", "storage"),
+    ],
+)
+def test_a_credential_that_would_travel_in_clear_is_named_by_field(tmp_path, monkeypatch, body, storage, field):
+    from harness.live.target import cleartext_credentials
+
+    monkeypatch.setenv("VMR_TEST_STORAGE", storage or "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k")
+    problems = cleartext_credentials(load_target(write(tmp_path, body)))
+    assert len(problems) == 1 and problems[0].startswith(field)
+    assert "in clear" in problems[0]
+    text = " ".join(problems)
+    assert PASSWORD not in text and "sig=abc" not in text  # the secret itself is never repeated
+
+
+@pytest.mark.parametrize(
+    ("body", "storage"),
+    [
+        (GOOD, "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k"),  # https everywhere
+        (_winrm("https", "basic"), None),  # Basic over TLS
+        (_winrm("https", "ssl"), None),
+        (_winrm("http", "ntlm"), None),  # NTLM with message encryption
+        (HTTP_MGMT, None),  # no management credential travels over http (mutual TLS needs https)
+        (GOOD, "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=k"),  # Shared Key signs, never sends
+        (GOOD, "UseDevelopmentStorage=true"),
+    ],
+)
+def test_credentials_that_stay_protected_are_accepted(tmp_path, monkeypatch, body, storage):
+    from harness.live.target import cleartext_credentials
+
+    monkeypatch.setenv("VMR_TEST_STORAGE", storage or "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k")
+    assert cleartext_credentials(load_target(write(tmp_path, body))) == []
+
+
+def test_basic_over_http_without_a_password_is_still_refused(tmp_path):
+    from harness.live.target import cleartext_credentials
+
+    body = _winrm("http", "basic").replace("  password: {file: pw}\n", "")
+    assert [p.split(":")[0] for p in cleartext_credentials(load_target(write(tmp_path, body)))] == ["winrm.transport"]
+
+
+def test_the_fabric_targets_send_no_credential_in_clear(tmp_path):
+    from harness.live.target import cleartext_credentials, fabric_target_document
+
+    for name in ("client.pem", "client.key", "ca.pem"):
+        (tmp_path / name).write_text("PEM")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "winrm-password").write_text(PASSWORD)
+    (secrets / "storage-connection-string").write_text(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    )
+    data = {
+        "management": {
+            "https_port": 1,
+            "http_port": 2,
+            "ca": str(tmp_path / "ca.pem"),
+            "client_cert": str(tmp_path / "client.pem"),
+            "client_key": str(tmp_path / "client.key"),
+        },
+        "subscription_id": "sub",
+        "service_name": "svc",
+        "slot": "Production",
+        "winrm": {"username": "vmradmin"},
+        "haproxy": {"probe": {"removal_window_s": 1}},
+    }
+    import yaml
+
+    for https in (True, False):
+        path = tmp_path / f"t{https}.vmrtarget.yml"
+        path.write_text(yaml.safe_dump(fabric_target_document(data, tmp_path, https=https)))
+        assert cleartext_credentials(load_target(path)) == []
