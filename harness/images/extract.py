@@ -73,7 +73,23 @@ class _Reported(Exception):
 CONTROL_SET_PARTS = ("services", "remote access", "firewall")
 #: Keys walked in full below Select or a firewall store (a real Select has none, a store a few dozen).
 MAX_CHECKED_KEYS = 1000
-_OFFSET = re.compile(r"offset (0x[0-9a-f]+)")
+#: Where a reader's note points, first match wins: a cell offset, an MFT record, an MBR/GPT/BAT entry, an LBA.
+_WHERE = (
+    (re.compile(r"\boffset (0x[0-9a-f]+)"), "{}"),
+    (re.compile(r"\(records? (\d+)"), "MFT record {}"),
+    (re.compile(r"\$MFT record (\d+)"), "MFT record {}"),
+    (re.compile(r"\b(MBR|GPT|BAT) entry (\d+)"), "{} entry {}"),
+    (re.compile(r"\bLBA (\d+)"), "LBA {}"),
+)
+
+
+def where_in_note(note: str) -> str:
+    """Where in its part a reader's note points ("MFT record 71", "0x1020", "GPT entry 5"), or ""."""
+    for pattern, shape in _WHERE:
+        match = pattern.search(note)
+        if match:
+            return shape.format(*match.groups())
+    return ""
 
 
 class _Reader:
@@ -187,7 +203,7 @@ class _Reader:
                 hive = Hive(self.read(entry, MAX_HIVE), f"{name} hive")
                 damage = [n for n in hive.notes if n != DIRTY_NOTE] + hive.check_cells()
                 if damage:
-                    first = next((m.group(1) for n in damage if (m := _OFFSET.search(n))), "")
+                    first = next((w for n in damage if (w := where_in_note(n))), "")
                     self.problem(part, "\\" + vol_path, "; ".join(damage[:3]), offset=first)
             except Unreadable as exc:
                 self.problem(part, "\\" + vol_path, exc)
@@ -258,7 +274,7 @@ def _note_problems(reader: _Reader, part: str, notes: Any, where: str = "") -> N
     text = "; ".join(notes[:MAX_NOTES_SHOWN])
     if len(notes) > MAX_NOTES_SHOWN:
         text += f"; and {len(notes) - MAX_NOTES_SHOWN} more"
-    reader.problem(part, where, text)
+    reader.problem(part, where, text, offset=next((w for n in notes if (w := where_in_note(n))), ""))
 
 
 def extract(path: Path, options: ExtractOptions | None = None, progress: Progress = _noop) -> ImageFacts:

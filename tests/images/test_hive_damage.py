@@ -249,3 +249,30 @@ def test_every_vmr002_location_names_the_part_and_the_offset(image_cache: Path) 
     assert damage, findings
     for _, location, _ in damage:
         assert "SYSTEM" in location and "0x" in location, location
+
+
+def test_an_mft_loop_vmr002_names_the_volume_and_the_record(image_cache: Path, tmp_path: Path) -> None:
+    """Not only hives: damage a reader noted and read past (here an MFT loop) says where, too."""
+    from tests.images.test_image_lint import _mft_loop
+
+    facts = extract(_mft_loop(image_cache, tmp_path))
+    (problem,) = facts.problems
+    assert problem.part == "NTFS volume" and problem.offset.startswith("MFT record "), problem
+    assert problem.location.startswith("NTFS volume partition 1 @ MFT record "), problem.location
+
+
+@pytest.mark.parametrize(
+    ("note", "where"),
+    [
+        ("3 MFT records with a bad signature were skipped (records 40, 41, 42)", "MFT record 40"),
+        ("MBR entry 2 has an invalid status byte 0x13", "MBR entry 2"),
+        ("EBR at LBA 2048 links with type 0x07 (expected an extended type)", "LBA 2048"),
+        ("GPT entry 5 lies outside the usable LBA range", "GPT entry 5"),
+        ("cell at offset 0x1020 has size 0 (corrupt hive bin)", "0x1020"),
+        ("partitions 1 and 2 overlap", ""),
+    ],
+)
+def test_where_a_reader_note_points(note: str, where: str) -> None:
+    from harness.images.extract import where_in_note
+
+    assert where_in_note(note) == where
