@@ -501,12 +501,6 @@ class _Handler(BaseHTTPRequestHandler):
         if auth:
             scheme, _, value = auth.strip().partition(" ")
             kind = scheme.lower()
-            if kind in ("basic", "ntlm", "negotiate") and service.throttle.locked(self.client_address[0]):
-                log.info("WinRM: authentication from %s refused (locked out)", self.client_address[0])
-                self.ntlm = None
-                service.throttle.pause()
-                self._challenge()
-                return
             if kind == "basic":
                 self.ntlm = None
                 if not tls:
@@ -516,6 +510,9 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
                 except (binascii.Error, ValueError, UnicodeDecodeError):
+                    self._challenge()
+                    return
+                if self._locked_out():
                     self._challenge()
                     return
                 if not service.check_basic(user, password):
@@ -562,6 +559,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(status, response, "application/soap+xml;charset=UTF-8")
 
+    def _locked_out(self) -> bool:
+        """While the client is locked out its credentials are not checked: a delayed 401 (NTLM's negotiate
+        step is still answered, so the client sees bad credentials at the authenticate step, as on Windows)."""
+        service = self.server.service
+        if not service.throttle.locked(self.client_address[0]):
+            return False
+        log.info("WinRM: authentication from %s refused (locked out)", self.client_address[0])
+        service.throttle.pause()
+        return True
+
     def _ntlm_step(self, scheme: str, value: str) -> bool:
         """Handles an NTLM/Negotiate Authorization header; True when the request may proceed."""
         service = self.server.service
@@ -579,6 +586,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._challenge(f"{scheme} {base64.b64encode(challenge).decode('ascii')}")
                 return False
             if mtype == 3 and self.ntlm is not None and not self.ntlm.complete:
+                if self._locked_out():
+                    self.ntlm = None
+                    self._challenge()
+                    return False
                 try:
                     principal = self.ntlm.authenticate(token)
                 except Exception:
