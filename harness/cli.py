@@ -33,6 +33,13 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
         "--profile", choices=("auto", "vmrole", "azure"), help="image rule profile (default auto: chosen and reported)"
     )
     p.add_argument("--role", metavar="NAME", help="the role of the service model an image is deployed as")
+    p.add_argument(
+        "--image-parent-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory a differencing image's parent may be opened from, besides the child's own (repeatable)",
+    )
     p.add_argument("--signatures", action="append", default=[], metavar="YAML", help="extra IC/agent signatures")
     p.add_argument("--select", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
     p.add_argument("--ignore", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
@@ -69,6 +76,8 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
         args += ["--vmr-image-profile", ns.profile]
     if ns.role:
         args += ["--vmr-role", ns.role]
+    for d in ns.image_parent_dir:
+        args += ["--vmr-image-parent-dir", d]
     for flag, values in (("--vmr-select", ns.select), ("--vmr-ignore", ns.ignore), ("--vmr-severity", ns.severity)):
         for v in values:
             args += [flag, v]
@@ -109,10 +118,24 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
         if not Path(p).exists():
             print(f"vmrole lint: {p}: no such file or directory", file=sys.stderr)
             return int(pytest.ExitCode.USAGE_ERROR)
+    if any(arg == "--vmr-target" or arg.startswith("--vmr-target=") for arg in extra):
+        print(
+            "vmrole lint: linting never probes a deployment: use `vmrole probe TARGET` (it takes the same lint "
+            "options) or `pytest --vmr-target TARGET`",
+            file=sys.stderr,
+        )
+        return int(pytest.ExitCode.USAGE_ERROR)
     # Without positional paths pytest would collect the whole working directory: name the artefacts.
     paths = ns.paths or named
     _prefetch_images(ns, paths)
-    return int(pytest.main(lint_args(ns, paths, extra)))
+    # Nor from the environment or an ini file (--config): a lint run contacts nothing (issue 9).
+    args = [*lint_args(ns, paths, extra), "-o", "vmr_target="]
+    saved = os.environ.pop("VMR_TARGET", None)
+    try:
+        return int(pytest.main(args))
+    finally:
+        if saved is not None:
+            os.environ["VMR_TARGET"] = saved
 
 
 def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
@@ -126,7 +149,10 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
     from harness.images.extract import ExtractOptions
     from harness.images.worker import prefetch
 
-    options = ExtractOptions(signature_files=tuple(os.path.abspath(os.path.expanduser(p)) for p in ns.signatures))
+    options = ExtractOptions(
+        signature_files=tuple(os.path.abspath(os.path.expanduser(p)) for p in ns.signatures),
+        parent_dirs=tuple(os.path.abspath(os.path.expanduser(d)) for d in ns.image_parent_dir),
+    )
     for p in images:
         prefetch(Path(p), options)
 
@@ -135,9 +161,14 @@ def cmd_probe(ns: argparse.Namespace, extra: list[str]) -> int:
     if not Path(ns.target).is_file():
         print(f"vmrole probe: {ns.target}: no such target file", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
-    args = lint_args(ns, [ns.target], extra)
+    # Named with --vmr-target: the only way a target is probed. Also named as the one path to collect, and
+    # absolute so the plugin sees one path (a relative one would be collected twice).
+    target = os.path.abspath(ns.target)
+    args = [*lint_args(ns, [target], extra), "--vmr-target", target]
     if ns.destructive:
         args.append("--vmr-destructive")
+    if ns.allow_cleartext_credentials:
+        args.append("--vmr-allow-cleartext-credentials")
     return int(pytest.main(args))
 
 
@@ -182,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser(
         "lint",
         help="lint disk images and service models (.vhd, .vhdx, .raw, .csdef, .cscfg, .cspkg)",
-        description="Lint files or directories. Arguments after `--` go to pytest unchanged.",
+        description="Lint files or directories. Linting reads files and contacts nothing: target files "
+        "(*.vmrtarget.yml) are probed only by `vmrole probe`. Arguments after `--` go to pytest unchanged.",
     )
     lint.add_argument("paths", nargs="*", help="files or directories to lint")
     _add_lint_options(lint)
@@ -196,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("target", help="the target file, e.g. .vmrole/fabric/target.vmrtarget.yml")
     probe.add_argument("--destructive", action="store_true", help="also reimage, reboot and drain an instance")
+    probe.add_argument(
+        "--allow-cleartext-credentials",
+        action="store_true",
+        help="probe even when the target would send a credential in clear (HTTP Basic or a shared access "
+        "signature over plain http); refused otherwise",
+    )
     _add_lint_options(probe)
 
     rules = sub.add_parser("rules", help="list the rule catalogue, or show one rule's documentation")

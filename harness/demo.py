@@ -80,8 +80,12 @@ def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
                 print(f"vmrole demo: the local fabric could not start, so only the lint runs: {exc}")
             else:
                 print(f"  ready in {time.monotonic() - started:.1f} s: {len(fabric.instances)} instances")
+                # Linting never probes (issue 9): `vmrole probe` lints the same files, named, and probes.
                 target = fabric.layout.root / "target.vmrtarget.yml"
-                args += ["--", str(target), "--vmr-destructive"]
+                named = ["--csdef", str(model_dir / SAMPLE_FILES[0]), "--cscfg", str(model_dir / SAMPLE_FILES[1])]
+                if image is None:
+                    named += ["--package", str(model_dir / PACKAGE_NAME)]
+                args = ["probe", str(target), "--destructive", *named, *args[2:]]
         linted = "the image and the model" if image is not None else "the model"
         step = f"4/5 linting {linted} and probing the deployment" if fabric else f"4/5 linting {linted}"
         print(f"vmrole demo: {step} (reimage, reboot and drain included)" if fabric else f"vmrole demo: {step}")

@@ -78,9 +78,24 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if kind is None:
         return None
     state = parent.config.stash[STATE]
-    if not state.discover and Path(file_path) not in state.explicit:
+    if kind == DEPLOYMENT:
+        # Probing contacts a deployment and sends it credentials: only for a target the user named with
+        # --vmr-target (`vmrole probe` does), never for one found in a directory or named to lint (issue 9).
+        if Path(file_path) in state.explicit and Path(file_path) not in state.pairing.targets:
+            return NotProbed.from_parent(parent, path=file_path)  # named: collected, so not "not found"
+        if Path(file_path) not in state.pairing.targets:
+            return None
+    elif not state.discover and Path(file_path) not in state.explicit:
         return None
     return ArtefactFile.from_parent(parent, path=file_path)
+
+
+class NotProbed(pytest.File):
+    """A target file named as a path to collect rather than with --vmr-target: no items (the summary says how
+    to probe it)."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        return iter(())
 
 
 class ArtefactFile(pytest.File):
@@ -123,7 +138,7 @@ def _live_subject(config: pytest.Config, artefact: Artefact) -> Any:
     from harness.live.context import LiveContext
     from harness.live.errors import TargetError
     from harness.live.subject import LiveSubject
-    from harness.live.target import load_target
+    from harness.live.target import CLEARTEXT_OPT_IN, cleartext_credentials, load_target
 
     cache = config.stash.setdefault(LIVE, {})
     if artefact.path not in cache:
@@ -131,6 +146,14 @@ def _live_subject(config: pytest.Config, artefact: Artefact) -> Any:
             target = load_target(artefact.path)
         except TargetError as exc:
             raise Unreadable(artefact.path, str(exc).split(": ", 1)[-1]) from None
+        problems = [] if config.stash[STATE].allow_cleartext_credentials else cleartext_credentials(target)
+        if problems:  # refused before anything is contacted
+            raise Unreadable(
+                artefact.path,
+                f"refused, it would send a credential in clear: {'; '.join(problems)}. "
+                f"To accept that, opt in on the command line: {CLEARTEXT_OPT_IN}",
+                location=problems[0].split(":", 1)[0],
+            )
         ctx = LiveContext(target, destructive=config.stash[STATE].destructive)
         named = Artefact(artefact.kind, artefact.identity, artefact.path, target.name)
         cache[artefact.path] = LiveSubject(named, ctx)
@@ -398,7 +421,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not _is_controller(config) or COLLECTED not in config.stash:
         return
     collected = config.stash[COLLECTED]
+    state_notes = config.stash[STATE].notes if STATE in config.stash else []
     if collected.result is None:
+        if state_notes:
+            terminalreporter.write_sep("=", "vmrole-harness")
+        for note in state_notes:
+            terminalreporter.write_line(f"note: {note}")
         return
     from harness.reports.summary import terminal_summary_lines
 
@@ -413,5 +441,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"... and {len(reported) - MAX_REPORTED_LINES} more below the threshold")
     for name, path in sorted(collected.written.items()):
         terminalreporter.write_line(f"{name} report: {path}")
-    for note in collected.notes:
+    for note in [*state_notes, *collected.notes]:
         terminalreporter.write_line(f"note: {note}")

@@ -49,8 +49,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("signatures", "extra integration-component / agent signature YAML files (repeatable)", "list"),
     Option("machine-key-allowlist", "extra machine-key allowlist YAML files (repeatable)", "list"),
     Option("image-timeout", "seconds an image may take to read before it is reported unreadable (default 300)"),
-    Option("target", "a deployment target file (*.vmrtarget.yml) to probe live (repeatable)", "list", metavar="PATH"),
+    Option(
+        "image-parent-dir",
+        "a directory a differencing image's parent may be opened from, besides the child's own directory "
+        "(repeatable); a parent anywhere else is not opened",
+        "list",
+        metavar="DIR",
+    ),
+    Option(
+        "target",
+        "a deployment target file (*.vmrtarget.yml) to probe live (repeatable); the only way a target is "
+        "probed: target files found in directories or named as arguments are not",
+        "list",
+        metavar="PATH",
+    ),
     Option("destructive", "also run destructive live probes: reimage, reboot, taking an instance Busy", "bool", False),
+    Option(
+        "allow-cleartext-credentials",
+        "probe a --vmr-target even when it would send a credential in clear (HTTP Basic over http, a shared "
+        "access signature in an http URL); without it such a target is refused (VMR001)",
+        "bool",
+        False,
+    ),
     Option(
         "discover",
         "also lint .csdef/.cscfg/.cspkg files found while collecting directories (files named on the "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.engine import catalogue
+from harness.engine.artefact import DEPLOYMENT, kind_of
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.engine.severity import Severity
@@ -41,6 +42,14 @@ def _validate_image_files(signatures: tuple[str, ...], allowlists: tuple[str, ..
             raise pytest.UsageError(f"--vmr-machine-key-allowlist: {exc}") from None
 
 
+def _not_probed(name: str) -> str:
+    """Linting never contacts a deployment: a target file is probed only when named with --vmr-target."""
+    return (
+        f"{name} is a target file and was not probed (linting never contacts a deployment): "
+        f"probe it with `vmrole probe {name}` or `pytest --vmr-target {name}`"
+    )
+
+
 @dataclass
 class RunState:
     root: Path
@@ -60,7 +69,8 @@ class RunState:
     report_dir: Path | None
     report_formats: tuple[str, ...]
     destructive: bool = False
-    # Filled while running (controller side).
+    allow_cleartext_credentials: bool = False
+    # Shown in the terminal summary (controller side), even when nothing was collected.
     notes: list[str] = field(default_factory=list)
 
     # ---- construction --------------------------------------------------------------------
@@ -155,12 +165,17 @@ class RunState:
                 if not Path(extra).is_file():
                     raise pytest.UsageError(f"--vmr-{flag}: file not found: {extra}")
         _validate_image_files(extra_files["signatures"], extra_files["machine-key-allowlist"])
+        parent_dirs = tuple(str(path_of(p)) for p in options.get(config, "image-parent-dir"))
+        for parent_dir in parent_dirs:
+            if not Path(parent_dir).is_dir():
+                raise pytest.UsageError(f"--vmr-image-parent-dir: not a directory: {parent_dir}")
         image_settings = ImageSettings(
             profile=profile,
             role=options.get(config, "role") or None,
             signature_files=extra_files["signatures"],
             machine_key_allowlists=extra_files["machine-key-allowlist"],
             timeout=timeout,
+            parent_dirs=parent_dirs,
         )
 
         csdef_opt = options.get(config, "csdef")
@@ -179,8 +194,12 @@ class RunState:
         explicit = set(declared)
         if pairing.csdef:
             explicit.add(pairing.csdef)
+        notes: list[str] = []
         for arg in config.args:
-            explicit.add(path_of(arg.split("::", 1)[0]))
+            named = path_of(arg.split("::", 1)[0])
+            explicit.add(named)
+            if kind_of(named) == DEPLOYMENT and named not in pairing.targets:
+                notes.append(_not_probed(arg.split("::", 1)[0]))
 
         return cls(
             root=Path(config.rootpath),
@@ -200,6 +219,8 @@ class RunState:
             report_dir=path_of(report_dir_opt) if report_dir_opt else None,
             report_formats=formats,
             destructive=options.get(config, "destructive"),
+            allow_cleartext_credentials=options.get(config, "allow-cleartext-credentials"),
+            notes=notes,
         )
 
     def option_paths(self) -> list[Path]:
