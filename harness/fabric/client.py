@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.fabric.layout import DEFAULT_STATE, Layout, read_json
+from harness.fabric.layout import DEFAULT_STATE, Layout, make_private_dir, read_json
 from harness.fabric.ports import is_listening
 from harness.fabric.procs import is_recorded_process
 
@@ -57,7 +58,7 @@ def up(
     pid, identity = controller.get("pid"), controller.get("identity")
     if current.get("state") in ("starting", "ready") and isinstance(pid, int) and is_recorded_process(pid, identity):
         raise FabricError(f"a fabric is already running from {layout.root} (pid {pid}); run `vmrole fabric down`")
-    layout.root.mkdir(parents=True, exist_ok=True)
+    make_private_dir(layout.root)  # owner only, whatever the umask (issue 9)
     layout.fabric_json.unlink(missing_ok=True)
     args = [sys.executable, "-m", "harness.fabric.controller", "--state", str(layout.root)]
     for flag, value in (("--csdef", csdef), ("--cscfg", cscfg), ("--package", package), ("--image-dir", image_dir)):
@@ -66,7 +67,7 @@ def up(
     args += ["--step-seconds", str(step_seconds)]
     if tied:
         args += ["--watch-pid", str(os.getpid())]
-    logfile = layout.controller_log.open("ab")
+    logfile = os.fdopen(os.open(layout.controller_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True, close_fds=True
     )
@@ -185,6 +186,9 @@ def down(state_dir: Path = DEFAULT_STATE, timeout: float = DOWN_TIMEOUT) -> Down
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
+    if not any(is_recorded_process(pid, recorded[pid]) for pid in ours):
+        for folder in layout.ntlm_user_dirs():  # the WinRM password, left by instances that were killed
+            shutil.rmtree(folder, ignore_errors=True)
     ports = _ports(state)
     deadline = time.monotonic() + 5
     while ours and any(is_listening(p) for p in ports) and time.monotonic() < deadline:

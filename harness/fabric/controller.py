@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.fabric import views
 from harness.fabric.faults import Faults
-from harness.fabric.layout import FORMAT, Layout, write_json_atomic, write_text_atomic
+from harness.fabric.layout import FORMAT, Layout, make_private_dir, write_json_atomic, write_text_atomic
 from harness.fabric.lifecycle import Instances, wait_until
 from harness.fabric.ports import allocate
 from harness.fabric.procs import pid_alive, process_identity
@@ -87,10 +87,8 @@ class Controller:
     def prepare(self) -> None:
         from harness.fabric import certs
 
-        root = self.layout.root
-        root.mkdir(parents=True, exist_ok=True)
-        self.layout.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.layout.secrets, 0o700)
+        make_private_dir(self.layout.root)  # the state holds the effective cscfg, keys, tokens: owner only
+        make_private_dir(self.layout.secrets)
         self.layout.certs.mkdir(parents=True, exist_ok=True)
         # "PID IDENTITY": `fabric down` signals the pid only while it is still this process (issue 9)
         write_text_atomic(self.layout.controller_pid, f"{os.getpid()} {process_identity(os.getpid()) or ''}".strip())
@@ -319,6 +317,8 @@ class Controller:
                 shutil.rmtree(self.layout.haproxy_socket.parent, ignore_errors=True)
         if self.instances is not None:
             self.instances.stop_all()
+        for folder in self.layout.ntlm_user_dirs():  # left by instances that were killed
+            shutil.rmtree(folder, ignore_errors=True)
         if self.azurite is not None:
             with contextlib.suppress(Exception):
                 self.azurite.stop()
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = Layout(Path(args.state).resolve())
-    layout.root.mkdir(parents=True, exist_ok=True)
+    make_private_dir(layout.root)
     try:
         spec = build_spec(
             csdef=Path(args.csdef) if args.csdef else None,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ class Layout:
     @property
     def secrets(self) -> Path:
         return self.root / "secrets"
+
+    def ntlm_user_dirs(self, instance_id: str = "") -> list[Path]:
+        """The instances' private NTLM user-file folders (``secrets/vmr-winrm-<ID>-*``; they hold the WinRM
+        password): removed when an instance is started again and by ``fabric down``."""
+        return sorted(self.secrets.glob(f"vmr-winrm-{instance_id}*"))
 
     @property
     def certs(self) -> Path:
@@ -108,17 +114,33 @@ class InstanceLayout:
         return self.root / "drives" / "local" / name
 
 
+def make_private_dir(path: Path) -> Path:
+    """``path`` (and missing parents) as a directory only its owner can enter (0700 whatever the umask)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a file of mode 0600 (whatever the umask: state files may hold the
+    effective configuration's setting values, tokens, passwords; every fabric process runs as one user)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, "utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover file keeps its old mode through O_CREAT
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fd = -1
+            fh.write(text)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

@@ -118,6 +118,8 @@ class Instances:
     def start(self, instance_id: str) -> None:
         il = self.ilayout(instance_id)
         write_text_atomic(il.status, "busy")
+        for folder in self.layout.ntlm_user_dirs(f"{instance_id}-"):  # left by a killed earlier process
+            shutil.rmtree(folder, ignore_errors=True)
         log = il.log.open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.fabric.instance", "--config", str(il.config)],

@@ -65,10 +65,23 @@ class CredentialFile:
     """A private NTLM_USER_FILE for one user: ``:user:pass`` (empty domain, as pywinrm sends) plus the
     domain forms ``.``, the host name and ``WORKGROUP`` a client may send."""
 
-    def __init__(self, username: str, password: str, domains: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        domains: tuple[str, ...] = (),
+        *,
+        directory: str | os.PathLike[str] | None = None,
+        tag: str = "",
+    ) -> None:
+        """``directory``: where the private folder ``vmr-winrm-<tag>-*`` is made (default: the temp folder). The
+        fabric passes its 0700 ``secrets/`` folder, so a killed instance leaves nothing in the shared temp
+        folder and ``fabric down`` removes what it left (issue 9)."""
         if any(c in username for c in ":\r\n") or any(c in password for c in "\r\n"):
             raise ValueError("WinRM user name/password contain characters an NTLM user file cannot hold")
-        self._dir = tempfile.mkdtemp(prefix="vmr-winrm-")
+        safe_tag = "".join(c for c in tag if c.isascii() and (c.isalnum() or c in "_.")) if tag else ""
+        prefix = f"vmr-winrm-{safe_tag}-" if safe_tag else "vmr-winrm-"
+        self._dir = tempfile.mkdtemp(prefix=prefix, dir=os.fspath(directory) if directory is not None else None)
         os.chmod(self._dir, 0o700)
         self.path = os.path.join(self._dir, "ntlm-users")
         lines = [f":{username}:{password}"]

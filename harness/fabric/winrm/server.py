@@ -28,7 +28,9 @@ Behaviour the clients depend on (live-reference §2):
   Correct logins are never delayed.
 
 The password is read from ``password_file`` and kept in memory and in a private NTLM user file (0600 in a
-0700 temp directory, removed on shutdown); it is never logged.
+0700 folder ``vmr-winrm-<instance id>-*`` next to the password file — the fabric's secrets folder, never the
+shared temp folder — removed on shutdown, and by the controller / `fabric down` after a kill); it is never
+logged.
 """
 
 from __future__ import annotations
@@ -208,7 +210,14 @@ class WinRMService:
         self.instance = instance
         self.machine = str(instance.get("id") or "localhost")
         self.guest = Guest(instance, self.username)
-        self.credentials = CredentialFile(self.username, self._password, (self.machine, self.machine.upper()))
+        # next to the password file (the fabric's 0700 secrets folder), never in the shared temp folder
+        self.credentials = CredentialFile(
+            self.username,
+            self._password,
+            (self.machine, self.machine.upper()),
+            directory=Path(password_file).resolve().parent,
+            tag=self.machine,
+        )
         self.bindings = channel_bindings_for(winrm["cert"]) if winrm.get("cert") else None
         self.delay_file = Path(winrm["delay_ms_file"]) if winrm.get("delay_ms_file") else None
         lockout = _setting(winrm, "lockout_seconds", 10.0)
