@@ -566,3 +566,19 @@ def test_lockout_window_grows_and_success_clears_it():
     t.succeeded("a")
     t.failed("a")
     assert t.locked("a") == 0
+
+
+def test_an_unexpected_error_is_a_soap_fault_without_details(fabric, monkeypatch):
+    """Issue 9 (same kind): an exception in the emulated guest dropped the connection (an empty reply)."""
+    service = fabric["servers"][0]._listener.service
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(service, "_create", boom)
+    with pytest.raises(WSManFaultError) as err:
+        _https(fabric).run_cmd("hostname")
+    assert err.value.code == 500
+    assert "secret internals" not in str(err.value) and "Traceback" not in str(err.value)
+    monkeypatch.undo()
+    assert _https(fabric).run_cmd("hostname").status_code == 0

@@ -298,6 +298,12 @@ class WinRMService:
             if err.subcode != "TimedOut":
                 log.info("WinRM fault %s: %s", err.subcode, err.reason)
             return err.status, soap.fault_response(err, relates, self.machine)
+        except Exception:  # answered (without details), never a dropped connection
+            log.exception("WinRM: request failed")
+            err = soap.SoapError(
+                500, "s:Receiver", "InternalError", "The WS-Management service cannot process the request."
+            )
+            return err.status, soap.fault_response(err, relates, self.machine)
 
     def _shell(self, req: soap.Request) -> Shell:
         with self.lock:
