@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from harness.live.health import Health
 from harness.live.masking import Masker
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -26,6 +27,10 @@ class LiveContext:
         self._management: Any = None
         self._winrm: Any = None
         self._deployment: Any = None
+        #: the stage running now (LiveSubject sets it): dependency records name where they were first seen
+        self.stage: str | None = None
+        #: dependencies found down in this run (the load balancer, blob storage, the management API, WinRM)
+        self.health = Health(lambda: self.stage)
 
     # ---- clients --------------------------------------------------------------------------
     @property
@@ -34,7 +39,9 @@ class LiveContext:
             from harness.live.management import ManagementClient, RetryPolicy
 
             policy = RetryPolicy(conflict_deadline=self.target.timeouts.conflict_retry)
-            self._management = ManagementClient(self.target, self.masker, log=self.log, policy=policy)
+            self._management = ManagementClient(
+                self.target, self.masker, log=self.log, policy=policy, health=self.health
+            )
         return self._management
 
     @property

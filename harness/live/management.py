@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.live.health import MGMT, Health
 from harness.live.masking import Masker
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -63,6 +64,7 @@ class ManagementError(Exception):
         code: str | None = None,
         request_id: str | None = None,
         attempts: int = 1,
+        known_down: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -70,6 +72,8 @@ class ManagementError(Exception):
         self.code = code
         self.request_id = request_id
         self.attempts = attempts
+        #: not tried: an earlier call found the API unreachable (refused, or no answer in time) in this run
+        self.known_down = known_down
 
     @property
     def unreachable(self) -> bool:
@@ -178,6 +182,7 @@ class ManagementClient:
         log: LogFn | None = None,
         policy: RetryPolicy | None = None,
         clock: _Sleeper | None = None,
+        health: Health | None = None,
     ) -> None:
         import requests
         from azure.servicemanagement import ServiceManagementService
@@ -187,6 +192,8 @@ class ManagementClient:
         self.log: LogFn = log or (lambda event, **fields: None)
         self.policy = policy or RetryPolicy()
         self.clock = clock or _Sleeper()
+        #: dependencies found down in this run (shared with the other clients of the context)
+        self.health = health or Health()
         self._local = threading.local()
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._deployment_name: str | None = target.management.deployment
@@ -272,6 +279,9 @@ class ManagementClient:
         from azure.common import AzureHttpError
 
         policy = self.policy
+        down = self.health.down(MGMT, self.base_url)
+        if down is not None:  # refused (or silent) before in this run: do not wait for it again
+            raise ManagementError(self.masker(f"{what}: not tried: {down.reason}"), known_down=True)
         start = self.clock.monotonic()
         attempts = 0
         conflicts = 0
@@ -282,12 +292,15 @@ class ManagementClient:
             self._local.exchange = None
             try:
                 result = fn()
+                self.health.mark_up(MGMT, self.base_url)
                 return result, self._last(), attempts
             except AzureHttpError as exc:
                 ex = self._last()
                 status = int(getattr(exc, "status_code", 0) or ex.status or 0)
                 code, message = _azure_error(ex.body or str(exc))
                 detail = f"{status} {code or 'error'}" + (f": {message}" if message else "")
+                if ex.request_id:
+                    detail += f" (request id {ex.request_id})"
                 elapsed = self.clock.monotonic() - start
                 if status == 409 and retry_conflict:
                     conflicts += 1
@@ -324,7 +337,7 @@ class ManagementClient:
                     continue
                 retried = f" after {attempts} attempts" if attempts > 1 else ""
                 raise ManagementError(
-                    self.masker(f"{what}: {detail}{retried}"),
+                    self.masker(f"{what}: the management API answered {detail}{retried}"),
                     status=status,
                     code=code,
                     request_id=ex.request_id,
@@ -332,8 +345,11 @@ class ManagementClient:
                 ) from None
             except requests.RequestException as exc:
                 kind = _connection_problem(exc)
-                # a read timeout on a POST may have started the operation: never repeat it
-                may_retry = idempotent or not isinstance(exc, requests.ReadTimeout)
+                refused = kind == "connection refused"
+                timed_out = isinstance(exc, requests.Timeout)
+                # a read timeout on a POST may have started the operation: never repeat it; a timeout costs a
+                # full timeout each time: tried once, then remembered (below)
+                may_retry = (idempotent or not isinstance(exc, requests.ReadTimeout)) and not timed_out
                 if may_retry and transient + 1 < policy.transient_attempts:
                     transient += 1
                     wait = policy.transient_delay * (2 ** (transient - 1))
@@ -341,6 +357,9 @@ class ManagementClient:
                     self.clock.sleep(wait)
                     continue
                 retried = f" after {attempts} attempts" if attempts > 1 else ""
+                if refused or timed_out:
+                    problem = "refused connections" if refused else f"did not answer ({kind})"
+                    self.health.mark_down(MGMT, self.base_url, problem, certain=refused)
                 raise ManagementError(
                     self.masker(f"{what}: the management API at {self.base_url} is unreachable ({kind}){retried}"),
                     attempts=attempts,
@@ -441,6 +460,17 @@ class ManagementClient:
                     )
             except ManagementError as exc:
                 errors.append(str(exc))
+                if exc.known_down:  # the API is gone for this run: waiting longer tells nothing more
+                    return OperationResult(
+                        request_id,
+                        last.status if last is not None else "Unknown",
+                        self.clock.monotonic() - start,
+                        False,
+                        tuple(history),
+                        last.error_code if last else None,
+                        str(exc),
+                        tuple(errors),
+                    )
             now = self.clock.monotonic()
             if now >= deadline:
                 return OperationResult(
@@ -467,12 +497,29 @@ def _connection_problem(exc: Exception) -> str:
         return "no answer within the read timeout"
     if isinstance(exc, requests.ConnectionError):
         text = _short(exc)
-        if "refused" in text.lower():
+        full = str(exc).lower()  # urllib3's wording puts the errno text past the clipped part
+        if "refused" in full or _caused_by(exc, ConnectionRefusedError):
             return "connection refused"
-        if "reset" in text.lower() or "aborted" in text.lower():
+        if "reset" in full or "aborted" in full:
             return "connection reset"
         return f"connection failed: {text}"
     return f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, kind):
+            return True
+        reason = getattr(cur, "reason", None)  # urllib3's MaxRetryError keeps the cause there
+        stack += [cur.__cause__, cur.__context__, reason if isinstance(reason, BaseException) else None]
+        stack += [a for a in cur.args if isinstance(a, BaseException)]
+    return False
 
 
 def _short(exc: Exception, limit: int = 200) -> str:
