@@ -300,10 +300,10 @@ class WinRMService:
             return err.status, soap.fault_response(err, relates, self.machine)
         except Exception:  # answered (without details), never a dropped connection
             log.exception("WinRM: request failed")
-            err = soap.SoapError(
+            internal = soap.SoapError(
                 500, "s:Receiver", "InternalError", "The WS-Management service cannot process the request."
             )
-            return err.status, soap.fault_response(err, relates, self.machine)
+            return internal.status, soap.fault_response(internal, relates, self.machine)
 
     def _shell(self, req: soap.Request) -> Shell:
         with self.lock:
