@@ -25,7 +25,14 @@ from typing import Any
 
 from harness.fabric import views
 from harness.fabric.faults import Faults
-from harness.fabric.layout import FORMAT, Layout, make_private_dir, write_json_atomic, write_text_atomic
+from harness.fabric.layout import (
+    FORMAT,
+    Layout,
+    ensure_private_dir,
+    make_private_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
 from harness.fabric.lifecycle import Instances, wait_until
 from harness.fabric.ports import allocate
 from harness.fabric.procs import pid_alive, process_identity
@@ -232,7 +239,7 @@ class Controller:
         self.layout.haproxy.mkdir(parents=True, exist_ok=True)
         config_path = self.layout.haproxy / "haproxy.cfg"
         socket_path = self.layout.haproxy_socket
-        socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(socket_path.parent)  # may be a predictable folder under the shared /tmp
         lb_spec = spec_from_deployment(self.spec, socket_path, probe=PROBE)
         config_path.write_text(render_config(lb_spec), "utf-8")
         self.haproxy = HAProxy(socket_path)

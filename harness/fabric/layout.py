@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -118,6 +119,22 @@ def make_private_dir(path: Path) -> Path:
     """``path`` (and missing parents) as a directory only its owner can enter (0700 whatever the umask)."""
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
+    return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """``path`` as a folder of this user that nobody else can enter: made 0700 when missing; an existing one
+    that is a symlink, someone else's, or open to others is refused (RuntimeError), never used — in the
+    shared temp folder another local user can make it ahead of us (the HAProxy admin socket goes there)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise RuntimeError(f"{path} is not a private folder of this user (owner, mode or symlink); remove it")
     return path
 
 
