@@ -11,6 +11,8 @@
   worker TARGET [libFuzzer args]   (internal) one atheris process
 
 Crash inputs and libFuzzer artefacts go to tests/fuzz/artifacts/<target>/ (git-ignored), never to the repo root.
+The kept corpora (tests/fuzz/corpus/<target>/, in git) hold inputs up to 64 KiB that are not derived from the real
+samples; larger or sample-derived inputs stay in tests/fuzz/corpus-local/<target>/ (git-ignored, this machine only).
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ def _spawn(args: list[str], *, env: dict[str, str], log: Path) -> tuple[int, int
     return proc.returncode, int(usage.ru_maxrss)
 
 
+def local_dirs(name: str) -> list[Path]:
+    return [local_dir(name)] if local_dir(name).is_dir() else []
+
+
 def fuzz_one(name: str, seconds: int, *, keep_going: bool = True) -> dict[str, Any]:
     target = TARGETS[name]
     kept = corpus_dir(name)
@@ -202,7 +208,7 @@ def fuzz_one(name: str, seconds: int, *, keep_going: bool = True) -> dict[str, A
     env["VMR_FUZZ_STATS"] = str(stats_path)
     env["VMR_FUZZ_KEEP_GOING"] = "1" if keep_going else "0"
     args = [
-        _python(), "-m", "tests.fuzz", "worker", name, str(kept), *map(str, sample_dirs(name)),
+        _python(), "-m", "tests.fuzz", "worker", name, str(kept), *map(str, [*local_dirs(name), *sample_dirs(name)]),
         f"-max_total_time={seconds}", f"-timeout={LIBFUZZER_TIMEOUT}", f"-rss_limit_mb={RSS_LIMIT_MB}",
         f"-max_len={target.max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
         "-reload=0",
@@ -246,10 +252,75 @@ def fuzz_one(name: str, seconds: int, *, keep_going: bool = True) -> dict[str, A
     }
 
 
+# ---- what goes into git ------------------------------------------------------------------------------------------
+
+LOCAL = FUZZ_DIR / "corpus-local"  # git-ignored: inputs kept on this machine only
+KEEP_MAX = 64 * 1024  # larger inputs stay local (the corpus in git stays small)
+_WINDOW = 64
+_DERIVED_BYTES = 256
+_sample_windows: dict[str, set[bytes]] = {}
+
+
+def local_dir(name: str) -> Path:
+    return LOCAL / name
+
+
+def _windows(name: str) -> set[bytes]:
+    if name not in _sample_windows:
+        found: set[bytes] = set()
+        for path in sample_files(name):
+            data = path.read_bytes()
+            for off in range(0, len(data) - _WINDOW + 1, _WINDOW):
+                piece = data[off : off + _WINDOW]
+                if len(set(piece)) >= 16:  # not padding, zeros or a run of one character
+                    found.add(piece)
+        if found:  # content our own factory writes too (boilerplate, namespaces) is not sample content
+            from tests.fuzz.seeds import BUILDERS, NEEDS_WORKDIR
+
+            if name not in NEEDS_WORKDIR:
+                for data in BUILDERS[name]().values():
+                    found.difference_update(data[i : i + _WINDOW] for i in range(len(data) - _WINDOW + 1))
+        _sample_windows[name] = found
+    return _sample_windows[name]
+
+
+def derived_from_samples(name: str, data: bytes) -> bool:
+    """Whether an input holds real-sample content (at least 256 bytes of 64-byte pieces of a sample file):
+    those are not copied into the repo (samples are read at run time only)."""
+    windows = _windows(name)
+    if not windows:
+        return False
+    matched = 0
+    i = 0
+    while i <= len(data) - _WINDOW:
+        if data[i : i + _WINDOW] in windows:
+            matched += _WINDOW
+            if matched >= _DERIVED_BYTES:
+                return True
+            i += _WINDOW
+        else:
+            i += 1
+    return False
+
+
+def sort_corpus(name: str) -> int:
+    """Move inputs that must not go into git (too large, or derived from the real samples) from the kept corpus
+    to the local one; how many moved."""
+    moved = 0
+    for path in inputs(corpus_dir(name)):
+        data = path.read_bytes()
+        if len(data) > KEEP_MAX or derived_from_samples(name, data):
+            local_dir(name).mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), local_dir(name) / path.name)
+            moved += 1
+    return moved
+
+
 def merge(name: str) -> tuple[int, int]:
-    """Minimise the kept corpus in place (libFuzzer -merge=1); (files before, files after)."""
+    """Minimise the kept and local corpora (libFuzzer -merge=1), then sort them again; (files before, after)."""
     kept = corpus_dir(name)
-    before = len(inputs(kept))
+    local = local_dir(name)
+    before = len(inputs(kept)) + len(inputs(local))
     if before == 0:
         return 0, 0
     fresh = Path(tempfile.mkdtemp(prefix=f"fuzz-merge-{name}-"))
@@ -258,19 +329,21 @@ def merge(name: str) -> tuple[int, int]:
     env = _env()
     env["VMR_FUZZ_KEEP_GOING"] = "1"
     args = [
-        _python(), "-m", "tests.fuzz", "worker", name, str(fresh), str(kept), "-merge=1",
+        _python(), "-m", "tests.fuzz", "worker", name, str(fresh), str(kept), *([str(local)] if local.is_dir() else []),
+        "-merge=1",
         f"-timeout={LIBFUZZER_TIMEOUT}", f"-rss_limit_mb={RSS_LIMIT_MB}", f"-max_len={TARGETS[name].max_len}",
         f"-artifact_prefix={artifacts}/",
     ]  # fmt: skip
     code, _ = _spawn(args, env=env, log=artifacts / "last-merge.log")
     after = inputs(fresh)
     if code == 0 and after:
-        for p in inputs(kept):
+        for p in inputs(kept) + inputs(local):
             p.unlink()
         for p in after:
             shutil.move(str(p), kept / p.name)
     shutil.rmtree(fresh, ignore_errors=True)
-    return before, len(inputs(kept))
+    sort_corpus(name)
+    return before, len(inputs(kept)) + len(inputs(local))
 
 
 def replay(name: str, *, quarantine: bool = False) -> list[tuple[Path, str]]:
@@ -278,12 +351,12 @@ def replay(name: str, *, quarantine: bool = False) -> list[tuple[Path, str]]:
     With ``quarantine``, failing corpus inputs (known open bugs) move to the artifacts folder."""
     contract = Contract(TARGETS[name], determinism_every=1, hang_seconds=float("inf"))
     failures = []
-    for path in inputs(corpus_dir(name)) + inputs(regressions_dir(name)):
+    for path in inputs(corpus_dir(name)) + inputs(local_dir(name)) + inputs(regressions_dir(name)):
         try:
             contract(path.read_bytes())
         except Exception as exc:
             failures.append((path, _crash_signature(exc)))
-            if quarantine and path.parent == corpus_dir(name):
+            if quarantine and path.parent in (corpus_dir(name), local_dir(name)):
                 dest = ARTIFACTS / name / f"quarantined-{path.name}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(path), dest)
@@ -309,7 +382,7 @@ def _cover_child(name: str, out: Path) -> None:
     cov = coverage.Coverage(branch=True, include=files, data_file=None)
     contract = Contract(target, determinism_every=0, hang_seconds=float("inf"))
     cov.start()
-    for path in inputs(corpus_dir(name)) + inputs(regressions_dir(name)) + sample_files(name):
+    for path in inputs(corpus_dir(name)) + inputs(local_dir(name)) + inputs(regressions_dir(name)) + sample_files(name):
         with contextlib.suppress(Exception):  # crash inputs are reported by replay, not here
             contract(path.read_bytes())
     cov.stop()
@@ -471,6 +544,8 @@ def cmd_run(names: list[str], seconds: int, *, do_merge: bool) -> int:
         result = fuzz_one(name, seconds)
         if do_merge:
             merge(name)
+        else:
+            sort_corpus(name)
         failures = replay(name, quarantine=True)
         coverage = cover(name)
         add_to_tally(result, coverage)

@@ -76,7 +76,10 @@ def parse_duration(text: str | None, default: float) -> float:
     if not m or not any(m.groups()):
         return default
     days, hours, minutes, seconds = m.groups()
-    return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    try:
+        return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    except ValueError:  # more digits than int() converts (found by fuzzing): as absent
+        return default
 
 
 @dataclass
@@ -121,7 +124,10 @@ class Request:
         node = self.body.find(_q(NS_SHELL, "Send")) if self.body is not None else None
         out = []
         for s in node.findall(_q(NS_SHELL, "Stream")) if node is not None else []:
-            data = base64.b64decode(s.text or "", validate=False)
+            try:
+                data = base64.b64decode(s.text or "", validate=False)
+            except ValueError:  # binascii.Error: bad padding (found by fuzzing)
+                raise SoapError(400, "s:Sender", "InvalidParameter", "The rsp:Stream is not valid base64.") from None
             out.append((s.get("CommandId"), s.get("Name") or "stdin", data, s.get("End", "").lower() == "true"))
         return out
 
