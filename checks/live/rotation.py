@@ -348,9 +348,14 @@ class RotationConnectionErrors(Rule):
             rate = ep.error_rate
             examples = f"; e.g. {ep.error_examples[0]}" if ep.error_examples else ""
             missing = f"; unseen Ready instances: {', '.join(ep.unseen)}" if ep.unseen else ""
+            cause = ""
+            if ep.answered == 0 and ep.errors.refused == ep.errors.total:
+                cause = (
+                    f"; nothing accepts connections on {ep.vip}:{ep.port}: the load balancer is down or not listening"
+                )
             message = (
                 f"{ep.errors.total} of {ep.requests} connections through {ep.label} at {ep.where} failed "
-                f"({ep.errors.describe()}; {100 * rate:.0f}%){missing}{examples}"
+                f"({ep.errors.describe()}; {100 * rate:.0f}%){cause}{missing}{examples}"
             )
             severity = Severity.HIGH if rate >= ERROR_RATE_RED else Severity.MEDIUM
             yield self.finding(subject, ep.label, message, evidence=_evidence(ep), severity=severity)

@@ -40,6 +40,8 @@ from typing import Any
 
 import requests
 
+from harness.live.health import LB, WINRM, Health
+
 PS_PREFIX = "$ProgressPreference='SilentlyContinue'"
 BATCH_MARK = "vmr-batch:"
 CODEPAGE = 65001  # UTF-8 output
@@ -203,6 +205,7 @@ class WinRMPool:
         if shell is not None:
             return shell
         address = self.address(instance)
+        self._check_health(instance, address)
         started = time.monotonic()
         try:
             protocol = self._protocol(address)
@@ -215,7 +218,9 @@ class WinRMPool:
                 protocol = self._protocol(address)
                 shell_id = protocol.open_shell(codepage=CODEPAGE)
         except Exception as exc:
+            self._note_down(instance, address, exc)
             raise self._wrap(instance, "open a shell", exc) from None
+        self._health().mark_up(WINRM, instance)
         self.ctx.log("winrm shell opened", instance=instance, seconds=round(time.monotonic() - started, 3))
         shell = _Shell(protocol, shell_id, address)
         with self._lock:
@@ -223,6 +228,36 @@ class WinRMPool:
         if existing is not shell:
             self._close_one(shell)
         return existing
+
+    # ---- dependency records ------------------------------------------------------------------
+    def _health(self) -> Health:
+        health = getattr(self.ctx, "health", None)
+        if not isinstance(health, Health):  # a bare context (tests): a private record
+            health = self.__dict__.setdefault("_own_health", Health())
+        return health
+
+    def _check_health(self, instance: str, address: tuple[str, int]) -> None:
+        """Fail at once when this instance's WinRM, or the load balancer in front of it, is known down."""
+        health = self._health()
+        host, port = address
+        down = health.down(WINRM, instance) or health.down(LB, f"{host}:{port}")
+        if down is not None:
+            raise WinRMError(self.ctx.masker(f"{instance} ({host}:{port}): not tried: {down.reason}"))
+
+    def _note_down(self, instance: str, address: tuple[str, int], exc: BaseException) -> None:
+        """Remember a refused connection (certain) or a timeout (tried once) for this instance's WinRM."""
+        host, port = address
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if "refused" in text:
+            problem, certain = "refused connections", True
+        elif _is_read_timeout(exc) or "timed out" in text:
+            problem, certain = f"did not answer within {self.read_timeout} s", False
+        else:
+            return
+        what = f"WinRM of {instance} at {host}:{port}"
+        self._health().mark_down(WINRM, instance, problem, certain=certain, what=what)
+        if certain:  # an instance input endpoint: the load balancer itself refused on this port
+            self._health().mark_down(LB, f"{host}:{port}", problem)
 
     def shell_id(self, instance: str) -> str:
         return self.shell(instance).shell_id

@@ -33,6 +33,7 @@ from harness.facts.live.deployment import (
 )
 from harness.facts.servicemodel import INPUT, RoleDef, ServiceConfiguration, ServiceDefinition
 from harness.live.errors import StageError, TargetError
+from harness.live.health import MGMT, Health
 from harness.readers.errors import Unreadable
 
 POLL_INTERVAL = 0.5  # seconds between Get Deployment polls while waiting for readiness
@@ -298,6 +299,14 @@ def _expected_counts(configuration: ServiceConfiguration | None) -> tuple[tuple[
     return tuple(out)
 
 
+def _management_down(ctx: Any) -> bool:
+    health = getattr(ctx, "health", None)
+    client = getattr(ctx, "_management", None)
+    if not isinstance(health, Health) or client is None:
+        return False
+    return health.down(MGMT, str(getattr(client, "base_url", ""))) is not None
+
+
 def wait_ready(ctx: Any, *, interval: float = POLL_INTERVAL) -> ReadinessFacts:
     """Poll Get Deployment until Running with every instance ReadyRole, a failed status, or the deadline.
 
@@ -346,6 +355,8 @@ def wait_ready(ctx: Any, *, interval: float = POLL_INTERVAL) -> ReadinessFacts:
             poll_errors.append(str(exc))
             if time.monotonic() >= deadline:
                 deadline_passed = True
+                break
+            if _management_down(ctx):  # refused (or silent) for this run: polling on would only wait
                 break
     elapsed = time.monotonic() - start
     instances = tuple(

@@ -36,12 +36,15 @@ from harness.suites.live.rotation import (
     detect_protocol,
     input_endpoints_of,
     instances_of,
+    lb_down,
+    note_lb,
     ready_instances,
     settings_of,
 )
 
 from harness.facts.live.rotation import DrainFacts, DrainPhase, ErrorCounts
 from harness.live import stats
+from harness.live.health import DependencyDown
 
 DRAINING_PACE = 0.02  # seconds between requests while waiting out the grace period
 RETURN_PACE = 0.05  # … while waiting for the instance to come back
@@ -141,6 +144,9 @@ def run(ctx: Any) -> DrainFacts:
             seconds=round(time.monotonic() - started, 3),
         )
     ep, expected = picked
+    down = lb_down(ctx, ep.vip or "", ep.port)
+    if down is not None:  # nothing to sample through: its rules are skipped with the cause
+        raise DependencyDown(down)
     if ep.detect:
         ep = InputEndpoint(ep.role, ep.name, detect_protocol(ep.vip or "", ep.port, settings), ep.port, ep.vip)
     instance, others = expected[-1], expected[:-1]
@@ -187,6 +193,20 @@ def run(ctx: Any) -> DrainFacts:
             until=lambda: all(x in sampler.counts for x in expected), answers=bound, requests=2 * bound + 10
         ),
     )
+    if sampler.answered == 0:  # nothing answers through the VIP: taking one out could show nothing
+        down = note_lb(ctx, sampler)
+        why = (
+            down.reason
+            if down is not None
+            else f"{sampler.errors_since(0)} requests, errors: "
+            + (", ".join(f"{n} {kind}" for kind, n in sorted(sampler.errors.items())) or "none")
+        )
+        return _finish(
+            ctx, sampler, phases, started,
+            DrainFacts(**base, not_performed=ctx.masker(
+                f"no instance answered through {ep.role}/{ep.name} at {ep.vip}:{ep.port} before: {why}"
+            )),
+        )  # fmt: skip
     latencies = [s.ms for s in sampler.samples if s.answered]
     per_request = (sum(latencies) / len(latencies) / 1000.0) if latencies else settings.connect_timeout
     hold = math.ceil(grace + max(1.0, 3 * k * (per_request + 0.02)) + HOLD_SLACK)

@@ -60,6 +60,7 @@ from harness.facts.live.endpoints import (
 from harness.facts.servicemodel import INSTANCE_INPUT as CSDEF_INSTANCE_INPUT
 from harness.facts.servicemodel import INTERNAL as CSDEF_INTERNAL
 from harness.facts.servicemodel import ServiceConfiguration, ServiceDefinition
+from harness.live.health import LB, Health
 from harness.net import is_ip_address
 
 RETRY_ATTEMPTS = 3  # for refused/reset connections only
@@ -116,6 +117,8 @@ class Settings:
     banner_regex: re.Pattern[str] | None
     masker: Callable[[str], str]
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    #: the run's dependency record: a VIP port found refusing (or silent) is not waited for again
+    health: Health | None = None
 
 
 # ---- low-level probes ----------------------------------------------------------------------------------------
@@ -356,10 +359,47 @@ def _check(probe: Probe, **fields: Any) -> EndpointCheck:
     return replace(base, **fields)
 
 
+def _lb_address(probe: Probe, settings: Settings) -> str | None:
+    """The VIP port a probe goes through (input and instance input endpoints), when the run keeps records."""
+    if settings.health is None or probe.kind not in (INPUT, INSTANCE):
+        return None
+    return f"{probe.host}:{probe.port}"
+
+
 def probe_endpoint(probe: Probe, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> EndpointCheck:
-    """Run one probe, retrying refused/reset connections (only) a bounded number of times."""
+    """Run one probe, retrying refused/reset connections (only) a bounded number of times.
+
+    Through the VIP, a port (or the whole VIP) already found refusing connections, or silent, in this run is
+    not tried again: the check fails at once with the recorded cause."""
     if probe.protocol == "udp":
         return _udp(probe, settings)
+    lb = _lb_address(probe, settings)
+    if lb is not None and settings.health is not None:
+        down = settings.health.down(LB, lb)
+        if down is not None:
+            return _check(
+                probe,
+                status=FAILED,
+                error_kind=REFUSED if down.certain else TIMEOUT,
+                error=settings.masker(f"TCP connect to {probe.host}:{probe.port}: not tried: {down.reason}"),
+                attempts=0,
+                connected=False,
+                total_seconds=0.0,
+            )
+    check = _probe_endpoint(probe, settings, sleep)
+    if lb is not None and settings.health is not None:
+        if check.connected:
+            settings.health.mark_up(LB, lb)
+        elif check.error_kind == REFUSED:
+            settings.health.mark_down(LB, lb, "refused connections")
+        elif check.error_kind == TIMEOUT:
+            settings.health.mark_down(
+                LB, lb, f"did not accept a connection within {settings.connect:g} s", certain=False
+            )
+    return check
+
+
+def _probe_endpoint(probe: Probe, settings: Settings, sleep: Callable[[float], None]) -> EndpointCheck:
     started = time.monotonic()
     attempts = 0
     delay = RETRY_DELAY
@@ -386,11 +426,12 @@ def probe_endpoint(probe: Probe, settings: Settings, sleep: Callable[[float], No
                 total_seconds=time.monotonic() - started,
             )
     assert last is not None
+    through = " (the load balancer refused)" if last.kind == REFUSED and probe.kind in (INPUT, INSTANCE) else ""
     return _check(
         probe,
         status=FAILED,
         error_kind=last.kind,
-        error=settings.masker(f"{last.message} ({attempts} attempts)"),
+        error=settings.masker(f"{last.message} ({attempts} attempts){through}"),
         attempts=attempts,
         connected=False,
         total_seconds=time.monotonic() - started,
@@ -724,6 +765,7 @@ def settings_for(ctx: Any, deployment: DeploymentFacts) -> Settings:
         body_regex=_compile(identify.body_regex),
         banner_regex=_compile(identify.banner_regex),
         masker=ctx.masker,
+        health=ctx.health if isinstance(getattr(ctx, "health", None), Health) else None,
     )
 
 
@@ -779,6 +821,9 @@ def run(ctx: Any) -> EndpointFacts:
         checks = list(pool.map(lambda p: probe_endpoint(p, settings), probes))
     confidence = float(getattr(getattr(ctx.target, "rotation", None), "confidence", 0.999))
     for probe in probes:
+        lb = _lb_address(probe, settings)
+        if lb is not None and settings.health is not None and settings.health.down(LB, lb) is not None:
+            continue  # its check already failed with the cause
         if probe.kind == INPUT and probe.protocol == "https":
             sweep, note = tls_sweep(probe, settings, _ready_instances(deployment, probe.role), confidence)
             checks += sweep

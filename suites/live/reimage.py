@@ -35,6 +35,8 @@ from harness.facts.live.reimage import (
     RebootFacts,
     ReimageFacts,
 )
+from harness.live.health import BLOB as BLOB_STORE
+from harness.live.health import Health
 from harness.live.winrm_pool import WinRMError, ps_quote
 
 READY = "ReadyRole"
@@ -118,22 +120,56 @@ def _write_files(ctx: Any, instance: str, paths: list[tuple[str, str, str, bool 
     return out
 
 
+#: blob retries: few and short (the SDK's default backs off 15 s, 45 s, …: minutes against a dead endpoint)
+BLOB_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "random_jitter_range": 0}
+
+
 def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
     ref = ctx.target.storage.connection_string
     if ref is None:
         return None, None, "the target names no storage connection string"
     try:
+        from azure.core.exceptions import ServiceRequestError
         from azure.storage.blob import BlobServiceClient
 
         from harness.fabric.azurite import API_VERSION
 
-        service = BlobServiceClient.from_connection_string(ctx.target.secret(ref), api_version=API_VERSION)
+        timeouts = ctx.target.timeouts
+        service = BlobServiceClient.from_connection_string(
+            ctx.target.secret(ref),
+            api_version=API_VERSION,
+            connection_timeout=float(timeouts.connect),
+            read_timeout=float(timeouts.read),
+            **BLOB_RETRY,
+        )
+        endpoint = service.url.rstrip("/")
+        health = ctx.health if isinstance(getattr(ctx, "health", None), Health) else None
+        down = health.down(BLOB_STORE, endpoint) if health is not None else None
+        if down is not None:
+            return None, None, ctx.masker(f"not tried: {down.reason}")
         container = service.get_container_client(ctx.target.storage.container)
-        with contextlib.suppress(Exception):  # ResourceExistsError: fine
+        try:
             container.create_container()
+        except ServiceRequestError as exc:  # no answer at all: refused, or no answer in time
+            text = str(exc).lower()
+            refused = "refused" in text
+            problem = "refused connections" if refused else f"did not answer ({_short(exc)})"
+            if health is not None:
+                down = health.mark_down(BLOB_STORE, endpoint, problem, certain=refused)
+                return None, None, ctx.masker(down.reason)
+            return None, None, ctx.masker(f"blob storage at {endpoint} {problem}")
+        except Exception:  # ResourceExistsError (or another answer): the writes below say
+            pass
+        if health is not None:
+            health.mark_up(BLOB_STORE, endpoint)
         return service, container, None
     except Exception as exc:
         return None, None, ctx.masker(f"blob storage unusable: {type(exc).__name__}: {exc}")[:300]
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _write_blob_direct(service: Any, container: Any, name: str, tag: str, error: str | None) -> Marker:

@@ -34,6 +34,7 @@ from harness.facts.live.rotation import (
     RotationFacts,
 )
 from harness.live import stats
+from harness.live.health import LB, DependencyDown, Down, Health
 from harness.net import is_ip_address
 
 READY = "ReadyRole"
@@ -731,6 +732,35 @@ def sample_endpoint(
     return facts, sampler
 
 
+def _health(ctx: Any) -> Health | None:
+    health = getattr(ctx, "health", None)
+    return health if isinstance(health, Health) else None
+
+
+def lb_down(ctx: Any, host: str, port: int) -> Down | None:
+    """The run's record of this VIP port (or the whole VIP) being down, if any."""
+    health = _health(ctx)
+    return health.down(LB, f"{host}:{port}") if health is not None else None
+
+
+def note_lb(ctx: Any, sampler: Sampler) -> Down | None:
+    """After sampling: an answer marks the VIP port up; only refusals (or only timeouts) mark it down."""
+    health = _health(ctx)
+    if health is None or not sampler.samples:
+        return None
+    address = f"{sampler.host}:{sampler.port}"
+    if sampler.answered:
+        health.mark_up(LB, address)
+        return None
+    total = sum(sampler.errors.values())
+    if total and sampler.errors.get("refused", 0) == total:
+        return health.mark_down(LB, address, "refused connections")
+    if total and sampler.errors.get("timeout", 0) == total:
+        wait = sampler.settings.connect_timeout
+        return health.mark_down(LB, address, f"did not answer within {wait:g} s", certain=False)
+    return None
+
+
 def _status_now(ctx: Any, names: Iterable[str]) -> dict[str, str]:
     names = list(names)
     if not names:
@@ -750,6 +780,7 @@ def run(ctx: Any) -> RotationFacts:
     known = [i.name for i in instances_of(deployment)]
     results: list[EndpointRotation] = []
     samplers: list[tuple[EndpointRotation, Sampler]] = []
+    downs: list[Down] = []
     for ep in input_endpoints_of(deployment):
         if ep.protocol == "udp" or ep.protocol not in LB_PROTOCOLS:
             results.append(
@@ -787,7 +818,25 @@ def run(ctx: Any) -> RotationFacts:
                 )
             )
             continue
+        down = lb_down(ctx, ep.vip, ep.port)
+        if down is not None:  # found refusing (or silent) earlier in this run: not waited for again
+            downs.append(down)
+            results.append(
+                EndpointRotation(
+                    role=ep.role,
+                    endpoint=ep.name,
+                    protocol=ep.protocol,
+                    vip=ep.vip,
+                    port=ep.port,
+                    probeable=False,
+                    note=f"not sampled: {down.reason}",
+                    confidence=settings.confidence,
+                    expected=expected,
+                )
+            )
+            continue
         facts, sampler = sample_endpoint(ep, expected, settings, known=known)
+        note_lb(ctx, sampler)
         ctx.log(
             f"rotation {facts.label}",
             requests=facts.requests,
@@ -800,6 +849,8 @@ def run(ctx: Any) -> RotationFacts:
         )
         results.append(facts)
         samplers.append((facts, sampler))
+    if downs and not samplers:  # every load-balanced endpoint is behind a load balancer known down
+        raise DependencyDown(downs[0])
     unseen = {name for facts in results for name in facts.unseen}
     status_now = _status_now(ctx, sorted(unseen))
     if status_now:
