@@ -33,6 +33,13 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
         "--profile", choices=("auto", "vmrole", "azure"), help="image rule profile (default auto: chosen and reported)"
     )
     p.add_argument("--role", metavar="NAME", help="the role of the service model an image is deployed as")
+    p.add_argument(
+        "--image-parent-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory a differencing image's parent may be opened from, besides the child's own (repeatable)",
+    )
     p.add_argument("--signatures", action="append", default=[], metavar="YAML", help="extra IC/agent signatures")
     p.add_argument("--select", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
     p.add_argument("--ignore", action="append", default=[], metavar="RULES", help="ids, prefixes or names")
@@ -69,6 +76,8 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
         args += ["--vmr-image-profile", ns.profile]
     if ns.role:
         args += ["--vmr-role", ns.role]
+    for d in ns.image_parent_dir:
+        args += ["--vmr-image-parent-dir", d]
     for flag, values in (("--vmr-select", ns.select), ("--vmr-ignore", ns.ignore), ("--vmr-severity", ns.severity)):
         for v in values:
             args += [flag, v]
@@ -140,7 +149,10 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
     from harness.images.extract import ExtractOptions
     from harness.images.worker import prefetch
 
-    options = ExtractOptions(signature_files=tuple(os.path.abspath(os.path.expanduser(p)) for p in ns.signatures))
+    options = ExtractOptions(
+        signature_files=tuple(os.path.abspath(os.path.expanduser(p)) for p in ns.signatures),
+        parent_dirs=tuple(os.path.abspath(os.path.expanduser(d)) for d in ns.image_parent_dir),
+    )
     for p in images:
         prefetch(Path(p), options)
 

@@ -59,6 +59,8 @@ class ExtractOptions:
 
     signature_files: tuple[str, ...] = ()
     machine_key_allowlists: tuple[str, ...] = ()
+    #: Directories a differencing image's parent may be opened from, besides the child's own (--vmr-image-parent-dir).
+    parent_dirs: tuple[str, ...] = ()
 
 
 def _noop(_: str) -> None:
@@ -284,7 +286,7 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     started = time.perf_counter()
     bytes_before = FileSource.total_bytes_read
     progress("reading the container")
-    disk = open_disk(path)
+    disk = open_disk(path, parent_dirs=options.parent_dirs)
     try:
         progress("reading the partition table")
         table = read_partitions(disk)

@@ -50,6 +50,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("machine-key-allowlist", "extra machine-key allowlist YAML files (repeatable)", "list"),
     Option("image-timeout", "seconds an image may take to read before it is reported unreadable (default 300)"),
     Option(
+        "image-parent-dir",
+        "a directory a differencing image's parent may be opened from, besides the child's own directory "
+        "(repeatable); a parent anywhere else is not opened",
+        "list",
+        metavar="DIR",
+    ),
+    Option(
         "target",
         "a deployment target file (*.vmrtarget.yml) to probe live (repeatable); the only way a target is "
         "probed: target files found in directories or named as arguments are not",

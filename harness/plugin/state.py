@@ -165,12 +165,17 @@ class RunState:
                 if not Path(extra).is_file():
                     raise pytest.UsageError(f"--vmr-{flag}: file not found: {extra}")
         _validate_image_files(extra_files["signatures"], extra_files["machine-key-allowlist"])
+        parent_dirs = tuple(str(path_of(p)) for p in options.get(config, "image-parent-dir"))
+        for parent_dir in parent_dirs:
+            if not Path(parent_dir).is_dir():
+                raise pytest.UsageError(f"--vmr-image-parent-dir: not a directory: {parent_dir}")
         image_settings = ImageSettings(
             profile=profile,
             role=options.get(config, "role") or None,
             signature_files=extra_files["signatures"],
             machine_key_allowlists=extra_files["machine-key-allowlist"],
             timeout=timeout,
+            parent_dirs=parent_dirs,
         )
 
         csdef_opt = options.get(config, "csdef")

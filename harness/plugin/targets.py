@@ -32,6 +32,8 @@ class ImageSettings:
     signature_files: tuple[str, ...] = ()
     machine_key_allowlists: tuple[str, ...] = ()
     timeout: float = 300.0
+    #: Directories a differencing image's parent may be opened from, besides the child's own (absolute paths).
+    parent_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def _read(artefact: Artefact, image: ImageSettings) -> Any:
         from harness.images.extract import ExtractOptions
         from harness.images.worker import read_image_isolated
 
-        options = ExtractOptions(image.signature_files, image.machine_key_allowlists)
+        options = ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
         return read_image_isolated(artefact.path, options, timeout=image.timeout)
     raise Unreadable(artefact.path, f"unsupported artefact kind {artefact.kind!r}")
 

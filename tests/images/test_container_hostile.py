@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -273,3 +274,111 @@ def test_sparse_dynamic_vhd_with_a_huge_bat_reads_in_bounded_memory(tmp_path: Pa
         assert disk.info.disk_type == "dynamic" and disk.size == size
     rss = _peak_rss_mb(path, size)
     assert rss < RSS_BOUND_MB, f"peak RSS {rss:.0f} MB reading a sparse 2 TiB dynamic VHD"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 3: parents only from the child's own directory or an allowed one, never disclosing other files
+
+OUTSIDE = "not opened: outside the allowed directories"
+
+
+def _tried(err: Unreadable, path: Path | str, source: str, refusal: str) -> None:
+    """The problem lists ``path`` as tried (from ``source``, perhaps among other sources) with ``refusal``."""
+    pattern = re.escape(str(path)) + r" \([^)]*" + re.escape(source) + r"[^)]*\) \[" + re.escape(refusal)
+    assert re.search(pattern, err.problem), err.problem
+
+
+@pytest.fixture
+def layout(base_vhd: Path, tmp_path: Path) -> dict[str, Path]:
+    """child/ holds the children; elsewhere/ a valid parent VHD outside the child's directory."""
+    child_dir, elsewhere = tmp_path / "child", tmp_path / "elsewhere"
+    child_dir.mkdir()
+    elsewhere.mkdir()
+    parent = elsewhere / "parent.vhd"
+    shutil.copyfile(base_vhd, parent)
+    return {"child_dir": child_dir, "elsewhere": elsewhere, "parent": parent}
+
+
+@pytest.fixture
+def opened_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path the process stats, lstats or opens while the test runs."""
+    seen: list[str] = []
+    for name in ("open", "stat", "lstat"):
+        real = getattr(os, name)
+
+        def spy(path, *args, _real=real, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path))
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/etc/no-such-file-here", "/etc/shadow.vhd", "/etc"])
+def test_locator_naming_a_host_file_is_refused_unopened_and_undisclosed(
+    base_vhd: Path, tmp_path: Path, opened_paths: list[str], target: str
+) -> None:
+    child = tmp_path / "child.vhd"
+    write_differencing_vhd(base_vhd, child, locator="absolute", absolute_path_override=target, header_parent_name="x")
+    opened_paths.clear()
+    err = _unreadable(child, "parent")
+    _tried(err, target, "absolute locator", OUTSIDE)
+    assert not [p for p in opened_paths if p.startswith("/etc")], opened_paths
+    # The same sentence whatever the host file is (present, absent, a directory): no size, existence or type.
+    other = target.replace("/etc", "/no-such-dir-zz", 1)
+    assert err.problem.replace(target, "T") == _problem_for(base_vhd, tmp_path, other).replace(other, "T")
+
+
+def _problem_for(base_vhd: Path, tmp_path: Path, target: str) -> str:
+    other = tmp_path / "other.vhd"
+    write_differencing_vhd(base_vhd, other, locator="absolute", absolute_path_override=target, header_parent_name="x")
+    problem = _unreadable(other).problem
+    return problem.replace(str(tmp_path / "other.vhd"), str(tmp_path / "child.vhd"))
+
+
+def test_absolute_locator_to_a_vhd_elsewhere_needs_an_allowed_directory(layout: dict[str, Path]) -> None:
+    child = write_differencing_vhd(layout["parent"], layout["child_dir"] / "child.vhd", locator="absolute")
+    _tried(_unreadable(child, "--vmr-image-parent-dir"), layout["parent"], "absolute locator", OUTSIDE)
+    with open_disk(child, parent_dirs=[layout["elsewhere"]]) as disk:
+        assert disk.info.parent_chain == (str(layout["parent"]),)
+    with open_disk(child, parent_dirs=[str(layout["elsewhere"].parent)]) as disk:  # a directory above it
+        assert disk.info.parent_chain == (str(layout["parent"]),)
+
+
+def test_relative_locator_climbing_out_of_the_child_directory_is_refused(layout: dict[str, Path]) -> None:
+    child = write_differencing_vhd(layout["parent"], layout["child_dir"] / "child.vhd", locator="relative")
+    _tried(_unreadable(child), layout["parent"], "relative locator", OUTSIDE)
+    with open_disk(child, parent_dirs=[layout["elsewhere"]]) as disk:
+        assert disk.info.disk_type == "differencing"
+
+
+def test_parent_next_to_the_child_is_opened(layout: dict[str, Path]) -> None:
+    parent = layout["child_dir"] / "base.vhd"
+    shutil.copyfile(layout["parent"], parent)
+    child = write_differencing_vhd(parent, layout["child_dir"] / "child.vhd", locator="both")
+    with open_disk(child) as disk:
+        assert disk.info.parent_chain == (str(parent),)
+
+
+def test_symlink_next_to_the_child_pointing_outside_is_refused(layout: dict[str, Path]) -> None:
+    link = layout["child_dir"] / "base.vhd"
+    os.symlink(layout["parent"], link)
+    child = write_differencing_vhd(link, layout["child_dir"] / "child.vhd", locator="relative")
+    _tried(_unreadable(child), link, "relative locator", OUTSIDE)
+    with open_disk(child, parent_dirs=[layout["elsewhere"]]) as disk:
+        assert disk.info.disk_type == "differencing"
+
+
+def test_parent_must_be_named_like_a_vhd(layout: dict[str, Path]) -> None:
+    parent = layout["child_dir"] / "base.img"
+    shutil.copyfile(layout["parent"], parent)
+    child = write_differencing_vhd(parent, layout["child_dir"] / "child.vhd", locator="relative")
+    _tried(_unreadable(child), parent, "relative locator", "not opened: not a .vhd or .vhdx file name")
+
+
+def test_parent_must_be_a_vhd_by_its_bytes(layout: dict[str, Path]) -> None:
+    parent = layout["child_dir"] / "base.vhd"
+    shutil.copyfile(layout["parent"], parent)
+    child = write_differencing_vhd(parent, layout["child_dir"] / "child.vhd", locator="relative")
+    parent.write_bytes(b"\x00" * 8192)  # now raw bytes under a .vhd name
+    _tried(_unreadable(child), parent, "relative locator", "not opened: not a VHD or VHDX file")

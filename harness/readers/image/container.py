@@ -442,7 +442,9 @@ class _ChainLink:
     name: str
 
 
-def _open_vhd(path: Path, file: FileSource, head: bytes, max_chain: int, chain: tuple[_ChainLink, ...]) -> Disk:
+def _open_vhd(
+    path: Path, file: FileSource, head: bytes, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed
+) -> Disk:
     fs = file.size
     if fs < SECTOR:
         raise Unreadable(path, f"file is {fs} bytes: too short for a VHD (its footer alone is {SECTOR} bytes)")
@@ -558,7 +560,7 @@ def _open_vhd(path: Path, file: FileSource, head: bytes, max_chain: int, chain: 
     parent: Disk | None = None
     parent_chain: tuple[str, ...] = ()
     if disk_type == "differencing":
-        parent, parent_path = _open_vhd_parent(path, file, header, max_chain, chain)
+        parent, parent_path = _open_vhd_parent(path, file, header, max_chain, chain, allowed)
         parent_chain = (os.path.abspath(parent_path), *parent.info.parent_chain)
         expected = _vhd_uuid(header[40:56])
         if parent.info.unique_id != expected:
@@ -683,23 +685,98 @@ def _stat_regular(candidate: Path) -> tuple[os.stat_result | None, str | None]:
     return st, None
 
 
+#: File names a parent may have: a differencing disk's parent is a (Hyper-V "a") VHD or VHDX, nothing else.
+_PARENT_SUFFIXES = (".vhd", ".avhd", ".vhdx", ".avhdx")
+_OUTSIDE = "not opened: outside the allowed directories"
+
+
+@dataclass(frozen=True)
+class _Allowed:
+    """Where parents may be opened from: the child's own directory (that directory only) and the directories
+    the user allows (``parent_dirs``, with everything under them). Each as written and with links resolved."""
+
+    trees: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, parent_dirs: Iterable[str | os.PathLike[str]]) -> _Allowed:
+        trees: list[str] = []
+        for d in parent_dirs:
+            for form in (os.path.normpath(os.path.abspath(d)), os.path.realpath(d)):
+                if form not in trees:
+                    trees.append(form)
+        return cls(tuple(trees))
+
+    def admits(self, candidate: str, child_dirs: tuple[str, ...]) -> bool:
+        if os.path.dirname(candidate) in child_dirs:
+            return True
+        return any(candidate.startswith(tree.rstrip(os.sep) + os.sep) for tree in self.trees)
+
+
+def _parent_refusal(candidate: Path, child: Path, allowed: _Allowed) -> str | None:
+    """Why a parent candidate is not opened, or None. Decided on the name first and on the file system
+    only for names inside the allowed directories, so a locator naming any other host file (``/etc/passwd``,
+    another user's disk) learns nothing about it: it is never stat'ed, opened or described."""
+    lexical_dir = os.path.normpath(os.path.abspath(child.parent))
+    try:
+        child_dirs = (lexical_dir, os.path.realpath(lexical_dir))
+        if not allowed.admits(os.path.normpath(os.path.abspath(candidate)), child_dirs):
+            return _OUTSIDE
+        if candidate.suffix.lower() not in _PARENT_SUFFIXES:
+            return "not opened: not a .vhd or .vhdx file name"
+        if not allowed.admits(os.path.realpath(candidate), child_dirs):  # a link out of the allowed directories
+            return _OUTSIDE
+    except (OSError, ValueError):
+        return "not opened: cannot be checked"
+    return None
+
+
+def _looks_like_vhd(candidate: Path) -> bool:
+    """The candidate's bytes say VHD ('conectix' at the end, or at 0 for a truncated dynamic disk) or VHDX
+    ('vhdxfile' at 0). Only called for candidates inside the allowed directories."""
+    try:
+        probe = FileSource(candidate)
+    except Unreadable:
+        return False
+    try:
+        head = probe.read_at(0, 8)
+        tail = probe.read_at(probe.size - SECTOR, 8) if probe.size >= SECTOR else b""
+        return head in (_VHD_COOKIE, _VHDX_SIGNATURE) or tail == _VHD_COOKIE
+    finally:
+        probe.close()
+
+
 def _open_vhd_parent(
-    path: Path, file: FileSource, header: bytes, max_chain: int, chain: tuple[_ChainLink, ...]
+    path: Path, file: FileSource, header: bytes, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed
 ) -> tuple[Disk, Path]:
     candidates, shown, notes = _parent_candidates(path, file, header)
     found: Path | None = None
     st: os.stat_result | None = None
+    outside = False
     for n, cand in enumerate(candidates):
-        st, problem = _stat_regular(cand)
-        if st is not None:
-            found = cand
-            break
-        if problem:
-            shown[n] += f" [{problem}]"
+        refusal = _parent_refusal(cand, path, allowed)
+        if refusal is None:
+            st, refusal = _stat_regular(cand)
+            if st is not None and not _looks_like_vhd(cand):
+                st, refusal = (
+                    None,
+                    "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)",
+                )
+            if st is not None:
+                found = cand
+                break
+        outside = outside or refusal == _OUTSIDE
+        if refusal:
+            shown[n] += f" [{refusal}]"
     if found is None or st is None:
         detail = "; ".join(shown) if shown else "no parent locator or parent name in the header"
         extra = f" ({'; '.join(notes)})" if notes else ""
-        raise Unreadable(path, f"parent of differencing disk not found; tried: {detail}{extra}")
+        hint = (
+            "; a parent is opened only from the child's own directory or a directory allowed with "
+            "--vmr-image-parent-dir"
+            if outside
+            else ""
+        )
+        raise Unreadable(path, f"parent of differencing disk not found; tried: {detail}{extra}{hint}")
     key = (st.st_dev, st.st_ino)
     names = [link.name for link in chain]
     if any(link.key == key for link in chain):
@@ -708,7 +785,7 @@ def _open_vhd_parent(
         raise Unreadable(
             path, f"differencing chain longer than {max_chain} parents: " + " → ".join([*names, found.name, "…"])
         )
-    parent = _open(found, max_chain=max_chain, chain=chain)
+    parent = _open(found, max_chain=max_chain, chain=chain, allowed=allowed)
     if parent.info.format != "vhd":
         parent.close()
         raise Unreadable(path, f"parent {found} is a {parent.info.format} image, not a VHD")
@@ -978,13 +1055,14 @@ def _open_vhdx(path: Path, file: FileSource) -> Disk:
 # --------------------------------------------------------------------------------------------------
 
 
-def open_disk(path: Path | str, *, max_chain: int = 16) -> Disk:
+def open_disk(path: Path | str, *, max_chain: int = 16, parent_dirs: Iterable[str | os.PathLike[str]] = ()) -> Disk:
     """Open an image read-only, choosing the container by content (not by name). Differencing VHDs open
-    their parents (at most ``max_chain`` of them). Unreadable on anything malformed."""
-    return _open(Path(path), max_chain=max_chain, chain=())
+    their parents (at most ``max_chain`` of them), and only parents named .vhd/.vhdx, with VHD/VHDX bytes,
+    in the child's own directory or under one of ``parent_dirs``. Unreadable on anything malformed."""
+    return _open(Path(path), max_chain=max_chain, chain=(), allowed=_Allowed.of(parent_dirs))
 
 
-def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...]) -> Disk:
+def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed) -> Disk:
     file = FileSource(path)
     try:
         link = _ChainLink(file.identity, path.name)
@@ -994,7 +1072,7 @@ def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...]) -> Disk:
             return _open_vhdx(path, file)
         tail_cookie = file.read_at(fs - SECTOR, 8) if fs >= SECTOR else b""
         if head == _VHD_COOKIE or tail_cookie == _VHD_COOKIE:
-            return _open_vhd(path, file, head, max_chain, (*chain, link))
+            return _open_vhd(path, file, head, max_chain, (*chain, link), allowed)
         suffix = path.suffix.lower()
         if suffix in (".vhd", ".avhd"):
             raise Unreadable(path, "no VHD footer ('conectix') in the last 512 bytes: truncated or not a VHD")
