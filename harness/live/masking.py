@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import urllib.parse
 from collections.abc import Iterable
 
@@ -22,7 +24,21 @@ class Masker:
         forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
         forms.add(base64.b64encode(secret.encode()).decode())
         forms.add(base64.b64encode(secret.encode("utf-16-le")).decode())
+        # as quoted in exception messages (int('…'), KeyError) and in JSON text
+        forms |= {repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
         self._needles |= {f for f in forms if len(f) >= MIN_SECRET}
+
+    def add_value(self, value: str | None) -> None:
+        """A value that may be or hold a secret: the whole value and, for connection strings and query
+        strings, each field's value (``AccountKey=…;``, ``sig=…&``), so that a part quoted alone is masked."""
+        if not value:
+            return
+        self.add(value)
+        for part in re.split(r"[;&?]", value):
+            name, sep, field = part.partition("=")
+            if sep and name.strip():
+                self.add(field.strip())
+                self.add(urllib.parse.unquote(field.strip()))
 
     def __call__(self, text: str) -> str:
         # longest first, so a secret containing another is masked whole

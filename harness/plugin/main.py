@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.fabric.pytest_fixture import vmrole_fabric  # noqa: F401 - a fixture the plugin provides
+from harness.live.masking import Masker
 from harness.plugin import options
 from harness.plugin.state import RunState
 from harness.plugin.targets import build_subject
@@ -126,6 +128,15 @@ class ArtefactFile(pytest.File):
                 self, name=f"{rule.id}[{artefact.display}]", rule=rule, subject=subject, notes=notes
             )
 
+    def repr_failure(  # type: ignore[override]  # pytest's Collector drops Node's style argument
+        self, excinfo: pytest.ExceptionInfo[BaseException]
+    ) -> str | Any:
+        """An unexpected error while reading the artefact (a bug: readers raise only Unreadable), shown
+        without the frames' locals and arguments, which hold the file's bytes and parsed values."""
+        if isinstance(excinfo.value, self.CollectError) or not isinstance(excinfo.value, Exception):
+            return super().repr_failure(excinfo)
+        return f"internal error while reading {self.path}:\n" + "".join(traceback.format_exception(excinfo.value))
+
 
 LIVE = pytest.StashKey[dict]()
 DESTRUCTIVE_STAGES = frozenset({"drain", "reimage", "reboot"})
@@ -165,6 +176,38 @@ class RuleFailure(Exception):
         super().__init__(f"{len(failed)} finding(s)")
         self.failed = failed
         self.reported = reported
+
+
+class RuleCrash(Exception):
+    """A rule (or the live stage it read) raised: the item fails with this instead of the exception.
+
+    Its frames' locals and arguments hold the artefact's facts (setting values) or resolved secrets (a
+    WinRM password), and its message may quote a value: pytest would print locals with ``-l`` and the
+    arguments with ``--tb=long``, in the terminal, JUnit XML and allure. This carries the traceback as
+    text without locals, and the message and traceback masked.
+    """
+
+    def __init__(self, head: str, trace: str) -> None:
+        super().__init__(head)
+        self.trace = trace
+
+
+def _crash_masker(subject: Any) -> Masker:
+    """Everything a crash message could quote: the live target's secrets, the model's literal values."""
+    ctx = getattr(subject, "ctx", None)
+    if ctx is not None:
+        return ctx.masker
+    masker = Masker()
+    from harness.facts.servicemodel import EnvironmentVariable, SettingValue
+
+    for facts in (getattr(subject, "configuration", None), getattr(subject, "definition", None)):
+        if facts is None:
+            continue
+        for role in getattr(facts, "roles", ()):
+            for entry in (*getattr(role, "settings", ()), *getattr(role, "environment", ())):
+                if isinstance(entry, (SettingValue, EnvironmentVariable)):
+                    masker.add_value(entry.value)
+    return masker
 
 
 def _finding_line(fr: FindingResult) -> str:
@@ -214,6 +257,20 @@ class RuleItem(pytest.Item):
             self.vmr_notes.extend(n for n in notes if n not in self.vmr_notes)
 
     def runtest(self) -> None:
+        try:
+            self._runtest()
+        except RuleFailure:
+            raise
+        except Exception as exc:  # pytest's outcomes (skip, fail, exit) are BaseException: not caught here
+            mask = _crash_masker(self.subject)
+            head = mask(
+                f"{self.rule.id} {self.rule.name} crashed on {self.subject.artefact.identity}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            trace = mask("".join(traceback.format_exception(exc)))
+            raise RuleCrash(head, trace) from None
+
+    def _runtest(self) -> None:
         state = self.config.stash[STATE]
         self._profile_note()
         evaluation = evaluate(self.rule, self.subject, self.notes)
@@ -266,6 +323,8 @@ class RuleItem(pytest.Item):
                 lines.append(f"  and {len(fail.reported)} below the threshold:")
                 lines.extend(_finding_line(r) for r in fail.reported)
             return "\n".join(lines)
+        if isinstance(excinfo.value, RuleCrash):
+            return f"{excinfo.value}\n\n{excinfo.value.trace}"
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
