@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from harness.live.health import Health
-from harness.live.masking import Masker
+from harness.live.masking import Masker, withhold_auth_tokens
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.live.target import Target
@@ -19,6 +19,7 @@ class LiveContext:
     def __init__(self, target: Target, *, destructive: bool = False) -> None:
         self.target = target
         self.masker: Masker = target.masker()
+        withhold_auth_tokens()  # WinRM's NTLM tokens would reach pytest's log capture at DEBUG
         self.destructive = destructive
         self.started = time.monotonic()
         self.events: list[dict[str, Any]] = []

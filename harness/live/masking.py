@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -46,3 +47,29 @@ class Masker:
             if needle in text:
                 text = text.replace(needle, MASK)
         return text
+
+
+# ---- authentication tokens in third-party debug logs ---------------------------------------------------
+
+#: pyspnego logs every authentication token it sends or receives at DEBUG. An NTLM AUTHENTICATE message
+#: carries the NTLMv2 response, which is cracked offline for the password; CredSSP carries the credentials.
+TOKEN_LOGGERS = ("spnego._ntlm", "spnego._negotiate", "spnego._credssp", "spnego._sspi")
+_TOKEN_RECORD = re.compile(r"^(\w+ (?:step|TSRequest) (?:input|output)):")
+
+
+class AuthTokenFilter(logging.Filter):
+    """Keeps the record (that a step happened) and withholds the token it would print."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _TOKEN_RECORD.match(str(record.msg))
+        if match:
+            record.msg, record.args = f"{match.group(1)}: (token withheld by vmrole-harness)", ()
+        return True
+
+
+def withhold_auth_tokens() -> None:
+    """Install :class:`AuthTokenFilter` on the loggers that print authentication tokens (idempotent)."""
+    for name in TOKEN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, AuthTokenFilter) for f in logger.filters):
+            logger.addFilter(AuthTokenFilter())

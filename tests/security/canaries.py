@@ -126,12 +126,15 @@ def _context(data: bytes, at: int, size: int, needles: list[tuple[str, str, byte
 
 
 #: Secrets the run makes up itself (not known to the test): a SAS signature the reimage probe signs, an
-#: Authorization header, a PEM private key block. Masked text reads ``sig=***``.
+#: Authorization header, an NTLM authentication token, a PEM private key block. Masked text reads ``sig=***``.
 SHAPES = {
     "SAS signature": re.compile(rb"[?&;]sig=(?!\*\*\*)[A-Za-z0-9%+/=_-]{16,}"),
     "Authorization header": re.compile(
         rb"Authorization['\"]?\s*[:=]\s*['\"]?(Basic|Negotiate|NTLM|Bearer) [A-Za-z0-9+/=._-]{8,}"
     ),
+    # an NTLM AUTHENTICATE message (base64 of "NTLMSSP\0" + type 3): its NTLMv2 response is cracked offline
+    # for the password (pyspnego logs every NTLM token at DEBUG)
+    "NTLM authenticate message": re.compile(rb"TlRMTVNTUAADAAAA[A-Za-z0-9+/=]{16,}"),
     # a header followed by key data (rule documentation names the header alone)
     "PEM private key": re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\s|\\[rn]|&#1[03];)*[A-Za-z0-9+/]{40}"),
 }

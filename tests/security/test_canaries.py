@@ -287,6 +287,7 @@ def test_the_scanner_finds_every_encoding_and_never_prints_the_secret():
         "basic auth": "Authorization: Basic " + base64.b64encode(f"vmradmin:{secret}".encode()).decode(),
         "sas": "https://a.blob.core.windows.net/c/b?sv=2021&sig=abcdefABCDEF0123456789%2B%3D",
         "pem": json.dumps("-----BEGIN PRIVATE KEY-----\n" + "A" * 64),
+        "ntlm": "NTLM step output: " + base64.b64encode(b"NTLMSSP\0\3\0\0\0" + bytes(range(40))).decode(),
     }
     hits = scan(samples, c)
     assert {h.where for h in hits} == set(samples), report(hits)
