@@ -239,7 +239,10 @@ class Controller:
         self.layout.haproxy.mkdir(parents=True, exist_ok=True)
         config_path = self.layout.haproxy / "haproxy.cfg"
         socket_path = self.layout.haproxy_socket
-        ensure_private_dir(socket_path.parent)  # may be a predictable folder under the shared /tmp
+        if socket_path.parent == self.layout.haproxy:
+            make_private_dir(socket_path.parent)
+        else:
+            ensure_private_dir(socket_path.parent)  # a predictable folder under the shared /tmp: must be ours
         lb_spec = spec_from_deployment(self.spec, socket_path, probe=PROBE)
         config_path.write_text(render_config(lb_spec), "utf-8")
         self.haproxy = HAProxy(socket_path)
