@@ -170,7 +170,13 @@ class WinRMPool:
         if instance not in self._addresses:
             self._addresses.update(winrm_addresses(self.ctx.deployment(), self.target.winrm.endpoint))
         if instance not in self._addresses:
-            self._addresses.update(winrm_addresses(self.ctx.deployment(refresh=True), self.target.winrm.endpoint))
+            try:
+                fresh = self.ctx.deployment(refresh=True)
+            except Exception as exc:  # the management API failed: this command cannot run, the stage goes on
+                raise WinRMError(
+                    self.ctx.masker(f"{instance}: its WinRM address is unknown and Get Deployment failed: {exc}")
+                ) from None
+            self._addresses.update(winrm_addresses(fresh, self.target.winrm.endpoint))
         try:
             return self._addresses[instance]
         except KeyError:
