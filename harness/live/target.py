@@ -266,6 +266,12 @@ def load_target(path: Path) -> Target:
     url = r.text(m, "url", "management", required=True)
     assert url is not None
     parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:  # user:password@host: a secret written in the file, and shown wherever the URL is
+        raise r.fail(
+            "management.url",
+            "credentials in the URL are not accepted (secrets are not written in the target file): the "
+            "management API authenticates with management.certificate and management.key ({file: PATH} or {env: VAR})",
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise r.fail("management.url", f"expected http(s)://host:port, got {url!r}")
     slot, deployment = r.text(m, "slot", "management"), r.text(m, "deployment", "management")

@@ -177,10 +177,11 @@ def fabric(tmp_path_factory: pytest.TempPathFactory, model: dict[str, Path], can
 
 
 def write_targets(fabric, folder: Path, canaries: Canaries) -> tuple[list[Path], dict[str, str]]:
-    """Two targets: the fabric reached with its secrets by reference (``{env:}`` for the WinRM password and
+    """Targets: the fabric reached with its secrets by reference (``{env:}`` for the WinRM password and
     the storage connection string, ``{file:}`` for a copy of the management key), and one with a wrong
     WinRM password and a wrong storage key (canaries with encoder-changing characters) so that in-guest
-    checks fail and their evidence is rendered."""
+    checks fail and their evidence is rendered; the first again, named ``canary-crash`` (its guest stage
+    crashes under crash_plugin), and with a password in its management URL."""
     from harness.live.target import fabric_target_document
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -213,6 +214,13 @@ def write_targets(fabric, folder: Path, canaries: Canaries) -> tuple[list[Path],
         path = folder / f"{name}.vmrtarget.yml"
         path.write_text(yaml.safe_dump(document), "utf-8")
         targets.append(path)
+    # A password written into the management URL (user:password@host): refused, never echoed.
+    document = yaml.safe_load(targets[0].read_text("utf-8"))
+    password = canaries.add("target-url-password", make("urlpwd"))
+    document["name"] = "canary-urlcreds"
+    document["management"]["url"] = document["management"]["url"].replace("://", f"://vmradmin:{password}@")
+    targets.append(folder / "urlcreds.vmrtarget.yml")
+    targets[-1].write_text(yaml.safe_dump(document), "utf-8")
     return targets, env
 
 
@@ -236,14 +244,24 @@ def test_probe_with_faults_and_wrong_credentials_leaks_no_canary(fabric, canarie
     out = tmp_path / "reports"
     fabric.inject("crash", "WebVM_IN_2", seconds=60)
     try:
+        more = [a for t in targets[1:] for a in ("--vmr-target", str(t))]
+        # destructive: the reimage probe signs a SAS for its blob marker (good target only, to keep it short)
+        only = "not VMR71 and not VMR81 and not (crash and VMR70)"
+        pytest_args = [*more, "-p", "tests.security.crash_plugin", *VERBOSE, "--vmr-destructive", "-k", only]
         code, output = run(
-            ["probe", str(targets[0]), "--report-dir", str(out), "--", "--vmr-target", str(targets[1]),
-             "--vmr-target", str(targets[2]), "-p", "tests.security.crash_plugin", *VERBOSE, "--vmr-destructive",
-             "-k", "not VMR71 and not VMR81 and not (crash and VMR70)",
-             "--log-file", str(out / "pytest.log")],
+            [
+                "probe",
+                str(targets[0]),
+                "--report-dir",
+                str(out),
+                "--",
+                *pytest_args,
+                "--log-file",
+                str(out / "pytest.log"),
+            ],
             cwd=tmp_path,
             env=env,
-        )  # fmt: skip
+        )
     finally:
         fabric.clear_faults()
     assert code == 1, output[-3000:]
@@ -252,10 +270,13 @@ def test_probe_with_faults_and_wrong_credentials_leaks_no_canary(fabric, canarie
     assert ("good.vmrtarget.yml", "VMR616") in failed, sorted(failed)  # the crashed instance, with evidence
     assert ("wrong.vmrtarget.yml", "VMR630") in failed, sorted(failed)  # WinRM refused the wrong password
     assert ("crash.vmrtarget.yml", "VMR630") in failed, sorted(failed)  # its guest stage raised
+    assert ("urlcreds.vmrtarget.yml", "VMR001") in failed, sorted(failed)  # a password in the URL: refused
     passed = {(Path(i["artefact"]).name, i["rule_id"]) for i in report["items"] if i["outcome"] == "passed"}
     assert ("good.vmrtarget.yml", "VMR704") in passed, sorted(passed)  # blob marker written with a SAS
-    assert "evidence:" in output and "guest stage broke" in output
-    assert_clean(canaries, {"terminal": output, **report_files(out), **{f"target file {p.name}": p for p in targets}})
+    for shown in ("evidence: deployment.xml", "evidence: winrm-", "evidence: timings", "guest stage broke"):
+        assert shown in output, shown
+    written = {f"target file {p.name}": p for p in targets[:3]}  # the fourth holds its URL password on purpose
+    assert_clean(canaries, {"terminal": output, **report_files(out), **written})
     # The fabric's own description (fabric.json) carries Azurite's connection string: its key is the published
     # development key (harness/fabric/CONTRACT.md), public by design; every other fabric secret stays out.
     status = {}
