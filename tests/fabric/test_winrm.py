@@ -510,7 +510,7 @@ def test_wrong_passwords_are_throttled_and_the_right_one_works_after_the_lockout
             s.trust_env = False
             end = time.monotonic() + 2.0
             while time.monotonic() < end:
-                r = s.post(url, data=b"<x/>", auth=(USER, f"guess{attempts}"), verify=False, timeout=10)
+                r = s.post(url, data=b"<x/>", auth=(USER, f"guess{attempts}"), verify=fabric["ca"], timeout=10)
                 assert r.status_code == 401
                 attempts += 1
         assert attempts <= 20, attempts
