@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import re
 import time
 import uuid
 from typing import Any
@@ -142,7 +143,7 @@ def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
             read_timeout=float(timeouts.read),
             **BLOB_RETRY,
         )
-        endpoint = service.url.rstrip("/")
+        endpoint = service.url.split("?", 1)[0].rstrip("/")  # never a SAS query in a message
         health = ctx.health if isinstance(getattr(ctx, "health", None), Health) else None
         down = health.down(BLOB_STORE, endpoint) if health is not None else None
         if down is not None:
@@ -169,6 +170,7 @@ def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
 
 def _short(exc: BaseException, limit: int = 160) -> str:
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = re.sub(r"\?[^\s)'\"]*", "?…", text)  # a URL's query may carry a SAS signature
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
