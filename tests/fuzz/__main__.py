@@ -41,6 +41,7 @@ TALLY = FUZZ_DIR / "tally.json"
 REPORT = REPO / "bench" / "FUZZING.md"
 SAMPLES = Path(os.environ.get("VMR_SAMPLES", REPO.parent / "shared" / "samples"))
 RSS_LIMIT_MB = 1024
+CAMPAIGN = 1_000_000  # executions per target the campaign aims at, over all runs
 LIBFUZZER_TIMEOUT = 10
 ADDRESS_SPACE = 6 << 30  # a runaway allocation becomes a MemoryError (a crash) instead of eating the machine
 
@@ -349,7 +350,7 @@ def merge(name: str) -> tuple[int, int]:
 def replay(name: str, *, quarantine: bool = False) -> list[tuple[Path, str]]:
     """Every kept and regression input through the contract (determinism checked on each); failures listed.
     With ``quarantine``, failing corpus inputs (known open bugs) move to the artifacts folder."""
-    contract = Contract(TARGETS[name], determinism_every=1, hang_seconds=float("inf"))
+    contract = Contract(TARGETS[name], determinism_every=1, hang_seconds=float("inf"), track_memory=True)
     failures = []
     for path in inputs(corpus_dir(name)) + inputs(local_dir(name)) + inputs(regressions_dir(name)):
         try:
@@ -481,11 +482,14 @@ def write_report() -> None:
         files, size = corpus_size(name)
         total_bytes += size
         if t is None:
-            rows.append(f"| `{name}` | 0 | – | – | – | – | – | – | {files} files, {size / 1024:.0f} KiB |")
+            rows.append(f"| `{name}` | 0 | – | – | – | – | – | – | – | {files} files, {size / 1024:.0f} KiB |")
             continue
         cov = t.get("coverage", {})
+        rate = t.get("last_execs_per_s", 0) or 0
+        left = max(0, CAMPAIGN - t["execs"])
+        eta = "done" if not left else (f"{left / rate / 60:.0f} min" if rate else "?")
         rows.append(
-            f"| `{name}` | {t['execs']:,} | {t.get('last_execs_per_s', 0):,.0f} | {t['crashes']} | {t['hangs']} | "
+            f"| `{name}` | {t['execs']:,} | {rate:,.0f} | {eta} | {t['crashes']} | {t['hangs']} | "
             f"{t.get('max_cpu_s', 0):.3f} | {t['peak_rss_mb']:.0f} | {_pct(cov.get('lines', []))} / "
             f"{_pct(cov.get('branches', []))} | {files} files, {size / 1024:.0f} KiB |"
         )
@@ -507,9 +511,9 @@ Contract per input: only the documented error type escapes; CPU time per input �
 libFuzzer `-timeout={LIBFUZZER_TIMEOUT}`); `-rss_limit_mb={RSS_LIMIT_MB}` and a {ADDRESS_SPACE >> 30} GiB address-space
 cap; every 64th input parsed twice with equal results.
 
-| target | executions (all runs) | exec/s (last run) | crashes | hangs | max CPU s / input | peak RSS MiB \
-| coverage lines / branches | kept corpus |
-|---|---|---|---|---|---|---|---|---|
+| target | executions (all runs) | exec/s (last run) | to 1,000,000 | crashes | hangs | max CPU s / input \
+| peak RSS MiB | coverage lines / branches | kept corpus |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Kept corpus total: {total_bytes / 1024 / 1024:.2f} MiB. Crashes are counted per input (the worker keeps fuzzing

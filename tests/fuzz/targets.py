@@ -49,6 +49,10 @@ class Hang(Exception):
     """An input took longer than the contract allows."""
 
 
+class MemoryBlowup(Exception):
+    """An input made the parser allocate far more than its size justifies."""
+
+
 class Nondeterministic(Exception):
     """The same input gave two different results."""
 
@@ -281,6 +285,8 @@ class Target:
     # the worker imports the parsers under atheris instrumentation first
     modules: tuple[str, ...]  # source files (relative to the repo) whose coverage is measured
     max_len: int = 64 * 1024  # libFuzzer -max_len
+    #: Peak traced allocation allowed beyond 32 MiB + 8 × the input's (virtual) size: what the parser documents.
+    memory_allowance: int = 0
     setup: Callable[[], None] | None = None
 
 
@@ -719,6 +725,7 @@ def _targets() -> dict[str, Target]:
             "cspkg", "harness.readers.cspkg.read_package(artefact)  (bytes written to a tmpfs file)",
             "harness.readers.errors.Unreadable", _cspkg, unreadable,
             (READERS + "cspkg.py", READERS + "zipsafe.py", READERS + "keysniff.py"), max_len=2 * MIB,
+            memory_allowance=256 * MIB,  # cspkg.MAX_NESTED_IN_MEMORY: a compressed nested part is inflated
         ),
         Target(
             "container", "harness.readers.image.container.open_disk(path) + Disk.read_at  (tmpfs file; raw or "
@@ -788,11 +795,18 @@ class Contract:
     """``TestOneInput`` for one target, checking the contract (see the module docstring)."""
 
     def __init__(
-        self, target: Target, *, determinism_every: int = DETERMINISM_EVERY, hang_seconds: float = HANG_SECONDS
+        self,
+        target: Target,
+        *,
+        determinism_every: int = DETERMINISM_EVERY,
+        hang_seconds: float = HANG_SECONDS,
+        track_memory: bool = False,
     ) -> None:
         self.target = target
         self.determinism_every = determinism_every
         self.hang_seconds = hang_seconds
+        #: Trace allocations (tracemalloc: slow, for replays) and fail on a blow-up (see :class:`MemoryBlowup`).
+        self.track_memory = track_memory
         self.stats = Stats()
         self.errors = target.errors()
         if target.setup is not None:
@@ -805,12 +819,28 @@ class Contract:
             self.stats.errors += 1
             return ("error", *_error_summary(exc))
 
+    def _traced(self, data: bytes) -> object:
+        import tracemalloc
+
+        decoded = sparse_decode(data)
+        size = max(len(data), decoded[1] if decoded else 0)
+        limit = 32 * MIB + 8 * size + self.target.memory_allowance
+        tracemalloc.start()
+        try:
+            result = self._once(data)
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        if peak > limit:
+            raise MemoryBlowup(f"{self.target.name}: {peak / MIB:.0f} MiB allocated for a {size}-byte input")
+        return result
+
     def __call__(self, data: bytes) -> None:
         stats = self.stats
         stats.execs += 1
         stats.max_len = max(stats.max_len, len(data))
         start = time.process_time()
-        first = self._once(data)
+        first = self._traced(data) if self.track_memory else self._once(data)
         spent = time.process_time() - start
         if spent > stats.max_cpu:
             stats.max_cpu, stats.max_cpu_len = spent, len(data)

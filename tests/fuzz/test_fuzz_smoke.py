@@ -61,7 +61,7 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes], max_len: int) -> 
 
 
 def _replay(name: str, files: list[Path]) -> None:
-    contract = Contract(TARGETS[name], determinism_every=1, hang_seconds=SMOKE_HANG_SECONDS)
+    contract = Contract(TARGETS[name], determinism_every=1, hang_seconds=SMOKE_HANG_SECONDS, track_memory=True)
     failures = []
     for path in files:
         try:
