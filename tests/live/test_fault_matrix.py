@@ -9,7 +9,7 @@ must
 - name the cause in the failing items' messages (the killed part, where it was first seen);
 - show no traceback in any item (a stage that breaks is a finding or a short failure);
 
-and ``down`` must leave no process and no listening port of that fabric behind.
+and `vmrole fabric down` must leave no process and no listening port of that fabric behind.
 
 A second test: the management API answering 500 after readiness (the fault injected mid-probe) turns the
 reimage/reboot rules into findings naming the status, the operation and the request id, with no traceback
@@ -148,6 +148,17 @@ def run_probe(target: Path, out: Path, args: tuple[str, ...], env: dict[str, str
     }
 
 
+def cli_down(state: Path) -> subprocess.CompletedProcess[str]:
+    """`vmrole fabric down --state STATE`, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "fabric", "down", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
 def fabric_pids_and_ports(fabric: Fabric) -> tuple[set[int], set[int]]:
     data = fabric.data
     pids = {p for p in data.get("pids", []) if isinstance(p, int)}
@@ -224,8 +235,12 @@ def test_a_dead_part_fails_fast_names_the_cause_and_down_cleans_up(case: Case, t
         result = run_probe(target, tmp_path / "out", case.args, env)
     finally:
         t0 = time.monotonic()
-        fabric.down()
+        down = cli_down(fabric.layout.root)
         t_down = time.monotonic() - t0
+        if down.returncode != 0:
+            fabric.down()  # leave nothing behind even when the command failed (asserted below)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "Traceback" not in down.stdout + down.stderr
     report, output = result["report"], result["output"]
     print(f"{case.id}: up {t_up:.1f} s, probe {result['seconds']:.1f} s, down {t_down:.1f} s, exit {result['code']}")
 
