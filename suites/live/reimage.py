@@ -20,6 +20,7 @@ import contextlib
 import datetime as _dt
 import re
 import time
+import types
 import uuid
 from typing import Any
 
@@ -90,6 +91,8 @@ def _run(ctx: Any, kind: str, cls: type[PersistenceFacts]) -> PersistenceFacts:
         reason = "; ".join(sorted({m.write_error or "" for m in markers})) or "no marker could be written"
         return cls(instance, role, markers=tuple(markers), setup_error=f"markers not written in {instance}: {reason}")
     blob_service, container, blob_error = _blob_container(ctx)
+    if container is None:  # not written: the markers still name where they would have gone
+        container = types.SimpleNamespace(container_name=ctx.target.storage.container)
     direct_name = f"{instance}/{kind}-{tag}-direct.txt"
     guest_name = f"{instance}/{kind}-{tag}-guest.txt"
     markers.append(_write_blob_direct(blob_service, container, direct_name, tag, blob_error))
