@@ -65,6 +65,8 @@ def is_encrypted(info: zipfile.ZipInfo) -> bool:
 def name_problem(raw_name: str) -> str | None:
     """Why a member name is hostile, or None. Checked on the name as stored (``orig_filename``) because
     zipfile silently truncates names at a NUL byte."""
+    if not raw_name:  # zipfile's is_dir() would raise IndexError (found by fuzzing)
+        return "is empty"
     if "\x00" in raw_name:
         return "contains a NUL byte"
     if raw_name.startswith(("/", "\\")):
