@@ -115,7 +115,7 @@ direct_instance_addresses: false
 def seeds_mgmt() -> dict[str, bytes]:
     sub = "00000000-0000-0000-0000-0000000000aa"
     base = f"/{sub}/services/hostedservices"
-    head = "x-ms-version: 2014-06-01\r\nHost: 127.0.0.1\r\n"
+    head = "x-ms-version: 2014-06-01\r\nHost: 127.0.0.1\r\nAuthorization: Bearer fuzz-token-0123456789\r\n"
     reqs = {
         "list": f"GET {base} HTTP/1.1\r\n{head}\r\n",
         "embed": f"GET {base}/ContosoVMRole?embed-detail=true HTTP/1.1\r\n{head}\r\n",
@@ -126,6 +126,8 @@ def seeds_mgmt() -> dict[str, bytes]:
         f"?comp=rebuild&resources=allLocalDrives HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n",
         "operation": f"GET /{sub}/operations/01234567-89ab-cdef-0123-456789abcdef HTTP/1.1\r\n{head}\r\n",
         "no-version": f"DELETE {base} HTTP/1.0\r\n\r\n",
+        "no-token": f"GET {base} HTTP/1.1\r\nx-ms-version: 2014-06-01\r\n\r\n",
+        "bad-length": f"GET {base} HTTP/1.1\r\n{head}Content-Length: x1\r\n\r\n",
     }
     return {k: v.encode() for k, v in reqs.items()}
 
@@ -339,6 +341,16 @@ def seeds_ntfs(work: Path) -> dict[str, bytes]:
     for cluster, sector in ((4096, 512), (1024, 512)):
         volume = ntfs_build.build_volume(tree, work / f"vol-{cluster}.img", 3 * MIB, cluster=cluster, sector=sector)
         out[f"volume-c{cluster}"] = _trace_ntfs(volume.read_bytes())
+    # Many long hard-link names: the $FILE_NAME attributes overflow one record into an $ATTRIBUTE_LIST with
+    # extension records.
+    links = work / "links"
+    (links / "Windows").mkdir(parents=True)
+    first = links / "Windows" / "linked.dll"
+    first.write_bytes(b"MZ" + bytes(range(200)))
+    for i in range(24):
+        (links / "Windows" / f"{'long-hard-link-name-' * 5}{i:02d}.dll").hardlink_to(first)
+    volume = ntfs_build.build_volume(links, work / "vol-links.img", 3 * MIB, cluster=4096)
+    out["volume-attribute-list"] = _trace_ntfs(volume.read_bytes())
     return out
 
 

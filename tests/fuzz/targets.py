@@ -589,6 +589,7 @@ class _MgmtFake:
 
 
 MGMT_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
+MGMT_TOKEN = "fuzz-token-0123456789"  # plain HTTP needs ``Authorization: Bearer <token>`` (the seeds send it)
 _MGMT: Any = None
 
 
@@ -604,7 +605,7 @@ def _mgmt(data: bytes) -> object:
 
     global _MGMT
     if _MGMT is None:
-        _MGMT = ManagementServer(_MgmtFake(), subscription_id=MGMT_SUBSCRIPTION, http_port=0)
+        _MGMT = ManagementServer(_MgmtFake(), subscription_id=MGMT_SUBSCRIPTION, http_port=0, token=MGMT_TOKEN)
         _MGMT._created = "2026-01-01T00:00:00Z"
     server = _MGMT
 
