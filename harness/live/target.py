@@ -420,17 +420,17 @@ def _blob_sas_over_http(connection_string: str) -> bool:
 # ---- the local fabric as a target ------------------------------------------------------------
 
 
-def fabric_target_document(data: dict[str, Any], state_dir: Path, *, https: bool = True) -> dict[str, Any]:
-    """The target file content for a running fabric (from its fabric.json), secrets by file reference."""
+def fabric_target_document(data: dict[str, Any], state_dir: Path) -> dict[str, Any]:
+    """The target file content for a running fabric (from its fabric.json), secrets by file reference.
+
+    The fabric serves the management API on HTTPS with the management certificate only (as Azure does)."""
     mgmt = data["management"]
     secrets = state_dir / "secrets"
-    port = mgmt["https_port"] if https else mgmt.get("http_port")
-    if not port:
-        raise ValueError("the fabric's management API is HTTPS only (the management certificate)")
+    port = mgmt["https_port"]
     document: dict[str, Any] = {
         "name": "local-fabric",
         "management": {
-            "url": f"{'https' if https else 'http'}://127.0.0.1:{port}",
+            "url": f"https://127.0.0.1:{port}",
             "subscription_id": data["subscription_id"],
             "service": data["service_name"],
             "slot": data["slot"].lower(),
@@ -454,19 +454,18 @@ def fabric_target_document(data: dict[str, Any], state_dir: Path, *, https: bool
         "services": ["W3SVC", "WinRM"],
         "timeouts": {"connect": 3, "read": 10, "ready": 60},
     }
-    if https:
-        document["management"].update(
-            certificate={"file": mgmt["client_cert"]}, key={"file": mgmt["client_key"]}, ca={"file": mgmt["ca"]}
-        )
+    document["management"].update(
+        certificate={"file": mgmt["client_cert"]}, key={"file": mgmt["client_key"]}, ca={"file": mgmt["ca"]}
+    )
     csdef = state_dir / "ServiceDefinition.csdef"
     if csdef.exists():
         document["model"] = {"csdef": str(csdef)}
     return document
 
 
-def target_for_fabric(fabric: Any, *, https: bool = True) -> Target:
+def target_for_fabric(fabric: Any) -> Target:
     """A Target for a running :class:`harness.fabric.client.Fabric` (written next to its state)."""
     state = Path(fabric.layout.root)
-    path = state / ("target.vmrtarget.yml" if https else "target-http.vmrtarget.yml")
-    path.write_text(yaml.safe_dump(fabric_target_document(fabric.data, state, https=https), sort_keys=False), "utf-8")
+    path = state / "target.vmrtarget.yml"
+    path.write_text(yaml.safe_dump(fabric_target_document(fabric.data, state), sort_keys=False), "utf-8")
     return load_target(path)
