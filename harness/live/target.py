@@ -178,7 +178,7 @@ class _Reader:
             raise self.fail(key, "must be a mapping")
         unknown = set(value) - allowed
         if unknown:
-            raise self.fail(key, f"unknown keys {sorted(unknown)}")
+            raise self.fail(key, f"unknown keys {sorted(unknown, key=str)}")  # YAML keys: any type
         return value
 
     def text(self, data: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
@@ -259,13 +259,16 @@ def load_target(path: Path) -> Target:
         raise TargetError(f"target file {path}: expected a mapping at the top level")
     unknown = set(data) - TOP_KEYS
     if unknown:
-        raise TargetError(f"target file {path}: unknown keys {sorted(unknown)}")
+        raise TargetError(f"target file {path}: unknown keys {sorted(unknown, key=str)}")  # YAML keys: any type
 
     management_keys = {"url", "subscription_id", "service", "slot", "deployment", "certificate", "key", "ca", "verify"}
     m = r.section(data, "management", management_keys, required=True)
     url = r.text(m, "url", "management", required=True)
     assert url is not None
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. "Invalid IPv6 URL" (found by fuzzing); not echoed: it may hold credentials
+        raise r.fail("management.url", "is not a valid URL (expected http(s)://host:port)") from None
     if "@" in parts.netloc:  # user:password@host: a secret written in the file, and shown wherever the URL is
         raise r.fail(
             "management.url",
