@@ -416,7 +416,10 @@ def _blob_sas_over_http(connection_string: str) -> bool:
     if not fields.get("sharedaccesssignature"):
         return False
     endpoint = fields.get("blobendpoint")
-    scheme = urllib.parse.urlsplit(endpoint).scheme if endpoint else fields.get("defaultendpointsprotocol", "https")
+    try:
+        scheme = urllib.parse.urlsplit(endpoint).scheme if endpoint else fields.get("defaultendpointsprotocol", "https")
+    except ValueError:  # "Invalid IPv6 URL" (found with the fuzz harness): the scheme is what precedes the colon
+        scheme = (endpoint or "").split(":", 1)[0].strip()
     return scheme.lower() == "http"
 
 

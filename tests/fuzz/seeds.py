@@ -109,6 +109,9 @@ direct_instance_addresses: false
         "minimal": b"management: {url: 'http://127.0.0.1:1', subscription_id: s, service: x, deployment: d}\n",
         "absolute-secret": full.replace("{file: secret.txt}", "{file: /etc/hostname}").encode(),
         "anchors": b"a: &a [1, 2]\nb: *a\nname: *a\n",
+        "sas-over-http": b"management: {url: 'http://127.0.0.1:1', subscription_id: s, service: x, deployment: d}\n"
+        b"storage: {connection_string: {env: VMR_FUZZ_CONN}}\n"
+        b"#;SharedAccessSignature=sv=1&sig=x;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1\n",
     }
 
 

@@ -532,20 +532,23 @@ def _target_setup() -> None:
 
 
 def _target(data: bytes) -> object:
-    from harness.live.target import load_target
+    from harness.live.target import cleartext_credentials, load_target
 
     _target_setup()
     path = write_input("fuzz.vmrtarget.yml", data)
-    # {env:} and {file:} are resolved (masker) with a fake environment and only the sandbox readable.
-    with mock.patch.dict(os.environ, _TARGET_ENV, clear=True), sandboxed(sandbox(), deny=False) as guard:
+    # {env:} and {file:} are resolved (masker, cleartext_credentials) with a fake environment and only the
+    # sandbox readable; {env: VMR_FUZZ_CONN} is the input itself, so the fuzzer shapes that secret too.
+    env = {**_TARGET_ENV, "VMR_FUZZ_CONN": data[:4096].decode("latin-1").replace("\x00", "")}
+    with mock.patch.dict(os.environ, env, clear=True), sandboxed(sandbox(), deny=False) as guard:
         guard.deny = False
         target = load_target(path)
         guard.deny = True  # secret files outside the sandbox are refused, as an unreadable file
         masker = target.masker()
+        cleartext = cleartext_credentials(target)
     return digest(
         target.name, target.management, target.winrm, target.storage, target.model, target.identify,
         target.rotation, target.reimage, target.app_state_paths, target.services, target.timeouts,
-        target.direct_instance_addresses, len(masker._needles),
+        target.direct_instance_addresses, len(masker._needles), cleartext,
     )  # fmt: skip
 
 
