@@ -493,10 +493,13 @@ def write_report() -> None:
             f"{t.get('max_cpu_s', 0):.3f} | {t['peak_rss_mb']:.0f} | {_pct(cov.get('lines', []))} / "
             f"{_pct(cov.get('branches', []))} | {files} files, {size / 1024:.0f} KiB |"
         )
+    findings = tally.get("findings", {})  # "target signature" -> what became of it (written by hand)
     kinds = []
     for name in TARGETS:
         for sig, n in sorted(tally["targets"].get(name, {}).get("crash_kinds", {}).items()):
-            kinds.append(f"- `{name}`: `{sig}` ({n}×)")
+            status = findings.get(f"{name} {sig}", "open")
+            kinds.append(f"- `{name}`: `{sig}` ({n}×): {status}")
+    entries = "\n".join(f"| `{t.name}` | {t.entry} | {t.errors_doc} |" for t in TARGETS.values())
     text = f"""# Fuzzing results
 
 Coverage-guided fuzzing (atheris/libFuzzer) of every parser, one target per parser: `tests/fuzz/targets.py`
@@ -519,9 +522,21 @@ cap; every 64th input parsed twice with equal results.
 Kept corpus total: {total_bytes / 1024 / 1024:.2f} MiB. Crashes are counted per input (the worker keeps fuzzing
 after a crash and saves one input per distinct signature to `tests/fuzz/artifacts/<target>/`).
 
-Crash signatures seen (exception@innermost harness frame):
+Crash signatures seen (exception@innermost harness frame; line numbers as of the run):
 
 {chr(10).join(kinds) if kinds else "- none"}
+{"".join(chr(10) + "- " + note for note in tally.get("notes", []))}
+
+## Targets
+
+| target | entry point fuzzed | documented error type (what may escape) |
+|---|---|---|
+{entries}
+
+Image targets take raw bytes or a sparse input (`SPRS`, a name selector, a size up to 64 MiB, and (offset, bytes)
+chunks), so seeds hold only the non-zero sectors of a real VHDX or NTFS volume. Parent lookups of the container
+target and secret files of the target-file target are confined to a tmpfs sandbox by an audit hook (an open
+outside it is refused); a socket or a process started by any sandboxed target is a crash.
 """
     REPORT.write_text(text)
 

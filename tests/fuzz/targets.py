@@ -761,7 +761,9 @@ def _targets() -> dict[str, Target]:
             ("harness/facts/image_unattend.py", READERS + "xmlsafe.py"),
         ),
         Target(
-            "target", "harness.live.target.load_target(path) + Target.masker()  (tmpfs file; fake environment; "
+            "target",
+            "harness.live.target.load_target(path) + Target.masker() + cleartext_credentials(target)  "
+            "(tmpfs file; fake environment, {env: VMR_FUZZ_CONN} = the input; "
             "nothing outside the sandbox opened, no socket, no process)", "harness.live.errors.TargetError",
             _target, _target_errors, ("harness/live/target.py",), setup=_target_setup,
         ),
