@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -419,7 +421,25 @@ def load_tally() -> dict[str, Any]:
     return {"targets": {}, "runs": []}
 
 
+@contextlib.contextmanager
+def tally_locked() -> Iterator[None]:
+    """Two runs on disjoint targets (one per core) may finish a target at the same moment: the tally's
+    read-modify-write and the report rewrite are serialised with a lock file next to the tally."""
+    with open(TALLY.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def add_to_tally(result: dict[str, Any], coverage: dict[str, Any]) -> None:
+    with tally_locked():
+        _add_to_tally(result, coverage)
+        write_report()
+
+
+def _add_to_tally(result: dict[str, Any], coverage: dict[str, Any]) -> None:
     tally = load_tally()
     t = tally["targets"].setdefault(
         result["target"],
@@ -583,7 +603,6 @@ def cmd_run(names: list[str], seconds: int, *, do_merge: bool) -> int:
         for path, sig in failures:
             print(f"    replay failure {sig}: {path.name} (quarantined)")
         bad += bool(result["crashes"] or result["hangs"] or result["ooms"])
-    write_report()
     print(f"fuzz: tally {TALLY.relative_to(REPO)}, report {REPORT.relative_to(REPO)}")
     return 1 if bad else 0
 
