@@ -135,6 +135,33 @@ def seeds_mgmt() -> dict[str, bytes]:
     return {k: v.encode() for k, v in reqs.items()}
 
 
+def seeds_control() -> dict[str, bytes]:
+    tok = "X-Vmr-Token: fuzz-control-token-0123\r\n"
+
+    def post(path: str, body: str) -> str:
+        head = f"{tok}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        return f"POST {path} HTTP/1.1\r\n{head}\r\n{body}"
+
+    reqs = {
+        "status": f"GET /status HTTP/1.1\r\n{tok}\r\n",
+        "fault": post("/faults", '{"kind": "busy", "target": "WebVM_IN_0", "seconds": 2, "delay_ms": 0}'),
+        "fault-mgmt": post("/faults", '{"kind": "mgmt-500", "seconds": 1.5}'),
+        "fault-unknown": post("/faults", '{"kind": "nope", "target": null}'),
+        "fault-types": post("/faults", '{"kind": 1, "seconds": "x", "delay_ms": 1e999}'),
+        "not-json": post("/faults", "{kind: busy"),
+        "array": post("/faults", "[1, 2]"),
+        "delete-all": f"DELETE /faults HTTP/1.1\r\n{tok}\r\n",
+        "delete-one": f"DELETE /faults/f1 HTTP/1.1\r\n{tok}\r\n",
+        "shutdown": post("/shutdown", ""),
+        "no-token": "GET /status HTTP/1.1\r\n\r\n",
+        "non-ascii-token": "GET /status HTTP/1.1\r\nX-Vmr-Token: \u00e9t\u00e9\r\n\r\n",
+        "chunked": f"POST /faults HTTP/1.1\r\n{tok}Transfer-Encoding: chunked\r\n\r\n4\r\n{{}}\r\n0\r\n\r\n",
+        "bad-length": f"POST /faults HTTP/1.1\r\n{tok}Content-Length: -1\r\n\r\n",
+        "big-length": f"POST /faults HTTP/1.1\r\n{tok}Content-Length: 99999999999999\r\n\r\n",
+    }
+    return {k: v.encode("utf-8") for k, v in reqs.items()}
+
+
 _ENV = (
     '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
     'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
@@ -395,6 +422,7 @@ BUILDERS: dict[str, Callable[..., dict[str, bytes]]] = {
     "unattend": seeds_unattend,
     "target": seeds_target,
     "mgmt": seeds_mgmt,
+    "control": seeds_control,
     "winrm": seeds_winrm,
 }
 NEEDS_WORKDIR = {"container", "partitions", "ntfs"}

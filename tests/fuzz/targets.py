@@ -600,8 +600,51 @@ class _Captured(Exception):
     pass
 
 
-def _mgmt(data: bytes) -> object:
+def _serve_raw(handler: Any, server: object, data: bytes, logger: str) -> tuple[bytes, bytes, bytes]:
+    """One raw HTTP request through an http.server handler without a socket: (status line, head, body).
+
+    An exception the server logged (and turned into a 500) is re-raised: a request parser bug, not a client
+    error; so is any 500 answer."""
     import logging
+
+    handler.server = server
+    handler.client_address = ("127.0.0.1", 50000)
+    handler.request = None
+    handler.rfile = io.BytesIO(data)
+    handler.wfile = io.BytesIO()
+    handler.close_connection = True
+    failures: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info:
+                failures.append(record)
+
+    keep = Keep()
+    log = logging.getLogger(logger)
+    log.addHandler(keep)
+    try:
+        with sandboxed(sandbox(), deny=False):
+            handler.handle_one_request()
+    finally:
+        log.removeHandler(keep)
+    if failures:
+        exc_info = failures[0].exc_info
+        assert exc_info is not None and exc_info[1] is not None
+        raise exc_info[1]
+    raw = handler.wfile.getvalue()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0]
+    if b" 500 " in status:
+        raise AssertionError(f"the server answered {status!r} to a request")
+    return status, head, body
+
+
+def _header_names(head: bytes) -> list[bytes]:
+    return sorted(line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:])
+
+
+def _mgmt(data: bytes) -> object:
     import threading
 
     from harness.fabric.mgmt.server import ManagementServer, _Handler
@@ -619,40 +662,68 @@ def _mgmt(data: bytes) -> object:
         connections_lock = threading.Lock()
         connections: set[object] = set()
 
-    handler = _Handler.__new__(_Handler)
-    handler.server = FakeServer()  # type: ignore[assignment]
-    handler.client_address = ("127.0.0.1", 50000)
-    handler.request = None
-    handler.rfile = io.BytesIO(data)
-    handler.wfile = io.BytesIO()
-    handler.close_connection = True
-    failures: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.exc_info:
-                failures.append(record)
-
-    keep = Keep()
-    log = logging.getLogger("harness.fabric.mgmt")
-    log.addHandler(keep)
-    try:
-        with sandboxed(sandbox(), deny=False):
-            handler.handle_one_request()
-    finally:
-        log.removeHandler(keep)
-    if failures:  # the server turned an exception into a 500: a request parser bug, not a client error
-        exc_info = failures[0].exc_info
-        assert exc_info is not None and exc_info[1] is not None
-        raise exc_info[1]
-    raw = handler.wfile.getvalue()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0]
-    if b" 500 " in status:
-        raise AssertionError(f"management API answered {status!r} to a request")
-    headers = sorted(line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:])
+    status, head, body = _serve_raw(_Handler.__new__(_Handler), FakeServer(), data, "harness.fabric.mgmt")
     stable_body = body if b"RequestId" not in body else b"<operation>"
-    return digest(status, headers, stable_body[:4096] if b"<Deployment" not in body else len(body))
+    return digest(status, _header_names(head), stable_body[:4096] if b"<Deployment" not in body else len(body))
+
+
+CONTROL_TOKEN = "fuzz-control-token-0123"  # the seeds send ``X-Vmr-Token: <it>``
+_CONTROL: Any = None
+
+
+class _ControlFake:
+    """The controller as the control API sees it: runtime, readiness, faults, stopping."""
+
+    KINDS = ("busy", "crash", "kill-backend", "mgmt-409", "mgmt-500", "mgmt-timeout", "winrm-slow")
+
+    def __init__(self) -> None:
+        import threading
+
+        self.runtime = {"state": "running", "instances": {"WebVM_IN_0": {"status": "ReadyRole"}}}
+        self.stopping = threading.Event()
+        self.faults = self
+
+    def write_ready(self) -> None:
+        return None
+
+    def inject(self, kind: str, target: str | None, seconds: float, delay_ms: int) -> Any:
+        from harness.fabric.faults import FaultError
+
+        if kind not in self.KINDS:
+            raise FaultError(f"unknown fault {kind!r}")
+        if target is not None and target not in self.runtime["instances"]:
+            raise FaultError(f"no instance {target!r}")
+        described = {"id": "f1", "kind": kind, "target": target, "seconds": seconds, "delay_ms": delay_ms}
+
+        class Fault:
+            def describe(self) -> dict[str, Any]:
+                return described
+
+        return Fault()
+
+    def clear(self) -> None:
+        return None
+
+    def remove(self, fault_id: str) -> bool:
+        return fault_id == "f1"
+
+
+def _control(data: bytes) -> object:
+    from harness.fabric.control import ControlServer
+
+    global _CONTROL
+    if _CONTROL is None:  # the handler class without binding a socket: ControlServer._handler on a stand-in
+        stand_in = type("Stand", (), {})()
+        stand_in.c = _ControlFake()
+        stand_in.token_bytes = CONTROL_TOKEN.encode()
+        _CONTROL = ControlServer._handler(stand_in)
+    handler_cls = _CONTROL
+
+    class FakeServer:
+        server_address = ("127.0.0.1", 8444)
+
+    status, head, body = _serve_raw(handler_cls.__new__(handler_cls), FakeServer(), data, "vmrole.fabric.control")
+    return digest(status, _header_names(head), body[:4096])
 
 
 def _winrm(data: bytes) -> object:
@@ -772,6 +843,12 @@ def _targets() -> dict[str, Target]:
             "(raw HTTP request bytes; the API never parses request bodies, it drains them)",
             "none escapes; client errors must be 4xx (an internal 500 with a logged exception is a crash)",
             _mgmt, _none, ("harness/fabric/mgmt/server.py", "harness/fabric/mgmt/xml.py"),
+        ),
+        Target(
+            "control", "harness.fabric.control: the control API's handler (raw HTTP request bytes: token check, "
+            "Content-Length, JSON bodies of POST /faults) on a stand-in controller",
+            "none escapes; client errors must be 4xx (an internal 500 with a logged exception is a crash)",
+            _control, _none, ("harness/fabric/control.py",),
         ),
         Target(
             "winrm", "harness.fabric.winrm.soap.parse_request(data) + Request accessors",
