@@ -539,7 +539,9 @@ def _target(data: bytes) -> object:
     # {env:} and {file:} are resolved (masker, cleartext_credentials) with a fake environment and only the
     # sandbox readable; {env: VMR_FUZZ_CONN} is the input itself, so the fuzzer shapes that secret too.
     env = {**_TARGET_ENV, "VMR_FUZZ_CONN": data[:4096].decode("latin-1").replace("\x00", "")}
-    with mock.patch.dict(os.environ, env, clear=True), sandboxed(sandbox(), deny=False) as guard:
+    # os.environ replaced by a plain dict, not patched: every os.environ write is a C setenv(), and glibc never
+    # frees a replaced value (~the input's size leaked per execution, 380 MB over 700,000 executions).
+    with mock.patch.object(os, "environ", env), sandboxed(sandbox(), deny=False) as guard:
         guard.deny = False
         target = load_target(path)
         guard.deny = True  # secret files outside the sandbox are refused, as an unreadable file
