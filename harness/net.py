@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+from typing import Any
 
 
 def is_ip_address(text: str) -> bool:
@@ -12,3 +14,32 @@ def is_ip_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class BadBodyLength(Exception):
+    """A request body a server will not read: ``reason`` is ``chunked``, ``malformed`` or ``too-large``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def request_body_length(headers: Any, max_body: int) -> int:
+    """The Content-Length of a request to serve (0 when absent); raises :class:`BadBodyLength` for a chunked
+    body, a value that is not ASCII digits (``int()`` would take ``+1``, ``1_0`` or ``²``'s relatives), or one
+    over ``max_body``. The caller answers (and closes the connection: the body cannot be skipped)."""
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        raise BadBodyLength("chunked")
+    raw = (headers.get("Content-Length") or "0").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadBodyLength("malformed")
+    if len(raw) > 12 or int(raw) > max_body:
+        raise BadBodyLength("too-large")
+    return int(raw)
+
+
+def secret_matches(given: str | None, expected: bytes) -> bool:
+    """A header value equals a secret, in constant time. http.server decodes header bytes as Latin-1, so
+    encoding back gives the bytes sent; bytes are compared (``hmac.compare_digest`` raises TypeError on
+    non-ASCII str)."""
+    return hmac.compare_digest((given or "").strip().encode("latin-1", errors="replace"), expected)

@@ -13,7 +13,6 @@ chunked body is 411; unexpected errors are a 500 without details (logged in the 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -23,10 +22,17 @@ from typing import Any
 
 from harness.fabric.faults import FaultError
 from harness.fabric.ports import LOOPBACK
+from harness.net import BadBodyLength, request_body_length, secret_matches
 
 MAX_BODY = 64 * 1024
 
 log = logging.getLogger("vmrole.fabric.control")
+
+_BODY_ERRORS = {
+    "chunked": (411, "chunked request bodies are not supported"),
+    "malformed": (400, "bad Content-Length"),
+    "too-large": (413, f"request body too large (at most {MAX_BODY} bytes)"),
+}
 
 
 class _BadRequest(Exception):
@@ -85,27 +91,19 @@ class ControlServer:
                 self.wfile.write(data)
 
             def _authorised(self) -> bool:
-                # http.server decodes header bytes as Latin-1: encoding back gives the bytes sent. Compare bytes
-                # (hmac.compare_digest raises TypeError on non-ASCII str, which dropped the connection).
-                given = (self.headers.get("X-Vmr-Token") or "").strip().encode("latin-1", errors="replace")
-                if hmac.compare_digest(given, server.token_bytes):
+                if secret_matches(self.headers.get("X-Vmr-Token"), server.token_bytes):
                     return True
                 self._drain_or_close()
                 self._reply(401, {"error": "missing or wrong control token"})
                 return False
 
             def _length(self) -> int:
-                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                try:
+                    return request_body_length(self.headers, MAX_BODY)
+                except BadBodyLength as exc:
                     self.close_connection = True
-                    raise _BadRequest(411, "chunked request bodies are not supported")
-                raw = (self.headers.get("Content-Length") or "0").strip()
-                if not (raw.isascii() and raw.isdigit()):
-                    self.close_connection = True
-                    raise _BadRequest(400, "bad Content-Length")
-                if len(raw) > 12 or int(raw) > MAX_BODY:
-                    self.close_connection = True
-                    raise _BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
-                return int(raw)
+                    status, message = _BODY_ERRORS[exc.reason]
+                    raise _BadRequest(status, message) from None
 
             def _drain_or_close(self) -> None:
                 """Skip a body nobody will read (so keep-alive stays in step), or close the connection."""

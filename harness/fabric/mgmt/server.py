@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hmac
 import logging
 import re
 import secrets
@@ -41,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
 from harness.fabric.views import IN_PROGRESS, Conflict, DeploymentView, Lifecycle
+from harness.net import BadBodyLength, request_body_length, secret_matches
 
 __all__ = ["FaultState", "ManagementServer", "RequestRecord"]  # FaultState re-exported for the controller
 
@@ -54,8 +54,12 @@ HANDSHAKE_TIMEOUT = 10.0
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
-_BEARER = b"bearer "
 MAX_BODY = 1 << 20  # the API takes no request bodies; a longer one is refused (400) and the connection closed
+_BODY_ERRORS = {
+    "chunked": "Chunked request bodies are not supported.",
+    "malformed": "The Content-Length header is not valid.",
+    "too-large": "The request body is too large.",
+}
 _OPERATION_KINDS = {"reboot": "reboot", "reimage": "reimage", "rebuild": "rebuild"}
 
 FORBIDDEN_MESSAGE = (
@@ -382,17 +386,11 @@ class ManagementServer:
 
     @staticmethod
     def _drain_body(h: _Handler) -> None:
-        raw = (h.headers.get("Content-Length") or "0").strip()
-        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+        try:
+            length = request_body_length(h.headers, MAX_BODY)
+        except BadBodyLength as exc:
             h.close_connection = True  # the body cannot be skipped reliably: do not read the next request from it
-            raise _ApiError(400, "BadRequest", "Chunked request bodies are not supported.")
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
-            h.close_connection = True
-            raise _ApiError(400, "BadRequest", "The Content-Length header is not valid.")
-        length = int(raw)
-        if length > MAX_BODY:
-            h.close_connection = True
-            raise _ApiError(400, "BadRequest", "The request body is too large.")
+            raise _ApiError(400, "BadRequest", _BODY_ERRORS[exc.reason]) from None
         if length > 0:
             h.rfile.read(length)
 
@@ -402,12 +400,8 @@ class ManagementServer:
         return self._bearer_ok(h)
 
     def _bearer_ok(self, h: _Handler) -> bool:
-        # http.server decodes header bytes as Latin-1, so any header round-trips to bytes; compare bytes
-        # (hmac.compare_digest raises TypeError on non-ASCII str).
-        given = (h.headers.get("Authorization") or "").strip().encode("latin-1", errors="replace")
-        if given[: len(_BEARER)].lower() != _BEARER:
-            return False
-        return hmac.compare_digest(given[len(_BEARER) :].strip(), self._token_bytes)
+        scheme, _, token = (h.headers.get("Authorization") or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and secret_matches(token, self._token_bytes)
 
     def _authorized(self, h: _Handler) -> bool:
         sock = h.request
