@@ -146,8 +146,8 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
     images = [p for p in dict.fromkeys([*ns.image, *paths]) if kind_of(Path(p)) == IMAGE and Path(p).is_file()]
     if not images:
         return  # a service-model lint does not pay for importing the image readers
-    from harness.images.extract import ExtractOptions
-    from harness.images.worker import prefetch
+    from harness.extraction.extract import ExtractOptions
+    from harness.extraction.worker import prefetch
 
     options = ExtractOptions(
         signature_files=tuple(os.path.abspath(os.path.expanduser(p)) for p in ns.signatures),

@@ -1,6 +1,6 @@
 """Facts about a Windows disk image, read offline (domain reference §1-4, §9).
 
-The extractor (harness.images.extract) fills these in a worker process from the image readers
+The extractor (harness.extraction.extract) fills these in a worker process from the image readers
 (harness.readers.image); rules only read them. Every value a rule may judge is kept as found (strings
 as written, DWORDs as ints, None when absent) so that "missing" and "wrong" are findings, not errors.
 

@@ -94,8 +94,8 @@ def _read(artefact: Artefact, image: ImageSettings) -> Any:
 
         return read_package(artefact)
     if artefact.kind == IMAGE:
-        from harness.images.extract import ExtractOptions
-        from harness.images.worker import read_image_isolated
+        from harness.extraction.extract import ExtractOptions
+        from harness.extraction.worker import read_image_isolated
 
         options = ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
         return read_image_isolated(artefact.path, options, timeout=image.timeout)
@@ -197,8 +197,8 @@ def _image_subject(
     artefact: Artefact, facts: ImageFacts, pairing: Pairing, root: Path, notes: dict[str, str]
 ) -> SubjectResult:
     """An image plus the service model it is deployed with (csdef, or the single package's build csdef)."""
+    from harness.extraction.profile import choose_profile, choose_role
     from harness.facts.image import ImageSubject
-    from harness.images.profile import choose_profile, choose_role
 
     configuration: ServiceConfiguration | None = None
     named, definition = _named_definition(pairing, root, notes)

@@ -17,7 +17,7 @@ Pipeline (each step a real tool, see ``reader-pitfalls``):
    ``disk_size``) or dynamic VHDX.
 
 Images are cached by :meth:`ImageSpec.key` and format under ``cache_dir`` (default: ``$VMR_IMAGE_CACHE`` or
-``~/.cache/vmrole-harness/images``). A build holds an ``flock`` on a per-image lock file and renames the
+``~/.cache/vmrole-harness/extraction``). A build holds an ``flock`` on a per-image lock file and renames the
 finished file into place, so parallel builders (pytest-xdist workers) of one image wait for the first one
 and reuse its file. **A returned path is a shared cache file: copy it before changing it.**
 """

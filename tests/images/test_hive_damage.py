@@ -19,8 +19,8 @@ import pytest
 from harness.engine.artefact import IMAGE, Artefact
 from harness.engine.catalogue import all_rules
 from harness.engine.evaluate import evaluate
+from harness.extraction.extract import extract
 from harness.facts.image import VMROLE, ImageFacts, ImageSubject
-from harness.images.extract import extract
 from harness.readers.image.regf import Hive, Key
 from harness.testing.hivewriter import build_hive, sz
 from harness.testing.images import ImageSpec, build_image, missing_tools
@@ -275,6 +275,6 @@ def test_an_mft_loop_vmr002_names_the_volume_and_the_record(image_cache: Path, t
     ],
 )
 def test_where_a_reader_note_points(note: str, where: str) -> None:
-    from harness.images.extract import where_in_note
+    from harness.extraction.extract import where_in_note
 
     assert where_in_note(note) == where

@@ -17,9 +17,9 @@ import pytest
 from harness.engine.artefact import IMAGE, Artefact
 from harness.engine.catalogue import all_rules
 from harness.engine.evaluate import evaluate
+from harness.extraction import worker
+from harness.extraction.extract import extract
 from harness.facts.image import VMROLE, ImageSubject
-from harness.images import worker
-from harness.images.extract import extract
 from harness.readers.errors import Unreadable
 from harness.testing import keymaterial as km
 from harness.testing.hivewriter import build_hive, dword, sz
@@ -284,7 +284,7 @@ def test_image_and_service_model_together_catch_a_firewall_mismatch(
 
 
 def test_prefetched_reading_is_taken_by_the_plugin_read(image_cache: Path) -> None:
-    from harness.images.extract import ExtractOptions
+    from harness.extraction.extract import ExtractOptions
 
     path = build_image(windows_server_2008r2_vmrole(), "vhd-fixed", cache_dir=image_cache)
     worker.prefetch(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.images import keyscan
+from harness.extraction import keyscan
 from harness.readers.image.container import open_disk
 from harness.readers.image.ntfs import Inventory, NtfsVolume
 from harness.readers.image.partitions import read_partitions

@@ -18,10 +18,10 @@ import pytest
 from harness.engine.artefact import IMAGE, Artefact
 from harness.engine.catalogue import all_rules, rule_by_id
 from harness.engine.evaluate import evaluate
+from harness.extraction.extract import extract
+from harness.extraction.profile import choose_role
 from harness.facts.image import AZURE, VMROLE, ImageFacts, ImageSubject
 from harness.facts.servicemodel import ServiceDefinition
-from harness.images.extract import extract
-from harness.images.profile import choose_role
 from harness.readers.servicemodel import read_definition
 from harness.testing import keymaterial as km
 from harness.testing.hivewriter import binary, dword, sz

@@ -1,11 +1,10 @@
-"""VMR540-VMR545: .cspkg integrity, on virtual Package facts (see _helpers_b.package)."""
+"""VMR540-VMR545: .cspkg integrity, on virtual Package facts (see package_facts.package)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
-from _helpers_b import MANIFEST, NS_PART, PAYLOAD, SD_PART, entry, item, package
 from harness.checks.servicemodel.package import (
     EncryptedRolePayload,
     PackageBuildDefinitionMissing,
@@ -14,6 +13,7 @@ from harness.checks.servicemodel.package import (
     PackagePartNotInManifest,
     PackageStructureProblem,
 )
+from package_facts import MANIFEST, NS_PART, PAYLOAD, SD_PART, entry, item, package
 
 from harness.engine.rule import NotApplicable
 from harness.engine.severity import Severity

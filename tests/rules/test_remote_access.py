@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from _helpers_b import assert_not_leaked, cms_blob
 from harness.checks.servicemodel.remote_access import (
     RA_CERTIFICATE,
     RdpAccountExpired,
@@ -14,6 +13,7 @@ from harness.checks.servicemodel.remote_access import (
     RemoteAccessSettingsMissing,
     RemoteForwarderNotOnExactlyOneRole,
 )
+from package_facts import assert_not_leaked, cms_blob
 
 from harness.engine.rule import NotApplicable
 from harness.engine.severity import Severity

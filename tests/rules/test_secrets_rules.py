@@ -6,7 +6,6 @@ import base64
 from dataclasses import replace
 
 import pytest
-from _helpers_b import BUILD_CSDEF, PAYLOAD, assert_not_leaked, cms_blob, entry, package
 from harness.checks.secrets.package_keys import (
     CapiKeyBlobInPackage,
     JavaKeystoreInPackage,
@@ -22,6 +21,7 @@ from harness.checks.secrets.servicemodel_secrets import (
     is_placeholder,
 )
 from harness.checks.servicemodel.remote_access import RdpPasswordNotEncrypted
+from package_facts import BUILD_CSDEF, PAYLOAD, assert_not_leaked, cms_blob, entry, package
 
 from harness.engine.rule import NotApplicable
 from harness.engine.severity import Severity

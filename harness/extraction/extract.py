@@ -1,6 +1,6 @@
 """Image facts from image bytes: container → partitions → NTFS → hives and files → ImageFacts.
 
-Runs inside the worker process (harness.images.worker). Reads only what the rules need: one pass over
+Runs inside the worker process (harness.extraction.worker). Reads only what the rules need: one pass over
 the MFT, the hives, a few small files by path, and the first bytes of key-material candidates. A part
 that cannot be read becomes an ImageProblem and the rest is still read; only an image with no readable
 container or partition table is Unreadable as a whole.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.extraction import keyscan
 from harness.facts.image import (
     HIVES_FOR_PART,
     PART_INPUTS,
@@ -32,7 +33,6 @@ from harness.facts.image import (
     VolumeInfo,
     WinlogonInfo,
 )
-from harness.images import keyscan
 from harness.readers.errors import Unreadable
 from harness.readers.image.container import open_disk
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
@@ -698,7 +698,7 @@ def _remote_access(reader: _Reader, system: Hive | None, cs_key: str | None) -> 
 
 
 def _firewall(reader: _Reader, system: Hive | None, software: Hive | None, cs_key: str | None) -> Any:
-    from harness.images.firewall_input import DEFAULTS_BASE, GPO_BASE, LOCAL_BASE, firewall_policy
+    from harness.extraction.firewall_input import DEFAULTS_BASE, GPO_BASE, LOCAL_BASE, firewall_policy
 
     if system is None or cs_key is None:
         return None
@@ -727,7 +727,7 @@ def _key_containers(reader: _Reader, options: ExtractOptions) -> tuple[Any, ...]
 
 
 def _certificates(reader: _Reader, software: Hive | None, facts: dict[str, Any]) -> tuple[CertificateEntry, ...]:
-    from harness.images.certstores import certificates
+    from harness.extraction.certstores import certificates
 
     assert reader.inventory is not None
     key_files = facts.get("key_containers", ())
@@ -773,7 +773,7 @@ def _key_material(reader: _Reader) -> tuple[KeyMaterialFile, ...]:
 
 
 def _signatures(reader: _Reader, options: ExtractOptions, facts: dict[str, Any]) -> tuple[Any, ...]:
-    from harness.images.sigmatch import match_image_signatures
+    from harness.extraction.sigmatch import match_image_signatures
 
     assert reader.inventory is not None
     return match_image_signatures(

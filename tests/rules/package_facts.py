@@ -1,4 +1,4 @@
-"""Virtual facts for the package, RDP and secrets rule tests (next to the shared conftest helpers).
+"""Virtual package facts (a well-formed Package the tests damage) for the package, RDP and secrets rule tests.
 
 ``package()`` builds a well-formed :class:`Package` (the shape cspack writes, as the reader reports
 it) that a test then damages with ``dataclasses.replace`` or keyword overrides, so package rules can

@@ -2,7 +2,7 @@
 
 Each certificate becomes a CertificateEntry with its public facts and whether it claims a private key
 (KEY_PROV_INFO). The key container named there is resolved to a file among the image's key-container
-files (harness.images.keyscan) by the CAPI name hint; CNG containers are matched by name when the
+files (harness.extraction.keyscan) by the CAPI name hint; CNG containers are matched by name when the
 file carries it. No key material is read or kept.
 """
 

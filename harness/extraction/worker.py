@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.extraction.extract import ExtractOptions, extract
 from harness.facts.image import ImageFacts
-from harness.images.extract import ExtractOptions, extract
 from harness.readers.errors import Unreadable
 
 DEFAULT_TIMEOUT = 300.0
