@@ -34,7 +34,9 @@ from harness.reports.model import (
 )
 
 STATE = pytest.StashKey[RunState]()
-COLLECTED = pytest.StashKey["Collected"]()
+PLUGIN = pytest.StashKey["VmrolePlugin"]()
+#: the name the run's plugin object is registered under (``config.pluginmanager.get_plugin(PLUGIN_NAME)``)
+PLUGIN_NAME = "vmrole-harness"
 
 SEVERITY_MARKERS = ("critical", "high", "medium", "low", "info")
 MAX_REPORTED_LINES = 20
@@ -69,27 +71,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): items that must run on one xdist worker")
     state = RunState.from_config(config)
     config.stash[STATE] = state
-    config.stash[COLLECTED] = Collected()
+    # The run's state lives in one registered plugin object (as pytest's junitxml does), not in module
+    # globals: its methods are the hooks, and it goes away with the config (pytest_unconfigure).
+    plugin = VmrolePlugin(config, state)
+    config.stash[PLUGIN] = plugin
+    config.pluginmanager.register(plugin, PLUGIN_NAME)
     extra = [str(p) for p in state.option_paths() if str(p) not in config.args]
     if extra:
         config.args = [*config.args, *extra]
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    kind = kind_of(file_path)
-    if kind is None:
-        return None
-    state = parent.config.stash[STATE]
-    if kind == DEPLOYMENT:
-        # Probing contacts a deployment and sends it credentials: only for a target the user named with
-        # --vmr-target (`vmrole probe` does), never for one found in a directory or named to lint (issue 9).
-        if Path(file_path) in state.explicit and Path(file_path) not in state.pairing.targets:
-            return NotProbed.from_parent(parent, path=file_path)  # named: collected, so not "not found"
-        if Path(file_path) not in state.pairing.targets:
-            return None
-    elif not state.discover and Path(file_path) not in state.explicit:
-        return None
-    return ArtefactFile.from_parent(parent, path=file_path)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(PLUGIN, None)
+    if plugin is not None:
+        del config.stash[PLUGIN]
+        config.pluginmanager.unregister(plugin)
 
 
 class NotProbed(pytest.File):
@@ -354,151 +350,170 @@ def _rule_info(rule: type[Rule], state: RunState) -> RuleInfo:
     )
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if isinstance(item, RuleItem) and report.when == "call":
-        artefact = item.subject.artefact
-        # Plain JSON-able data: xdist ships it from the worker to the controller unchanged.
-        report.vmr = {
-            "rule": item.rule.id,
-            "artefact": {"identity": artefact.identity, "kind": artefact.kind, "path": str(artefact.path)},
-            "findings": [
-                {
-                    "finding": r.finding.to_dict(),
-                    "disposition": r.disposition,
-                    "justification": r.justification,
-                    "waiver_expires": r.waiver_expires,
-                }
-                for r in item.vmr_results
-            ],
-            "notes": item.vmr_notes,
-            "charts": item.vmr_charts,
-        }
-    return report
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    data = getattr(report, "vmr", None)
-    if not data or report.when != "call":
-        return
-    collected: Collected | None = getattr(pytest_runtest_logreport, "_collected", None)
-    if collected is None:
-        return
-    art = data["artefact"]
-    collected.artefacts.setdefault(art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"]))
-    collected.rule_ids.add(data["rule"])
-    for entry in data["findings"]:
-        collected.findings.append(
-            FindingResult(
-                Finding.from_dict(entry["finding"]),
-                entry["disposition"],
-                entry.get("justification"),
-                entry.get("waiver_expires"),
-            )
-        )
-    collected.notes.extend(n for n in data.get("notes", []) if n not in collected.notes)
-    for chart in data.get("charts", []):
-        if not any(c["key"] == chart["key"] and c["artefact"] == chart["artefact"] for c in collected.charts):
-            collected.charts.append(chart)
-    skip_reason = None
-    if report.skipped and isinstance(report.longrepr, tuple):
-        skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-    collected.items.append(
-        ItemResult(
-            nodeid=report.nodeid,
-            rule_id=data["rule"],
-            artefact=art["identity"],
-            outcome=report.outcome,
-            duration=report.duration,
-            skip_reason=skip_reason,
-        )
-    )
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # The logreport hook has no access to config; bind the collector for this session.
-    pytest_runtest_logreport._collected = session.config.stash[COLLECTED]  # type: ignore[attr-defined]
-
-
 def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    config = session.config
-    for subject in config.stash.get(LIVE, {}).values():  # every process closes its own shells
-        subject.ctx.close()
-    if not _is_controller(config) or STATE not in config.stash:
-        return
-    state = config.stash[STATE]
-    collected = config.stash[COLLECTED]
-    if not collected.items and not state.create_baseline:
-        return
-    from harness.engine.catalogue import rule_by_id
+class VmrolePlugin:
+    """The run's state and the hooks that use it: one object per config, registered in pytest_configure
+    under :data:`PLUGIN_NAME` and unregistered in pytest_unconfigure (like pytest's own ``LogXML``)."""
 
-    rules = [_rule_info(rule_by_id(rid), state) for rid in sorted(collected.rule_ids)]
-    result = RunResult(
-        tool_version=__version__,
-        started=collected.started,
-        finished=dt.datetime.now(dt.UTC),
-        fail_on=state.fail_on,
-        root=str(state.root),
-        rules=rules,
-        artefacts=sorted(collected.artefacts.values(), key=lambda a: a.identity),
-        findings=sorted(
-            collected.findings,
-            key=lambda r: (r.finding.rule_id, r.finding.artefact, r.finding.location, r.finding.message),
-        ),
-        items=sorted(collected.items, key=lambda i: i.nodeid),
-        exit_status=int(exitstatus),
-        charts=collected.charts,
-    )
-    collected.result = result
-    if state.create_baseline and state.baseline_path is not None:
-        from harness.plugin.baseline import write_baseline
+    def __init__(self, config: pytest.Config, state: RunState) -> None:
+        self.config = config
+        self.state = state
+        #: what the controller gathers from reports (works the same with and without xdist)
+        self.collected = Collected()
 
-        count = write_baseline(state.baseline_path, (r.finding for r in result.findings))
-        collected.notes.append(f"baseline written: {state.baseline_path} ({count} fingerprints)")
-    if state.report_dir is not None:
-        from harness.reports import write_reports
+    # ---- collection ----------------------------------------------------------------------------
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        kind = kind_of(file_path)
+        if kind is None:
+            return None
+        state = self.state
+        if kind == DEPLOYMENT:
+            # Probing contacts a deployment and sends it credentials: only for a target the user named with
+            # --vmr-target (`vmrole probe` does), never for one found in a directory or named to lint (issue 9).
+            if Path(file_path) in state.explicit and Path(file_path) not in state.pairing.targets:
+                return NotProbed.from_parent(parent, path=file_path)  # named: collected, so not "not found"
+            if Path(file_path) not in state.pairing.targets:
+                return None
+        elif not state.discover and Path(file_path) not in state.explicit:
+            return None
+        return ArtefactFile.from_parent(parent, path=file_path)
 
-        t0 = time.perf_counter()
-        collected.written = write_reports(result, state.report_dir, set(state.report_formats))
-        collected.notes.append(f"reports written in {time.perf_counter() - t0:.2f}s")
-    alluredir = config.getoption("allure_report_dir", default=None)
-    if alluredir:
-        from harness.reports.allure import write_environment_properties
+    # ---- running -------------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        if isinstance(item, RuleItem) and report.when == "call":
+            artefact = item.subject.artefact
+            # Plain JSON-able data: xdist ships it from the worker to the controller unchanged.
+            report.vmr = {
+                "rule": item.rule.id,
+                "artefact": {"identity": artefact.identity, "kind": artefact.kind, "path": str(artefact.path)},
+                "findings": [
+                    {
+                        "finding": r.finding.to_dict(),
+                        "disposition": r.disposition,
+                        "justification": r.justification,
+                        "waiver_expires": r.waiver_expires,
+                    }
+                    for r in item.vmr_results
+                ],
+                "notes": item.vmr_notes,
+                "charts": item.vmr_charts,
+            }
+        return report
 
-        write_environment_properties(
-            Path(alluredir),
-            {"vmrole-harness": __version__, "fail-on": state.fail_on.label, "root": str(state.root)},
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "vmr", None)
+        if not data or report.when != "call":
+            return
+        collected = self.collected
+        art = data["artefact"]
+        collected.artefacts.setdefault(art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"]))
+        collected.rule_ids.add(data["rule"])
+        for entry in data["findings"]:
+            collected.findings.append(
+                FindingResult(
+                    Finding.from_dict(entry["finding"]),
+                    entry["disposition"],
+                    entry.get("justification"),
+                    entry.get("waiver_expires"),
+                )
+            )
+        collected.notes.extend(n for n in data.get("notes", []) if n not in collected.notes)
+        for chart in data.get("charts", []):
+            if not any(c["key"] == chart["key"] and c["artefact"] == chart["artefact"] for c in collected.charts):
+                collected.charts.append(chart)
+        skip_reason = None
+        if report.skipped and isinstance(report.longrepr, tuple):
+            skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        collected.items.append(
+            ItemResult(
+                nodeid=report.nodeid,
+                rule_id=data["rule"],
+                artefact=art["identity"],
+                outcome=report.outcome,
+                duration=report.duration,
+                skip_reason=skip_reason,
+            )
         )
 
+    # ---- the end of the run --------------------------------------------------------------------
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        config = self.config
+        for subject in config.stash.get(LIVE, {}).values():  # every process closes its own shells
+            subject.ctx.close()
+        if not _is_controller(config):
+            return
+        state = self.state
+        collected = self.collected
+        if not collected.items and not state.create_baseline:
+            return
+        from harness.engine.catalogue import rule_by_id
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not _is_controller(config) or COLLECTED not in config.stash:
-        return
-    collected = config.stash[COLLECTED]
-    state_notes = config.stash[STATE].notes if STATE in config.stash else []
-    if collected.result is None:
-        if state_notes:
-            terminalreporter.write_sep("=", "vmrole-harness")
-        for note in state_notes:
+        rules = [_rule_info(rule_by_id(rid), state) for rid in sorted(collected.rule_ids)]
+        result = RunResult(
+            tool_version=__version__,
+            started=collected.started,
+            finished=dt.datetime.now(dt.UTC),
+            fail_on=state.fail_on,
+            root=str(state.root),
+            rules=rules,
+            artefacts=sorted(collected.artefacts.values(), key=lambda a: a.identity),
+            findings=sorted(
+                collected.findings,
+                key=lambda r: (r.finding.rule_id, r.finding.artefact, r.finding.location, r.finding.message),
+            ),
+            items=sorted(collected.items, key=lambda i: i.nodeid),
+            exit_status=int(exitstatus),
+            charts=collected.charts,
+        )
+        collected.result = result
+        if state.create_baseline and state.baseline_path is not None:
+            from harness.plugin.baseline import write_baseline
+
+            count = write_baseline(state.baseline_path, (r.finding for r in result.findings))
+            collected.notes.append(f"baseline written: {state.baseline_path} ({count} fingerprints)")
+        if state.report_dir is not None:
+            from harness.reports import write_reports
+
+            t0 = time.perf_counter()
+            collected.written = write_reports(result, state.report_dir, set(state.report_formats))
+            collected.notes.append(f"reports written in {time.perf_counter() - t0:.2f}s")
+        alluredir = config.getoption("allure_report_dir", default=None)
+        if alluredir:
+            from harness.reports.allure import write_environment_properties
+
+            write_environment_properties(
+                Path(alluredir),
+                {"vmrole-harness": __version__, "fail-on": state.fail_on.label, "root": str(state.root)},
+            )
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if not _is_controller(config):
+            return
+        collected = self.collected
+        state_notes = self.state.notes
+        if collected.result is None:
+            if state_notes:
+                terminalreporter.write_sep("=", "vmrole-harness")
+            for note in state_notes:
+                terminalreporter.write_line(f"note: {note}")
+            return
+        from harness.reports.summary import terminal_summary_lines
+
+        terminalreporter.write_sep("=", "vmrole-harness")
+        for line in terminal_summary_lines(collected.result):
+            terminalreporter.write_line(line)
+        reported = [r for r in collected.result.findings if r.disposition == REPORTED]
+        for fr in reported[:MAX_REPORTED_LINES]:
+            f = fr.finding
+            terminalreporter.write_line(f"below threshold: [{f.severity.label}] {f.rule_id} {f.artefact} {f.location}")
+        if len(reported) > MAX_REPORTED_LINES:
+            terminalreporter.write_line(f"... and {len(reported) - MAX_REPORTED_LINES} more below the threshold")
+        for name, path in sorted(collected.written.items()):
+            terminalreporter.write_line(f"{name} report: {path}")
+        for note in [*state_notes, *collected.notes]:
             terminalreporter.write_line(f"note: {note}")
-        return
-    from harness.reports.summary import terminal_summary_lines
-
-    terminalreporter.write_sep("=", "vmrole-harness")
-    for line in terminal_summary_lines(collected.result):
-        terminalreporter.write_line(line)
-    reported = [r for r in collected.result.findings if r.disposition == REPORTED]
-    for fr in reported[:MAX_REPORTED_LINES]:
-        f = fr.finding
-        terminalreporter.write_line(f"below threshold: [{f.severity.label}] {f.rule_id} {f.artefact} {f.location}")
-    if len(reported) > MAX_REPORTED_LINES:
-        terminalreporter.write_line(f"... and {len(reported) - MAX_REPORTED_LINES} more below the threshold")
-    for name, path in sorted(collected.written.items()):
-        terminalreporter.write_line(f"{name} report: {path}")
-    for note in [*state_notes, *collected.notes]:
-        terminalreporter.write_line(f"note: {note}")
