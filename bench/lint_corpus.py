@@ -7,7 +7,7 @@ they travel between machines better than raw seconds.
 Measurements (median of --repeat runs, each in a fresh process for the in-process stages so that no
 cache from an earlier run helps):
   read      readers only: bytes → typed facts
-  lint      readers + every rule, through harness.engine.evaluate (what the plugin does per item)
+  lint      readers + every rule, through harness.lint.lint (the subjects the plugin builds per item)
   cli       `vmrole lint <corpus> --no-allure` end to end: pytest start-up, collection, items, reports
             (about 9,200 items: one per rule and artefact), serially and with `-n 2`
 """
@@ -48,8 +48,8 @@ def stage_baseline(files: list[Path]) -> None:
 
 def stage_read(files: list[Path], root: Path) -> None:
     from harness.engine.artefact import Artefact, kind_of
-    from harness.plugin.targets import read_facts
     from harness.readers.errors import Unreadable
+    from harness.subjects import read_facts
 
     for path in files:
         with contextlib.suppress(Unreadable):
@@ -57,26 +57,10 @@ def stage_read(files: list[Path], root: Path) -> None:
 
 
 def stage_lint(files: list[Path], root: Path) -> int:
-    from harness.checks.core import ArtefactUnreadable, UnreadableSubject
+    """Every rule on every file (unreadable ones get VMR001); returns the number of findings."""
+    from harness.lint import LintOptions, lint
 
-    from harness.engine.artefact import Artefact, kind_of
-    from harness.engine.catalogue import all_rules
-    from harness.engine.evaluate import evaluate
-    from harness.plugin.targets import Pairing, build_subject
-    from harness.readers.errors import Unreadable
-
-    findings = 0
-    for path in files:
-        kind = kind_of(path) or ""
-        artefact = Artefact.from_path(path, kind, root)
-        try:
-            built = build_subject(artefact, Pairing(), root)
-            subject, notes, rules = built.subject, built.notes, [r for r in all_rules() if kind in r.applies_to]
-        except Unreadable as exc:
-            subject, notes, rules = UnreadableSubject(artefact, exc.problem), {}, [ArtefactUnreadable]
-        for rule in rules:
-            findings += len(evaluate(rule, subject, notes).findings)
-    return findings
+    return len(lint(files, LintOptions(root=root)).findings)
 
 
 def _child(stage: str, samples: Path) -> float:

@@ -6,29 +6,18 @@ import time
 from pathlib import Path
 
 import pytest
-from harness.checks.core import ArtefactUnreadable, UnreadableSubject
 
-from harness.engine.artefact import Artefact, kind_of
 from harness.engine.catalogue import all_rules
-from harness.engine.evaluate import evaluate
-from harness.plugin.targets import Pairing, build_subject
-from harness.readers.errors import Unreadable
+from harness.lint import LintOptions, RuleOutcome, lint
 from harness.testing.corpus import load_manifest, pairings
 
 PER_FILE_DEADLINE = 5.0  # seconds for reading one file and running every rule on it
 
 
-def lint(path: Path, pairing: Pairing, root: Path):
-    kind = kind_of(path)
-    assert kind is not None
-    artefact = Artefact.from_path(path, kind, root)
-    try:
-        built = build_subject(artefact, pairing, root)
-        subject, notes = built.subject, built.notes
-        rules = [r for r in all_rules() if kind in r.applies_to]
-    except Unreadable as exc:
-        subject, notes, rules = UnreadableSubject(artefact, exc.problem), {}, [ArtefactUnreadable]
-    return {rule.id: evaluate(rule, subject, notes) for rule in rules}
+def lint_one(path: Path, options: LintOptions) -> dict[str, RuleOutcome]:
+    """Each rule's outcome on ``path`` (VMR001 alone when it is unreadable)."""
+    (result,) = lint([path], options).artefacts
+    return {outcome.rule_id: outcome for outcome in result.outcomes}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +29,8 @@ def corpus(shared_samples):
     for f in files:
         started = time.monotonic()
         # only same-commit partners: never let a sibling from another commit pair in
-        pairing = Pairing(csdef=pairs.get(f.path), siblings=False)
-        results[f.path] = lint(f.path, pairing, folder)
+        options = LintOptions(csdef=pairs.get(f.path), siblings=False, root=folder)
+        results[f.path] = lint_one(f.path, options)
         elapsed = time.monotonic() - started
         assert elapsed < PER_FILE_DEADLINE, f"{f.path}: {elapsed:.1f}s"
     return files, pairs, results
@@ -92,6 +81,6 @@ def test_findings_match_what_the_manifest_says_is_there(corpus):
 
 def test_real_packages_lint_without_unreadable_findings(shared_samples):
     for pkg in sorted((shared_samples / "cspkg").glob("*.cspkg")):
-        evals = lint(pkg, Pairing(), shared_samples)
+        evals = lint_one(pkg, LintOptions(root=shared_samples))
         assert evals["VMR001"].findings == ()
         assert len(evals) > 10

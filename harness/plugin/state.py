@@ -17,9 +17,9 @@ from harness.engine.rule import Rule
 from harness.engine.severity import Severity
 from harness.plugin import options
 from harness.plugin.baseline import BaselineError, load_baseline
-from harness.plugin.targets import ImageSettings, Pairing
 from harness.plugin.waivers import Waiver, WaiverError, load_waivers
 from harness.reports.model import BASELINED, FAILED, REPORTED, WAIVED, FindingResult
+from harness.subjects import ImageSettings, Pairing
 
 REPORT_FORMATS = ("sarif", "json", "html")
 

@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.plugin.targets import sibling_definition
+from harness.subjects import sibling_definition
 
 
 @dataclass(frozen=True)

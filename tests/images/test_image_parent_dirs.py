@@ -78,7 +78,7 @@ def test_vmrole_lint_passes_image_parent_dir() -> None:
 
 def test_image_settings_reach_the_extract_options() -> None:
     from harness.extraction.extract import ExtractOptions
-    from harness.plugin.targets import ImageSettings
+    from harness.subjects import ImageSettings
 
     assert ImageSettings(parent_dirs=("/srv/a",)).parent_dirs == ("/srv/a",)
     assert ExtractOptions(parent_dirs=("/srv/a",)).parent_dirs == ("/srv/a",)
