@@ -40,35 +40,26 @@ Ratios are anchor / ours for time, memory and bytes: 10.0 means the anchor needs
 Results go to bench/out/image_suite.json. Targets (issue): ours under 2 s and 300 MB on every format and at least
 10× faster than both anchors.
 
-The image comes from the project's image factory (``harness.testing.images``) when it exists; until then a
-stand-in is built here with the same real-tool pipeline (tree → wimlib capture → mkntfs → wimlib apply → sfdisk →
-qemu-img convert), with a minimal PE32+ ``cmd.exe`` and SYSTEM/SOFTWARE hives from the project's hive writer so
-that libguestfs and dissect both recognise Windows. Images are cached in bench/out/images/.
+The image comes from the project's image factory (``harness.testing.images``): ``generate_many_files`` on the
+Windows Server 2008 R2 VM-role skeleton, cached in bench/out/images/. The meters are in bench/measure.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import hashlib
 import json
 import os
 import platform
-import random
 import re
 import shlex
 import shutil
-import signal
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from bench.measure import MB, Run, cached_bytes, count_image_reads, evict_from_page_cache, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -82,406 +73,6 @@ OK_EXITS = {"ours": (0, 1)}
 #: Anchors too slow to repeat: timed once (no warm-up, no cold run, no strace run), and only when asked for.
 ONE_SHOT = ("target-query+walkfs",)
 TARGETS = {"seconds": 2.0, "peak_mb": 300.0, "speedup": 10.0}
-MB = 1_000_000
-
-# ---------------------------------------------------------------------------------------------------------------
-# Process-tree peak memory and wall time
-# ---------------------------------------------------------------------------------------------------------------
-
-PR_SET_CHILD_SUBREAPER = 36
-GNU_TIME = "/usr/bin/time"
-
-
-def become_subreaper() -> bool:
-    """Make orphaned descendants re-parent to this process (so they stay in the measured tree)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
-    return int(stat.rpartition(b")")[2].split()[1])
-
-
-def _memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in KiB; (0, 0) for a process that is gone or a kernel thread."""
-    rss = hwm = 0
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith(b"VmHWM:"):
-                    hwm = int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return rss, hwm
-
-
-class TreeMemorySampler:
-    """Polls /proc for every descendant of ``root`` and keeps the peak of their summed RSS.
-
-    Parents are cached per pid (one /proc/PID/stat read per new process), so a poll costs one /proc listing plus
-    one status read per process in the tree.
-    """
-
-    def __init__(self, root: int, interval: float = 0.025, exclude: Iterable[int] = ()) -> None:
-        self.root = root
-        self.interval = interval
-        self.exclude = set(exclude)  # walked through, never counted
-        self.peak_rss_kib = 0
-        self.hwm_kib: dict[int, int] = {}
-        self.samples = 0
-        self._parents: dict[int, int] = {}
-        self._lock = threading.Lock()  # the poll thread and the final reaping loop both sample
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
-
-    def __enter__(self) -> TreeMemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-    def descendants(self) -> list[int]:
-        live = {int(n) for n in os.listdir("/proc") if n.isdigit()}
-        for pid in [p for p in self._parents if p not in live]:
-            del self._parents[pid]
-        for pid in live:
-            # New process, or one whose parent died (it was re-parented): (re)read its parent.
-            if pid not in self._parents or self._parents[pid] not in live:
-                parent = _parent_of(pid)
-                if parent is not None:
-                    self._parents[pid] = parent
-        children: dict[int, list[int]] = {}
-        for pid, parent in self._parents.items():
-            children.setdefault(parent, []).append(pid)
-        found, todo = [], list(children.get(self.root, ()))
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, ()))
-        return found
-
-    def sample(self) -> list[int]:
-        with self._lock:
-            tree = self.descendants()
-            total = 0
-            for pid in tree:
-                if pid in self.exclude:
-                    continue
-                rss, hwm = _memory_kib(pid)
-                total += rss
-                self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), hwm)
-            self.peak_rss_kib = max(self.peak_rss_kib, total)
-            self.samples += 1
-            return tree
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.sample()
-            self._stop.wait(self.interval)
-
-
-@dataclass
-class Run:
-    """One measured run of one command."""
-
-    ok: bool
-    exit_code: int | None
-    wall_s: float
-    peak_mb: float  # max(sampled tree RSS, largest single process's exact peak)
-    peak_tree_rss_mb: float  # sampled sum of VmRSS over the tree
-    max_process_mb: float  # wait4 ru_maxrss: the largest single process in the tree (kernel-exact)
-    hwm_sum_mb: float  # upper bound: sum of every process's VmHWM
-    processes: int
-    error: str = ""
-
-
-def _tail(path: Path, limit: int = 600) -> str:
-    with contextlib.suppress(OSError):
-        data = path.read_bytes()[-limit:]
-        return data.decode("utf-8", "replace").strip()
-    return ""
-
-
-def run_measured(
-    argv: Sequence[str],
-    *,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 900.0,
-    poll: float = 0.025,
-    ok_exits: Iterable[int] = (0,),
-    linger: float = 10.0,
-) -> Run:
-    """Run ``argv`` once: wall time to its exit, peak memory of its whole process tree, exit status.
-
-    Output goes to files (a full pipe must never stall the tool); on failure the error is the tail of stderr
-    (or stdout). A run past ``timeout`` has its process group killed and is reported as failed. Descendants still
-    running after the command exits get ``linger`` seconds, then are killed (and reaped: we are their subreaper).
-    """
-    become_subreaper()
-    with tempfile.TemporaryDirectory(prefix="vmr-bench-") as tmp:
-        out, err, maxrss = Path(tmp) / "stdout", Path(tmp) / "stderr", Path(tmp) / "maxrss"
-        # GNU time starts the command from a ~2 MB process: exec folds the pre-exec memory's high-water mark
-        # into ru_maxrss, so a child started straight from this (big) Python process would report our size.
-        wrapped = [GNU_TIME, "-q", "-f", "%M", "-o", str(maxrss), *argv] if os.access(GNU_TIME, os.X_OK) else argv
-        with out.open("wb") as so, err.open("wb") as se:
-            started = time.perf_counter()
-            try:
-                proc = subprocess.Popen(
-                    list(wrapped),
-                    cwd=cwd,
-                    env=env,
-                    stdout=so,
-                    stderr=se,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                return Run(False, None, 0.0, 0.0, 0.0, 0.0, 0.0, 0, f"cannot start: {exc}")
-            # The wrapper itself is left out of the sums (it shares our memory until its exec).
-            sampler = TreeMemorySampler(os.getpid(), poll, exclude={proc.pid})
-            with sampler:
-                timer = threading.Timer(timeout, _kill_group, (proc.pid,))
-                timer.start()
-                try:
-                    _, status = os.waitpid(proc.pid, 0)
-                finally:
-                    timer.cancel()
-                wall = time.perf_counter() - started
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                # Without GNU time, ru_maxrss would be ours: fall back to the sampled per-process VmHWM.
-                max_kib = _gnu_time_maxrss(maxrss) if wrapped is not argv else max(sampler.hwm_kib.values(), default=0)
-                max_kib = max(max_kib, _reap_tree(sampler, proc.pid, linger))
-        code = proc.returncode
-        timed_out = wall >= timeout
-        ok = code in tuple(ok_exits) and not timed_out
-        error = ""
-        if not ok:
-            why = f"timed out after {timeout:.0f} s" if timed_out else f"exit {code}"
-            error = f"{why}: {_tail(err) or _tail(out)}"
-    peak_tree = sampler.peak_rss_kib * 1024 / MB
-    biggest = max_kib * 1024 / MB
-    return Run(
-        ok=ok,
-        exit_code=code,
-        wall_s=wall,
-        peak_mb=max(peak_tree, biggest),
-        peak_tree_rss_mb=peak_tree,
-        max_process_mb=biggest,
-        hwm_sum_mb=max(sum(sampler.hwm_kib.values()) * 1024 / MB, biggest),
-        processes=len(sampler.hwm_kib),
-        error=error,
-    )
-
-
-def _gnu_time_maxrss(path: Path) -> int:
-    """The ``%M`` (KiB) GNU time wrote last in ``path``; 0 when it wrote none (killed by the timeout)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(path.read_text().split()[-1])
-    return 0
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _reap_tree(sampler: TreeMemorySampler, main_pid: int, linger: float) -> int:
-    """Wait for (then kill) descendants that outlived the command; return the largest ru_maxrss reaped."""
-    deadline = time.monotonic() + linger
-    biggest = 0
-    while True:
-        tree = [p for p in sampler.sample() if p != main_pid]
-        for pid in tree:
-            # Only our own children can be waited for: orphans re-parented to us (we are a subreaper).
-            with contextlib.suppress(ChildProcessError, OSError):
-                done, _, usage = os.wait4(pid, os.WNOHANG)
-                if done:
-                    biggest = max(biggest, usage.ru_maxrss)
-        if not tree:
-            return biggest
-        if time.monotonic() > deadline:
-            for pid in tree:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-        time.sleep(0.05)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Bytes read from the image: strace
-# ---------------------------------------------------------------------------------------------------------------
-
-READ_CALLS = ("read", "pread64", "readv", "preadv", "preadv2")
-#: Traced only to name blind spots: reads that no read-family call shows.
-BLIND_CALLS = ("mmap", "io_submit", "io_uring_setup", "copy_file_range", "sendfile", "splice")
-#: ``strace -f -Y`` prefixes each line with the thread id and its command name: "1234<qemu-system-x86> ".
-_PREFIX = r"^(?:\[pid\s+(?P<pid>\d+)(?:<(?P<comm>[^>]*)>)?\]|(?P<pid2>\d+)(?:<(?P<comm2>[^>]*)>)?)?\s*"
-_CALL = re.compile(_PREFIX + r"(?P<name>\w+)\((?P<args>.*)$")
-_RESUMED = re.compile(_PREFIX + r"<\.\.\. (?P<name>\w+) resumed>(?P<args>.*)$")
-_RESULT = re.compile(r"\)\s+=\s+(?P<ret>-?\d+|0x[0-9a-f]+)")
-_FIRST_FD = re.compile(r"^\d+<(?P<path>[^>]*)>")
-_MMAP_FD = re.compile(r",\s*\d+<(?P<path>[^>]*)>,\s*(?:0x[0-9a-f]+|\d+)")
-
-
-@dataclass
-class ReadCount:
-    """What one traced run read from one file."""
-
-    bytes: int = 0
-    calls: dict[str, int] = field(default_factory=dict)  # syscall -> calls on the image
-    bytes_by_call: dict[str, int] = field(default_factory=dict)
-    bytes_by_process: dict[str, int] = field(default_factory=dict)  # command name (thread name) -> bytes
-    blind_spots: list[str] = field(default_factory=list)
-    ok: bool = True
-    exit_code: int | None = None
-    error: str = ""
-
-
-def _fd_path(name: str, args: str) -> str:
-    """The file behind the call's descriptor as ``strace -y`` shows it ("" when it is not a file)."""
-    found = (_MMAP_FD if name == "mmap" else _FIRST_FD).search(args)
-    return found["path"] if found else ""
-
-
-def parse_strace(lines: Iterable[str], image: str) -> ReadCount:
-    """Add up the read-family results on file descriptors that ``strace -f -y [-Y]`` shows open on ``image``.
-
-    ``<unfinished ...>`` / ``<... resumed>`` pairs are joined per thread id. Failed calls count nothing.
-    io_uring and Linux AIO are named as blind spots (the process that set them up is given); what they read
-    cannot be seen here.
-    """
-    count = ReadCount()
-    pending: dict[str, tuple[str, str]] = {}
-    for line in lines:
-        line = line.rstrip("\n")
-        match = _RESUMED.match(line)
-        if match:
-            tid = match["pid"] or match["pid2"] or ""
-            name, path = pending.pop(tid, (match["name"], ""))
-        else:
-            match = _CALL.match(line)
-            if not match:
-                continue
-            tid, name = match["pid"] or match["pid2"] or "", match["name"]
-            path = _fd_path(name, match["args"])
-            if match["args"].endswith("<unfinished ...>"):
-                pending[tid] = (name, path)
-                continue
-        comm = match["comm"] or match["comm2"] or "?"
-        result = _RESULT.search(match["args"])
-        failed = result is None or result["ret"].startswith("-")
-        if name in ("io_uring_setup", "io_submit") and not failed:
-            note = f"{name} in {comm}: reads submitted through it are not counted"
-            if note not in count.blind_spots:
-                count.blind_spots.append(note)
-            continue
-        if path != image:
-            continue
-        count.calls[name] = count.calls.get(name, 0) + 1
-        if name not in READ_CALLS:
-            note = f"{name} of the image in {comm}: its bytes are not counted"
-            if note not in count.blind_spots:
-                count.blind_spots.append(note)
-        elif not failed:
-            n = int(result["ret"])  # type: ignore[index]
-            count.bytes += n
-            count.bytes_by_call[name] = count.bytes_by_call.get(name, 0) + n
-            count.bytes_by_process[comm] = count.bytes_by_process.get(comm, 0) + n
-    return count
-
-
-def count_image_reads(
-    argv: Sequence[str],
-    image: Path,
-    *,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 1800.0,
-    ok_exits: Iterable[int] = (0,),
-) -> ReadCount:
-    """Run ``argv`` once under strace and count the bytes its whole process tree read from ``image``."""
-    strace = shutil.which("strace")
-    if not strace:
-        return ReadCount(ok=False, error="strace is not installed (./dev bench image installs it)")
-    with tempfile.TemporaryDirectory(prefix="vmr-strace-") as tmp:
-        trace, err = Path(tmp) / "trace", Path(tmp) / "stderr"
-        calls = ",".join(READ_CALLS + BLIND_CALLS)
-        cmd = [strace, "-f", "-Y", "-y", "--seccomp-bpf", "-qq", "-s", "0", "-e", "signal=none", "-e", f"trace={calls}"]
-        with err.open("wb") as se:
-            try:
-                proc = subprocess.run(
-                    [*cmd, "-o", str(trace), *argv],
-                    cwd=cwd,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=se,
-                    stdin=subprocess.DEVNULL,
-                    timeout=timeout,
-                )
-                code: int | None = proc.returncode
-            except subprocess.TimeoutExpired:
-                code = None
-        with trace.open(errors="replace") as f:
-            count = parse_strace(f, os.path.realpath(image))
-        count.exit_code = code
-        count.ok = code in tuple(ok_exits)
-        if not count.ok:
-            count.error = "timed out" if code is None else f"exit {code}: {_tail(err)}"
-    return count
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Page cache
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def cached_bytes(path: Path) -> int | None:
-    """Bytes of ``path`` in the page cache (util-linux ``fincore``), or None when it cannot tell."""
-    tool = shutil.which("fincore")
-    if not tool:
-        return None
-    out = subprocess.run(
-        [tool, "--bytes", "--noheadings", "--output", "RES", str(path)], capture_output=True, text=True
-    )
-    try:
-        return int(out.stdout.split()[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def evict_from_page_cache(path: Path, drop_all: bool = False) -> str:
-    """Make the next read of ``path`` come from the disk; return how (for the report)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # dirty pages cannot be dropped
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    if drop_all:
-        try:
-            os.sync()
-            Path("/proc/sys/vm/drop_caches").write_text("1\n")
-            return "drop_caches=1 (whole page cache)"
-        except OSError as exc:
-            return f"posix_fadvise DONTNEED on the image (drop_caches refused: {exc.strerror})"
-    return "posix_fadvise DONTNEED on the image"
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Table
@@ -586,297 +177,16 @@ def target_verdict(rows: Sequence[ToolResult], ours: str = "ours") -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The image: the project's factory when present, else a stand-in built with the same real tools
+# The image: the project's image factory
 # ---------------------------------------------------------------------------------------------------------------
 
-STANDIN_VERSION = 2
-SUFFIXES = {"raw": "disk.raw", "vhd-fixed": "disk-fixed.vhd", "vhd-dynamic": "disk-dynamic.vhd", "vhdx": "disk.vhdx"}
-DISK_SIZE = 2 * 1024**3
-PART_START = 1024**2
-DISK_SIGNATURE = 0x564D5230  # "VMR0": pinned so the MBR (and MountedDevices) is reproducible
 
+def factory_image(fmt: str, count: int, seed: int, cache: Path) -> Path:
+    """The Windows Server 2008 R2 VM-role skeleton plus ``count`` generated files, in ``fmt`` (built once, cached)."""
+    from harness.testing import images, windows
 
-def factory_image(fmt: str, count: int, seed: int, cache: Path) -> Path | None:
-    """The image from ``harness.testing.images`` when the factory exists, else None."""
-    try:
-        from harness.testing import images, windows
-    except ImportError:
-        return None
-    many = getattr(images, "generate_many_files", None) or getattr(windows, "generate_many_files", None)
-    if many is None:
-        return None
-    spec = many(windows.windows_server_2008r2_vmrole(), count, seed=seed)
+    spec = images.generate_many_files(windows.windows_server_2008r2_vmrole(), count, seed=seed)
     return Path(images.build_image(spec, fmt, cache_dir=cache))
-
-
-def minimal_pe32plus(subsystem: int = 3) -> bytes:
-    """A 1 KiB x86-64 PE32+ executable (``file``: "PE32+ executable (console) x86-64, for MS Windows")."""
-    dos = bytearray(0x80)
-    dos[0:2] = b"MZ"
-    struct.pack_into("<I", dos, 0x3C, 0x80)
-    dos[0x40 : 0x40 + 39] = b"This program cannot be run in DOS mode.\r"[:39]
-    coff = struct.pack("<4sHHIIIHH", b"PE\0\0", 0x8664, 1, 0x4A5BC60F, 0, 0, 0xF0, 0x0022)
-    optional = struct.pack("<HBBIIIII", 0x20B, 9, 0, 0x200, 0, 0, 0x1000, 0x1000)
-    optional += struct.pack(
-        "<QIIHHHHHHIIIIHHQQQQII",
-        0x140000000, 0x1000, 0x200, 6, 1, 6, 1, 6, 1, 0, 0x2000, 0x200, 0, subsystem, 0x8160,
-        0x100000, 0x1000, 0x100000, 0x1000, 0, 16,
-    )  # fmt: skip
-    optional += bytes(16 * 8)
-    section = struct.pack("<8sIIIIIIHHI", b".text", 0x200, 0x1000, 0x200, 0x200, 0, 0, 0, 0, 0x60000020)
-    headers = bytes(dos) + coff + optional + section
-    return headers.ljust(0x200, b"\0") + b"\xc3".ljust(0x200, b"\0")
-
-
-def standin_hives() -> dict[str, bytes]:
-    """SYSTEM and SOFTWARE hives of a generalized Windows Server 2008 R2 VM-role image, plus empty others."""
-    from harness.testing.hivewriter import binary, build_hive, dword, expand_sz, sz
-
-    cs = "ControlSet001"
-    services = {
-        f"{cs}\\Services\\{name}": {
-            "DisplayName": sz(display),
-            "ImagePath": expand_sz(path),
-            "Start": dword(start),
-            "Type": dword(16),
-            "ObjectName": sz("LocalSystem"),
-        }
-        for name, display, path, start in [
-            ("RdAgent", "Windows Azure Guest Agent (RdAgent)", r"C:\WindowsAzure\Packages\WaAppAgent.exe", 2),
-            ("WaVmRoleAdapter", "Windows Azure VM Role Adapter", r"C:\Program Files\VmRoleAdapter\adapter.exe", 2),
-            ("W3SVC", "World Wide Web Publishing Service", r"%windir%\system32\svchost.exe -k iissvcs", 2),
-            (
-                "WinRM",
-                "Windows Remote Management (WS-Management)",
-                r"%SystemRoot%\System32\svchost.exe -k NetworkService",
-                2,
-            ),
-            ("TermService", "Remote Desktop Services", r"%SystemRoot%\System32\svchost.exe -k NetworkService", 3),
-            ("MpsSvc", "Windows Firewall", r"%SystemRoot%\system32\svchost.exe -k LocalServiceNoNetwork", 2),
-        ]
-    }
-    services.update(
-        {
-            f"{cs}\\Services\\Svc{i:03d}": {
-                "DisplayName": sz(f"Generated service {i}"),
-                "ImagePath": expand_sz(rf"%SystemRoot%\System32\svc{i:03d}.exe"),
-                "Start": dword(3),
-                "Type": dword(16),
-            }
-            for i in range(150)
-        }
-    )
-    fw = f"{cs}\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
-    allow_in = "v2.10|Action=Allow|Active=TRUE|Dir=In|Protocol=6|"
-    rules = {
-        "WebIn": allow_in + "LPort=80|Name=Web (HTTP-In)|",
-        "RemoteDesktop-In-TCP": allow_in + "LPort=3389|Name=@FirewallAPI.dll,-28775|",
-        "WINRM-HTTP-In-TCP": allow_in + "LPort=5985|Name=WinRM (HTTP-In)|",
-    }
-    system = {
-        "Select": {"Current": dword(1), "Default": dword(1), "Failed": dword(0), "LastKnownGood": dword(2)},
-        f"{cs}\\Control\\ComputerName\\ComputerName": {"ComputerName": sz("VMROLE-BENCH")},
-        f"{cs}\\Control\\ProductOptions": {"ProductType": sz("ServerNT")},
-        f"{cs}\\Control\\TimeZoneInformation": {"TimeZoneKeyName": sz("UTC"), "Bias": dword(0)},
-        f"{cs}\\Services\\Tcpip\\Parameters": {"Hostname": sz("vmrole-bench"), "Domain": sz("")},
-        f"{fw}\\FirewallRules": {k: sz(v) for k, v in rules.items()},
-        **{f"{fw}\\{p}": {"EnableFirewall": dword(1)} for p in ("DomainProfile", "StandardProfile", "PublicProfile")},
-        "Setup": {
-            "SystemSetupInProgress": dword(1),
-            "OOBEInProgress": dword(1),
-            "SetupType": dword(2),
-            "CmdLine": sz("oobe\\windeploy.exe"),
-        },
-        "Setup\\Status\\SysprepStatus": {"GeneralizationState": dword(4), "CleanupState": dword(2)},
-        "MountedDevices": {"\\DosDevices\\C:": binary(struct.pack("<IQ", DISK_SIGNATURE, PART_START))},
-        **services,
-    }
-    nt = "Microsoft\\Windows NT\\CurrentVersion"
-    uninstall = "Microsoft\\Windows\\CurrentVersion\\Uninstall"
-    software = {
-        nt: {
-            "ProductName": sz("Windows Server 2008 R2 Datacenter"),
-            "CurrentVersion": sz("6.1"),
-            "CurrentBuild": sz("7601"),
-            "CurrentBuildNumber": sz("7601"),
-            "CSDVersion": sz("Service Pack 1"),
-            "EditionID": sz("ServerDatacenter"),
-            "InstallationType": sz("Server"),
-            "SystemRoot": sz("C:\\Windows"),
-            "InstallDate": dword(1322006400),
-            "RegisteredOwner": sz("Windows User"),
-        },
-        f"{nt}\\ProfileList\\S-1-5-18": {"ProfileImagePath": expand_sz(r"%systemroot%\system32\config\systemprofile")},
-        f"{nt}\\ProfileList\\S-1-5-21-1004336348-1177238915-682003330-500": {
-            "ProfileImagePath": expand_sz(r"C:\Users\Administrator")
-        },
-        f"{nt}\\Winlogon": {"AutoAdminLogon": sz("0"), "DefaultUserName": sz("Administrator")},
-        "Microsoft\\Windows\\CurrentVersion": {"ProgramFilesDir": sz(r"C:\Program Files")},
-        "Microsoft\\Windows\\CurrentVersion\\Setup\\State": {"ImageState": sz("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE")},
-        f"{uninstall}\\{{5A3B0C1E-7D2F-4E61-9C1B-2E5B6F7A8C90}}": {
-            "DisplayName": sz("Windows Azure VM Role Integration Components"),
-            "Publisher": sz("Microsoft Corporation"),
-            "DisplayVersion": sz("1.0.1234.0"),
-            "InstallLocation": sz(r"C:\Program Files\Windows Azure Integration Components"),
-        },
-        f"{uninstall}\\VmRoleAdapter": {"DisplayName": sz("VM Role Adapter"), "Publisher": sz("Contoso")},
-        "Microsoft\\SystemCertificates\\MY\\Certificates": {},
-        "Microsoft\\SystemCertificates\\ROOT\\Certificates": {},
-        "Policies\\Microsoft\\WindowsFirewall": {},
-    }
-    empty = build_hive({})
-    return {
-        "SYSTEM": build_hive(system, root_name="CMI-CreateHive{2A7FB991-7BBE-4F9D-B91E-7CB51D4737F5}"),
-        "SOFTWARE": build_hive(software, root_name="CMI-CreateHive{199DAFC2-6F16-4946-BF90-5A3FC3A60902}"),
-        "SAM": empty,
-        "SECURITY": empty,
-        "DEFAULT": empty,
-    }
-
-
-_WORDS = (
-    "shell", "kernel", "base", "net", "web", "crypt", "print", "media", "search", "update", "input", "audio", "video",
-    "font", "storage", "power", "security", "network", "remote", "desktop", "service", "setup", "install", "deploy",
-    "sync", "mail", "store", "cache", "graphics", "direct", "core", "host", "agent",
-)  # fmt: skip
-_EXTS = (".dll", ".dll", ".dll", ".exe", ".mui", ".manifest", ".cat", ".inf", ".xml", ".txt", ".dat", ".sys")
-
-
-def standin_tree(root: Path, count: int, seed: int) -> int:
-    """Write a plausible Windows Server tree of exactly ``count`` files under ``root``; return the file count."""
-    rng = random.Random(seed)
-    blob = random.Random(seed + 1).randbytes(1 << 17)
-    pe = minimal_pe32plus()
-    fixed: dict[str, bytes] = {
-        "Windows/System32/cmd.exe": pe,
-        "Windows/System32/Sysprep/sysprep.exe": minimal_pe32plus(2),
-        "Windows/System32/Sysprep/Sysprep_succeeded.tag": b"",
-        "Windows/explorer.exe": minimal_pe32plus(2),
-        "Windows/regedit.exe": minimal_pe32plus(2),
-        "Windows/System32/drivers/etc/hosts": b"# Copyright (c) 1993-2009 Microsoft Corp.\r\n127.0.0.1 localhost\r\n",
-        "Windows/Setup/State/State.ini": b"[State]\r\nImageState=IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE\r\n",
-        "unattend.xml": b'<?xml version="1.0"?>\r\n<unattend xmlns="urn:schemas-microsoft-com:unattend">'
-        b'<settings pass="oobeSystem"/></unattend>\r\n',
-        "Program Files/Windows Azure Integration Components/WaAppAgent.exe": pe,
-        "Program Files/VmRoleAdapter/adapter.exe": pe,
-        "WindowsAzure/Packages/WaAppAgent.exe": pe,
-    }
-    hives = standin_hives()
-    for name, data in hives.items():
-        fixed[f"Windows/System32/config/{name}"] = data
-    for user in ("Administrator", "Default"):
-        fixed[f"Users/{user}/NTUSER.DAT"] = hives["DEFAULT"]
-    machine_guid = "74659c6a-3c6e-4f0e-9d5f-0b2c1e0a1b2c"
-    for prefix in ("76944fb33636aeddb9590521c2e8815a", "6de9cb26d2b98c01ec4e9e8b34824aa2"):
-        fixed[f"ProgramData/Microsoft/Crypto/RSA/MachineKeys/{prefix}_{machine_guid}"] = blob[:2048]
-    for rel, data in fixed.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    # The rest, in the proportions of a real server install: WinSxS dominates.
-    areas = [
-        (0.62, "Windows/WinSxS/{arch}_microsoft-windows-{w1}-{w2}_31bf3856ad364e35_6.1.7601.{rev}_none_{h}", 9),
-        (0.06, "Windows/System32", 4000),
-        (0.03, "Windows/System32/en-US", 2000),
-        (0.05, "Windows/assembly/GAC_MSIL/Microsoft.{W1}.{W2}/6.1.0.0__31bf3856ad364e35", 3),
-        (0.05, "Windows/Microsoft.NET/Framework64/v{ver}/{w1}", 40),
-        (0.06, "Windows/servicing/Packages", 6000),
-        (0.04, "Windows/inf/{w1}", 25),
-        (0.05, "Program Files/{W1} {W2}/{w1}", 30),
-        (0.02, "ProgramData/Microsoft/{W1}/{w2}", 20),
-        (0.02, "Users/Administrator/AppData/Local/{W1}/{w2}", 15),
-    ]
-    remaining = count - len(fixed)
-    written = 0
-    for i, (share, pattern, per_dir) in enumerate(areas):
-        n = remaining - written if i == len(areas) - 1 else int(remaining * share)
-        done = 0
-        while done < n:
-            w1, w2 = rng.choice(_WORDS), rng.choice(_WORDS)
-            folder = pattern.format(
-                arch=rng.choice(("amd64", "amd64", "wow64", "x86", "msil")),
-                w1=w1,
-                w2=w2,
-                W1=w1.capitalize(),
-                W2=w2.capitalize(),
-                rev=rng.randrange(16385, 23000),
-                h=f"{rng.getrandbits(64):016x}",
-                ver=rng.choice(("2.0.50727", "3.0", "3.5", "4.0.30319")),
-            )
-            directory = root / folder
-            directory.mkdir(parents=True, exist_ok=True)
-            for _ in range(min(per_dir, n - done)):
-                name = f"{rng.choice(_WORDS)}{rng.randrange(1000)}{rng.choice(_EXTS)}"
-                path = directory / name
-                if path.exists():
-                    continue
-                roll = rng.random()
-                size = rng.randrange(0, 600) if roll < 0.80 else rng.randrange(1024, 8192) if roll < 0.99 else 32768
-                start = rng.randrange(0, len(blob) - size)
-                path.write_bytes(blob[start : start + size])
-                done += 1
-        written += n
-    return len(fixed) + written
-
-
-def _run_tool(argv: Sequence[str], **kw) -> None:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-800:]}")
-
-
-def build_standin(folder: Path, count: int, seed: int) -> None:
-    """tree → wimlib capture → mkntfs → wimlib apply → sfdisk → dd → qemu-img convert, into ``folder``."""
-    for tool in ("wimlib-imagex", "mkntfs", "sfdisk", "qemu-img"):
-        if not shutil.which(tool):
-            raise RuntimeError(f"{tool} is not installed (./dev setup installs the image tools)")
-    work = folder / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "tree").mkdir(parents=True)
-    t = time.perf_counter()
-    files = standin_tree(work / "tree", count, seed)
-    print(f"  tree: {files} files in {time.perf_counter() - t:.0f} s", flush=True)
-    wim, part, raw = work / "tree.wim", work / "part.ntfs", work / "disk.raw"
-    _run_tool(["wimlib-imagex", "capture", str(work / "tree"), str(wim), "Windows", "--compress=none", "--no-acls"])
-    shutil.rmtree(work / "tree")
-    part_size = DISK_SIZE - PART_START
-    with part.open("wb") as f:
-        f.truncate(part_size)
-    sectors = PART_START // 512
-    geometry = ["-s", "512", "-c", "4096", "-p", str(sectors), "-H", "255", "-S", "63"]
-    _run_tool(["mkntfs", "-F", "-Q", "-q", *geometry, "-L", "Windows", str(part)])
-    _run_tool(["wimlib-imagex", "apply", str(wim), "1", str(part)])
-    wim.unlink()
-    with raw.open("wb") as f:
-        f.truncate(DISK_SIZE)
-    table = f"label: dos\nlabel-id: {DISK_SIGNATURE:#010x}\nunit: sectors\n\nstart={sectors}, type=7, bootable\n"
-    _run_tool(["sfdisk", "-q", str(raw)], input=table)
-    seek = f"seek={PART_START // 1024**2}"
-    _run_tool(["dd", f"if={part}", f"of={raw}", "bs=1M", seek, "conv=notrunc,sparse", "status=none"])
-    part.unlink()
-    converts = {
-        "vhd-fixed": ["-O", "vpc", "-o", "subformat=fixed,force_size=on"],
-        "vhd-dynamic": ["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
-        "vhdx": ["-O", "vhdx", "-o", "subformat=dynamic"],
-    }
-    for fmt, opts in converts.items():
-        _run_tool(["qemu-img", "convert", "-f", "raw", *opts, str(raw), str(work / SUFFIXES[fmt])])
-    for fmt in FORMATS:
-        (work / SUFFIXES[fmt]).replace(folder / SUFFIXES[fmt])
-    shutil.rmtree(work)
-    (folder / "complete.json").write_text(json.dumps({"files": files, "seed": seed, "version": STANDIN_VERSION}))
-
-
-def standin_image(fmt: str, count: int, seed: int, cache: Path) -> Path:
-    key = hashlib.sha256(f"{STANDIN_VERSION}:{count}:{seed}".encode()).hexdigest()[:10]
-    folder = cache / f"standin-{count}-{key}"
-    if not (folder / "complete.json").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        print(f"bench: building the {count:,}-file stand-in image in {folder} (once; cached)", flush=True)
-        t = time.perf_counter()
-        build_standin(folder, count, seed)
-        print(f"bench: stand-in built in {time.perf_counter() - t:.0f} s", flush=True)
-    return folder / SUFFIXES[fmt]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -971,23 +281,10 @@ def measure_tool(
     return result
 
 
-def image_for(fmt: str, args_image: str | None, source: str, count: int, seed: int) -> tuple[Path, str]:
+def image_for(fmt: str, args_image: str | None, count: int, seed: int) -> tuple[Path, str]:
     if args_image:
         return Path(args_image).resolve(), "given"
-    cache = OUT / "images"
-    if source in ("auto", "factory"):
-        try:
-            path = factory_image(fmt, count, seed, cache / "factory")
-        except Exception as exc:  # the factory is another team's work in progress: say why, then fall back
-            if source == "factory":
-                raise
-            print(f"bench: image factory failed ({type(exc).__name__}: {exc}); using the stand-in", file=sys.stderr)
-            path = None
-        if path is not None:
-            return path, "factory"
-        if source == "factory":
-            raise SystemExit("bench: harness.testing.images (the image factory) is not available yet")
-    return standin_image(fmt, count, seed, cache), "stand-in"
+    return factory_image(fmt, count, seed, OUT / "images" / "factory"), "factory"
 
 
 def main(
@@ -997,7 +294,6 @@ def main(
     files: int = 200_000,
     seed: int = 2011,
     image: str | None = None,
-    image_source: str = "auto",
     ours: str = DEFAULT_OURS,
     tools: Sequence[str] = ("ours", "virt-inspector", "target-query"),
     target_query: str | None = None,
@@ -1030,7 +326,7 @@ def main(
     status = 0
     per_format: dict[str, list[ToolResult]] = {}
     for fmt in formats:
-        path, source = image_for(fmt, image, image_source, files, seed)
+        path, source = image_for(fmt, image, files, seed)
         rows: list[ToolResult] = []
         with tempfile.TemporaryDirectory(prefix="vmr-bench-image-") as tmp:
             commands = tool_commands(path, Path(tmp), ours, target_query, functions)
@@ -1095,7 +391,6 @@ def cli(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=200_000, help="files in the generated image")
     p.add_argument("--seed", type=int, default=2011)
     p.add_argument("--image", help="bench this image file instead of a generated one (one format)")
-    p.add_argument("--image-source", choices=("auto", "factory", "standin"), default="auto")
     p.add_argument("--ours", default=DEFAULT_OURS, help="our suite's command; {image} {tmp} {vmrole} {python} expand")
     p.add_argument(
         "--tools",
@@ -1125,7 +420,6 @@ def cli(argv: Sequence[str] | None = None) -> int:
         files=a.files,
         seed=a.seed,
         image=a.image,
-        image_source=a.image_source,
         ours=a.ours,
         tools=tools,
         target_query=a.target_query,

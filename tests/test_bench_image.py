@@ -1,21 +1,21 @@
-"""The image benchmark's meters against known values: no anchors, no big image (bench/image_suite.py)."""
+"""The image benchmark's meters (bench/measure.py) and tables (bench/image_suite.py) against known values: no
+anchors, no big image."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from bench import image_suite as bench
+from bench import image_suite, measure
 
 PY = sys.executable
 needs_gnu_time = pytest.mark.skipif(
-    not os.access(bench.GNU_TIME, os.X_OK), reason="GNU time is not installed (./dev bench image installs it)"
+    not os.access(measure.GNU_TIME, os.X_OK), reason="GNU time is not installed (./dev bench image installs it)"
 )
 
 
@@ -34,7 +34,7 @@ def test_peak_memory_covers_the_whole_tree() -> None:
         b = b'y' * 60_000_000
         subprocess.run([sys.executable, '-c', {child!r}])
     """
-    run = bench.run_measured(_python(parent), poll=0.02)
+    run = measure.run_measured(_python(parent), poll=0.02)
     assert run.ok and run.exit_code == 0
     assert run.processes >= 2
     assert 120 <= run.max_process_mb < 170  # the child is the biggest single process (kernel-exact)
@@ -46,20 +46,20 @@ def test_peak_memory_covers_the_whole_tree() -> None:
 @needs_gnu_time
 def test_a_short_spike_is_still_caught_by_the_kernel_peak() -> None:
     # 150 MB for a moment, far shorter than the poll interval: ru_maxrss still has it.
-    run = bench.run_measured(_python("b = b'x' * 150_000_000; del b"), poll=5.0)
+    run = measure.run_measured(_python("b = b'x' * 150_000_000; del b"), poll=5.0)
     assert run.ok and run.max_process_mb >= 150 and run.peak_mb >= 150
 
 
 def test_wall_time_exit_status_and_error_tail() -> None:
-    run = bench.run_measured(_python("import sys, time; time.sleep(0.3); sys.exit('boom: no image')"))
+    run = measure.run_measured(_python("import sys, time; time.sleep(0.3); sys.exit('boom: no image')"))
     assert not run.ok and run.exit_code == 1
     assert run.wall_s >= 0.3
     assert "exit 1" in run.error and "boom: no image" in run.error
-    assert bench.run_measured(_python("import sys; sys.exit(1)"), ok_exits=(0, 1)).ok
+    assert measure.run_measured(_python("import sys; sys.exit(1)"), ok_exits=(0, 1)).ok
 
 
 def test_a_command_that_cannot_start_is_a_failed_run() -> None:
-    run = bench.run_measured(["/nonexistent/tool", "x"])
+    run = measure.run_measured(["/nonexistent/tool", "x"])
     assert not run.ok and "/nonexistent/tool" in run.error
 
 
@@ -68,14 +68,14 @@ def test_the_bench_process_own_memory_is_not_charged_to_the_tool() -> None:
     # exec folds the pre-exec high-water mark into ru_maxrss: a tiny tool started straight from a big process
     # would report the big process's size. 300 MB here must not show up as the tool's peak.
     ballast = b"m" * 300_000_000
-    run = bench.run_measured(_python("pass"))
+    run = measure.run_measured(_python("pass"))
     assert len(ballast) and run.ok
     assert run.peak_mb < 100, run
 
 
 def test_timeout_kills_the_whole_group() -> None:
     code = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
-    run = bench.run_measured(_python(code), timeout=1.0, linger=1.0)
+    run = measure.run_measured(_python(code), timeout=1.0, linger=1.0)
     assert not run.ok and "timed out" in run.error
     assert run.wall_s < 10
     assert not [p for p in _children() if _comm(p) == "sleep"]
@@ -84,7 +84,7 @@ def test_timeout_kills_the_whole_group() -> None:
 def test_orphans_stay_in_the_tree_and_are_reaped() -> None:
     # The shell exits at once; its background child is re-parented to us (subreaper) and measured until it ends.
     code = "import time; b = b'z' * 80_000_000; time.sleep(0.6)"
-    run = bench.run_measured(["sh", "-c", f"{PY} -c {code!r} & exit 0"], poll=0.02, linger=20)
+    run = measure.run_measured(["sh", "-c", f"{PY} -c {code!r} & exit 0"], poll=0.02, linger=20)
     assert run.ok
     assert run.peak_mb >= 80
     assert not [p for p in _children() if _comm(p) in ("python3", "python", "sh")]
@@ -93,7 +93,7 @@ def test_orphans_stay_in_the_tree_and_are_reaped() -> None:
 def _children() -> list[int]:
     found = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and bench._parent_of(int(name)) == os.getpid():
+        if name.isdigit() and measure._parent_of(int(name)) == os.getpid():
             found.append(int(name))
     return found
 
@@ -124,7 +124,7 @@ def test_parse_strace_counts_only_the_image_and_pairs_unfinished_calls() -> None
         "88<python3> mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, 7</usr/lib/x.so>, 0) = 0x7f1234000000",
         "+++ exited with 0 +++",
     ]
-    count = bench.parse_strace(lines, "/img/disk.vhd")
+    count = measure.parse_strace(lines, "/img/disk.vhd")
     assert count.bytes == 4096 + 512 + 65536 + 100
     assert count.calls == {"read": 3, "pread64": 2, "preadv": 1, "mmap": 1}
     assert count.bytes_by_call == {"read": 4196, "pread64": 512, "preadv": 65536}
@@ -154,7 +154,7 @@ def test_strace_counts_every_read_of_the_process_tree(tmp_path: Path) -> None:
             f.read()                                            # another file: not counted
         subprocess.run([sys.executable, '-c', {grandchild!r}])  # a child process: 7,000
     """
-    count = bench.count_image_reads(_python(code), image)
+    count = measure.count_image_reads(_python(code), image)
     assert count.ok, count.error
     assert count.bytes == 1000 + 5000 + 500 + 1000 + 2500 + 7000
     assert not count.blind_spots
@@ -165,7 +165,7 @@ def test_strace_names_mmap_as_a_blind_spot(tmp_path: Path) -> None:
     image = tmp_path / "image.bin"
     image.write_bytes(bytes(8192))
     code = f"import mmap; f = open({str(image)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); m[:10]"
-    count = bench.count_image_reads(_python(code), image)
+    count = measure.count_image_reads(_python(code), image)
     assert count.ok and count.bytes == 0
     assert len(count.blind_spots) == 1 and count.blind_spots[0].startswith("mmap of the image in ")
 
@@ -177,18 +177,18 @@ def test_eviction_empties_the_page_cache_for_the_image(tmp_path: Path) -> None:
     image = tmp_path / "image.bin"
     image.write_bytes(os.urandom(4 * 1024 * 1024))
     image.read_bytes()
-    before = bench.cached_bytes(image)
+    before = measure.cached_bytes(image)
     if not before:
         pytest.skip("fincore cannot tell page-cache residency here (tmpfs or no util-linux fincore)")
-    assert bench.evict_from_page_cache(image) == "posix_fadvise DONTNEED on the image"
-    assert bench.cached_bytes(image) == 0
+    assert measure.evict_from_page_cache(image) == "posix_fadvise DONTNEED on the image"
+    assert measure.cached_bytes(image) == 0
 
 
 # --- table ---------------------------------------------------------------------------------------------------------
 
 
-def _row(tool: str, warm: float | None, peak: float | None, read: int | None, **kw) -> bench.ToolResult:
-    return bench.ToolResult(tool=tool, command=[tool], warm_s=warm, peak_mb=peak, read_bytes=read, **kw)
+def _row(tool: str, warm: float | None, peak: float | None, read: int | None, **kw) -> image_suite.ToolResult:
+    return image_suite.ToolResult(tool=tool, command=[tool], warm_s=warm, peak_mb=peak, read_bytes=read, **kw)
 
 
 def test_table_ratios_are_anchor_over_ours() -> None:
@@ -197,7 +197,7 @@ def test_table_ratios_are_anchor_over_ours() -> None:
         _row("virt-inspector", 30.0, 1500.0, 200_000_000, cold_s=31.0),
         _row("target-query", None, None, None, status="failed", error="exit 1: Traceback\n  boom"),
     ]
-    table = bench.format_table("vhdx: disk.vhdx", rows).splitlines()
+    table = image_suite.format_table("vhdx: disk.vhdx", rows).splitlines()
     assert table[0] == "vhdx: disk.vhdx"
     for column in ("tool", "warm s", "cold s", "peak MB", "read MB", "× time", "× mem", "× read", "status"):
         assert column in table[1]
@@ -211,16 +211,16 @@ def test_table_ratios_are_anchor_over_ours() -> None:
 
 def test_table_without_a_working_ours_prints_no_ratios() -> None:
     rows = [_row("ours", None, None, None, status="failed"), _row("virt-inspector", 30.0, 1500.0, 10)]
-    assert bench.format_table("raw", rows).splitlines()[3].split()[5:8] == ["–", "–", "–"]
+    assert image_suite.format_table("raw", rows).splitlines()[3].split()[5:8] == ["–", "–", "–"]
 
 
 def test_target_verdict() -> None:
     rows = [_row("ours", 1.5, 250.0, 1), _row("virt-inspector", 30.0, 1500.0, 1), _row("target-query", 9.0, 90.0, 1)]
-    assert bench.target_verdict(rows) == (
+    assert image_suite.target_verdict(rows) == (
         "targets: 1.50 s < 2 s; 250 MB < 300 MB; 20.0× faster than virt-inspector (≥ 10×); "
         "6.0× faster than target-query (< 10×)"
     )
-    assert bench.target_verdict([_row("ours", None, None, None, status="failed")]) == (
+    assert image_suite.target_verdict([_row("ours", None, None, None, status="failed")]) == (
         "targets: not measured (ours: failed)"
     )
 
@@ -238,12 +238,12 @@ def test_summary_is_the_worst_case_over_formats() -> None:
             _row("target-query", 30.0, 9.0, 1),
         ],
     }
-    assert bench.summary(per_format) == (
+    assert image_suite.summary(per_format) == (
         "summary (every format): ours worst 1.50 s, 200 MB; ≥ 20.0× faster than virt-inspector; "
         "≥ 12.0× faster than target-query"
     )
     per_format["vhd-fixed"] = [_row("ours", None, None, None, status="failed")]
-    assert bench.summary(per_format) == "summary: ours did not run on every format"
+    assert image_suite.summary(per_format) == "summary: ours did not run on every format"
 
 
 def test_one_shot_rows_say_how_they_were_timed() -> None:
@@ -251,16 +251,4 @@ def test_one_shot_rows_say_how_they_were_timed() -> None:
         _row("ours", 1.0, 100.0, 1),
         _row("target-query+walkfs", 1800.0, 400.0, None, note="timed once, no warm-up"),
     ]
-    assert bench.format_table("raw", rows).splitlines()[3].endswith("ok (timed once, no warm-up)")
-
-
-# --- stand-in image pieces -----------------------------------------------------------------------------------------
-
-
-def test_minimal_pe32plus_is_an_x86_64_console_executable() -> None:
-    pe = bench.minimal_pe32plus()
-    assert pe[:2] == b"MZ" and pe[0x80:0x86] == b"PE\0\0\x64\x86"
-    assert pe[0x98:0x9A] == b"\x0b\x02"  # optional header magic 0x20B: PE32+
-    if shutil.which("file"):
-        described = subprocess.run(["file", "-"], input=pe, capture_output=True).stdout.decode()
-        assert "PE32+ executable (console) x86-64" in described
+    assert image_suite.format_table("raw", rows).splitlines()[3].endswith("ok (timed once, no warm-up)")
