@@ -1,4 +1,4 @@
-"""Facts about a Windows disk image, read offline (domain reference §1-4, §9).
+"""Facts about a Windows disk image, read offline.
 
 The extractor (harness.extraction.extract) fills these in a worker process from the image readers
 (harness.readers.image); rules only read them. Every value a rule may judge is kept as found (strings
@@ -96,7 +96,7 @@ class VolumeInfo:
 
 @dataclass(frozen=True)
 class ControlSet:
-    """SYSTEM\\Select resolved offline (§3.1): Default is the set used at next boot."""
+    """SYSTEM\\Select resolved offline: Default is the set used at next boot."""
 
     number: int | None
     current: int | None
@@ -136,7 +136,7 @@ class OsInfo:
 
 @dataclass(frozen=True)
 class SysprepInfo:
-    """Generalization state from the registry and the files sysprep leaves (§2.1-2.3)."""
+    """Generalization state from the registry and the files sysprep leaves."""
 
     image_state_registry: str | None
     image_state_ini: str | None
@@ -169,7 +169,7 @@ class RemoteAccessInfo:
 
 @dataclass(frozen=True)
 class CertificateEntry:
-    """A certificate in a registry or file-based store (§4.1-4.2). No key material, ever."""
+    """A certificate in a registry or file-based store. No key material, ever."""
 
     location: str  # "LocalMachine" | "GroupPolicy" | "Enterprise" | "Service:<name>" | "User:<profile>"
     store: str  # "MY", "Root", ...
@@ -188,7 +188,7 @@ class CertificateEntry:
 
 @dataclass(frozen=True)
 class KeyMaterialFile:
-    """A file whose bytes look like a private key, PFX, keystore or publish settings (§4.4)."""
+    """A file whose bytes look like a private key, PFX, keystore or publish settings."""
 
     path: str
     label: str  # keysniff label: "pkcs12", "pem-private-key", "pvk", ...
@@ -221,9 +221,6 @@ class ImageFacts:
     #: Which parts of the facts were read; rules skip (NotApplicable) when their part is missing.
     parts_read: frozenset[str] = frozenset()
     stats: dict[str, float] = field(default_factory=dict)
-
-    def problem_for(self, part: str) -> ImageProblem | None:
-        return next((p for p in self.problems if p.part == part), None)
 
     def service(self, name: str) -> ServiceInfo | None:
         lowered = name.lower()

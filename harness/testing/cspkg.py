@@ -1,6 +1,6 @@
 """Build realistic .cspkg packages for tests and demos.
 
-The layout copies real SDK 2.x packages (domain ref §6): an OPC zip whose parts are
+The layout copies real SDK 2.x packages: an OPC zip whose parts are
 
 - ``<Role>_<guid>.cssx``: the role payload, *stored*; a plain zip of the payload files, or opaque bytes
   when ``encrypted=True`` (what cspack writes without ``_CSPACK_FORCE_NOENCRYPT_``);
@@ -60,12 +60,8 @@ class BuiltPackage:
     """What a build produced: the bytes and the names a test may want to point at."""
 
     data: bytes
-    guids: dict[str, str]
     parts: dict[str, str] = field(default_factory=dict)  # "csdx", "csnsx", "csmx", "manifest", role → part
     manifest_hashes: dict[str, str] = field(default_factory=dict)  # part → declared hash
-
-    def payload_part(self, role: str) -> str:
-        return self.parts[role]
 
 
 def role_names(csdef: str) -> list[str]:
@@ -273,7 +269,7 @@ def build_cspkg(
     extras = extra_members.items() if isinstance(extra_members, Mapping) else None
     members += [Member(n, d) for n, d in extras] if extras is not None else list(extra_members)  # type: ignore[arg-type]
     data = zip_members(members, force_zip64=force_zip64, encrypted_flag=encrypted_flag)
-    return BuiltPackage(data=data, guids=guids, parts=parts, manifest_hashes=hashes)
+    return BuiltPackage(data=data, parts=parts, manifest_hashes=hashes)
 
 
 def write_cspkg(
