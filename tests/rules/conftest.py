@@ -9,6 +9,9 @@ Use them through fixtures (works whatever the import mode; ``tests`` is not a pa
 ``sm`` bundles every helper; ``csdef``, ``cscfg``, ``subject_for`` and ``run_rule`` are also single
 fixtures.
 
+``snapshot`` compares a test's findings with its reviewed JSON snapshot (finding_snapshots.py,
+SNAPSHOTS.md); ``--snapshot-update`` rewrites the snapshots instead.
+
 ``csdef``/``cscfg`` wrap a body in the root element (with the real namespace) unless the text already
 starts with ``<?xml`` or the root element, so tests can also feed whole documents. Artefact paths
 need not exist. The reader is imported lazily so that collection works while it is being written.
@@ -16,11 +19,15 @@ need not exist. The reader is imported lazily so that collection works while it 
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from finding_snapshots import SNAPSHOT_DIR, UPDATE_ENV, Recorder, Snapshot, file_name
 
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG, Artefact
 from harness.engine.finding import Finding
@@ -206,3 +213,88 @@ def sm() -> SimpleNamespace:
         CSPKG=CSPKG,
         BUILD_CSDEF_PART=BUILD_CSDEF_PART,
     )
+
+
+# ---- finding snapshots (finding_snapshots.py, SNAPSHOTS.md) -----------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+_RECORDER = pytest.StashKey[Recorder]()
+_WORKER_KEY = "vmr_finding_snapshots"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--snapshot-update",
+        action="store_true",
+        default=False,
+        help="rule tests: write tests/rules/snapshots/** from this run's findings instead of comparing "
+        f"(also {UPDATE_ENV}=1); review with git diff tests/rules/snapshots",
+    )
+
+
+def _updating(config: pytest.Config) -> bool:
+    return bool(config.getoption("--snapshot-update", default=False)) or os.environ.get(UPDATE_ENV, "") not in (
+        "",
+        "0",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_RECORDER] = Recorder()
+
+
+@pytest.fixture
+def snapshot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    """The test's reviewed findings snapshot: ``snapshot.assert_match(findings)`` (see SNAPSHOTS.md).
+
+    Paths that differ between machines and runs are written as placeholders: the test's ``<tmp_path>``
+    and ``<image_cache>`` (when the test uses those fixtures), pytest's ``<basetemp>``, the ``<repo>``
+    checkout and the ``<shared>`` samples beside it.
+    """
+    node = request.node
+    module = Path(str(node.path)).stem
+    path = SNAPSHOT_DIR / module / file_name(node.name)
+    replacements: list[tuple[Path | str, str]] = []
+    for fixture, placeholder in (("tmp_path", "<tmp_path>"), ("image_cache", "<image_cache>")):
+        if fixture in request.fixturenames:
+            replacements.append((request.getfixturevalue(fixture), placeholder))
+    basetemp = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        basetemp = basetemp.parent  # the session folder beside popen-gwN: shared caches live there
+    replacements += [(basetemp, "<basetemp>"), (REPO.parent / "shared", "<shared>"), (REPO, "<repo>")]
+    machine_dirs = [basetemp, REPO, REPO.parent, Path.home(), Path(tempfile.gettempdir())]
+    return Snapshot(
+        path,
+        node.nodeid,
+        update=_updating(request.config),
+        replacements=replacements,
+        machine_dirs=machine_dirs,
+        recorder=request.config.stash[_RECORDER],
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the record to the controller
+        workeroutput[_WORKER_KEY] = json.dumps(session.config.stash[_RECORDER].to_json())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # xdist controller: a worker finished
+    data = getattr(node, "workeroutput", {}).get(_WORKER_KEY)
+    if data:
+        node.config.stash[_RECORDER].merge(json.loads(data))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    record = config.stash.get(_RECORDER, None)
+    if record is None or not _updating(config):
+        return
+    written = sorted(record.created | record.changed)
+    terminalreporter.write_sep("-", "finding snapshots")
+    terminalreporter.write_line(
+        f"{len(record.used_paths)} snapshot(s) checked, {len(record.created)} created, "
+        f"{len(record.changed)} rewritten" + (": review with  git diff tests/rules/snapshots" if written else "")
+    )
+    for path in written:
+        terminalreporter.write_line(f"  {Path(path).relative_to(REPO).as_posix()}")
