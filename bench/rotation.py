@@ -62,10 +62,9 @@ def percentile(values: list[int], q: float) -> int:
 
 def measure(count: int, repeat: int, state_root: Path) -> dict[str, Any]:
     """Bring a fabric of ``count`` instances up, run ``repeat`` collections, bring it down."""
-    from harness.suites.live.rotation import ProbeSettings, Sampler
-
     from harness.fabric.client import up
-    from harness.live import stats
+    from harness.facts.live import stats
+    from harness.live.sampling import ProbeSettings, Sampler
 
     model = state_root / f"model-{count}"
     model.mkdir()

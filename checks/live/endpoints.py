@@ -9,7 +9,6 @@ instance. They judge :class:`harness.facts.live.endpoints.EndpointFacts` (stage 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
@@ -34,6 +33,7 @@ from harness.facts.live.endpoints import (
     EndpointFacts,
     is_local_address,
 )
+from harness.facts.live.subject import LiveFacts, present
 
 LIVE = frozenset({DEPLOYMENT})
 REFERENCE = "vmrole-reference §8.2"
@@ -56,8 +56,8 @@ def _evidence(check: EndpointCheck, **extra: str) -> dict[str, str]:
     return out
 
 
-def _checks(subject: Any, *kinds: str) -> Iterator[EndpointCheck]:
-    facts: EndpointFacts = subject.endpoints
+def _checks(subject: LiveFacts, *kinds: str) -> Iterator[EndpointCheck]:
+    facts: EndpointFacts = present(subject.endpoints, "endpoints")
     for check in facts.checks:
         if check.kind in kinds:
             yield check
@@ -68,7 +68,7 @@ def _answered_by(check: EndpointCheck) -> str:
     return f", answered by {check.served_by}," if check.served_by and not check.instance else ""
 
 
-def _tls_checks(subject: Any) -> Iterator[EndpointCheck]:
+def _tls_checks(subject: LiveFacts) -> Iterator[EndpointCheck]:
     """Checks with a TLS handshake, one per distinct certificate and endpoint: the per-instance sweep
     behind a VIP adds an instance's check only when it served another certificate than seen before."""
     seen: set[tuple[str, str, str | None]] = set()
@@ -116,7 +116,7 @@ class VipEndpointRefusesTcp(Rule):
     tags = ("live", "endpoints")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INPUT):
             if c.status != FAILED:
                 continue
@@ -164,7 +164,7 @@ class HttpEndpointError(Rule):
     tags = ("live", "endpoints", "http")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INPUT):
             if c.status != FAILED or c.protocol not in ("http", "https") or not c.connected:
                 continue
@@ -215,7 +215,7 @@ class TlsThumbprintMismatch(Rule):
     tags = ("live", "endpoints", "certificates")
     references = ("vmrole-reference §5.2",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
             if c.tls is None or c.tls.thumbprint_matches is not False:
                 continue
@@ -265,7 +265,7 @@ class TlsCertificateExpiry(Rule):
     tags = ("live", "endpoints", "certificates")
     references = ("vmrole-reference §5.2",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
             if c.tls is None or c.tls.days_left is None or c.tls.days_left >= EXPIRY_WARNING_DAYS:
                 continue
@@ -320,7 +320,7 @@ class TlsHostnameMismatch(Rule):
     tags = ("live", "endpoints", "certificates")
     references = ("RFC 6125",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
             if c.tls is None or c.tls.hostname_matches is not False:
                 continue
@@ -370,7 +370,7 @@ class TlsHandshakeFailed(Rule):
     tags = ("live", "endpoints", "certificates")
     references = ("vmrole-reference §5.2",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INPUT):
             if c.status == FAILED and c.error_kind == TLS_ERROR:
                 yield self.finding(
@@ -416,7 +416,7 @@ class InstanceEndpointUnreachable(Rule):
     tags = ("live", "endpoints")
     references = ("vmrole-reference §5.2",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INSTANCE, DIRECT):
             if c.status != FAILED:
                 continue
@@ -464,7 +464,7 @@ class InternalEndpointUnreachable(Rule):
     tags = ("live", "endpoints", "internal")
     references = ("vmrole-reference §5.2",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INTERNAL):
             if c.status != FAILED:
                 continue
@@ -511,7 +511,7 @@ class InstanceEndpointWrongInstance(Rule):
     tags = ("live", "endpoints")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INSTANCE, DIRECT):
             if c.status != OK or not c.served_by or not c.instance or c.served_by == c.instance:
                 continue
@@ -558,7 +558,7 @@ class TlsThumbprintUnverifiable(Rule):
     tags = ("live", "endpoints", "certificates")
     references = ("vmrole-reference §5.2",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
             if c.tls is None or not c.tls.thumbprint or c.tls.expected_thumbprints:
                 continue

@@ -7,12 +7,12 @@ the target's ``app_state_paths``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.engine.severity import Severity
+from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
 REFERENCE = "live-reference §2-§3; vmrole-reference §8.1"
@@ -52,8 +52,8 @@ class GuestUnreachable(Rule):
     tags = ("live", "guest", "winrm")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        for inst in subject.guest.instances:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        for inst in present(subject.guest, "guest").instances:
             if not inst.reachable:
                 yield self.finding(
                     subject,
@@ -101,8 +101,8 @@ class EndpointNotListening(Rule):
     tags = ("live", "guest", "endpoints")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        for inst in subject.guest.instances:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        for inst in present(subject.guest, "guest").instances:
             for port in inst.ports:
                 if port.listening is False:
                     yield self.finding(
@@ -145,8 +145,8 @@ class FirewallBlocksEndpoint(Rule):
     tags = ("live", "guest", "firewall")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        for inst in subject.guest.instances:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        for inst in present(subject.guest, "guest").instances:
             for port in inst.ports:
                 if port.firewall_allowed is not False:
                     continue
@@ -198,8 +198,8 @@ class ServiceNotRunning(Rule):
     tags = ("live", "guest", "services")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        for inst in subject.guest.instances:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        for inst in present(subject.guest, "guest").instances:
             for svc in inst.services:
                 if svc.exists is False:
                     message = f"service {svc.name!r} is not installed in instance {inst.instance}"
@@ -245,8 +245,8 @@ class AppStateOnOsDrive(Rule):
     tags = ("live", "guest", "state")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        for path in subject.guest.app_state_paths:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        for path in present(subject.guest, "guest").app_state_paths:
             if path.on_os_drive:
                 yield self.finding(
                     subject,

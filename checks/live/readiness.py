@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.engine.severity import Severity
-from harness.facts.live.deployment import FAILED, HEALTHY, RUNNING, InstanceReadiness, ReadinessFacts
+from harness.facts.live.deployment import FAILED, HEALTHY, RUNNING, InstanceReadiness
+from harness.facts.live.subject import LiveFacts, present
 
 LIVE = frozenset({DEPLOYMENT})
 REFERENCE = "vmrole-reference §7"
@@ -70,11 +70,10 @@ class ManagementApiUnreachable(Rule):
     tags = ("live", "management")
     references = (REFERENCE + ".1",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         if subject.deployment is not None:
             return
-        notes = getattr(subject, "notes", None)
-        reason = (notes.get("deployment") if notes is not None else None) or "no reason was recorded"
+        reason = subject.notes.get("deployment") or "no reason was recorded"
         yield self.finding(
             subject,
             "management",
@@ -116,8 +115,8 @@ class DeploymentNotRunning(Rule):
     tags = ("live", "readiness")
     references = (REFERENCE + ".3",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        r: ReadinessFacts = subject.readiness
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        r = present(subject.readiness, "readiness")
         if r.deployment_status == RUNNING:
             return
         when = "when the wait stopped early" if r.failed_fast else f"after waiting {r.elapsed:.1f} s"
@@ -164,8 +163,8 @@ class InstanceNotReadyByDeadline(Rule):
     tags = ("live", "readiness")
     references = (REFERENCE + ".4",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        r: ReadinessFacts = subject.readiness
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        r = present(subject.readiness, "readiness")
         if not r.deadline_passed:
             return
         for inst in r.instances:
@@ -215,8 +214,8 @@ class InstanceFailedStatus(Rule):
     tags = ("live", "readiness")
     references = (REFERENCE + ".4",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        r: ReadinessFacts = subject.readiness
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        r = present(subject.readiness, "readiness")
         for inst in r.by_classification(FAILED):
             yield self.finding(
                 subject,
@@ -227,13 +226,13 @@ class InstanceFailedStatus(Rule):
             )
 
 
-def _domain_spread(rule: Rule, subject: Any, attr: str, what: str) -> Iterator[Finding]:
-    r: ReadinessFacts = subject.readiness
+def _domain_spread(rule: Rule, subject: LiveFacts, attr: str, what: str) -> Iterator[Finding]:
+    r = present(subject.readiness, "readiness")
     by_role: dict[str, list[InstanceReadiness]] = defaultdict(list)
     for inst in r.instances:
         by_role[inst.role].append(inst)
     for role, instances in by_role.items():
-        values = {getattr(i, attr) for i in instances}
+        values = {i.upgrade_domain if attr == "upgrade_domain" else i.fault_domain for i in instances}
         if len(instances) < 2 or None in values or len(values) > 1:
             continue
         domain = next(iter(values))
@@ -279,7 +278,7 @@ class UpgradeDomainSpread(Rule):
     tags = ("live", "availability")
     references = (REFERENCE + ".3",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         yield from _domain_spread(self, subject, "upgrade_domain", "upgrade domain")
 
 
@@ -316,7 +315,7 @@ class FaultDomainSpread(Rule):
     tags = ("live", "availability")
     references = (REFERENCE + ".3",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         yield from _domain_spread(self, subject, "fault_domain", "fault domain")
 
 
@@ -353,8 +352,8 @@ class InstanceCountMismatch(Rule):
     tags = ("live", "readiness")
     references = (REFERENCE + ".3",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        r: ReadinessFacts = subject.readiness
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        r = present(subject.readiness, "readiness")
         actual: dict[str, int] = defaultdict(int)
         for inst in r.instances:
             actual[inst.role] += 1
@@ -403,8 +402,8 @@ class ManagementApiFlaky(Rule):
     tags = ("live", "management")
     references = (REFERENCE + ".1",)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        r: ReadinessFacts = subject.readiness
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        r = present(subject.readiness, "readiness")
         if not r.poll_errors:
             return
         yield self.finding(

@@ -7,13 +7,13 @@ They judge :class:`harness.facts.live.reimage.ReimageFacts` / ``RebootFacts`` (t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
 from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS, PersistenceFacts
+from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
 REFERENCE = "vmrole-reference §8.1"
@@ -41,7 +41,7 @@ def _evidence(facts: PersistenceFacts, **extra: str) -> dict[str, str]:
 class _OperationRule(Rule):
     attr = "reimage"
 
-    def _check_operation(self, subject: Any, facts: PersistenceFacts) -> Iterator[Finding]:
+    def _check_operation(self, subject: LiveFacts, facts: PersistenceFacts) -> Iterator[Finding]:
         op = facts.operation
         if op is None:
             return
@@ -97,8 +97,8 @@ class ReimageOperationFailed(_OperationRule):
     tags = ("live", "reimage", "destructive")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = subject.reimage
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = present(subject.reimage, "reimage")
         if facts.setup_error:
             raise NotApplicable(f"the reimage probe did not run: {facts.setup_error}")
         op = facts.operation
@@ -135,8 +135,8 @@ class ReimageInstanceNotReady(_OperationRule):
     tags = ("live", "reimage", "destructive")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = subject.reimage
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = present(subject.reimage, "reimage")
         if facts.setup_error:
             raise NotApplicable(f"the reimage probe did not run: {facts.setup_error}")
         op = facts.operation
@@ -172,8 +172,8 @@ class ReimageOsMarkerSurvived(Rule):
     tags = ("live", "reimage", "destructive")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = _verified(subject.reimage)
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reimage, "reimage"))
         for m in facts.of_kind(OS):
             if m.present_after is True:
                 yield self.finding(
@@ -215,8 +215,8 @@ class ReimageLocalStorageLost(Rule):
     tags = ("live", "reimage", "destructive", "local-storage")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = _verified(subject.reimage)
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reimage, "reimage"))
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is False and m.present_after is False:
                 yield self.finding(
@@ -257,8 +257,8 @@ class ReimageBlobMarkerLost(Rule):
     tags = ("live", "reimage", "destructive", "storage")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = _verified(subject.reimage)
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reimage, "reimage"))
         for m in facts.of_kind(BLOB) + facts.of_kind(BLOB_FROM_INSTANCE):
             if m.present_after is False:
                 how = "from inside the instance" if m.kind == BLOB_FROM_INSTANCE else "with the storage SDK"
@@ -299,8 +299,8 @@ class ReimageCleanStorageKept(Rule):
     tags = ("live", "reimage", "destructive", "local-storage")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = _verified(subject.reimage)
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reimage, "reimage"))
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is True and m.present_after is True:
                 yield self.finding(
@@ -315,8 +315,9 @@ class ReimageCleanStorageKept(Rule):
 class _ProbeIncomplete(Rule):
     attr = "reimage"
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts: PersistenceFacts = getattr(subject, self.attr)
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        stage = subject.reboot if self.attr == "reboot" else subject.reimage
+        facts: PersistenceFacts = present(stage, self.attr)
         if facts.setup_error:
             yield self.finding(
                 subject,
@@ -396,8 +397,8 @@ class RebootOperationFailed(_OperationRule):
     tags = ("live", "reboot", "destructive")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = subject.reboot
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = present(subject.reboot, "reboot")
         if facts.setup_error:
             raise NotApplicable(f"the reboot probe did not run: {facts.setup_error}")
         yield from self._check_operation(subject, facts)
@@ -433,8 +434,8 @@ class RebootLostState(Rule):
     tags = ("live", "reboot", "destructive")
     references = (REFERENCE,)
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        facts = _verified(subject.reboot)
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reboot, "reboot"))
         for m in facts.markers:
             if m.present_after is not False:
                 continue

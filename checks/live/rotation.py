@@ -9,14 +9,14 @@ Affinity and keep-alive pinning are reported as such (info/low), never as a brok
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
+from harness.facts.live import stats
 from harness.facts.live.rotation import DrainFacts, EndpointRotation, RotationFacts
-from harness.live import stats
+from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
 REFERENCES = ("live-reference §7 (rotation statistics)", "vmrole-reference §8.2 (load balancer)")
@@ -34,8 +34,8 @@ def _pct(c: float) -> str:
     return f"{text}%"
 
 
-def _probed(subject: Any) -> tuple[EndpointRotation, ...]:
-    facts: RotationFacts = subject.rotation
+def _probed(subject: LiveFacts) -> tuple[EndpointRotation, ...]:
+    facts: RotationFacts = present(subject.rotation, "rotation")
     probed = facts.probed
     if not probed:
         raise NotApplicable(facts.note or "the deployment has no load-balanced http/https/tcp input endpoint")
@@ -46,7 +46,7 @@ def _attributed(ep: EndpointRotation) -> int:
     return sum(ep.counts.values()) + sum(ep.unknown.values())
 
 
-def _evidence(ep: EndpointRotation, **extra: Any) -> dict[str, str]:
+def _evidence(ep: EndpointRotation, **extra: object) -> dict[str, str]:
     out = {
         "endpoint": ep.label,
         "vip": ep.where,
@@ -100,7 +100,7 @@ class RotationInstanceUnseen(Rule):
     tags = ("live", "load-balancer", "rotation")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
             if not ep.expected or ep.affinity or (ep.answered and not ep.counts):
                 continue  # nothing expected / affinity (VMR802) / nothing attributable (VMR805)
@@ -168,7 +168,7 @@ class RotationSpreadSkewed(Rule):
     tags = ("live", "load-balancer", "rotation")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
             n = len(ep.expected)
             if n < 2 or ep.affinity or ep.unseen or not ep.spread:
@@ -239,7 +239,7 @@ class RotationSourceIpAffinity(Rule):
     tags = ("live", "load-balancer", "rotation", "affinity")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
             if not ep.affinity:
                 continue
@@ -292,7 +292,7 @@ class RotationKeepAlivePinned(Rule):
     tags = ("live", "load-balancer", "rotation", "keep-alive")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
             probe = ep.keep_alive
             if probe is None or not probe.pinned:
@@ -341,7 +341,7 @@ class RotationConnectionErrors(Rule):
     tags = ("live", "load-balancer", "rotation")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
             if not ep.errors.total:
                 continue
@@ -395,8 +395,8 @@ class RotationUnidentifiedAnswers(Rule):
     tags = ("live", "load-balancer", "rotation", "configuration")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        identify = subject.rotation.identify or {}
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        identify = present(subject.rotation, "rotation").identify or {}
         how = ", ".join(f"{k} {v!r}" for k, v in identify.items() if v) or "no identify settings"
         for ep in _probed(subject):
             bad = ep.unidentified + sum(ep.unknown.values())
@@ -451,8 +451,8 @@ class RotationEndpointNotProbed(Rule):
     tags = ("live", "load-balancer", "rotation", "coverage")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
-        for ep in subject.rotation.unprobed:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        for ep in present(subject.rotation, "rotation").unprobed:
             message = f"{ep.protocol} endpoint {ep.label} (port {ep.port}) was not probed through the VIP: {ep.note}"
             yield self.finding(subject, ep.label, message, evidence={"endpoint": ep.label, "protocol": ep.protocol})
 
@@ -460,8 +460,8 @@ class RotationEndpointNotProbed(Rule):
 # ---- drain ------------------------------------------------------------------------------------------
 
 
-def _drain(subject: Any, *, performed: bool = True) -> DrainFacts:
-    facts: DrainFacts = subject.drain
+def _drain(subject: LiveFacts, *, performed: bool = True) -> DrainFacts:
+    facts: DrainFacts = present(subject.drain, "drain")
     if facts.instance is None:
         raise NotApplicable(facts.notes[0] if facts.notes else "no instance could be drained")
     if performed and facts.not_performed:
@@ -477,7 +477,7 @@ def _how(facts: DrainFacts) -> str:
     return "taken out"
 
 
-def _drain_evidence(facts: DrainFacts, **extra: Any) -> dict[str, str]:
+def _drain_evidence(facts: DrainFacts, **extra: object) -> dict[str, str]:
     out = {
         "endpoint": facts.label,
         "instance": facts.instance or "",
@@ -531,7 +531,7 @@ class DrainedInstanceStillServed(Rule):
     tags = ("live", "load-balancer", "drain", "destructive")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
         if facts.hits_after_grace == 0:
             return
@@ -580,7 +580,7 @@ class DrainedInstanceNotReturned(Rule):
     tags = ("live", "load-balancer", "drain", "destructive")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
         if facts.returned is None:
             raise NotApplicable("the drain probe did not try to bring the instance back")
@@ -635,7 +635,7 @@ class DrainInconclusive(Rule):
     tags = ("live", "load-balancer", "drain", "destructive")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
         if facts.hits_after_grace:
             return  # VMR810 says more
@@ -691,7 +691,7 @@ class DrainNotPerformed(Rule):
     tags = ("live", "load-balancer", "drain", "destructive")
     references = REFERENCES
 
-    def check(self, subject: Any) -> Iterator[Finding]:
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject, performed=False)
         if not facts.not_performed:
             return

@@ -1,4 +1,4 @@
-"""What a live stage gets: the target, clients built once, and places to put logs, evidence and charts."""
+"""What a live probe gets: the target, clients built once, and places to put logs, evidence and charts."""
 
 from __future__ import annotations
 
@@ -9,12 +9,19 @@ from harness.live.health import Health
 from harness.live.masking import Masker, withhold_auth_tokens
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from harness.facts.live.deployment import DeploymentFacts, ModelFacts, ReadinessFacts
+    from harness.live.management import ManagementClient
     from harness.live.target import Target
+    from harness.live.winrm_pool import WinRMPool
 
 
 class LiveContext:
-    """One per target and process. Stages share its clients (one WinRM shell per instance, one
-    management session) and its cached Get Deployment."""
+    """One per target and process. Probes share its clients (one WinRM shell per instance, one
+    management session) and its cached Get Deployment.
+
+    The deployment source (:mod:`harness.live.deployment_source`, the classic Service Management API through
+    :attr:`management`) is the only back end the probes reach, and only through :meth:`deployment`,
+    :meth:`model`, :meth:`wait_ready` and :attr:`management` (operations on one instance)."""
 
     def __init__(self, target: Target, *, destructive: bool = False) -> None:
         self.target = target
@@ -25,17 +32,17 @@ class LiveContext:
         self.events: list[dict[str, Any]] = []
         self.evidence_texts: dict[str, str] = {}
         self.charts: dict[str, dict[str, Any]] = {}
-        self._management: Any = None
-        self._winrm: Any = None
-        self._deployment: Any = None
-        #: the stage running now (LiveSubject sets it): dependency records name where they were first seen
+        self._management: ManagementClient | None = None
+        self._winrm: WinRMPool | None = None
+        self._deployment: DeploymentFacts | None = None
+        #: the probe running now (LiveSubject sets it): dependency records name where they were first seen
         self.stage: str | None = None
         #: dependencies found down in this run (the load balancer, blob storage, the management API, WinRM)
         self.health = Health(lambda: self.stage)
 
     # ---- clients --------------------------------------------------------------------------
     @property
-    def management(self) -> Any:
+    def management(self) -> ManagementClient:
         if self._management is None:
             from harness.live.management import ManagementClient, RetryPolicy
 
@@ -46,29 +53,39 @@ class LiveContext:
         return self._management
 
     @property
-    def winrm(self) -> Any:
+    def management_if_built(self) -> ManagementClient | None:
+        """The management client when one was built (never builds one)."""
+        return self._management
+
+    @property
+    def winrm(self) -> WinRMPool:
         if self._winrm is None:
             from harness.live.winrm_pool import WinRMPool
 
             self._winrm = WinRMPool(self)
         return self._winrm
 
-    def deployment(self, refresh: bool = False) -> Any:
+    # ---- the deployment (through the deployment source) -----------------------------------
+    def deployment(self, refresh: bool = False) -> DeploymentFacts:
         """Get Deployment as facts (cached until ``refresh``)."""
         if self._deployment is None or refresh:
-            from harness.suites.live.deployment import fetch
+            from harness.live.deployment_source import fetch
 
             self._deployment = fetch(self)
         return self._deployment
 
-    def model(self) -> Any:
-        from harness.suites.live.deployment import model
+    def remember_deployment(self, facts: DeploymentFacts) -> None:
+        """Cache a Get Deployment a wait has just read."""
+        self._deployment = facts
+
+    def model(self) -> ModelFacts:
+        from harness.live.deployment_source import model
 
         return model(self)
 
-    def wait_ready(self) -> Any:
+    def wait_ready(self) -> ReadinessFacts:
         """Block until the deployment is Running and every instance ReadyRole (or the deadline)."""
-        from harness.suites.live.deployment import wait_ready
+        from harness.live.deployment_source import wait_ready
 
         return wait_ready(self)
 

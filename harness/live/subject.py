@@ -1,30 +1,28 @@
-"""The subject live rules see: one lazy attribute per stage, each run once per process."""
+"""The subject live rules see (:class:`harness.facts.live.subject.LiveFacts`): one lazy attribute per probe
+stage, each run once per process."""
 
 from __future__ import annotations
 
 import importlib
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.engine.artefact import Artefact
+from harness.facts.live.deployment import HEALTHY, RUNNING, DeploymentFacts, ReadinessFacts
+from harness.facts.live.endpoints import EndpointFacts
+from harness.facts.live.guest import GuestFacts
+from harness.facts.live.reimage import RebootFacts, ReimageFacts
+from harness.facts.live.rotation import DrainFacts, RotationFacts
 from harness.live.context import LiveContext
 from harness.live.errors import StageError
 from harness.live.health import DependencyDown
+from harness.live.stages import STAGES, UNGATED
 
-# attribute -> (module under harness.suites.live, function, destructive)
-STAGES: dict[str, tuple[str, str, bool]] = {
-    "deployment": ("deployment", "run_deployment", False),
-    "readiness": ("deployment", "run_readiness", False),
-    "endpoints": ("endpoints", "run", False),
-    "guest": ("guest", "run", False),
-    "rotation": ("rotation", "run", False),
-    "drain": ("drain", "run", True),
-    "reimage": ("reimage", "run_reimage", True),
-    "reboot": ("reimage", "run_reboot", True),
-}
+F = TypeVar("F")
 
 
 @dataclass
@@ -39,7 +37,11 @@ class StageRecord:
 
 class LiveSubject:
     """Rules read ``subject.<stage>``; the stage runs on first access. ``None`` + ``notes[stage]``
-    when it could not run or was not requested."""
+    when it could not run or was not requested.
+
+    Every stage but ``deployment`` starts from the one readiness wait of the run (``readiness``); a
+    destructive stage runs only on a deployment that wait found ready: on one that is not, it is skipped
+    at once with the instances that were not ready (never a wait of its own for them)."""
 
     def __init__(self, artefact: Artefact, ctx: LiveContext) -> None:
         self.artefact = artefact
@@ -51,36 +53,75 @@ class LiveSubject:
     def target_name(self) -> str:
         return self.ctx.target.name
 
-    def __getattr__(self, name: str) -> Any:
-        if name not in STAGES:
-            raise AttributeError(name)
-        record = self.run(name)
+    # ---- one typed attribute per stage (harness.live.stages.STAGES) --------------------------
+    @property
+    def deployment(self) -> DeploymentFacts | None:
+        return self._facts("deployment", DeploymentFacts)
+
+    @property
+    def readiness(self) -> ReadinessFacts | None:
+        return self._facts("readiness", ReadinessFacts)
+
+    @property
+    def endpoints(self) -> EndpointFacts | None:
+        return self._facts("endpoints", EndpointFacts)
+
+    @property
+    def guest(self) -> GuestFacts | None:
+        return self._facts("guest", GuestFacts)
+
+    @property
+    def rotation(self) -> RotationFacts | None:
+        return self._facts("rotation", RotationFacts)
+
+    @property
+    def drain(self) -> DrainFacts | None:
+        return self._facts("drain", DrainFacts)
+
+    @property
+    def reimage(self) -> ReimageFacts | None:
+        return self._facts("reimage", ReimageFacts)
+
+    @property
+    def reboot(self) -> RebootFacts | None:
+        return self._facts("reboot", RebootFacts)
+
+    def _facts(self, stage: str, kind: type[F]) -> F | None:
+        record = self.run(stage)
         if record.failed:
             import pytest
 
             # a short failure (no traceback: the cause is in the message), never pytest's raw traceback
-            pytest.fail(record.error or f"the {name} probe failed", pytrace=False)
-        return record.facts
+            pytest.fail(record.error or f"the {stage} probe failed", pytrace=False)
+        facts = record.facts
+        if facts is not None and not isinstance(facts, kind):
+            raise TypeError(f"the {stage} probe gave {type(facts).__name__}, not {kind.__name__}")
+        return facts
 
+    # ---- running a stage ---------------------------------------------------------------------
     def run(self, stage: str) -> StageRecord:
         record = self.records.get(stage)
         if record is not None:
             return record
-        module, function, destructive = STAGES[stage]
+        spec = STAGES[stage]
         record = StageRecord(ran=True)
         self.records[stage] = record
-        if destructive and not self.ctx.destructive:
+        if spec.destructive and not self.ctx.destructive:
             record.error = f"destructive probe '{stage}' not requested (run with --vmr-destructive)"
             return record
-        if stage not in ("deployment", "readiness"):
-            ready = self.run("readiness")  # every stage starts from a ready deployment
+        if stage not in UNGATED:
+            ready = self.run("readiness")  # every stage starts from the one readiness wait of the run
             if ready.facts is None:
                 record.error = f"the deployment is not ready: {ready.error}"
                 return record
+            if spec.destructive and not ready.facts.ready:
+                record.error = self.ctx.masker(f"destructive probe '{stage}' not run: {not_ready(ready.facts)}")
+                self.ctx.log(f"stage {stage} skipped: the deployment is not ready")
+                return record
         started = time.monotonic()
-        outer, self.ctx.stage = getattr(self.ctx, "stage", None), stage
+        outer, self.ctx.stage = self.ctx.stage, stage
         try:
-            fn = getattr(importlib.import_module(f"harness.suites.live.{module}"), function)
+            fn = getattr(importlib.import_module(spec.qualified_module), spec.function)
             record.facts = fn(self.ctx)
         except (StageError, DependencyDown) as exc:
             record.error = self.ctx.masker(str(exc))
@@ -91,12 +132,27 @@ class LiveSubject:
             self.ctx.stage = outer
             record.seconds = time.monotonic() - started
             self.ctx.log(f"stage {stage} done", seconds=round(record.seconds, 3), error=record.error)
-        if destructive:  # leave the deployment ready for the stages after this one
+        if spec.destructive:  # leave the deployment ready for the stages after this one
             try:
                 self.ctx.deployment(refresh=True)
             except Exception as exc:  # the next stage's own Get Deployment says so, if it matters
                 self.ctx.log(f"stage {stage}: Get Deployment afterwards failed", error=self.ctx.masker(str(exc)))
         return record
+
+
+def not_ready(readiness: ReadinessFacts) -> str:
+    """Why the readiness wait did not end ready, naming the instances (for a skipped destructive probe)."""
+    how = (
+        "an instance reached a failed status"
+        if readiness.failed_fast
+        else f"it was not ready within the {readiness.deadline:g} s readiness deadline"
+    )
+    bad = [f"{i.name} is {i.status or 'without a status'}" for i in readiness.instances if i.classification != HEALTHY]
+    if readiness.deployment_status != RUNNING:
+        bad.insert(0, f"the deployment is {readiness.deployment_status or 'without a status'}")
+    if not readiness.instances:
+        bad.append("it has no instances")
+    return f"the deployment is not ready ({how}): {', '.join(bad) or 'not every instance is ReadyRole'}"
 
 
 def stage_failure(stage: str, exc: BaseException, limit: int = 400) -> str:
@@ -114,12 +170,20 @@ def stage_failure(stage: str, exc: BaseException, limit: int = 400) -> str:
     return f"the {stage} probe could not finish: {type(exc).__name__}: {text or '(no message)'}{where}"
 
 
-class _Notes:
+class _Notes(Mapping[str, str]):
     """Why a stage attribute is None (a read-only mapping, filled as stages run)."""
 
     def __init__(self, subject: LiveSubject) -> None:
         self.subject = subject
 
-    def get(self, key: str, default: str | None = None) -> str | None:
+    def __getitem__(self, key: str) -> str:
         record = self.subject.records.get(key)
-        return record.error if record is not None and record.error else default
+        if record is None or not record.error:
+            raise KeyError(key)
+        return record.error
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k, r in self.subject.records.items() if r.error])
+
+    def __len__(self) -> int:
+        return sum(1 for r in self.subject.records.values() if r.error)

@@ -1,6 +1,6 @@
 """WinRM to every role instance: one shell per instance, reused by every check (see CONTRACT.md).
 
-pywinrm's ``Session.run_cmd`` opens and deletes a shell per command (live-reference §2.1); the pool keeps one
+pywinrm's ``Session.run_cmd`` opens and deletes a shell per command; the pool keeps one
 ``Protocol`` + shell per instance and drives ``run_command`` / ``get_command_output_raw`` /
 ``cleanup_command`` itself, so that
 
@@ -36,11 +36,15 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
+from harness.facts.live.deployment import DeploymentFacts
 from harness.live.health import LB, WINRM, Health
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from harness.live.context import LiveContext
 
 PS_PREFIX = "$ProgressPreference='SilentlyContinue'"
 BATCH_MARK = "vmr-batch:"
@@ -145,7 +149,7 @@ class WinRMPool:
 
     def __init__(
         self,
-        ctx: Any,
+        ctx: LiveContext,
         *,
         addresses: dict[str, tuple[str, int]] | None = None,
         read_timeout: float | None = None,
@@ -237,10 +241,7 @@ class WinRMPool:
 
     # ---- dependency records ------------------------------------------------------------------
     def _health(self) -> Health:
-        health = getattr(self.ctx, "health", None)
-        if not isinstance(health, Health):  # a bare context (tests): a private record
-            health = self.__dict__.setdefault("_own_health", Health())
-        return health
+        return self.ctx.health
 
     def _check_health(self, instance: str, address: tuple[str, int]) -> None:
         """Fail at once when this instance's WinRM, or the load balancer in front of it, is known down."""
@@ -416,25 +417,14 @@ def _broken(exc: BaseException) -> bool:
     return isinstance(exc, PyWinRMError)
 
 
-def winrm_addresses(deployment: Any, endpoint: str) -> dict[str, tuple[str, int]]:
+def winrm_addresses(deployment: DeploymentFacts, endpoint: str) -> dict[str, tuple[str, int]]:
     """instance name -> (VIP, public port) of its instance input endpoint ``endpoint``."""
     out: dict[str, tuple[str, int]] = {}
-    default_vip = _first(deployment, "vip", "virtual_ip")
-    for inst in _first(deployment, "instances", "role_instances") or ():
-        name = _first(inst, "name", "instance_name", "id")
-        for ep in _first(inst, "instance_endpoints", "endpoints") or ():
-            if str(_first(ep, "name") or "").lower() != endpoint.lower():
+    for inst in deployment.instances:
+        for ep in inst.endpoints:
+            if ep.name.lower() != endpoint.lower():
                 continue
-            port = _first(ep, "public_port", "port")
-            vip = _first(ep, "vip") or _first(inst, "vip") or default_vip
-            if name and isinstance(port, int) and vip:
-                out[str(name)] = (str(vip), port)
+            vip = ep.vip or deployment.vip
+            if inst.name and ep.public_port is not None and vip:
+                out[inst.name] = (vip, ep.public_port)
     return out
-
-
-def _first(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None

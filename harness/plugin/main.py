@@ -18,6 +18,7 @@ from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.fabric.pytest_fixture import vmrole_fabric  # noqa: F401 - a fixture the plugin provides
+from harness.live import stages as live_stages
 from harness.live.masking import Masker
 from harness.plugin import options
 from harness.plugin.state import RunState
@@ -135,8 +136,6 @@ class ArtefactFile(pytest.File):
 
 
 LIVE = pytest.StashKey[dict]()
-DESTRUCTIVE_STAGES = frozenset({"drain", "reimage", "reboot"})
-CHART_BY_AREA = {"VMR8": "lb-spread", "VMR7": "reimage-timeline"}
 MAX_EVIDENCE = 20_000
 
 
@@ -228,7 +227,7 @@ class RuleItem(pytest.Item):
         if subject.artefact.kind == DEPLOYMENT:
             # one worker per deployment: stages run once and destructive probes never overlap
             self.add_marker(pytest.mark.xdist_group(name=f"vmr-live-{subject.artefact.identity}"))
-            if DESTRUCTIVE_STAGES & set(rule.requires):
+            if live_stages.DESTRUCTIVE & set(rule.requires):
                 self.add_marker("vmr_destructive")
         if not rule.waivable:
             self.add_marker("vmr_not_waivable")
@@ -293,7 +292,7 @@ class RuleItem(pytest.Item):
         ctx = getattr(self.subject, "ctx", None)
         if ctx is None:
             return
-        key = next((k for prefix, k in CHART_BY_AREA.items() if self.rule.id.startswith(prefix)), None)
+        key = live_stages.chart_of(self.rule.requires)
         if key is not None and key in ctx.charts:
             self.vmr_charts.append({"key": key, "artefact": self.subject.artefact.identity, "data": ctx.charts[key]})
 

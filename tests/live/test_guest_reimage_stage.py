@@ -113,7 +113,7 @@ def test_a_dropped_first_handshake_is_retried_once_then_reported(target, monkeyp
 
 
 def test_guest_checks_are_green_on_a_healthy_fabric(ctx, target):
-    from harness.suites.live.guest import run
+    from harness.live.probes.guest import run
 
     facts = run(ctx)
     assert {i.instance for i in facts.instances} == {i.name for i in ctx.deployment().instances}
@@ -125,7 +125,7 @@ def test_guest_checks_are_green_on_a_healthy_fabric(ctx, target):
 
 
 def test_app_state_on_the_os_drive_is_flagged(ctx, target):
-    from harness.suites.live.guest import run
+    from harness.live.probes.guest import run
 
     other = LiveContext(dataclasses.replace(target, app_state_paths=("C:\\AppState\\orders.db", "D:\\ok.db")))
     try:
@@ -145,7 +145,7 @@ def _by(facts, kind, name=None):
 
 
 def test_reimage_resets_the_os_drive_and_keeps_durable_state(ctx, target):
-    from harness.suites.live.reimage import run_reimage
+    from harness.live.probes.reimage import run_reimage
 
     facts = run_reimage(ctx)
     assert facts.setup_error is None and facts.role == "WebVM" and facts.instance == last_web(ctx)
@@ -163,7 +163,7 @@ def test_reimage_resets_the_os_drive_and_keeps_durable_state(ctx, target):
 
 
 def test_lost_local_storage_is_an_amber_finding(fabric, ctx, target):
-    from harness.suites.live.reimage import run_reimage
+    from harness.live.probes.reimage import run_reimage
 
     fabric.inject("lose-local-storage", target=last_web(ctx), seconds=120)
     facts = run_reimage(ctx)
@@ -174,7 +174,7 @@ def test_lost_local_storage_is_an_amber_finding(fabric, ctx, target):
 
 
 def test_reboot_keeps_everything(ctx, target):
-    from harness.suites.live.reimage import run_reboot
+    from harness.live.probes.reimage import run_reboot
 
     facts = run_reboot(ctx)
     assert facts.operation.succeeded and facts.operation.ready

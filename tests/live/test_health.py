@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from harness.engine.artefact import DEPLOYMENT, Artefact
+from harness.facts.live.deployment import InstanceReadiness, ReadinessFacts
+from harness.facts.live.reimage import ReimageFacts
 from harness.live.errors import StageError
 from harness.live.health import BLOB, LB, MGMT, WINRM, DependencyDown, Health
 from harness.live.masking import Masker
@@ -53,6 +55,17 @@ def test_a_timeout_is_remembered_as_uncertain_with_its_own_wording() -> None:
     assert down.reason == "WinRM of WebVM_IN_0 did not answer within 10 s"
 
 
+READY = ReadinessFacts(
+    deadline=4.0,
+    elapsed=0.1,
+    deployment_status="Running",
+    instances=(InstanceReadiness("WebVM_IN_0", "WebVM", "ReadyRole", "healthy", 0.1),),
+    deadline_passed=False,
+    failed_fast=False,
+)
+FACTS = ReimageFacts(instance="WebVM_IN_0", role="WebVM")
+
+
 class _Ctx:
     def __init__(self) -> None:
         self.masker = Masker()
@@ -73,13 +86,13 @@ class _Ctx:
 
 @pytest.fixture
 def fake_stages(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """harness.suites.live.{deployment,reimage,drain} replaced by stubs the test programs."""
+    """harness.live.probes.{deployment,reimage,drain} replaced by stubs the test programs."""
     modules = {}
     for name in ("deployment", "reimage", "drain"):
-        module = types.ModuleType(f"harness.suites.live.{name}")
-        monkeypatch.setitem(sys.modules, f"harness.suites.live.{name}", module)
+        module = types.ModuleType(f"harness.live.probes.{name}")
+        monkeypatch.setitem(sys.modules, f"harness.live.probes.{name}", module)
         modules[name] = module
-    modules["deployment"].run_readiness = lambda ctx: "ready"  # type: ignore[attr-defined]
+    modules["deployment"].run_readiness = lambda ctx: READY  # type: ignore[attr-defined]
     return types.SimpleNamespace(**modules)  # type: ignore[return-value]
 
 
@@ -105,10 +118,10 @@ def test_a_stage_that_breaks_fails_its_rules_with_a_short_cause(fake_stages: Any
 
 def test_after_a_destructive_stage_a_failing_refresh_does_not_break_its_facts(fake_stages: Any) -> None:
     """mgmt-500 after the reimage: the facts stand (the rules report the 500), no exception escapes."""
-    fake_stages.reimage.run_reimage = lambda ctx: "facts"
+    fake_stages.reimage.run_reimage = lambda ctx: FACTS
     ctx = _Ctx()
     live = subject(ctx)
-    assert live.reimage == "facts"
+    assert live.reimage is FACTS
     assert ctx.refreshes == 1
     assert any("Get Deployment afterwards failed" in event for event, _ in ctx.events)
 
@@ -127,3 +140,42 @@ def test_a_dependency_known_down_skips_the_stage_with_the_cause(fake_stages: Any
         "the load balancer at 127.0.0.1:80 refused connections (first seen in stage drain)"
     )
     assert not live.records["drain"].failed
+
+
+def test_a_destructive_stage_on_a_deployment_that_is_not_ready_is_skipped_at_once_naming_the_instance(
+    fake_stages: Any,
+) -> None:
+    """Issue 10 item 6: the readiness wait runs once; destructive probes never wait for it again."""
+    busy = ReadinessFacts(
+        deadline=4.0,
+        elapsed=4.0,
+        deployment_status="Running",
+        instances=(
+            InstanceReadiness("WebVM_IN_0", "WebVM", "ReadyRole", "healthy", 0.1),
+            InstanceReadiness("WebVM_IN_1", "WebVM", "BusyRole", "transitional", None),
+        ),
+        deadline_passed=True,
+        failed_fast=False,
+    )
+    waits: list[int] = []
+
+    def readiness(ctx: Any) -> ReadinessFacts:
+        waits.append(1)
+        return busy
+
+    def must_not_run(ctx: Any) -> Any:
+        raise AssertionError("a destructive probe ran on a deployment that is not ready")
+
+    fake_stages.deployment.run_readiness = readiness
+    fake_stages.drain.run = must_not_run
+    fake_stages.reimage.run_reimage = must_not_run
+    fake_stages.reimage.run_reboot = must_not_run
+    live = subject(_Ctx())
+    assert live.readiness is busy
+    for stage in ("drain", "reimage", "reboot"):
+        assert getattr(live, stage) is None
+        assert live.notes.get(stage) == (
+            f"destructive probe '{stage}' not run: the deployment is not ready (it was not ready within the 4 s "
+            "readiness deadline): WebVM_IN_1 is BusyRole"
+        )
+    assert waits == [1]  # one wait for the whole run

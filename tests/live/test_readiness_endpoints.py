@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from harness.checks.live import endpoints as ep_rules
 from harness.checks.live import readiness as rd_rules
-from harness.suites.live import deployment as deployment_stage
-from harness.suites.live import endpoints as endpoints_stage
 
 from harness.engine.artefact import DEPLOYMENT, Artefact
 from harness.engine.severity import Severity
 from harness.facts.live.endpoints import FAILED, INPUT, INSTANCE, INTERNAL, OK
+from harness.live import deployment_source
 from harness.live.context import LiveContext
 from harness.live.errors import StageError
 from harness.live.management import ManagementClient, ManagementError, RetryPolicy
+from harness.live.probes import endpoints as endpoints_stage
 from harness.live.subject import LiveSubject, StageRecord
 
 pytestmark = pytest.mark.xdist_group("fabric-live-a")
@@ -68,7 +68,7 @@ def context(target: Any, **timeouts: float) -> LiveContext:
 def healthy(target: Any) -> bool:
     ctx = context(target)
     try:
-        ready = deployment_stage.wait_ready(ctx)
+        ready = deployment_source.wait_ready(ctx)
         if not ready.ready:
             return False
         facts = endpoints_stage.run(ctx)
@@ -181,7 +181,7 @@ def test_busy_instance_is_reported_with_its_status_at_the_deadline(fabric: Any, 
     fabric.inject("busy", "WebVM_IN_1", seconds=30)
     ctx = context(target, ready=2.0)
     try:
-        ready = deployment_stage.wait_ready(ctx)
+        ready = deployment_source.wait_ready(ctx)
         assert not ready.ready and ready.deadline_passed and not ready.failed_fast
         busy = next(i for i in ready.instances if i.name == "WebVM_IN_1")
         assert busy.status == "BusyRole" and busy.classification == "transitional" and busy.ready_after is None
@@ -237,7 +237,7 @@ def test_management_500_is_retried_then_reported(fabric: Any, target: Any, clean
         ctx = context(target)
         try:
             with pytest.raises(StageError, match="500 InternalError"):
-                deployment_stage.fetch(ctx)
+                deployment_source.fetch(ctx)
             subject = live_subject(ctx)
             (finding,) = list(rd_rules.ManagementApiUnreachable().check(subject))
             assert "500 InternalError" in finding.message and "after 3 attempts" in finding.message

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 from harness.checks.live import rotation as rules
-from harness.suites.live import drain as drain_stage
-from harness.suites.live import rotation as rotation_stage
 
 from harness.engine.artefact import DEPLOYMENT, Artefact
-from harness.live import stats
+from harness.facts.live import stats
+from harness.live import sampling
 from harness.live.context import LiveContext
+from harness.live.probes import drain as drain_stage
+from harness.live.probes import rotation as rotation_stage
 from harness.live.subject import LiveSubject
 
 pytestmark = pytest.mark.xdist_group("fabric-live-b")
@@ -218,14 +219,14 @@ def serve():
 
 def test_tcp_banner_identifies_the_instance_and_protocols_are_detected(serve):
     banner, http = serve(_Banner), serve(_Http)
-    settings = rotation_stage.settings_of(SimpleNamespace())  # defaults: X-Served-By, served-by, VMROLE
-    ep = rotation_stage.InputEndpoint("Tcp", "Raw", "tcp", banner, "127.0.0.1")
+    settings = sampling.default_settings()  # X-Served-By, served-by, VMROLE
+    ep = sampling.InputEndpoint("Tcp", "Raw", "tcp", banner, "127.0.0.1")
     facts, _ = rotation_stage.sample_endpoint(ep, ("Tcp_IN_0", "Tcp_IN_1"), settings, spread_per_instance=5)
     assert set(facts.seen) == {"Tcp_IN_0", "Tcp_IN_1"} and facts.identification == {"banner": facts.answered}
     assert facts.keep_alive is None and facts.errors.total == 0
-    assert rotation_stage.detect_protocol("127.0.0.1", banner, settings) == "tcp"
-    assert rotation_stage.detect_protocol("127.0.0.1", http, settings) == "http"
-    web = rotation_stage.InputEndpoint("Tcp", "Web", "tcp", http, "127.0.0.1", detect=True)
+    assert sampling.detect_protocol("127.0.0.1", banner, settings) == "tcp"
+    assert sampling.detect_protocol("127.0.0.1", http, settings) == "http"
+    web = sampling.InputEndpoint("Tcp", "Web", "tcp", http, "127.0.0.1", detect=True)
     facts, _ = rotation_stage.sample_endpoint(web, ("Tcp_IN_0",), settings, spread_per_instance=3)
     assert facts.protocol == "http" and facts.identification == {"body": facts.answered} and "as http" in facts.note
 

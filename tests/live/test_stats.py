@@ -1,4 +1,4 @@
-"""Rotation statistics (harness.live.stats) against live-reference §7 and brute force."""
+"""Rotation statistics (harness.facts.live.stats) against closed forms and brute force."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from harness.live import stats
+from harness.facts.live import stats
 
 # live-reference §7 table: n -> (95 %, 99 %, 99.9 %, 1 - 1e-6)
 REFERENCE = {

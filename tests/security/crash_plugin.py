@@ -43,7 +43,8 @@ def _crashing_guest(ctx: Any) -> Any:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     from harness.checks.secrets import servicemodel_secrets as secrets_rules
-    from harness.suites.live import guest
+
+    from harness.live.probes import guest
 
     rule = secrets_rules.SecretNamedSettingValue
     rule.name_suggests = staticmethod(secrets_rules.name_suggests_secret)  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 r"""Stages ``reimage`` and ``reboot`` (destructive): what survives an operation on one instance.
 
-vmrole-reference §8.1: before the operation, unique markers (a uuid) are written
+Before the operation, unique markers (a uuid) are written
 
 - to the OS drive, ``C:\vmrole-probe\marker-<uuid>.txt``;
 - to each LocalStorage root of the role, ``C:\Resources\Directory\<deploymentId>.<Role>.<Name>\marker-<uuid>.txt``
@@ -22,9 +22,7 @@ import re
 import time
 import types
 import uuid
-from typing import Any
-
-from harness.suites.live.guest import definition_of, deployment_id, instances_of, role_of
+from typing import Any, TypeVar
 
 from harness.facts.live.reimage import (
     BLOB,
@@ -37,8 +35,10 @@ from harness.facts.live.reimage import (
     RebootFacts,
     ReimageFacts,
 )
+from harness.facts.servicemodel import ServiceDefinition
+from harness.live.context import LiveContext
+from harness.live.guestops import definition_of, role_of
 from harness.live.health import BLOB as BLOB_STORE
-from harness.live.health import Health
 from harness.live.winrm_pool import WinRMError, ps_quote
 
 READY = "ReadyRole"
@@ -46,43 +46,48 @@ OS_DIR = "C:\\vmrole-probe"
 POLL = 0.1
 
 
-def run_reimage(ctx: Any) -> ReimageFacts:
-    return _run(ctx, "reimage", ReimageFacts)  # type: ignore[return-value]
+def run_reimage(ctx: LiveContext) -> ReimageFacts:
+    return _run(ctx, "reimage", ReimageFacts)
 
 
-def run_reboot(ctx: Any) -> RebootFacts:
-    return _run(ctx, "reboot", RebootFacts)  # type: ignore[return-value]
+def run_reboot(ctx: LiveContext) -> RebootFacts:
+    return _run(ctx, "reboot", RebootFacts)
 
 
-def choose_instance(ctx: Any, definition: Any) -> tuple[str | None, str | None, str | None]:
+def choose_instance(
+    ctx: LiveContext, definition: ServiceDefinition | None
+) -> tuple[str | None, str | None, str | None]:
     """(instance, role, why not): ``target.reimage.instance``, or the last Ready instance of the first role
     that declares LocalStorage (of the first role when the csdef is unknown or none does)."""
-    instances = instances_of(ctx.deployment())
+    instances = ctx.deployment().instances
     wanted = ctx.target.reimage.instance
     if wanted and wanted.lower() != "auto":
-        for name, role, _ in instances:
-            if name.lower() == wanted.lower():
-                return name, role, None
+        for inst in instances:
+            if inst.name.lower() == wanted.lower():
+                return inst.name, inst.role, None
         return None, None, f"reimage.instance {wanted!r} is not an instance of the deployment"
-    roles = [r.name for r in getattr(definition, "roles", ()) if r.local_storage] if definition else []
-    roles += [role for _, role, _ in instances if role not in roles]
+    roles = [r.name for r in definition.roles if r.local_storage] if definition else []
+    roles += [i.role for i in instances if i.role not in roles]
     for role in roles:
-        ready = [name for name, r, status in instances if r == role and status == READY]
+        ready = [i.name for i in instances if i.role == role and i.status == READY]
         if ready:
             return ready[-1], role, None
     return None, None, "no instance is ReadyRole"
 
 
-def _run(ctx: Any, kind: str, cls: type[PersistenceFacts]) -> PersistenceFacts:
-    definition = definition_of(ctx)
+P = TypeVar("P", bound=PersistenceFacts)
+
+
+def _run(ctx: LiveContext, kind: str, cls: type[P]) -> P:
+    definition = definition_of(ctx.target)
     instance, role, why = choose_instance(ctx, definition)
     if instance is None or role is None:
         return cls(instance=None, role=None, setup_error=why)
     tag = uuid.uuid4().hex
     rdef = role_of(definition, role)
-    dep_id = deployment_id(ctx.deployment())
+    dep_id = ctx.deployment().private_id
     paths: list[tuple[str, str, str, bool | None]] = [(OS, "C:", f"{OS_DIR}\\marker-{tag}.txt", None)]
-    for storage in getattr(rdef, "local_storage", ()) or ():
+    for storage in rdef.local_storage if rdef is not None else ():
         root = f"C:\\Resources\\Directory\\{dep_id}.{role}.{storage.name}"
         paths.append((LOCAL, storage.name, f"{root}\\marker-{tag}.txt", storage.cleaned_on_recycle))
     ctx.log(f"{kind} probe: writing markers", instance=instance, tag=tag)
@@ -108,7 +113,9 @@ def _run(ctx: Any, kind: str, cls: type[PersistenceFacts]) -> PersistenceFacts:
 # ---- markers ---------------------------------------------------------------------------------------
 
 
-def _write_files(ctx: Any, instance: str, paths: list[tuple[str, str, str, bool | None]], tag: str) -> list[Marker]:
+def _write_files(
+    ctx: LiveContext, instance: str, paths: list[tuple[str, str, str, bool | None]], tag: str
+) -> list[Marker]:
     pool = ctx.winrm
     script = [f"New-Item -ItemType Directory -Force -Path {ps_quote(OS_DIR)} | Out-Null"]
     script += [f"Set-Content -Path {ps_quote(p)} -Value {ps_quote(tag)}" for _, _, p, _ in paths]
@@ -128,7 +135,7 @@ def _write_files(ctx: Any, instance: str, paths: list[tuple[str, str, str, bool 
 BLOB_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "random_jitter_range": 0}
 
 
-def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
+def _blob_container(ctx: LiveContext) -> tuple[Any, Any, str | None]:
     ref = ctx.target.storage.connection_string
     if ref is None:
         return None, None, "the target names no storage connection string"
@@ -147,8 +154,8 @@ def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
             **BLOB_RETRY,
         )
         endpoint = service.url.split("?", 1)[0].rstrip("/")  # never a SAS query in a message
-        health = ctx.health if isinstance(getattr(ctx, "health", None), Health) else None
-        down = health.down(BLOB_STORE, endpoint) if health is not None else None
+        health = ctx.health
+        down = health.down(BLOB_STORE, endpoint)
         if down is not None:
             return None, None, ctx.masker(f"not tried: {down.reason}")
         container = service.get_container_client(ctx.target.storage.container)
@@ -158,14 +165,11 @@ def _blob_container(ctx: Any) -> tuple[Any, Any, str | None]:
             text = str(exc).lower()
             refused = "refused" in text
             problem = "refused connections" if refused else f"did not answer ({_short(exc)})"
-            if health is not None:
-                down = health.mark_down(BLOB_STORE, endpoint, problem, certain=refused)
-                return None, None, ctx.masker(down.reason)
-            return None, None, ctx.masker(f"blob storage at {endpoint} {problem}")
+            down = health.mark_down(BLOB_STORE, endpoint, problem, certain=refused)
+            return None, None, ctx.masker(down.reason)
         except Exception:  # ResourceExistsError (or another answer): the writes below say
             pass
-        if health is not None:
-            health.mark_up(BLOB_STORE, endpoint)
+        health.mark_up(BLOB_STORE, endpoint)
         return service, container, None
     except Exception as exc:
         return None, None, ctx.masker(f"blob storage unusable: {type(exc).__name__}: {exc}")[:300]
@@ -178,7 +182,7 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 def _write_blob_direct(service: Any, container: Any, name: str, tag: str, error: str | None) -> Marker:
-    location = f"{getattr(container, 'container_name', '?')}/{name}"
+    location = f"{container.container_name}/{name}"
     if error is not None:
         return Marker(BLOB, name, location, written=False, write_error=error)
     try:
@@ -209,9 +213,9 @@ def sas_url(service: Any, container: str, blob: str, minutes: int = 30) -> tuple
 
 
 def _write_blob_from_instance(
-    ctx: Any, service: Any, container: Any, instance: str, name: str, tag: str, error: str | None
+    ctx: LiveContext, service: Any, container: Any, instance: str, name: str, tag: str, error: str | None
 ) -> Marker:
-    location = f"{getattr(container, 'container_name', '?')}/{name}"
+    location = f"{container.container_name}/{name}"
     if error is not None:
         return Marker(BLOB_FROM_INSTANCE, name, location, written=False, write_error=error)
     try:
@@ -238,7 +242,7 @@ def _write_blob_from_instance(
     )
 
 
-def _verify(ctx: Any, instance: str, markers: list[Marker], service: Any, container: Any) -> list[Marker]:
+def _verify(ctx: LiveContext, instance: str, markers: list[Marker], service: Any, container: Any) -> list[Marker]:
     files = [m for m in markers if m.kind in (OS, LOCAL) and m.written]
     found: dict[str, Any] = {}
     error = None
@@ -275,7 +279,7 @@ def _with(m: Marker, present: bool | None, error: str | None) -> Marker:
     return Marker(m.kind, m.name, m.location, m.clean_on_role_recycle, m.written, m.write_error, present, error)
 
 
-def _cleanup(ctx: Any, instance: str, markers: list[Marker], service: Any, container: Any) -> None:
+def _cleanup(ctx: LiveContext, instance: str, markers: list[Marker], service: Any, container: Any) -> None:
     files = [m for m in markers if m.kind in (OS, LOCAL) and m.written and m.present_after is not False]
     if files:
         script = [f"Remove-Item -Force -Path {ps_quote(m.location)}" for m in files]
@@ -290,18 +294,16 @@ def _cleanup(ctx: Any, instance: str, markers: list[Marker], service: Any, conta
 # ---- the operation ---------------------------------------------------------------------------------
 
 
-def instance_status(ctx: Any, instance: str) -> str | None:
+def instance_status(ctx: LiveContext, instance: str) -> str | None:
     try:
         dep = ctx.deployment(refresh=True)
     except Exception:  # a failed poll: the wait goes on
         return None
-    for name, _role, status in instances_of(dep):
-        if name == instance:
-            return status
-    return None
+    inst = dep.instance(instance)
+    return inst.status if inst is not None else None
 
 
-def _operate(ctx: Any, kind: str, instance: str) -> OperationOutcome:
+def _operate(ctx: LiveContext, kind: str, instance: str) -> OperationOutcome:
     limit = float(ctx.target.reimage.timeout_seconds)
     started = time.monotonic()
     deadline = started + limit

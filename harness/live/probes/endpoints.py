@@ -57,10 +57,13 @@ from harness.facts.live.endpoints import (
     TlsFacts,
     normalize_thumbprint,
 )
+from harness.facts.live.stats import samples_for_all
 from harness.facts.servicemodel import INSTANCE_INPUT as CSDEF_INSTANCE_INPUT
 from harness.facts.servicemodel import INTERNAL as CSDEF_INTERNAL
-from harness.facts.servicemodel import ServiceConfiguration, ServiceDefinition
+from harness.facts.servicemodel import Endpoint, ServiceConfiguration, ServiceDefinition
+from harness.live.context import LiveContext
 from harness.live.health import LB, Health
+from harness.live.winrm_pool import Result
 from harness.net import is_ip_address
 
 RETRY_ATTEMPTS = 3  # for refused/reset connections only
@@ -519,7 +522,7 @@ def _expected(
     return (), "none", f"role {role!r} declares no certificate in the cscfg: no thumbprint to compare with"
 
 
-def _csdef_endpoint(definition: ServiceDefinition | None, role: str, name: str, kind: str) -> Any:
+def _csdef_endpoint(definition: ServiceDefinition | None, role: str, name: str, kind: str) -> Endpoint | None:
     if definition is None:
         return None
     for r in definition.roles:
@@ -629,8 +632,8 @@ def internal_script(host: str, port: int, timeout_ms: int) -> str:
     )
 
 
-def _fixed_port(endpoint: Any) -> int | None:
-    for raw in [endpoint.port, *(getattr(r, "min", None) for r in endpoint.fixed_ports)]:
+def _fixed_port(endpoint: Endpoint) -> int | None:
+    for raw in [endpoint.port, *(r.min for r in endpoint.fixed_ports)]:
         try:
             if raw is not None and str(raw).strip() != "*":
                 return int(str(raw).strip())
@@ -640,7 +643,7 @@ def _fixed_port(endpoint: Any) -> int | None:
 
 
 def internal_checks(
-    ctx: Any, deployment: DeploymentFacts, definition: ServiceDefinition | None, settings: Settings
+    ctx: LiveContext, deployment: DeploymentFacts, definition: ServiceDefinition | None, settings: Settings
 ) -> tuple[list[EndpointCheck], list[str]]:
     notes: list[str] = []
     if definition is None:
@@ -732,16 +735,8 @@ def internal_checks(
     return checks, notes
 
 
-def _result_fields(result: Any) -> tuple[int, str, str]:
-    if isinstance(result, tuple):
-        rc, out, err = result[:3]
-    else:
-        rc, out, err = result.rc, result.stdout, result.stderr
-
-    def text(v: Any) -> str:
-        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")
-
-    return int(rc), text(out), text(err)
+def _result_fields(result: Result) -> tuple[int, str, str]:
+    return result.rc, result.stdout or "", result.stderr or ""
 
 
 # ---- the stage ------------------------------------------------------------------------------------------------
@@ -754,7 +749,7 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
         return None
 
 
-def settings_for(ctx: Any, deployment: DeploymentFacts) -> Settings:
+def settings_for(ctx: LiveContext, deployment: DeploymentFacts) -> Settings:
     target = ctx.target
     identify = target.identify
     return Settings(
@@ -765,7 +760,7 @@ def settings_for(ctx: Any, deployment: DeploymentFacts) -> Settings:
         body_regex=_compile(identify.body_regex),
         banner_regex=_compile(identify.banner_regex),
         masker=ctx.masker,
-        health=ctx.health if isinstance(getattr(ctx, "health", None), Health) else None,
+        health=ctx.health,
     )
 
 
@@ -785,8 +780,6 @@ def tls_sweep(
     """
     if not ready:
         return [], None
-    from harness.live.stats import samples_for_all
-
     bound = samples_for_all(len(ready), confidence)
     seen: dict[str, EndpointCheck] = {}
     for _ in range(bound):
@@ -808,18 +801,18 @@ def tls_sweep(
     return [seen[name] for name in sorted(seen)], note
 
 
-def run(ctx: Any) -> EndpointFacts:
+def run(ctx: LiveContext) -> EndpointFacts:
     started = time.monotonic()
-    deployment: DeploymentFacts = ctx.deployment()
+    deployment = ctx.deployment()
     model = ctx.model()
     definition = model.definition
     settings = settings_for(ctx, deployment)
-    direct = bool(getattr(ctx.target, "direct_instance_addresses", False))
+    direct = ctx.target.direct_instance_addresses
     probes, notes = plan(deployment, definition, direct=direct)
     notes = list(model.notes) + notes
     with ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="vmr-endpoint") as pool:
         checks = list(pool.map(lambda p: probe_endpoint(p, settings), probes))
-    confidence = float(getattr(getattr(ctx.target, "rotation", None), "confidence", 0.999))
+    confidence = float(ctx.target.rotation.confidence)
     for probe in probes:
         lb = _lb_address(probe, settings)
         if lb is not None and settings.health is not None and settings.health.down(LB, lb) is not None:

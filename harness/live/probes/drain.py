@@ -1,4 +1,4 @@
-"""Stage ``drain`` (destructive): a Ready instance taken out of Ready must get no new connections, then return.
+"""Probe ``drain`` (destructive): a Ready instance taken out of Ready must get no new connections, then return.
 
 1. Pick a load-balanced endpoint whose role has at least two Ready instances, and one of them (the last by
    name). Sample through the VIP until every Ready instance is seen (phase ``before``).
@@ -28,23 +28,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.suites.live.rotation import (
+from harness.facts.live import stats
+from harness.facts.live.deployment import READY, DeploymentFacts
+from harness.facts.live.rotation import DrainFacts, DrainPhase, ErrorCounts
+from harness.live.context import LiveContext
+from harness.live.health import DependencyDown
+from harness.live.sampling import (
     LB_PROTOCOLS,
-    READY,
     InputEndpoint,
     Sampler,
     detect_protocol,
     input_endpoints_of,
-    instances_of,
     lb_down,
     note_lb,
     ready_instances,
     settings_of,
 )
-
-from harness.facts.live.rotation import DrainFacts, DrainPhase, ErrorCounts
-from harness.live import stats
-from harness.live.health import DependencyDown
+from harness.live.target import Target
 
 DRAINING_PACE = 0.02  # seconds between requests while waiting out the grace period
 RETURN_PACE = 0.05  # … while waiting for the instance to come back
@@ -56,26 +56,19 @@ OUTPUT_LIMIT = 4000
 RETURN_WINDOW = 30.0  # seconds (at least 4 × the grace) for it to answer again once released and Ready
 
 
-def grace_of(target: Any) -> tuple[float, str]:
+def grace_of(target: Target) -> tuple[float, str]:
     """The probe grace period and where it comes from: the target's ``rotation.probe_grace_seconds``; the
     fabric's ``haproxy.probe.removal_window_s`` when the target sits in a fabric state dir and says 0 (or
     carries exactly that value, as ``target_for_fabric`` writes it)."""
-    rotation = getattr(target, "rotation", None)
-    value = getattr(rotation, "probe_grace_seconds", None)
-    grace = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    grace = float(target.rotation.probe_grace_seconds)
     window = _fabric_removal_window(target)
-    if window is not None and (grace is None or grace <= 0 or math.isclose(grace, window)):
+    if window is not None and (grace <= 0 or math.isclose(grace, window)):
         return window, "fabric.json haproxy.probe.removal_window_s"
-    if grace is None:
-        return 30.0, "default (Azure probe: 15 s interval × 2)"
     return grace, "target rotation.probe_grace_seconds"
 
 
-def _fabric_removal_window(target: Any) -> float | None:
-    path = getattr(target, "path", None)
-    if path is None:
-        return None
-    fabric_json = Path(path).parent / "fabric.json"
+def _fabric_removal_window(target: Target) -> float | None:
+    fabric_json = Path(target.path).parent / "fabric.json"
     try:
         import json
 
@@ -106,16 +99,17 @@ class _Clock:
         return 0.0 if self.out_at is None else time.monotonic() - self.out_at
 
 
-def _status(ctx: Any, instance: str) -> str | None:
+def _status(ctx: LiveContext, instance: str) -> str | None:
     try:
         deployment = ctx.deployment(refresh=True)
     except Exception as exc:  # a status poll is informative only: the LB samples decide
         ctx.log("drain: Get Deployment failed", error=str(exc))
         return None
-    return next((i.status for i in instances_of(deployment) if i.name == instance), None)
+    inst = deployment.instance(instance)
+    return inst.status if inst is not None else None
 
 
-def _pick(deployment: Any) -> tuple[InputEndpoint, tuple[str, ...]] | None:
+def _pick(deployment: DeploymentFacts) -> tuple[InputEndpoint, tuple[str, ...]] | None:
     candidates = []
     for ep in input_endpoints_of(deployment):
         if ep.protocol not in LB_PROTOCOLS:
@@ -129,7 +123,7 @@ def _pick(deployment: Any) -> tuple[InputEndpoint, tuple[str, ...]] | None:
     return candidates[0][1], candidates[0][2]
 
 
-def run(ctx: Any) -> DrainFacts:
+def run(ctx: LiveContext) -> DrainFacts:
     started = time.monotonic()
     settings = settings_of(ctx.target)
     deployment = ctx.deployment()
@@ -144,7 +138,7 @@ def run(ctx: Any) -> DrainFacts:
             seconds=round(time.monotonic() - started, 3),
         )
     ep, expected = picked
-    down = lb_down(ctx, ep.vip or "", ep.port)
+    down = lb_down(ctx.health, ep.vip or "", ep.port)
     if down is not None:  # nothing to sample through: its rules are skipped with the cause
         raise DependencyDown(down)
     if ep.detect:
@@ -153,12 +147,12 @@ def run(ctx: Any) -> DrainFacts:
     n = len(expected)
     k = stats.samples_to_reject(1.0 / n, settings.confidence)
     bound = stats.samples_for_all(n, settings.confidence)
-    known = [i.name for i in instances_of(deployment)]
+    known = [i.name for i in deployment.instances]
     sampler = Sampler(ep.vip or "", ep.port, ep.protocol, settings, instances=[*expected, *known])
     notes: list[str] = []
     phases: list[DrainPhase] = []
     clock = _Clock()
-    base = dict(
+    base = DrainFacts(
         role=ep.role,
         endpoint=ep.name,
         vip=ep.vip or "",
@@ -194,7 +188,7 @@ def run(ctx: Any) -> DrainFacts:
         ),
     )
     if sampler.answered == 0:  # nothing answers through the VIP: taking one out could show nothing
-        down = note_lb(ctx, sampler)
+        down = note_lb(ctx.health, sampler)
         why = (
             down.reason
             if down is not None
@@ -203,7 +197,7 @@ def run(ctx: Any) -> DrainFacts:
         )
         return _finish(
             ctx, sampler, phases, started,
-            DrainFacts(**base, not_performed=ctx.masker(
+            replace(base, not_performed=ctx.masker(
                 f"no instance answered through {ep.role}/{ep.name} at {ep.vip}:{ep.port} before: {why}"
             )),
         )  # fmt: skip
@@ -212,14 +206,16 @@ def run(ctx: Any) -> DrainFacts:
     hold = math.ceil(grace + max(1.0, 3 * k * (per_request + 0.02)) + HOLD_SLACK)
 
     # 2. take it out
-    method = "hook" if getattr(getattr(ctx.target, "rotation", None), "busy_hook", None) else "reboot"
+    busy_hook = ctx.target.rotation.busy_hook
+    method = "hook" if busy_hook else "reboot"
     command = hook_rc = operation_id = None
     hook_output = ""
     release_at: float | None = None
     safe_until: float | None = None
     clock.out_at = time.monotonic()
     if method == "hook":
-        argv = hook_argv(ctx.target.rotation.busy_hook, instance, hold)
+        assert busy_hook is not None
+        argv = hook_argv(busy_hook, instance, hold)
         command = ctx.masker(shlex.join(argv))
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=HOOK_TIMEOUT, check=False)
@@ -233,7 +229,7 @@ def run(ctx: Any) -> DrainFacts:
             failed = f"the busy hook exited {hook_rc}: {_last_line(hook_output)}"
             return _finish(
                 ctx, sampler, phases, started,
-                DrainFacts(**base, method=method, command=command, hook_rc=hook_rc, hook_output=hook_output,
+                replace(base, method=method, command=command, hook_rc=hook_rc, hook_output=hook_output,
                            hold_seconds=hold, not_performed=failed),
             )  # fmt: skip
         safe_until = clock.out_at + hold - EXPIRY_MARGIN  # the hold began after out_at: it cannot end sooner
@@ -245,7 +241,7 @@ def run(ctx: Any) -> DrainFacts:
         except Exception as exc:  # the management API refused: recorded, the rules say so
             return _finish(
                 ctx, sampler, phases, started,
-                DrainFacts(**base, method=method, command=command,
+                replace(base, method=method, command=command,
                            not_performed=ctx.masker(f"Reboot Role Instance {instance} failed: {exc}")),
             )  # fmt: skip
         ctx.log("drain: reboot started", request_id=operation_id)
@@ -320,19 +316,19 @@ def run(ctx: Any) -> DrainFacts:
         poll_status(force=True)
 
     # 4. back: the hold runs out / the reboot completes → the deployment is ready → it answers again
-    ready_timeout = float(getattr(getattr(ctx.target, "timeouts", None), "ready", 120.0) or 120.0)
+    ready_timeout = float(ctx.target.timeouts.ready or 120.0)
     if method == "reboot":
         assert operation_id is not None
         result = None
         with contextlib.suppress(Exception):
             result = ctx.management.wait_operation(operation_id, ready_timeout)
-        if result is not None and not getattr(result, "succeeded", False):
-            notes.append(f"the reboot operation ended {getattr(result, 'status', '?')}")
+        if result is not None and not result.succeeded:
+            notes.append(f"the reboot operation ended {result.status}")
         release_at = time.monotonic()
     assert release_at is not None
     ready_again = None
     try:
-        ready_again = bool(getattr(ctx.wait_ready(), "ready", False))  # BusyRole is transitional: waits it out
+        ready_again = ctx.wait_ready().ready  # BusyRole is transitional: waits it out
     except Exception as exc:  # recorded; the samples below still say whether it came back
         notes.append(ctx.masker(f"waiting for the deployment to be ready failed: {exc}"))
     if ready_again is None:
@@ -358,8 +354,8 @@ def run(ctx: Any) -> DrainFacts:
     phase("after", back)
     returned = first_back[0] is not None
     return_seconds = max(0.0, first_back[0] - release_at) if first_back[0] is not None else None
-    facts = DrainFacts(
-        **base,
+    facts = replace(
+        base,
         method=method,
         command=command,
         hook_rc=hook_rc,
@@ -388,7 +384,9 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
-def _finish(ctx: Any, sampler: Sampler, phases: list[DrainPhase], started: float, facts: DrainFacts) -> DrainFacts:
+def _finish(
+    ctx: LiveContext, sampler: Sampler, phases: list[DrainPhase], started: float, facts: DrainFacts
+) -> DrainFacts:
     facts = replace(
         facts,
         phases=tuple(phases),
@@ -406,7 +404,7 @@ def _finish(ctx: Any, sampler: Sampler, phases: list[DrainPhase], started: float
         return_seconds=facts.return_seconds,
         seconds=facts.seconds,
     )
-    data: dict[str, Any] = dict(getattr(ctx, "charts", {}).get("lb-spread", {}))
+    data: dict[str, Any] = dict(ctx.charts.get("lb-spread", {}))
     data.setdefault("endpoint", facts.label)
     data["drain"] = {
         "endpoint": facts.label,

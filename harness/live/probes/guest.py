@@ -17,11 +17,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from harness.facts.live.deployment import DeploymentFacts
 from harness.facts.live.guest import AppStatePath, GuestFacts, InstanceGuest, PortCheck, ServiceCheck
-from harness.live.winrm_pool import WinRMError, ps_quote
+from harness.facts.servicemodel import INPUT, INSTANCE_INPUT, ServiceDefinition, parse_int
+from harness.live.context import LiveContext
+from harness.live.guestops import definition_of, role_of
+from harness.live.winrm_pool import WinRMError, WinRMPool, ps_quote
 
 PROFILES = ("Domain", "Private", "Public")
 LOCAL_STORAGE_PREFIX = "c:\\resources\\directory\\"
@@ -31,12 +34,12 @@ SC_STATES = {"RUNNING": "Running", "STOPPED": "Stopped", "START_PENDING": "Start
              "STOP_PENDING": "StopPending", "PAUSED": "Paused"}  # fmt: skip
 
 
-def run(ctx: Any) -> GuestFacts:
-    definition = definition_of(ctx)
+def run(ctx: LiveContext) -> GuestFacts:
+    definition = definition_of(ctx.target)
     pool = ctx.winrm
     results = []
-    for name, role, _status in instances_of(ctx.deployment()):
-        results.append(_check_instance(ctx, pool, name, role, definition))
+    for inst in ctx.deployment().instances:
+        results.append(_check_instance(ctx, pool, inst.name, inst.role, definition))
     return GuestFacts(
         instances=tuple(results),
         app_state_paths=tuple(app_state_path(p) for p in ctx.target.app_state_paths),
@@ -45,7 +48,9 @@ def run(ctx: Any) -> GuestFacts:
     )
 
 
-def _check_instance(ctx: Any, pool: Any, name: str, role: str, definition: Any) -> InstanceGuest:
+def _check_instance(
+    ctx: LiveContext, pool: WinRMPool, name: str, role: str, definition: ServiceDefinition | None
+) -> InstanceGuest:
     started = time.monotonic()
     errors: list[str] = []
     try:
@@ -102,7 +107,7 @@ def _check_instance(ctx: Any, pool: Any, name: str, role: str, definition: Any) 
     )
 
 
-def _services(pool: Any, instance: str, names: tuple[str, ...], errors: list[str]) -> tuple[ServiceCheck, ...]:
+def _services(pool: WinRMPool, instance: str, names: tuple[str, ...], errors: list[str]) -> tuple[ServiceCheck, ...]:
     if not names:
         return ()
     values: list[Any] = [None] * len(names)
@@ -247,7 +252,7 @@ def firewall_allows(
     return not missing, missing, None
 
 
-# ---- model helpers (shared with the reimage stage) ---------------------------------------------
+# ---- the model ---------------------------------------------------------------------------------
 
 
 def app_state_path(path: str) -> AppStatePath:
@@ -258,56 +263,10 @@ def app_state_path(path: str) -> AppStatePath:
     return AppStatePath(path=path, drive=drive, on_os_drive=on_os)
 
 
-def definition_of(ctx: Any) -> Any:
-    """The csdef facts (``target.model.csdef``), or None."""
-    csdef = getattr(getattr(ctx.target, "model", None), "csdef", None)
-    if csdef is None:
-        return None
-    from harness.engine.artefact import CSDEF, Artefact
-    from harness.readers.errors import Unreadable
-    from harness.readers.servicemodel import read_definition
-
-    try:
-        return read_definition(Artefact.from_path(Path(csdef), CSDEF))
-    except Unreadable:
-        return None
-
-
-def role_of(definition: Any, role: str) -> Any:
-    for r in getattr(definition, "roles", ()) or ():
-        if r.name == role:
-            return r
-    return None
-
-
-def _get(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def instances_of(deployment: Any) -> list[tuple[str, str, str]]:
-    """(instance name, role, status) of every instance in the deployment facts."""
-    out = []
-    for inst in _get(deployment, "instances", "role_instances", "role_instance_list") or ():
-        name = _get(inst, "name", "instance_name", "id")
-        role = _get(inst, "role", "role_name")
-        status = _get(inst, "status", "instance_status")
-        if name:
-            out.append((str(name), str(role or ""), str(status or "")))
-    return out
-
-
-def deployment_id(deployment: Any) -> str:
-    return str(_get(deployment, "private_id", "deployment_id", "id") or "")
-
-
-def declared_ports(definition: Any, role: str, deployment: Any, instance: str) -> list[tuple[str, str, str, int]]:
+def declared_ports(
+    definition: ServiceDefinition | None, role: str, deployment: DeploymentFacts, instance: str
+) -> list[tuple[str, str, str, int]]:
     """(endpoint, kind, protocol, local port) for the role's input and instance input endpoints."""
-    from harness.facts.servicemodel import INPUT, INSTANCE_INPUT, parse_int
-
     out: list[tuple[str, str, str, int]] = []
     rdef = role_of(definition, role)
     if rdef is not None:
@@ -320,12 +279,9 @@ def declared_ports(definition: Any, role: str, deployment: Any, instance: str) -
             if isinstance(local, int):
                 out.append((ep.name, ep.kind, "udp" if (ep.protocol or "").lower() == "udp" else "tcp", local))
         return out
-    for inst in _get(deployment, "instances", "role_instances") or ():  # no csdef: the deployment's view
-        if str(_get(inst, "name", "instance_name", "id")) != instance:
-            continue
-        for ep in _get(inst, "instance_endpoints", "endpoints") or ():
-            local = _get(ep, "local_port")
-            if isinstance(local, int) and local > 0:
-                proto = "udp" if str(_get(ep, "protocol") or "").lower() == "udp" else "tcp"
-                out.append((str(_get(ep, "name")), str(_get(ep, "kind") or "Endpoint"), proto, local))
+    inst = deployment.instance(instance)  # no csdef: the deployment's view
+    for iep in inst.endpoints if inst is not None else ():
+        if iep.local_port is not None and iep.local_port > 0:
+            proto = "udp" if iep.protocol.lower() == "udp" else "tcp"
+            out.append((iep.name, "Endpoint", proto, iep.local_port))
     return out

@@ -1,8 +1,12 @@
-"""Stages ``deployment`` and ``readiness``: Get Deployment as facts, and waiting until it is ready.
+"""Where the deployment's facts come from: Get Deployment of the classic Service Management API.
 
-``fetch`` turns one Get Deployment into :class:`DeploymentFacts`; ``wait_ready`` polls it until the deployment
-is Running with every instance ReadyRole, the ``ready`` timeout passes, or an instance reaches a failed status
-(vmrole-reference §7.4: no use waiting), and records per-instance time to ReadyRole and the status history.
+This module and :mod:`harness.live.management` are the only code that knows that API: ``fetch`` turns one
+Get Deployment into :class:`DeploymentFacts` (the legacy client's ``models.Deployment`` is read here and
+nowhere else); ``model`` gives the csdef (when the target names one) and the deployment's cscfg; ``wait_ready``
+polls until the deployment is Running with every instance ReadyRole, the ``ready`` timeout passes, or an
+instance reaches a failed status (no use waiting: the platform gave up on it), and records per-instance time
+to ReadyRole and the status history. Another back end (ARM VM scale sets) would sit beside this module and
+give :class:`LiveContext` the same three calls.
 Only a management API that cannot be used at all (unreachable, refused, no such deployment) raises
 :class:`StageError`; everything else is recorded for the rules.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.engine.artefact import CSCFG, CSDEF, Artefact
 from harness.facts.live.deployment import (
@@ -33,8 +37,14 @@ from harness.facts.live.deployment import (
 )
 from harness.facts.servicemodel import INPUT, RoleDef, ServiceConfiguration, ServiceDefinition
 from harness.live.errors import StageError, TargetError
-from harness.live.health import MGMT, Health
+from harness.live.health import MGMT
+from harness.live.management import ManagementClient, ManagementError
+from harness.live.masking import Masker
 from harness.readers.errors import Unreadable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from harness.live.context import LiveContext
+    from harness.live.target import Target
 
 POLL_INTERVAL = 0.5  # seconds between Get Deployment polls while waiting for readiness
 CSCFG_NAME = "ServiceConfiguration.cscfg"
@@ -43,7 +53,7 @@ GUESSED_PROTOCOLS = {80: "http", 443: "https"}
 
 
 # ---- the management client, bound to the context's log ----------------------------------------------
-def management(ctx: Any) -> Any:
+def management(ctx: LiveContext) -> ManagementClient:
     """``ctx.management`` with its retries logged through ``ctx.log``; StageError when it cannot be built."""
     try:
         client = ctx.management
@@ -54,23 +64,21 @@ def management(ctx: Any) -> Any:
 
 
 # ---- Get Deployment → facts ---------------------------------------------------------------------------
-def fetch(ctx: Any) -> DeploymentFacts:
+def fetch(ctx: LiveContext) -> DeploymentFacts:
     """One Get Deployment, as facts. StageError when the management API cannot be used."""
-    from harness.live.management import ManagementError
-
     client = management(ctx)
     try:
         response = client.get_deployment()
     except ManagementError as exc:
         ctx.log("Get Deployment failed", status=exc.status, code=exc.code, attempts=exc.attempts)
         raise StageError(f"Get Deployment failed: {exc}") from None
-    definition, _ = _definition(ctx.target)
+    csdef, _ = definition(ctx.target)
     facts = deployment_facts(
         response.deployment,
         xml=response.xml,
         request_id=response.request_id,
         seconds=response.seconds,
-        definition=definition,
+        definition=csdef,
         masker=ctx.masker,
     )
     ctx.log(
@@ -95,13 +103,13 @@ def _text(value: Any) -> str:
 
 
 def deployment_facts(
-    dep: Any,
+    dep: Any,  # the legacy client's models.Deployment (untyped)
     *,
     xml: str = "",
     request_id: str = "",
     seconds: float = 0.0,
     definition: ServiceDefinition | None = None,
-    masker: Any = None,
+    masker: Masker | None = None,
 ) -> DeploymentFacts:
     """Facts from the legacy client's ``models.Deployment`` (pure; the csdef names endpoint protocols)."""
     instances = []
@@ -127,15 +135,13 @@ def deployment_facts(
                 ip=_text(ri.ip_address),
                 power_state=_text(ri.power_state),
                 endpoints=endpoints,
-                state_details=_text(getattr(ri, "instance_state_details", "")),
-                error_code=_text(getattr(ri, "instance_error_code", "")),
-                host_name=_text(getattr(ri, "host_name", "")),
+                state_details=_text(ri.instance_state_details),
+                error_code=_text(ri.instance_error_code),
+                host_name=_text(ri.host_name),
             )
         )
-    vips = tuple(_text(v.address) for v in (getattr(dep, "virtual_ips", None) or ()) if _text(v.address))
-    raw_inputs = [
-        (_text(ie.role_name), _text(ie.vip), _int(ie.port)) for ie in (getattr(dep, "input_endpoint_list", None) or ())
-    ]
+    vips = tuple(_text(v.address) for v in (dep.virtual_ips or ()) if _text(v.address))
+    raw_inputs = [(_text(ie.role_name), _text(ie.vip), _int(ie.port)) for ie in (dep.input_endpoint_list or ())]
     configuration_xml = _text(dep.configuration)
     configuration, error = parse_deployment_configuration(configuration_xml, _text(dep.name))
     if error and masker is not None:
@@ -151,10 +157,10 @@ def deployment_facts(
         vips=vips,
         instances=facts_instances,
         input_endpoints=_input_endpoints(raw_inputs, facts_instances, definition, vips[0] if vips else ""),
-        locked=str(getattr(dep, "locked", False)).lower() == "true",
-        label=_text(getattr(dep, "label", "")),
-        sdk_version=_text(getattr(dep, "sdk_version", "")),
-        upgrade_domain_count=_int(getattr(dep, "upgrade_domain_count", None)),
+        locked=str(dep.locked).lower() == "true",
+        label=_text(dep.label),
+        sdk_version=_text(dep.sdk_version),
+        upgrade_domain_count=_int(dep.upgrade_domain_count),
         configuration_xml=configuration_xml,
         configuration=configuration,
         configuration_error=error,
@@ -167,7 +173,7 @@ def deployment_facts(
 def _service_of(dep: Any, configuration: ServiceConfiguration | None) -> str:
     if configuration is not None and configuration.service_name:
         return configuration.service_name
-    return _text(getattr(dep, "name", ""))
+    return _text(dep.name)
 
 
 def parse_deployment_configuration(text: str, deployment: str = "") -> tuple[ServiceConfiguration | None, str | None]:
@@ -268,8 +274,9 @@ def _read_definition(path: str, mtime_ns: int) -> tuple[ServiceDefinition | None
         return None, f"the target's csdef {path} is unreadable: {exc.problem}"
 
 
-def _definition(target: Any) -> tuple[ServiceDefinition | None, str | None]:
-    csdef = getattr(getattr(target, "model", None), "csdef", None)
+def definition(target: Target) -> tuple[ServiceDefinition | None, str | None]:
+    """The csdef the target names (``model.csdef``) as facts, or None and why (cached per file version)."""
+    csdef = target.model.csdef
     if csdef is None:
         return None, "the target names no csdef (model.csdef): endpoint protocols come from the load balancer"
     try:
@@ -279,12 +286,12 @@ def _definition(target: Any) -> tuple[ServiceDefinition | None, str | None]:
     return _read_definition(str(csdef), mtime)
 
 
-def model(ctx: Any) -> ModelFacts:
+def model(ctx: LiveContext) -> ModelFacts:
     """The csdef (when the target names one) and the cscfg from the deployment's Configuration."""
-    definition, note = _definition(ctx.target)
+    csdef, note = definition(ctx.target)
     deployment = ctx.deployment()
     notes = [n for n in (note, deployment.configuration_error) if n]
-    return ModelFacts(definition=definition, configuration=deployment.configuration, notes=tuple(notes))
+    return ModelFacts(definition=csdef, configuration=deployment.configuration, notes=tuple(notes))
 
 
 # ---- readiness -----------------------------------------------------------------------------------------
@@ -299,15 +306,12 @@ def _expected_counts(configuration: ServiceConfiguration | None) -> tuple[tuple[
     return tuple(out)
 
 
-def _management_down(ctx: Any) -> bool:
-    health = getattr(ctx, "health", None)
-    client = getattr(ctx, "_management", None)
-    if not isinstance(health, Health) or client is None:
-        return False
-    return health.down(MGMT, str(getattr(client, "base_url", ""))) is not None
+def _management_down(ctx: LiveContext) -> bool:
+    client = ctx.management_if_built
+    return client is not None and ctx.health.down(MGMT, client.base_url) is not None
 
 
-def wait_ready(ctx: Any, *, interval: float = POLL_INTERVAL) -> ReadinessFacts:
+def wait_ready(ctx: LiveContext, *, interval: float = POLL_INTERVAL) -> ReadinessFacts:
     """Poll Get Deployment until Running with every instance ReadyRole, a failed status, or the deadline.
 
     StageError only when the very first Get Deployment fails (the API cannot be used at all); a poll that
@@ -397,29 +401,16 @@ def wait_ready(ctx: Any, *, interval: float = POLL_INTERVAL) -> ReadinessFacts:
     )
     ctx.evidence("deployment.xml", facts.xml)
     ctx.evidence("readiness-history", readiness.history_text())
-    if hasattr(ctx, "_deployment"):
-        ctx._deployment = facts  # later stages see the deployment as readiness left it
+    ctx.remember_deployment(facts)  # later stages see the deployment as readiness left it
     return readiness
 
 
-# ---- stage entry points (harness.live.subject.STAGES) ---------------------------------------------------
-def run_deployment(ctx: Any) -> DeploymentFacts:
-    facts: DeploymentFacts = ctx.deployment()
-    ctx.evidence("deployment.xml", facts.xml)
-    return facts
-
-
-def run_readiness(ctx: Any) -> ReadinessFacts:
-    return wait_ready(ctx)
-
-
 __all__ = [
+    "definition",
     "deployment_facts",
     "fetch",
     "management",
     "model",
     "parse_deployment_configuration",
-    "run_deployment",
-    "run_readiness",
     "wait_ready",
 ]

@@ -1,16 +1,9 @@
-"""Stage ``rotation``: does every Ready instance answer through the VIP of each load-balanced endpoint?
+"""Sampling through a load-balanced VIP endpoint: one new TCP connection per request, who answered each.
 
-For each load-balanced input endpoint (http, https, tcp; UDP is noted, not probed) the stage opens a **new
-TCP connection per request** (the OS picks a new source port each time, so an ideal 5-tuple hash spreads
-them), identifies the instance that answered (a response header, a body regex, or a TCP banner, from the
-target's ``identify``) and samples until every Ready instance has answered or the bound of
-``harness.live.stats.samples_for_all`` is reached; then it keeps sampling up to ``20 × n`` answers to judge
-the spread. Two small probes tell affinity from a broken rotation: a few requests over **one keep-alive
-connection** (pinned: expected) and from **one fixed source port** (pinned under any hash). New
-connections from distinct source ports that all land on one instance while several are Ready, without
-errors, mean source-IP (2-/3-tuple) affinity: reported as such, not as "rotation broken".
-
-The socket helpers here (:class:`Sampler`, :func:`probe_once`) are shared with the ``drain`` stage.
+Shared by the probes ``rotation`` (does every Ready instance answer?) and ``drain`` (does one taken out of
+Ready stop getting new connections?). Who answered is read from a response header, a body regex or a TCP
+banner (the target's ``identify``). Pure of deployment calls except :func:`lb_down` / :func:`note_lb`, which
+read and write the run's record of the load balancer being down.
 """
 
 from __future__ import annotations
@@ -24,29 +17,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.facts.live.rotation import (
-    AFFINITY_SOURCE_IP,
-    EndpointRotation,
-    ErrorCounts,
-    PinProbe,
-    RotationFacts,
-)
-from harness.live import stats
-from harness.live.health import LB, DependencyDown, Down, Health
+from harness.facts.live.deployment import READY, DeploymentFacts
+from harness.facts.live.rotation import PinProbe
+from harness.live.health import LB, Down, Health
 from harness.net import is_ip_address
 
-READY = "ReadyRole"
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from harness.live.target import Target
+
 LB_PROTOCOLS = ("http", "https", "tcp")
 DEFAULT_HEADER = "X-Served-By"
 DEFAULT_BODY_REGEX = r"served-by (\S+)"
 DEFAULT_BANNER_REGEX = r"VMROLE (\S+)"
 MAX_RESPONSE = 256 * 1024  # bytes read from one answer at most
-SPREAD_PER_INSTANCE = 20  # answers per instance for the spread (vmrole-reference §8.2: ≥ 20 × instances)
-SPREAD_CAP = 400
 PIN_REQUESTS = 5
-ENDPOINT_DEADLINE = 60.0  # wall-clock seconds per endpoint
 MAX_CONSECUTIVE_ERRORS = 12
 EVIDENCE_LINES = 600
 
@@ -71,48 +57,32 @@ class ProbeSettings:
         }
 
 
-def _number(value: Any, default: float) -> float:
-    try:
-        return float(value) if value is not None else default
-    except (TypeError, ValueError):
-        return default
-
-
-def settings_of(target: Any) -> ProbeSettings:
+def settings_of(target: Target) -> ProbeSettings:
     """The probe settings from the target (``identify``, ``rotation.confidence``, ``timeouts``)."""
-    identify = getattr(target, "identify", None)
-    header: str | None
-    body: str | None
-    banner: str | None
-    if identify is None:
-        header, body, banner = DEFAULT_HEADER, DEFAULT_BODY_REGEX, DEFAULT_BANNER_REGEX
-    else:
-        header = getattr(identify, "header", None)
-        body = getattr(identify, "body_regex", None)
-        banner = getattr(identify, "banner_regex", None)
-    rotation = getattr(target, "rotation", None)
-    timeouts = getattr(target, "timeouts", None)
-    confidence = _number(getattr(rotation, "confidence", None), 0.999)
+    identify = target.identify
+    confidence = float(target.rotation.confidence)
     if not 0.0 < confidence < 1.0:
         confidence = 0.999
     return ProbeSettings(
-        header=header or None,
-        body_regex=re.compile(body) if body else None,
-        banner_regex=re.compile(banner) if banner else None,
-        connect_timeout=_number(getattr(timeouts, "connect", None), 3.0),
-        read_timeout=_number(getattr(timeouts, "read", None), 10.0),
+        header=identify.header or None,
+        body_regex=re.compile(identify.body_regex) if identify.body_regex else None,
+        banner_regex=re.compile(identify.banner_regex) if identify.banner_regex else None,
+        connect_timeout=float(target.timeouts.connect),
+        read_timeout=float(target.timeouts.read),
         confidence=confidence,
     )
 
 
-# ---- the deployment, duck-typed (DeploymentFacts of harness.facts.live.deployment) -----------------------
+def default_settings() -> ProbeSettings:
+    """The settings of a target that says nothing (``identify`` by X-Served-By, served-by, VMROLE banners)."""
+    return ProbeSettings(
+        header=DEFAULT_HEADER,
+        body_regex=re.compile(DEFAULT_BODY_REGEX),
+        banner_regex=re.compile(DEFAULT_BANNER_REGEX),
+    )
 
 
-@dataclass(frozen=True)
-class Instance:
-    name: str
-    role: str
-    status: str
+# ---- the load-balanced endpoints of the deployment ---------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -125,65 +95,27 @@ class InputEndpoint:
     detect: bool = False  # the protocol is only the load balancer's (tcp): find out what the app speaks
 
 
-def _first(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def instances_of(deployment: Any) -> list[Instance]:
-    out = []
-    for inst in _first(deployment, "instances", "role_instances") or ():
-        name = _first(inst, "name", "instance_name", "id")
-        if name:
-            out.append(
-                Instance(
-                    str(name),
-                    str(_first(inst, "role", "role_name") or ""),
-                    str(_first(inst, "status", "instance_status") or ""),
-                )
-            )
-    return out
-
-
-def _default_host(deployment: Any) -> str | None:
-    """Where an endpoint without its own VIP is reached: the deployment's VIP, else its DNS name."""
-    vip = _first(deployment, "vip")
-    if vip:
-        return str(vip)
-    host = _first(deployment, "host_name")
-    return str(host) if host else None
-
-
-def input_endpoints_of(deployment: Any) -> list[InputEndpoint]:
+def input_endpoints_of(deployment: DeploymentFacts) -> list[InputEndpoint]:
     """The load-balanced input endpoints; ``vip`` falls back to the deployment's VIP or DNS name."""
-    default = _default_host(deployment)
+    default = deployment.vip or deployment.host_name or None
     out = []
-    for ep in _first(deployment, "input_endpoints", "endpoints") or ():
-        port = _first(ep, "port", "public_port")
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            continue
-        vip = _first(ep, "vip", "host")
-        protocol = str(_first(ep, "protocol") or "tcp").lower()
+    for ep in deployment.input_endpoints:
+        protocol = (ep.protocol or "tcp").lower()
         out.append(
             InputEndpoint(
-                role=str(_first(ep, "role", "role_name") or ""),
-                name=str(_first(ep, "name") or ""),
+                role=ep.role,
+                name=ep.name,
                 protocol=protocol,
-                port=port,
-                vip=str(vip) if vip else default,
-                detect=protocol == "tcp" and _first(ep, "protocol_source") == "lb",
+                port=ep.port,
+                vip=ep.vip or default,
+                detect=protocol == "tcp" and ep.protocol_source == "lb",
             )
         )
     return out
 
 
-def ready_instances(deployment: Any, role: str) -> tuple[str, ...]:
-    return tuple(sorted(i.name for i in instances_of(deployment) if i.role == role and i.status == READY))
+def ready_instances(deployment: DeploymentFacts, role: str) -> tuple[str, ...]:
+    return tuple(sorted(i.name for i in deployment.instances if i.role == role and i.status == READY))
 
 
 # ---- one request ------------------------------------------------------------------------------------
@@ -637,116 +569,14 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-# ---- the stage --------------------------------------------------------------------------------------
-
-
-def sample_endpoint(
-    ep: InputEndpoint,
-    expected: tuple[str, ...],
-    settings: ProbeSettings,
-    *,
-    known: Iterable[str] = (),
-    spread_per_instance: int = SPREAD_PER_INSTANCE,
-    deadline_s: float = ENDPOINT_DEADLINE,
-) -> tuple[EndpointRotation, Sampler]:
-    """Sample one load-balanced endpoint (see the module docstring). Pure of deployment calls."""
-    started = time.monotonic()
-    host = ep.vip or ""
-    detected = None
-    if ep.detect:
-        detected = detect_protocol(host, ep.port, settings)
-        ep = InputEndpoint(ep.role, ep.name, detected, ep.port, ep.vip)
-    sampler = Sampler(host, ep.port, ep.protocol, settings, instances=[*expected, *known])
-    n = len(expected)
-    bound = stats.samples_for_all(n, settings.confidence) if n else 0
-    deadline = started + deadline_s
-    all_seen = lambda: all(name in sampler.counts for name in expected)  # noqa: E731
-    requests_to_all = None
-    if n:
-        sampler.phase = "rotation"
-        sampler.run(until=all_seen, answers=bound, requests=2 * bound + 10, deadline=deadline)
-        if all_seen():
-            requests_to_all = max(sampler.first_seen[name] for name in expected)
-        target = min(max(bound, spread_per_instance * n), SPREAD_CAP)
-        sampler.phase = "spread"
-        more = max(0, target - sampler.answered)
-        sampler.run(answers=more, requests=2 * more + 10, deadline=deadline)
-        if requests_to_all is None and all_seen():
-            requests_to_all = max(sampler.first_seen[name] for name in expected)
-    else:
-        sampler.phase = "rotation"
-        sampler.run(answers=5, requests=5, deadline=deadline)
-    seen_expected = [name for name in expected if sampler.counts.get(name)]
-    unseen = tuple(name for name in expected if name not in sampler.counts)
-    late = {name: sampler.first_seen[name] for name in seen_expected if sampler.first_seen[name] > bound}
-    keep_alive = fixed = None
-    if ep.protocol in ("http", "https"):
-        keep_alive = keep_alive_probe(host, ep.port, ep.protocol, settings, sampler.resolve)
-    if n >= 2 or ep.protocol == "tcp":
-        fixed = fixed_port_probe(host, ep.port, ep.protocol, settings, sampler.resolve)
-    errors = ErrorCounts.of(dict(sampler.errors))
-    affinity = None
-    if (
-        n >= 2
-        and len(seen_expected) == 1
-        and sampler.answered >= bound
-        and errors.total <= 0.05 * max(sampler.answered, 1)
-        and len(sampler.ports) >= min(sampler.answered, bound)
-    ):
-        affinity = AFFINITY_SOURCE_IP
-    spread = stats.spread(dict(sampler.counts), expected).to_json() if n else None
-    notes = [] if n else [f"no instance of role {ep.role} is ReadyRole: nothing to expect"]
-    if detected is not None:
-        notes.append(f"the load balancer calls it tcp; the app answered as {detected} (no csdef in the target)")
-    note = "; ".join(notes) or None
-    facts = EndpointRotation(
-        role=ep.role,
-        endpoint=ep.name,
-        protocol=ep.protocol,
-        vip=host,
-        port=ep.port,
-        note=note,
-        requests=len(sampler.samples),
-        answered=sampler.answered,
-        bound=bound,
-        confidence=settings.confidence,
-        expected=expected,
-        counts=dict(sampler.counts),
-        first_seen=dict(sampler.first_seen),
-        unseen=unseen,
-        late=late,
-        unknown=dict(sampler.unknown),
-        unidentified=sampler.unidentified,
-        errors=errors,
-        error_examples=tuple(sampler.error_examples),
-        identification=dict(sampler.methods),
-        http_statuses=dict(sampler.statuses),
-        requests_to_all=requests_to_all,
-        source_ports=len(sampler.ports),
-        spread=spread,
-        keep_alive=keep_alive,
-        fixed_port=fixed,
-        affinity=affinity,
-        seconds=round(time.monotonic() - started, 3),
-    )
-    return facts, sampler
-
-
-def _health(ctx: Any) -> Health | None:
-    health = getattr(ctx, "health", None)
-    return health if isinstance(health, Health) else None
-
-
-def lb_down(ctx: Any, host: str, port: int) -> Down | None:
+def lb_down(health: Health, host: str, port: int) -> Down | None:
     """The run's record of this VIP port (or the whole VIP) being down, if any."""
-    health = _health(ctx)
-    return health.down(LB, f"{host}:{port}") if health is not None else None
+    return health.down(LB, f"{host}:{port}")
 
 
-def note_lb(ctx: Any, sampler: Sampler) -> Down | None:
+def note_lb(health: Health, sampler: Sampler) -> Down | None:
     """After sampling: an answer marks the VIP port up; only refusals (or only timeouts) mark it down."""
-    health = _health(ctx)
-    if health is None or not sampler.samples:
+    if not sampler.samples:
         return None
     address = f"{sampler.host}:{sampler.port}"
     if sampler.answered:
@@ -761,175 +591,21 @@ def note_lb(ctx: Any, sampler: Sampler) -> Down | None:
     return None
 
 
-def _status_now(ctx: Any, names: Iterable[str]) -> dict[str, str]:
-    names = list(names)
-    if not names:
-        return {}
-    try:
-        fresh = ctx.deployment(refresh=True)
-    except Exception as exc:  # a status refresh is a courtesy for the message; never fail the stage on it
-        ctx.log("rotation: could not refresh the deployment", error=str(exc))
-        return {}
-    return {i.name: i.status for i in instances_of(fresh) if i.name in names}
-
-
-def run(ctx: Any) -> RotationFacts:
-    started = time.monotonic()
-    settings = settings_of(ctx.target)
-    deployment = ctx.deployment()
-    known = [i.name for i in instances_of(deployment)]
-    results: list[EndpointRotation] = []
-    samplers: list[tuple[EndpointRotation, Sampler]] = []
-    downs: list[Down] = []
-    for ep in input_endpoints_of(deployment):
-        if ep.protocol == "udp" or ep.protocol not in LB_PROTOCOLS:
-            results.append(
-                EndpointRotation(
-                    role=ep.role,
-                    endpoint=ep.name,
-                    protocol=ep.protocol,
-                    vip=ep.vip or "",
-                    port=ep.port,
-                    probeable=False,
-                    note=(
-                        "UDP: no connection to attribute an answer to, and the local fabric's load balancer "
-                        "cannot proxy UDP; check each instance's own port instead"
-                        if ep.protocol == "udp"
-                        else f"protocol {ep.protocol!r} is not probed"
-                    ),
-                    confidence=settings.confidence,
-                    expected=ready_instances(deployment, ep.role),
-                )
-            )
-            continue
-        expected = ready_instances(deployment, ep.role)
-        if not ep.vip:
-            results.append(
-                EndpointRotation(
-                    role=ep.role,
-                    endpoint=ep.name,
-                    protocol=ep.protocol,
-                    vip="",
-                    port=ep.port,
-                    probeable=False,
-                    note="Get Deployment gives no VIP or DNS name for this endpoint: nothing to connect to",
-                    confidence=settings.confidence,
-                    expected=expected,
-                )
-            )
-            continue
-        down = lb_down(ctx, ep.vip, ep.port)
-        if down is not None:  # found refusing (or silent) earlier in this run: not waited for again
-            downs.append(down)
-            results.append(
-                EndpointRotation(
-                    role=ep.role,
-                    endpoint=ep.name,
-                    protocol=ep.protocol,
-                    vip=ep.vip,
-                    port=ep.port,
-                    probeable=False,
-                    note=f"not sampled: {down.reason}",
-                    confidence=settings.confidence,
-                    expected=expected,
-                )
-            )
-            continue
-        facts, sampler = sample_endpoint(ep, expected, settings, known=known)
-        note_lb(ctx, sampler)
-        ctx.log(
-            f"rotation {facts.label}",
-            requests=facts.requests,
-            answered=facts.answered,
-            bound=facts.bound,
-            seen=len(facts.seen),
-            expected=len(expected),
-            errors=facts.errors.total,
-            seconds=facts.seconds,
-        )
-        results.append(facts)
-        samplers.append((facts, sampler))
-    if downs and not samplers:  # every load-balanced endpoint is behind a load balancer known down
-        raise DependencyDown(downs[0])
-    unseen = {name for facts in results for name in facts.unseen}
-    status_now = _status_now(ctx, sorted(unseen))
-    if status_now:
-        results = [_with_status(f, status_now) for f in results]
-    rotation = RotationFacts(
-        endpoints=tuple(results),
-        confidence=settings.confidence,
-        identify=settings.describe(),
-        note=None if results else "the deployment has no load-balanced input endpoints",
-        seconds=round(time.monotonic() - started, 3),
-    )
-    _record(ctx, rotation, samplers)
-    return rotation
-
-
-def _with_status(facts: EndpointRotation, status_now: dict[str, str]) -> EndpointRotation:
-    from dataclasses import replace
-
-    mine = {name: status_now[name] for name in facts.unseen if name in status_now}
-    return replace(facts, status_now=mine) if mine else facts
-
-
-def chart_entry(facts: EndpointRotation) -> dict[str, Any]:
-    return {
-        "endpoint": facts.label,
-        "instances": {name: facts.counts.get(name, 0) for name in facts.expected}
-        | {k: v for k, v in facts.counts.items() if k not in facts.expected},
-        "requests": facts.requests,
-        "answered": facts.answered,
-        "bound": facts.bound,
-        "confidence": facts.confidence,
-        "requests_to_all": facts.requests_to_all,
-        "errors": facts.errors.as_dict(),
-    }
-
-
-def _record(ctx: Any, rotation: RotationFacts, samplers: list[tuple[EndpointRotation, Sampler]]) -> None:
-    if samplers:
-        first = samplers[0][0]
-        data: dict[str, Any] = dict(getattr(ctx, "charts", {}).get("lb-spread", {}))
-        data.update(chart_entry(first))
-        data["endpoints"] = {facts.label: chart_entry(facts) for facts, _ in samplers}
-        data.setdefault("phases", [])
-        ctx.chart("lb-spread", data)
-    texts = []
-    for facts, sampler in samplers:
-        summary = (
-            f"{facts.label} at {facts.where}: {facts.requests} requests, {facts.answered} answered, bound "
-            f"{facts.bound} for {facts.confidence:.4g} confidence over {len(facts.expected)} Ready instances; "
-            f"counts {dict(sorted(facts.counts.items()))}; errors {facts.errors.describe()}"
-        )
-        pins = [p for p in (facts.keep_alive, facts.fixed_port) if p is not None]
-        for pin in pins:
-            summary += f"\n  {pin.kind}: {pin.answered}/{pin.requests} answered by {list(pin.instances)}"
-            if pin.error:
-                summary += f" ({pin.error})"
-        texts.append(sampler.evidence(summary))
-    for facts in rotation.unprobed:
-        texts.append(f"{facts.label} ({facts.protocol}, port {facts.port}): not probed: {facts.note}\n")
-    if texts:
-        ctx.evidence("lb-samples", "\n".join(texts))
-
-
 __all__ = [
+    "LB_PROTOCOLS",
     "InputEndpoint",
-    "Instance",
     "ProbeError",
     "ProbeSettings",
     "Sample",
     "Sampler",
-    "chart_entry",
+    "default_settings",
     "detect_protocol",
     "fixed_port_probe",
     "input_endpoints_of",
-    "instances_of",
     "keep_alive_probe",
+    "lb_down",
+    "note_lb",
     "probe_once",
     "ready_instances",
-    "run",
-    "sample_endpoint",
     "settings_of",
 ]

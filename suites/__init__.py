@@ -1,1 +1,0 @@
-"""pytest suites users run (live suites arrive with the live issues)."""
