@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.docs_sources import refs
 from harness.engine.artefact import KINDS, Artefact
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -42,11 +43,14 @@ class ArtefactUnreadable(Rule):
     should be produced by cspack, not edited by hand.
 
     ## References
-    - vmrole-reference §5 (schemas), §6 (package layout)
+    - Azure Cloud Services (classic) Definition Schema (.csdef file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
+    - Azure Cloud Services (classic) Config Schema (.cscfg file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
+    - What is the Cloud Service (classic) model and how do I package it? — the package format: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
     """
 
     id = "VMR001"
     name = "artefact-unreadable"
+    references = refs("csdef-schema", "cscfg-schema", "cloud-services-model")
     severity = Severity.CRITICAL
     applies_to = frozenset(KINDS)
 
@@ -83,12 +87,13 @@ class ImagePartUnreadable(Rule):
     the damaged hive from `Windows\\System32\\config\\RegBack`. Then lint again.
 
     ## References
-    - reader-pitfalls.md (malformed hives, MFT loops)
-    - vmrole-reference §9 ("disk check clean")
+    - Prepare a Windows VHD or VHDX to upload to Azure — check the disk with chkdsk before upload: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Virtual Hard Disk Image Format Specification (Microsoft, v1.0): https://www.microsoft.com/en-us/download/details.aspx?id=23850
     """
 
     id = "VMR002"
     name = "image-part-unreadable"
+    references = refs("azure-prepare-vhd", "vhd-spec")
     severity = Severity.HIGH
     applies_to = frozenset({"image"})
 

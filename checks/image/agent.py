@@ -1,9 +1,10 @@
-"""Integration components and guest agent (1xx): present, set to start, answer file in place (§1)."""
+"""Integration components and guest agent (1xx): present, set to start, answer file in place."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.finding import Finding
 from harness.engine.severity import Severity
 from harness.facts.image import AZURE, VMROLE, ImageFacts, ImageSubject
@@ -11,8 +12,6 @@ from harness.facts.image_signatures import SignatureMatch
 
 from ._base import AZURE_ONLY, BOTH, VMROLE_ONLY, ImageRule
 
-REF_IC = "vmrole-reference §1.1-1.3"
-REF_AGENT = "vmrole-reference §1.4"
 SERVICES_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Services"
 
 
@@ -47,7 +46,8 @@ class IntegrationComponentsMissing(ImageRule):
     with the answer file it writes (`C:\\unattend.xml`).
 
     ## References
-    - vmrole-reference §1.1 (installer), §1.2 (offline signals: names unconfirmed)
+    - About the Windows Azure Integration Components (VM role, archived): https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - Hyper-V Integration Services — Hyper-V's own integration services are a different thing: https://learn.microsoft.com/en-us/virtualization/hyper-v-on-windows/reference/integration-services
     """
 
     id = "VMR101"
@@ -55,7 +55,7 @@ class IntegrationComponentsMissing(ImageRule):
     severity = Severity.CRITICAL
     profiles = VMROLE_ONLY
     parts = ("signatures",)
-    references = (REF_IC,)
+    references = refs("vmrole-ic", "hyperv-ic")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         matches = _matches(facts, VMROLE)
@@ -87,7 +87,8 @@ class AzureVmAgentMissing(ImageRule):
     Install the VM agent (`WindowsAzureVmAgent.<version>.fre.msi`) before sysprep.
 
     ## References
-    - vmrole-reference §1.4, §9 (Azure VM Agent installed)
+    - Azure Virtual Machine Agent overview (Windows): https://learn.microsoft.com/en-us/azure/virtual-machines/extensions/agent-windows
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
     id = "VMR102"
@@ -95,7 +96,7 @@ class AzureVmAgentMissing(ImageRule):
     severity = Severity.MEDIUM
     profiles = AZURE_ONLY
     parts = ("signatures",)
-    references = (REF_AGENT,)
+    references = refs("azure-vm-agent", "azure-prepare-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         matches = _matches(facts, AZURE)
@@ -128,7 +129,8 @@ class AgentServiceNotAutomatic(ImageRule):
     `sc config RdAgent start= auto` (and the same for the other agent services) before sysprep.
 
     ## References
-    - vmrole-reference §1.1 (agent starts at boot), §1.4
+    - About the Windows Azure Integration Components (VM role, archived) — the agent starts at boot: https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - Azure Virtual Machine Agent overview (Windows): https://learn.microsoft.com/en-us/azure/virtual-machines/extensions/agent-windows
     """
 
     id = "VMR103"
@@ -136,7 +138,7 @@ class AgentServiceNotAutomatic(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("signatures", "services")
-    references = (REF_IC, REF_AGENT)
+    references = refs("vmrole-ic", "azure-vm-agent")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         seen: set[str] = set()
@@ -172,7 +174,8 @@ class RoleAnswerFileMissing(ImageRule):
     `sysprep /generalize /oobe /shutdown /unattend:C:\\unattend.xml`.
 
     ## References
-    - vmrole-reference §1.1 (answer file), §2.4 (search order)
+    - About the Windows Azure Integration Components (VM role, archived) — its answer file: https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - Windows Setup Automation Overview (answer file search order) — implicit answer file search order: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-automation-overview
     """
 
     id = "VMR104"
@@ -180,7 +183,7 @@ class RoleAnswerFileMissing(ImageRule):
     severity = Severity.HIGH
     profiles = VMROLE_ONLY
     parts = ("answer files",)
-    references = (REF_IC, "vmrole-reference §2.4")
+    references = refs("vmrole-ic", "setup-automation")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         if any(position == 7 for position, _ in facts.answer_file_order):
@@ -211,7 +214,8 @@ class AnswerFileLacksOobe(ImageRule):
     Keep the oobeSystem pass the integration components wrote (add sections, do not remove them).
 
     ## References
-    - vmrole-reference §2.4 (checks), §1.1 (sections can be added but not deleted)
+    - Windows Setup Automation Overview (answer file search order): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-automation-overview
+    - About the Windows Azure Integration Components (VM role, archived): https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
     """
 
     id = "VMR105"
@@ -219,7 +223,7 @@ class AnswerFileLacksOobe(ImageRule):
     severity = Severity.MEDIUM
     profiles = VMROLE_ONLY
     parts = ("answer files",)
-    references = ("vmrole-reference §2.4",)
+    references = refs("setup-automation", "vmrole-ic")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         if not facts.answer_files:

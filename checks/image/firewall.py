@@ -1,9 +1,10 @@
-"""Firewall vs endpoints (4xx): the image's Windows Firewall against the service model (§3.4)."""
+"""Firewall vs endpoints (4xx): the image's Windows Firewall against the service model."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable
 from harness.engine.severity import Severity
@@ -22,7 +23,6 @@ from ._base import AZURE_ONLY, BOTH, ImageRule
 
 PROFILES = ("domain", "private", "public")
 FIREWALL_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
-REF = "vmrole-reference §3.4"
 REMOTE_ACCESS = "RemoteAccess"
 RDP_PORT = 3389
 WINRM_PORTS = (5985, 5986)
@@ -86,7 +86,9 @@ class EndpointPortNotAllowed(ImageRule):
     protocol=TCP localport=8080` (or `New-NetFirewallRule`), for all profiles.
 
     ## References
-    - vmrole-reference §3.4 (endpoint ↔ firewall check), §3.2-3.3
+    - [MS-GPFAS] 2.2.2.19 Firewall Rule and the Firewall Rule Grammar Rule: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-gpfas/2efe0b76-7b4a-41ff-9050-1023f8196d16
+    - Use netsh advfirewall firewall instead of netsh firewall to control Windows Firewall behavior: https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/netsh-advfirewall-firewall-control-firewall-behavior
+    - Azure Cloud Services (classic) Definition Schema (.csdef file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
     """
 
     id = "VMR401"
@@ -94,7 +96,7 @@ class EndpointPortNotAllowed(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("firewall",)
-    references = (REF,)
+    references = refs("ms-gpfas-rule", "netsh-advfirewall", "csdef-schema")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         role = _role(subject)
@@ -137,7 +139,9 @@ class EndpointPortBlocked(ImageRule):
     Remove or narrow the Block rule (or its Group Policy), then lint again.
 
     ## References
-    - vmrole-reference §3.2 (effective-block semantics), §3.4
+    - [MS-GPFAS] 2.2.2.19 Firewall Rule and the Firewall Rule Grammar Rule: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-gpfas/2efe0b76-7b4a-41ff-9050-1023f8196d16
+    - [MS-FASP] 2.2.37 FW_RULE: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-fasp/8c008258-166d-46d4-9090-f2ffaa01be4b
+    - Use netsh advfirewall firewall instead of netsh firewall to control Windows Firewall behavior: https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/netsh-advfirewall-firewall-control-firewall-behavior
     """
 
     id = "VMR402"
@@ -145,7 +149,7 @@ class EndpointPortBlocked(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("firewall",)
-    references = (REF,)
+    references = refs("ms-gpfas-rule", "ms-fasp-rule", "netsh-advfirewall")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         role = _role(subject)
@@ -191,7 +195,8 @@ class FirewallDisabled(ImageRule):
     (`netsh advfirewall set allprofiles state on`).
 
     ## References
-    - vmrole-reference §3.2, §3.4 ("no host firewall" is a warning, not a pass), §9
+    - Use netsh advfirewall firewall instead of netsh firewall to control Windows Firewall behavior: https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/netsh-advfirewall-firewall-control-firewall-behavior
+    - Prepare a Windows VHD or VHDX to upload to Azure — the firewall stays on for every profile: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
     id = "VMR403"
@@ -199,7 +204,7 @@ class FirewallDisabled(ImageRule):
     severity = Severity.MEDIUM
     profiles = BOTH
     parts = ("firewall",)
-    references = (REF,)
+    references = refs("netsh-advfirewall", "azure-prepare-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         policy = _policy(facts)
@@ -249,7 +254,8 @@ class UndeclaredInboundAllow(ImageRule):
     Remove or disable the rule before sysprep, or declare the endpoint if the role really serves it.
 
     ## References
-    - vmrole-reference §3.4
+    - [MS-GPFAS] 2.2.2.19 Firewall Rule and the Firewall Rule Grammar Rule: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-gpfas/2efe0b76-7b4a-41ff-9050-1023f8196d16
+    - Use netsh advfirewall firewall instead of netsh firewall to control Windows Firewall behavior: https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/netsh-advfirewall-firewall-control-firewall-behavior
     """
 
     id = "VMR404"
@@ -257,7 +263,7 @@ class UndeclaredInboundAllow(ImageRule):
     severity = Severity.LOW
     profiles = BOTH
     parts = ("firewall",)
-    references = (REF,)
+    references = refs("ms-gpfas-rule", "netsh-advfirewall")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         role = _role(subject)
@@ -314,7 +320,8 @@ class RemoteDesktopNotReachable(ImageRule):
     and `netsh advfirewall firewall set rule group="remote desktop" new enable=Yes` before sysprep.
 
     ## References
-    - vmrole-reference §3.4 (RDP when RemoteAccess is imported), §9 (RDP settings)
+    - Enable Remote Desktop Connection for a role in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-new-portal
+    - Prepare a Windows VHD or VHDX to upload to Azure — Remote Desktop enabled and allowed: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
     id = "VMR405"
@@ -322,7 +329,7 @@ class RemoteDesktopNotReachable(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("firewall", "remote access")
-    references = (REF, "vmrole-reference §9")
+    references = refs("cloud-services-rdp", "azure-prepare-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         role = _role(subject)
@@ -374,7 +381,8 @@ class AzureRemoteManagementClosed(ImageRule):
     `Enable-PSRemoting -Force`; `Set-NetFirewallRule -DisplayGroup 'Remote Desktop' -Enabled True`.
 
     ## References
-    - vmrole-reference §9 (guest configuration)
+    - Prepare a Windows VHD or VHDX to upload to Azure — Remote Desktop and WinRM: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Installation and configuration for Windows Remote Management: https://learn.microsoft.com/en-us/windows/win32/winrm/installation-and-configuration-for-windows-remote-management
     """
 
     id = "VMR406"
@@ -382,7 +390,7 @@ class AzureRemoteManagementClosed(ImageRule):
     severity = Severity.MEDIUM
     profiles = AZURE_ONLY
     parts = ("firewall", "remote access")
-    references = ("vmrole-reference §9",)
+    references = refs("azure-prepare-vhd", "winrm-config")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         yield from _rdp_findings(self, subject, facts)
@@ -419,7 +427,8 @@ class DynamicEndpointPort(ImageRule):
     Declare a fixed local port, or allow the listening program by path in the image's firewall.
 
     ## References
-    - vmrole-reference §3.4 ("`*` means dynamic, so skip with a warning")
+    - Azure Cloud Services (classic) Definition WebRole Schema — localPort="*": https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - [MS-GPFAS] 2.2.2.19 Firewall Rule and the Firewall Rule Grammar Rule: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-gpfas/2efe0b76-7b4a-41ff-9050-1023f8196d16
     """
 
     id = "VMR407"
@@ -427,7 +436,7 @@ class DynamicEndpointPort(ImageRule):
     severity = Severity.INFO
     profiles = BOTH
     parts = ("firewall",)
-    references = (REF,)
+    references = refs("csdef-webrole", "ms-gpfas-rule")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         role = _role(subject)
@@ -448,8 +457,10 @@ class LegacyOpenPorts(ImageRule):
     local or Group Policy store.
 
     ## Why is this bad?
-    Windows Server 2008 R2 still honours them for compatibility, so they open ports that no modern
-    rule shows: `netsh advfirewall` and the MMC do not list them.
+    The `netsh firewall` context that writes them is deprecated, not removed: Windows Server 2008 R2
+    still honours them for compatibility, so they open ports that no modern rule shows (`netsh
+    advfirewall` and the MMC do not list them). Which legacy values each release still applies is not
+    documented, hence the low severity.
 
     ## Example
     `"8080:TCP" = "8080:TCP:*:Enabled:Legacy app"` under `StandardProfile\\GloballyOpenPorts\\List`.
@@ -458,7 +469,7 @@ class LegacyOpenPorts(ImageRule):
     Replace them with Windows Firewall with Advanced Security rules and delete the List values.
 
     ## References
-    - vmrole-reference §3.2 (legacy pre-Vista list, unconfirmed)
+    - Use netsh advfirewall firewall instead of netsh firewall to control Windows Firewall behavior: https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/netsh-advfirewall-firewall-control-firewall-behavior
     """
 
     id = "VMR408"
@@ -466,7 +477,7 @@ class LegacyOpenPorts(ImageRule):
     severity = Severity.LOW
     profiles = BOTH
     parts = ("firewall",)
-    references = ("vmrole-reference §3.2",)
+    references = refs("netsh-advfirewall")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         policy = _policy(facts)
@@ -498,7 +509,8 @@ class FirewallRuleUnparsed(ImageRule):
     Create rules with `netsh advfirewall` or `New-NetFirewallRule` rather than writing the registry.
 
     ## References
-    - vmrole-reference §3.3 (rule grammar)
+    - [MS-GPFAS] 2.2.2.19 Firewall Rule and the Firewall Rule Grammar Rule: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-gpfas/2efe0b76-7b4a-41ff-9050-1023f8196d16
+    - [MS-FASP] 2.2.37 FW_RULE: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-fasp/8c008258-166d-46d4-9090-f2ffaa01be4b
     """
 
     id = "VMR409"
@@ -506,7 +518,7 @@ class FirewallRuleUnparsed(ImageRule):
     severity = Severity.LOW
     profiles = BOTH
     parts = ("firewall",)
-    references = ("vmrole-reference §3.3",)
+    references = refs("ms-gpfas-rule", "ms-fasp-rule")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         policy = _policy(facts)

@@ -1,9 +1,10 @@
-"""Image format rules (01x): container, size, OS and architecture, per profile (§9, §1.1)."""
+"""Image format rules (01x): container, size, OS and architecture, per profile."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.finding import Finding
 from harness.engine.severity import Severity
 from harness.facts.image import AZURE, VMROLE, ImageFacts, ImageSubject
@@ -13,11 +14,11 @@ from ._base import AZURE_ONLY, BOTH, VMROLE_ONLY, ImageRule
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 TIB = 1024 * GIB
-#: VM-role image caps per VM size (itproctology blog, [U] in the reference: reported, not enforced hard).
+#: VM-role image caps per VM size, as 2011 blog posts on the VM role give them (no official page survives):
+#: reported, not enforced hard.
 VMROLE_SIZE_CAPS = {"extrasmall": 15 * GIB, "small": 30 * GIB}
 VMROLE_DEFAULT_CAP = 64 * GIB
 AZURE_OS_DISK_CAP = 2 * TIB
-REF_FORMAT = "vmrole-reference §9 (VHD format, footer, size alignment)"
 
 
 def _container(subject: ImageSubject) -> str:
@@ -45,7 +46,8 @@ class VhdFooterInvalid(ImageRule):
     checksum-verified transfer.
 
     ## References
-    - vmrole-reference §9 (VHD footer layout)
+    - Virtual Hard Disk Image Format Specification (Microsoft, v1.0) — "Hard Disk Footer Format": https://www.microsoft.com/en-us/download/details.aspx?id=23850
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
     id = "VMR010"
@@ -53,7 +55,7 @@ class VhdFooterInvalid(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("container",)
-    references = (REF_FORMAT,)
+    references = refs("vhd-spec", "azure-prepare-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         info = facts.container
@@ -84,7 +86,8 @@ class ImageNotFixedVhd(ImageRule):
     `qemu-img convert -O vpc -o subformat=fixed,force_size=on disk.vhd fixed.vhd`.
 
     ## References
-    - vmrole-reference §9 (Format)
+    - Prepare a Windows VHD or VHDX to upload to Azure — fixed-size VHD only: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Add-AzVhd (Az.Compute): upload a VHD to Azure: https://learn.microsoft.com/en-us/powershell/module/az.compute/add-azvhd
     """
 
     id = "VMR011"
@@ -92,7 +95,7 @@ class ImageNotFixedVhd(ImageRule):
     severity = Severity.HIGH
     profiles = AZURE_ONLY
     parts = ("container",)
-    references = (REF_FORMAT,)
+    references = refs("azure-prepare-vhd", "add-azvhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         info = facts.container
@@ -124,7 +127,8 @@ class DifferencingImage(ImageRule):
     Merge the chain into one disk first: `Merge-VHD`, or `qemu-img convert -O vpc child.vhd merged.vhd`.
 
     ## References
-    - vmrole-reference §1.1 (image prep flow: csupload)
+    - Virtual Hard Disk Image Format Specification (Microsoft, v1.0) — "Differencing Hard Disk Image": https://www.microsoft.com/en-us/download/details.aspx?id=23850
+    - About the Windows Azure Integration Components (VM role, archived): https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
     """
 
     id = "VMR012"
@@ -132,7 +136,7 @@ class DifferencingImage(ImageRule):
     severity = Severity.HIGH
     profiles = VMROLE_ONLY
     parts = ("container",)
-    references = ("vmrole-reference §1.1",)
+    references = refs("vhd-spec", "vmrole-ic")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         info = facts.container
@@ -164,7 +168,9 @@ class ImageNotVhd(ImageRule):
     `qemu-img convert -O vpc -o subformat=fixed,force_size=on server.vhdx server.vhd`.
 
     ## References
-    - vmrole-reference §9 (Format: VHD only, not VHDX)
+    - Prepare a Windows VHD or VHDX to upload to Azure — VHDX is not supported: convert to VHD: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Virtual Hard Disk Image Format Specification (Microsoft, v1.0): https://www.microsoft.com/en-us/download/details.aspx?id=23850
+    - [MS-VHDX]: Virtual Hard Disk v2 (VHDX) File Format: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-vhdx/83e061f8-f6e2-4de1-91bd-5d518a43d477
     """
 
     id = "VMR013"
@@ -172,7 +178,7 @@ class ImageNotVhd(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("container",)
-    references = (REF_FORMAT,)
+    references = refs("azure-prepare-vhd", "vhd-spec", "ms-vhdx")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         fmt = facts.container.format
@@ -203,7 +209,8 @@ class SizeNotMibAligned(ImageRule):
     disk whose size is already a multiple of 1 MiB.
 
     ## References
-    - vmrole-reference §9 (Size alignment)
+    - Prepare a Windows VHD or VHDX to upload to Azure — the virtual size must be a whole number of MiB: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Add-AzVhd (Az.Compute): upload a VHD to Azure — N × 1 MiB + 512 bytes: https://learn.microsoft.com/en-us/powershell/module/az.compute/add-azvhd
     """
 
     id = "VMR014"
@@ -211,7 +218,7 @@ class SizeNotMibAligned(ImageRule):
     severity = Severity.HIGH
     profiles = AZURE_ONLY
     parts = ("container",)
-    references = (REF_FORMAT,)
+    references = refs("azure-prepare-vhd", "add-azvhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         size = facts.container.virtual_size
@@ -233,7 +240,9 @@ class SizeOverLimit(ImageRule):
     service model is given).
 
     ## Why is this bad?
-    The upload or the deployment is rejected, after a long upload.
+    The upload or the deployment is rejected, after a long upload. The Azure limit is documented; the
+    VM-role caps are the ones 2011 write-ups of the VM role give (no official page survives), so a
+    VM-role finding is a strong hint rather than a certainty.
 
     ## Example
     A 100 GB VM-role image for a Small role.
@@ -242,7 +251,8 @@ class SizeOverLimit(ImageRule):
     Shrink the volume (`Resize-Partition`, then `Resize-VHD -ToMinimumSize`) or choose a larger VM size.
 
     ## References
-    - vmrole-reference §9 (Max size), §1.1 (VM-role size caps, unconfirmed)
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Add-AzVhd (Az.Compute): upload a VHD to Azure: https://learn.microsoft.com/en-us/powershell/module/az.compute/add-azvhd
     """
 
     id = "VMR015"
@@ -250,7 +260,7 @@ class SizeOverLimit(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("container",)
-    references = (REF_FORMAT, "vmrole-reference §1.1")
+    references = refs("azure-prepare-vhd", "add-azvhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         size = facts.container.virtual_size
@@ -289,7 +299,9 @@ class OsNotSupported(ImageRule):
     Build the image from a supported release (install SP1 on 2008 R2 for Azure).
 
     ## References
-    - vmrole-reference §1.1 (WS2008 R2 x64), §9 (supported OS)
+    - About the Windows Azure Integration Components (VM role, archived) — Windows Server 2008 R2 images only: https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Azure Virtual Machine Agent overview (Windows) — supported operating systems: https://learn.microsoft.com/en-us/azure/virtual-machines/extensions/agent-windows
     """
 
     id = "VMR016"
@@ -297,7 +309,7 @@ class OsNotSupported(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("os",)
-    references = ("vmrole-reference §1.1", "vmrole-reference §9")
+    references = refs("vmrole-ic", "azure-prepare-vhd", "azure-vm-agent")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         os_info = facts.os
@@ -346,7 +358,8 @@ class OsNot64Bit(ImageRule):
     Build the image from the x64 edition.
 
     ## References
-    - vmrole-reference §1.1 (x64), §9 (32-bit not supported)
+    - About the Windows Azure Integration Components (VM role, archived): https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
     id = "VMR017"
@@ -354,7 +367,7 @@ class OsNot64Bit(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("os",)
-    references = ("vmrole-reference §1.1", "vmrole-reference §9")
+    references = refs("vmrole-ic", "azure-prepare-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         assert facts.os is not None
@@ -391,7 +404,8 @@ class NoWindowsInstallation(ImageRule):
     Point the linter at the OS disk (the VHD the role boots from).
 
     ## References
-    - vmrole-reference §10.1
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
     """
 
     id = "VMR018"
@@ -399,7 +413,7 @@ class NoWindowsInstallation(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("volume",)
-    references = ("vmrole-reference §10.1",)
+    references = refs("azure-prepare-vhd", "sysprep-generalize")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         if not facts.windows_found:

@@ -1,9 +1,10 @@
-"""Generalization rules (2xx): sysprep state, Setup values, logs, cached answer files, autologon (§2)."""
+"""Generalization rules (2xx): sysprep state, Setup values, logs, cached answer files, autologon."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.finding import Finding
 from harness.engine.severity import Severity
 from harness.facts.image import GENERALIZED_STATE, ImageFacts, ImageSubject, SysprepInfo
@@ -13,7 +14,6 @@ from ._base import AZURE_ONLY, BOTH, ImageRule
 STATE_KEY = "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State\\ImageState"
 STATE_INI = "C:\\Windows\\Setup\\State\\State.ini"
 SETUP_KEY = "HKLM\\SYSTEM\\Setup"
-REF = "vmrole-reference §2.1-2.5"
 SYSPREP = "%WINDIR%\\System32\\Sysprep\\sysprep.exe /generalize /oobe /shutdown"
 
 
@@ -29,7 +29,6 @@ def _state(sysprep: SysprepInfo) -> tuple[str | None, str]:
 class _SysprepRule(ImageRule):
     parts = ("sysprep",)
     profiles = BOTH
-    references = (REF,)
 
     def sysprep(self, facts: ImageFacts) -> SysprepInfo:
         assert facts.sysprep is not None
@@ -56,11 +55,14 @@ class ImageSpecialized(_SysprepRule):
     without booting it again.
 
     ## References
-    - vmrole-reference §2.1, §2.5
+    - Windows Setup States (ImageState): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
+    - Remove machine-specific information by generalizing a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
     """
 
     id = "VMR201"
     name = "image-specialized"
+    references = refs("setup-states", "sysprep-generalize", "azure-generalize")
     severity = Severity.CRITICAL
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
@@ -97,11 +99,13 @@ class ImageResealedToAudit(_SysprepRule):
     `sysprep /generalize /oobe /shutdown`.
 
     ## References
-    - vmrole-reference §2.1 (audit states)
+    - Windows Setup States (ImageState): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
+    - Sysprep command-line options — /oobe and /audit: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep-command-line-options
     """
 
     id = "VMR202"
     name = "image-resealed-to-audit"
+    references = refs("setup-states", "sysprep-options")
     severity = Severity.HIGH
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
@@ -128,11 +132,12 @@ class ImageUndeployable(_SysprepRule):
     and run sysprep again.
 
     ## References
-    - vmrole-reference §2.1
+    - Windows Setup States (ImageState) — IMAGE_STATE_UNDEPLOYABLE: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
     """
 
     id = "VMR203"
     name = "image-undeployable"
+    references = refs("setup-states")
     severity = Severity.CRITICAL
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
@@ -159,11 +164,12 @@ class ImageStateDisagrees(_SysprepRule):
     Run sysprep again on the reference machine rather than editing either value.
 
     ## References
-    - vmrole-reference §2.1, §2.5 (BROKEN)
+    - Windows Setup States (ImageState) — the registry value and State.ini: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
     """
 
     id = "VMR204"
     name = "image-state-disagrees"
+    references = refs("setup-states")
     severity = Severity.HIGH
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
@@ -200,11 +206,13 @@ class SetupValuesNotGeneralized(_SysprepRule):
     Re-run sysprep /generalize /oobe; do not edit the Setup key by hand.
 
     ## References
-    - vmrole-reference §2.2, §2.5
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
+    - Windows Setup States (ImageState): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
     """
 
     id = "VMR205"
     name = "setup-values-not-generalized"
+    references = refs("sysprep-generalize", "setup-states")
     severity = Severity.HIGH
 
     EXPECTED = (("SystemSetupInProgress", 1), ("OOBEInProgress", 1), ("SetupType", 2))
@@ -246,6 +254,8 @@ class GeneralizationStateUnexpected(_SysprepRule):
 
     ## Why is this bad?
     An image that booted after sysprep (7) has been specialized again, however ImageState looks.
+    GeneralizationState itself is not documented: 4 and 7 are the values sysprep is seen to write
+    after /generalize and after the next boot, so other values are reported for a person to judge.
 
     ## Example
     `GeneralizationState = 7`.
@@ -254,11 +264,13 @@ class GeneralizationStateUnexpected(_SysprepRule):
     Capture the disk right after sysprep shuts the machine down; never boot it in between.
 
     ## References
-    - vmrole-reference §2.2 (GeneralizationState; values other than 4 unconfirmed)
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
+    - Windows Setup States (ImageState): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
     """
 
     id = "VMR206"
     name = "generalization-state-unexpected"
+    references = refs("sysprep-generalize", "setup-states")
     severity = Severity.MEDIUM
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
@@ -296,11 +308,13 @@ class SysprepNotConfirmed(_SysprepRule):
     Run sysprep again and keep the disk as sysprep left it.
 
     ## References
-    - vmrole-reference §2.3
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
+    - Sysprep command-line options: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep-command-line-options
     """
 
     id = "VMR207"
     name = "sysprep-not-confirmed"
+    references = refs("sysprep-generalize", "sysprep-options")
     severity = Severity.MEDIUM
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
@@ -341,11 +355,13 @@ class CachedPantherAnswerFile(_SysprepRule):
     Delete `C:\\Windows\\Panther` before running sysprep.
 
     ## References
-    - vmrole-reference §2.3 (modern Azure guidance), §9
+    - Windows Setup Automation Overview (answer file search order) — the Panther folder is searched early: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-automation-overview
+    - Remove machine-specific information by generalizing a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
     """
 
     id = "VMR208"
     name = "cached-panther-answer-file"
+    references = refs("setup-automation", "azure-generalize")
     severity = Severity.HIGH
     profiles = AZURE_ONLY
     parts = ("answer files",)
@@ -381,7 +397,8 @@ class AutologonPassword(ImageRule):
     for unattended work, and change the exposed password.
 
     ## References
-    - vmrole-reference §2.6 (Winlogon DefaultPassword)
+    - Turn on automatic logon in Windows (Winlogon DefaultPassword) — DefaultPassword is stored in clear text: https://learn.microsoft.com/en-us/troubleshoot/windows-server/user-profiles-and-logon/turn-on-automatic-logon
+    - Microsoft-Windows-Shell-Setup | AutoLogon (unattend reference): https://learn.microsoft.com/en-us/windows-hardware/customize/desktop/unattend/microsoft-windows-shell-setup-autologon
     """
 
     id = "VMR211"
@@ -391,7 +408,7 @@ class AutologonPassword(ImageRule):
     profiles = BOTH
     parts = ("winlogon",)
     tags = ("secrets",)
-    references = ("vmrole-reference §2.6",)
+    references = refs("winlogon-autologon", "unattend-autologon")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         winlogon = facts.winlogon
@@ -408,7 +425,6 @@ class AutologonPassword(ImageRule):
 class _AnswerFileRule(ImageRule):
     parts = ("answer files",)
     profiles = BOTH
-    references = ("vmrole-reference §2.4",)
 
 
 class AnswerFilePlaintextPassword(_AnswerFileRule):
@@ -434,11 +450,13 @@ class AnswerFilePlaintextPassword(_AnswerFileRule):
     administrator password at provisioning. Change any password that was exposed.
 
     ## References
-    - vmrole-reference §2.4 (plain-text passwords), §1.1 (the IC answer file)
+    - Hide sensitive data in an answer file: https://learn.microsoft.com/en-us/windows-hardware/customize/desktop/wsim/hide-sensitive-data-in-an-answer-file
+    - Windows Setup Automation Overview (answer file search order): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-automation-overview
     """
 
     id = "VMR209"
     name = "answer-file-plaintext-password"
+    references = refs("hide-answer-file-secrets", "setup-automation")
     severity = Severity.CRITICAL
     waivable = False
     tags = ("secrets",)
@@ -476,11 +494,12 @@ class AnswerFileReversiblePassword(_AnswerFileRule):
     Remove the password from the baked-in answer file; let the platform provide it. Change it.
 
     ## References
-    - vmrole-reference §2.4 (PlainText=false is reversible)
+    - Hide sensitive data in an answer file — hiding is an encoding, not encryption: https://learn.microsoft.com/en-us/windows-hardware/customize/desktop/wsim/hide-sensitive-data-in-an-answer-file
     """
 
     id = "VMR210"
     name = "answer-file-reversible-password"
+    references = refs("hide-answer-file-secrets")
     severity = Severity.HIGH
     waivable = False
     tags = ("secrets",)
@@ -517,11 +536,13 @@ class CustomAnswerFileOnAzure(_AnswerFileRule):
     Delete it before sysprep; put deployment-time settings in `additionalUnattendContent`.
 
     ## References
-    - vmrole-reference §9 (custom unattend.xml is not supported)
+    - Remove machine-specific information by generalizing a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
+    - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
     id = "VMR212"
     name = "custom-answer-file-on-azure"
+    references = refs("azure-generalize", "azure-prepare-vhd")
     severity = Severity.MEDIUM
     profiles = AZURE_ONLY
 

@@ -1,16 +1,16 @@
-"""Embedded secrets in an image (31x): key files, publish settings, certificates with keys, key containers (§4)."""
+"""Embedded secrets in an image (31x): key files, publish settings, certificates with keys, key containers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.finding import Finding
 from harness.engine.severity import Severity
 from harness.facts.image import CertificateEntry, ImageFacts, ImageSubject
 
 from ._base import BOTH, ImageRule, image_location
 
-REF = "vmrole-reference §4.4-4.6"
 PRIVATE_KEY_LABELS = frozenset(
     {
         "pkcs12", "pem-private-key", "der-private-key", "pvk", "snk-private-key", "putty-private-key",
@@ -24,7 +24,6 @@ class _SecretRule(ImageRule):
     waivable = False
     profiles = BOTH
     tags = ("secrets",)
-    references = (REF,)
 
 
 class ImagePrivateKeyFile(_SecretRule):
@@ -50,11 +49,14 @@ class ImagePrivateKeyFile(_SecretRule):
     platform installs it at provisioning, delete the file, and replace the exposed key.
 
     ## References
-    - vmrole-reference §4.4 (signatures), §4.5 (locations), §4.6 (what sysprep does to keys)
+    - RFC 7468: Textual Encodings of PKIX, PKCS, and CMS Structures (PEM): https://www.rfc-editor.org/rfc/rfc7468
+    - RFC 7292: PKCS #12: Personal Information Exchange Syntax v1.1: https://www.rfc-editor.org/rfc/rfc7292
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
     """
 
     id = "VMR310"
     name = "image-private-key-file"
+    references = refs("rfc7468", "rfc7292", "sysprep-generalize")
     severity = Severity.CRITICAL
     parts = ("key material",)
 
@@ -92,11 +94,13 @@ class ImagePublishSettings(_SecretRule):
     settings on build machines only.
 
     ## References
-    - vmrole-reference §4.4 (.publishsettings)
+    - Certificates overview for Azure Cloud Services (classic) — management certificates: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
+    - RFC 7292: PKCS #12: Personal Information Exchange Syntax v1.1: https://www.rfc-editor.org/rfc/rfc7292
     """
 
     id = "VMR311"
     name = "image-publishsettings"
+    references = refs("cloud-services-certs", "rfc7292")
     severity = Severity.CRITICAL
     parts = ("key material",)
 
@@ -167,11 +171,14 @@ class MachineCertificateWithPrivateKey(_PersonalCertWithKey):
     declare it in csdef/cscfg so the agent installs it at provisioning.
 
     ## References
-    - vmrole-reference §4.1-4.3, §4.6, §1.1 (do not install certificates before upload)
+    - About the Windows Azure Integration Components (VM role, archived) — install no certificate before upload: https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - System Store Locations: https://learn.microsoft.com/en-us/windows/win32/seccrypto/system-store-locations
+    - Key Storage and Retrieval (CNG): https://learn.microsoft.com/en-us/windows/win32/seccng/key-storage-and-retrieval
     """
 
     id = "VMR312"
     name = "machine-certificate-with-private-key"
+    references = refs("vmrole-ic", "cert-store-locations", "cng-key-storage")
     severity = Severity.CRITICAL
     parts = ("certificates",)
     machine = True
@@ -197,11 +204,13 @@ class UserCertificateWithPrivateKey(_PersonalCertWithKey):
     replace the key.
 
     ## References
-    - vmrole-reference §4.1 (CurrentUser stores), §4.3, §4.5
+    - System Store Locations: https://learn.microsoft.com/en-us/windows/win32/seccrypto/system-store-locations
+    - Key Storage and Retrieval (CNG): https://learn.microsoft.com/en-us/windows/win32/seccng/key-storage-and-retrieval
     """
 
     id = "VMR313"
     name = "user-certificate-with-private-key"
+    references = refs("cert-store-locations", "cng-key-storage")
     severity = Severity.HIGH
     parts = ("certificates",)
     machine = False
@@ -229,11 +238,13 @@ class UnexpectedKeyContainer(_SecretRule):
     without it. If the key is a known system key, add its name prefix to an allowlist file.
 
     ## References
-    - vmrole-reference §4.3 (key container directories, allowlist), §4.6
+    - Key Storage and Retrieval (CNG) — key directories: https://learn.microsoft.com/en-us/windows/win32/seccng/key-storage-and-retrieval
+    - Base Provider Key BLOBs (CryptoAPI): https://learn.microsoft.com/en-us/windows/win32/seccrypto/base-provider-key-blobs
     """
 
     id = "VMR314"
     name = "unexpected-key-container"
+    references = refs("cng-key-storage", "capi-key-blobs")
     severity = Severity.HIGH
     parts = ("key containers",)
 

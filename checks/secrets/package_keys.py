@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -93,7 +94,6 @@ class _PackageKeyRule(Rule):
     requires = ("package",)
     waivable = False
     tags = ("secrets", "package")
-    references = ("vmrole-reference §4.4", "vmrole-reference §6.2", "vmrole-reference §10.2 PKG-6/PKG-7")
     family: str
     what: str
     advice: str
@@ -135,11 +135,14 @@ class PrivateKeyInPackage(_PackageKeyRule):
     to the hosted service and declared in the csdef/cscfg `<Certificates>`.
 
     ## References
-    - vmrole-reference §4.4 (detection signatures), §6.2, §10.2 PKG-6
+    - RFC 7468: Textual Encodings of PKIX, PKCS, and CMS Structures (PEM) — PEM: https://www.rfc-editor.org/rfc/rfc7468
+    - RFC 5958: Asymmetric Key Packages (PKCS #8) — PKCS #8: https://www.rfc-editor.org/rfc/rfc5958
+    - Certificates overview for Azure Cloud Services (classic) — upload certificates, do not package them: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
     """
 
     id = "VMR305"
     name = "private-key-in-package"
+    references = refs("rfc7468", "rfc5958", "cloud-services-certs")
     severity = Severity.CRITICAL
     family = PRIVATE_KEY
     what = "a private key"
@@ -165,11 +168,13 @@ class PfxInPackage(_PackageKeyRule):
     the cscfg, and remove it from the project output; rotate it if the package was shared.
 
     ## References
-    - vmrole-reference §4.4 (PKCS#12), §6.2, §10.2 PKG-7
+    - RFC 7292: PKCS #12: Personal Information Exchange Syntax v1.1: https://www.rfc-editor.org/rfc/rfc7292
+    - Certificates overview for Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
     """
 
     id = "VMR306"
     name = "pfx-in-package"
+    references = refs("rfc7292", "cloud-services-certs")
     severity = Severity.CRITICAL
     family = PKCS12
     what = "a PKCS#12 file"
@@ -195,11 +200,13 @@ class PublishSettingsInPackage(_PackageKeyRule):
     from the project, and keep publish settings out of source control and build outputs.
 
     ## References
-    - vmrole-reference §4.4 (Azure publish settings: critical), §10.2 PKG-7
+    - Certificates overview for Azure Cloud Services (classic) — management certificates: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
+    - RFC 7292: PKCS #12: Personal Information Exchange Syntax v1.1: https://www.rfc-editor.org/rfc/rfc7292
     """
 
     id = "VMR307"
     name = "publishsettings-in-package"
+    references = refs("cloud-services-certs", "rfc7292")
     severity = Severity.CRITICAL
     family = PUBLISH_SETTINGS
     what = "an Azure publish settings file"
@@ -226,11 +233,12 @@ class CapiKeyBlobInPackage(_PackageKeyRule):
     package left your control.
 
     ## References
-    - vmrole-reference §4.4 (PVK, SNK)
+    - Base Provider Key BLOBs (CryptoAPI): https://learn.microsoft.com/en-us/windows/win32/seccrypto/base-provider-key-blobs
     """
 
     id = "VMR308"
     name = "capi-key-blob-in-package"
+    references = refs("capi-key-blobs")
     severity = Severity.HIGH
     family = CAPI_BLOB
     what = "a Microsoft private key blob"
@@ -256,11 +264,12 @@ class JavaKeystoreInPackage(_PackageKeyRule):
     from the certificate store; rotate the keys that shipped.
 
     ## References
-    - vmrole-reference §4.4 (Java keystore)
+    - keytool (Java SE 17 tool reference): https://docs.oracle.com/en/java/javase/17/docs/specs/man/keytool.html
     """
 
     id = "VMR309"
     name = "java-keystore-in-package"
+    references = refs("keytool")
     severity = Severity.HIGH
     family = KEYSTORE
     what = "a Java keystore"

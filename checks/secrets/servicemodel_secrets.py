@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -289,14 +290,15 @@ class PlaintextStorageAccountKey(_ValueSecretRule):
     deployment time from a secret store.
 
     ## References
-    - vmrole-reference §5.5 (cscfg settings), §4.4 (formats that embed secrets)
-    - https://learn.microsoft.com/azure/storage/common/storage-account-keys-manage
+    - Manage storage account access keys: https://learn.microsoft.com/en-us/azure/storage/common/storage-account-keys-manage
+    - Configure Azure Storage connection strings: https://learn.microsoft.com/en-us/azure/storage/common/storage-configure-connection-string
+    - Azure Cloud Services (classic) Config Schema (.cscfg file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
     """
 
     id = "VMR301"
     name = "plaintext-storage-account-key"
     severity = Severity.CRITICAL
-    references = ("vmrole-reference §5.5", "vmrole-reference §4.4")
+    references = refs("storage-keys", "storage-connection-strings", "cscfg-schema")
 
     def shapes(self, site: ValueSite) -> list[SecretShape]:
         return storage_key_shapes(site.value)
@@ -325,14 +327,14 @@ class PlaintextConnectionStringPassword(_ValueSecretRule):
     an identity-based login so that no password exists in configuration.
 
     ## References
-    - vmrole-reference §5.5
-    - https://learn.microsoft.com/sql/connect/ado-net/protecting-connection-information
+    - Connection strings and configuration files (ADO.NET): https://learn.microsoft.com/en-us/dotnet/framework/data/adonet/connection-strings-and-configuration-files
+    - Azure Cloud Services (classic) Config Schema (.cscfg file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
     """
 
     id = "VMR302"
     name = "plaintext-connection-string-password"
     severity = Severity.CRITICAL
-    references = ("vmrole-reference §5.5",)
+    references = refs("adonet-connection-strings", "cscfg-schema")
 
     def shapes(self, site: ValueSite) -> list[SecretShape]:
         return password_shapes(site.value)
@@ -362,14 +364,14 @@ class PlaintextSharedAccessKey(_ValueSecretRule):
     connection string at deployment time from a secret store.
 
     ## References
-    - vmrole-reference §5.5
-    - https://learn.microsoft.com/azure/service-bus-messaging/service-bus-sas
+    - Service Bus access control with Shared Access Signatures: https://learn.microsoft.com/en-us/azure/service-bus-messaging/service-bus-sas
+    - Grant limited access with shared access signatures (SAS): https://learn.microsoft.com/en-us/azure/storage/common/storage-sas-overview
     """
 
     id = "VMR303"
     name = "plaintext-shared-access-key"
     severity = Severity.CRITICAL
-    references = ("vmrole-reference §5.5",)
+    references = refs("service-bus-sas", "storage-sas")
 
     def shapes(self, site: ValueSite) -> list[SecretShape]:
         return shared_key_shapes(site.value)
@@ -400,13 +402,14 @@ class SecretNamedSettingValue(_ValueSecretRule):
     value empty or a token such as `#{SendGridPassword}`.
 
     ## References
-    - vmrole-reference §4.4 (RDP password in cscfg), §5.5
+    - Azure Cloud Services (classic) Config Schema (.cscfg file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
+    - Enable Remote Desktop Connection for a role in Azure Cloud Services (classic) — the encrypted RDP password: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-new-portal
     """
 
     id = "VMR304"
     name = "secret-named-setting-value"
     severity = Severity.HIGH
-    references = ("vmrole-reference §4.4", "vmrole-reference §5.5")
+    references = refs("cscfg-schema", "cloud-services-rdp")
 
     def shapes(self, site: ValueSite) -> list[SecretShape]:
         if site.name == REMOTE_ACCESS_PASSWORD or not name_suggests_secret(site.name):

@@ -1,7 +1,9 @@
 """Shared knowledge for the service-model rules: ports, the protocol matrix, size tables, thumbprints.
 
 Data and small pure helpers only; no rules live here (the catalogue ignores classes without ``id``).
-Sources are the domain reference (``vmrole-reference.md`` §5) unless a comment says otherwise.
+Sources are the Cloud Services (classic) schema pages and the archived Service Definition and Service Configuration
+schemas (see ``harness.docs_sources``: csdef-schema, csdef-webrole, cscfg-schema, csdef-archive) unless a comment
+says otherwise.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from harness.facts.servicemodel import (
     ServiceModelSubject,
     parse_int,
 )
-
-REFERENCE = "vmrole-reference.md §5"
 
 # ---- subjects ------------------------------------------------------------------------------------
 
@@ -201,7 +201,7 @@ def internal_spans(endpoint: Endpoint) -> list[Span]:
     return spans
 
 
-# ---- protocols (reference §5.3) --------------------------------------------------------------------
+# ---- protocols (the endpoint elements of the WebRole / WorkerRole schemas) -------------------------
 
 ALLOWED_PROTOCOLS: dict[str, tuple[str, ...]] = {
     INPUT: ("http", "https", "tcp", "udp"),
@@ -265,7 +265,8 @@ class PortClaims(Generic[T]):
         self._claims.extend((span, families, owner) for span in spans)
 
 
-# ---- sizes (reference §5.6, MSDN ee814754 Sept 2011; later sizes from the Cloud Services size docs) ----
+# ---- sizes (archived MSDN ee814754 "How to Configure Virtual Machine Sizes", Sept 2011; later sizes from
+# the "Size for Cloud Services (classic)" page) -----------------------------------------------------------
 
 VM_ROLE_SIZES: tuple[str, ...] = ("ExtraSmall", "Small", "Medium", "Large", "ExtraLarge")
 #: The classic names and their A-series aliases (A0-A4 name ExtraSmall-ExtraLarge).
@@ -331,7 +332,7 @@ def local_storage_capacity_mb(role: RoleDef) -> int | None:
     return table.get(size)
 
 
-# ---- limits (reference §5.2, §5.4) -------------------------------------------------------------------
+# ---- limits (2011 platform limits; today's in "Azure subscription and service limits") ---------------
 
 MAX_INPUT_ENDPOINTS_PER_SERVICE = 25
 MAX_INTERNAL_ENDPOINTS_PER_ROLE = 5

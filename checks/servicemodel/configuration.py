@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.checks.secrets.servicemodel_secrets import connection_string_fields, is_placeholder
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -34,7 +35,6 @@ class _ConfigurationRule(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
     tags = ("service-model", "configuration")
-    references = ("vmrole-reference §5.5",)
 
 
 class DevelopmentStorageInCloudConfiguration(_ConfigurationRule):
@@ -64,12 +64,13 @@ class DevelopmentStorageInCloudConfiguration(_ConfigurationRule):
     VMR301), and `UseDevelopmentStorage=true` only in `ServiceConfiguration.Local.cscfg`.
 
     ## References
-    - vmrole-reference §5.5
-    - https://learn.microsoft.com/azure/storage/common/storage-use-emulator
+    - Use the Azure Storage Emulator for development and testing: https://learn.microsoft.com/en-us/azure/storage/common/storage-use-emulator
+    - Configure Azure Storage connection strings: https://learn.microsoft.com/en-us/azure/storage/common/storage-configure-connection-string
     """
 
     id = "VMR535"
     name = "development-storage-in-cloud-configuration"
+    references = refs("storage-emulator", "storage-connection-strings")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -122,12 +123,14 @@ class GuestOsVersionPinned(_ConfigurationRule):
     and pin only while you validate a release, with a plan to unpin.
 
     ## References
-    - vmrole-reference §5.5 (ServiceConfiguration attributes)
-    - https://learn.microsoft.com/azure/cloud-services/cloud-services-guestos-update-matrix
+    - Azure Guest OS releases and SDK compatibility matrix: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-guestos-update-matrix
+    - Supported Guest OS versions and retirement policy: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-guestos-retirement-policy
+    - Azure Cloud Services (classic) Config Schema (.cscfg file) — osVersion: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
     """
 
     id = "VMR536"
     name = "guest-os-version-pinned"
+    references = refs("guest-os-matrix", "guest-os-retirement", "cscfg-schema")
     severity = Severity.INFO
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -171,12 +174,13 @@ class StorageConnectionOverHttp(_ConfigurationRule):
     ```
 
     ## References
-    - vmrole-reference §5.5
-    - https://learn.microsoft.com/azure/storage/common/storage-require-secure-transfer
+    - Require secure transfer to ensure secure connections (Azure Storage): https://learn.microsoft.com/en-us/azure/storage/common/storage-require-secure-transfer
+    - Configure Azure Storage connection strings: https://learn.microsoft.com/en-us/azure/storage/common/storage-configure-connection-string
     """
 
     id = "VMR537"
     name = "storage-connection-over-http"
+    references = refs("storage-secure-transfer", "storage-connection-strings")
     severity = Severity.MEDIUM
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -227,11 +231,12 @@ class PlaceholderSettingValue(_ConfigurationRule):
     in a `.Local.cscfg` that is never deployed.
 
     ## References
-    - vmrole-reference §5.5
+    - Azure Cloud Services (classic) Config Role Schema — ConfigurationSettings: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR538"
     name = "placeholder-setting-value"
+    references = refs("cscfg-role")
     severity = Severity.MEDIUM
 
     def check(self, subject: Any) -> Iterable[Finding]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -19,7 +20,6 @@ from harness.engine.severity import Severity
 from harness.facts.servicemodel import RoleConfig, RoleDef, ServiceModelSubject
 
 from ._model import (
-    REFERENCE,
     THUMBPRINT_ALGORITHM,
     Missing,
     case_hint,
@@ -69,7 +69,9 @@ class UnmatchedRole(Rule):
     ```
 
     ## References
-    - Domain reference §5.5, cross-file check 1.
+    - Azure Cloud Services (classic) Definition Schema (.csdef file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
+    - Azure Cloud Services (classic) Config Schema (.cscfg file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
+    - Azure Cloud Services (classic) Config Role Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR501"
@@ -78,7 +80,7 @@ class UnmatchedRole(Rule):
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
     tags = ("servicemodel", "consistency")
-    references = (REFERENCE + ".5",)
+    references = refs("csdef-schema", "cscfg-schema", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition, configuration = subject.definition, subject.configuration
@@ -132,7 +134,8 @@ class UnmatchedSetting(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (Setting) and §5.5, cross-file check 2.
+    - Azure Cloud Services (classic) Config Role Schema — ConfigurationSettings: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
+    - Azure Cloud Services (classic) Definition WebRole Schema — ConfigurationSettings: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR502"
@@ -141,7 +144,7 @@ class UnmatchedSetting(Rule):
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
     tags = ("servicemodel", "consistency")
-    references = (REFERENCE + ".5",)
+    references = refs("cscfg-role", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role, config in _paired_roles(subject):
@@ -195,7 +198,8 @@ class UnmatchedCertificate(Rule):
     ```
 
     ## References
-    - Domain reference §5.5, cross-file check 3.
+    - Azure Cloud Services (classic) Config Role Schema — Certificates: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
+    - Azure Cloud Services (classic) Definition WebRole Schema — Certificates: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR503"
@@ -204,7 +208,7 @@ class UnmatchedCertificate(Rule):
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
     tags = ("servicemodel", "consistency", "certificates")
-    references = (REFERENCE + ".5",)
+    references = refs("cscfg-role", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role, config in _paired_roles(subject):
@@ -257,7 +261,8 @@ class MalformedThumbprint(Rule):
     ```
 
     ## References
-    - Domain reference §5.5 (Certificate: sha1, 40 hex, uppercase by convention).
+    - Azure Cloud Services (classic) Config Role Schema — Certificate thumbprint and thumbprintAlgorithm: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
+    - Certificates overview for Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
     """
 
     id = "VMR504"
@@ -266,7 +271,7 @@ class MalformedThumbprint(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
     tags = ("servicemodel", "certificates")
-    references = (REFERENCE + ".5",)
+    references = refs("cscfg-role", "cloud-services-certs")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         assert subject.configuration is not None
@@ -323,8 +328,8 @@ class PlaceholderThumbprint(Rule):
     ```
 
     ## References
-    - Domain reference §5.5 (Certificate).
-    - microsoft/WindowsAzureToolkitForEclipseWithJava: the sample certificate note in generated cscfg files.
+    - Certificates overview for Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
+    - Azure Cloud Services (classic) Config Role Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR505"
@@ -333,7 +338,7 @@ class PlaceholderThumbprint(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
     tags = ("servicemodel", "certificates", "secrets")
-    references = (REFERENCE + ".5",)
+    references = refs("cloud-services-certs", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         configuration = subject.configuration
@@ -378,7 +383,8 @@ class ServiceNameMismatch(Rule):
     ```
 
     ## References
-    - Domain reference §5.5 (serviceName must equal the csdef name).
+    - Azure Cloud Services (classic) Config Schema (.cscfg file) — serviceName: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-file
+    - Azure Cloud Services (classic) Definition Schema (.csdef file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
     """
 
     id = "VMR506"
@@ -387,7 +393,7 @@ class ServiceNameMismatch(Rule):
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
     tags = ("servicemodel", "consistency")
-    references = (REFERENCE + ".5",)
+    references = refs("cscfg-schema", "csdef-schema")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition, configuration = subject.definition, subject.configuration
@@ -437,7 +443,8 @@ class SingleInstanceRole(Rule):
     ```
 
     ## References
-    - Domain reference §5.5 (Instances count ≥ 1; two or more for the SLA) and §8.1.
+    - How to update a Cloud Service (classic): upgrade domains and fault domains: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-update-azure-service
+    - Azure Cloud Services (classic) Config Role Schema — Instances: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR507"
@@ -446,7 +453,7 @@ class SingleInstanceRole(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
     tags = ("servicemodel", "availability")
-    references = (REFERENCE + ".5",)
+    references = refs("cloud-services-update", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         configuration = subject.configuration
@@ -486,7 +493,7 @@ class InvalidInstanceCount(Rule):
     ```
 
     ## References
-    - Domain reference §5.5 (Instances count ≥ 1).
+    - Azure Cloud Services (classic) Config Role Schema — Instances: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR508"
@@ -495,7 +502,7 @@ class InvalidInstanceCount(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
     tags = ("servicemodel",)
-    references = (REFERENCE + ".5",)
+    references = refs("cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         configuration = subject.configuration

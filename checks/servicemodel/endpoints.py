@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -33,7 +34,6 @@ from ._model import (
     MAX_PORT,
     MIN_PORT,
     PROBE_PROTOCOLS,
-    REFERENCE,
     PortClaims,
     case_hint,
     case_twin,
@@ -81,7 +81,8 @@ class HttpsEndpointWithoutCertificate(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (InputEndpoint: certificate required when protocol=https) and §5.5 check 4.
+    - Azure Cloud Services (classic) Definition WebRole Schema — InputEndpoint certificate: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Configure TLS for an application in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-ssl-certificate-portal
     """
 
     id = "VMR510"
@@ -90,7 +91,7 @@ class HttpsEndpointWithoutCertificate(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints", "certificates")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-webrole", "cloud-services-ssl")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role, endpoint in iter_endpoints(definition_of(subject), INPUT):
@@ -144,7 +145,7 @@ class DuplicatePublicPort(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 notes (the same public port cannot be used twice in one service).
+    - Azure Cloud Services (classic) Definition WebRole Schema — InputEndpoint: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR511"
@@ -153,7 +154,7 @@ class DuplicatePublicPort(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         claims: PortClaims[tuple[RoleDef, Endpoint]] = PortClaims()
@@ -208,7 +209,7 @@ class InvalidPort(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (port numbers 1-65535 since SDK 1.7) and §5.3.
+    - Azure Cloud Services (classic) Definition WebRole Schema — port ranges: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR512"
@@ -217,7 +218,7 @@ class InvalidPort(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints")
-    references = (REFERENCE + ".2", REFERENCE + ".3")
+    references = refs("csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)
@@ -352,7 +353,8 @@ class DuplicateInternalPort(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 notes (internal ports must be unique per role).
+    - Azure Cloud Services (classic) Definition WebRole Schema — InternalEndpoint: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Communication for roles in Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-enable-communication-role-instances
     """
 
     id = "VMR513"
@@ -361,7 +363,7 @@ class DuplicateInternalPort(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-webrole", "cloud-services-internal-endpoints")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
@@ -414,7 +416,8 @@ class InstancePortRangeTooSmall(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (InstanceInputEndpoint: the range must hold ≥ instance count).
+    - Azure Cloud Services (classic) Definition WebRole Schema — InstanceInputEndpoint and AllocatePublicPortFrom: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Azure Cloud Services (classic) Config Role Schema — Instances: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR514"
@@ -423,7 +426,7 @@ class InstancePortRangeTooSmall(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("definition", "configuration")
     tags = ("servicemodel", "endpoints")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-webrole", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition, configuration = subject.definition, subject.configuration
@@ -482,7 +485,7 @@ class UnsupportedEndpointProtocol(Rule):
     ```
 
     ## References
-    - Domain reference §5.3 (endpoint protocol matrix).
+    - Azure Cloud Services (classic) Definition WebRole Schema — endpoint protocols: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR515"
@@ -491,7 +494,7 @@ class UnsupportedEndpointProtocol(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints")
-    references = (REFERENCE + ".3",)
+    references = refs("csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)
@@ -546,8 +549,8 @@ class TooManyInputEndpoints(Rule):
     ```
 
     ## References
-    - Domain reference §5.4 (25 input endpoints per hosted service).
-    - MicrosoftDocs/azure-docs includes/azure-cloud-services-limits.md (25 instance input endpoints).
+    - Azure subscription and service limits: Azure Cloud Services limits: https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/azure-subscription-service-limits
+    - Azure Cloud Services (classic) Definition WebRole Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR516"
@@ -556,7 +559,7 @@ class TooManyInputEndpoints(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints", "limits")
-    references = (REFERENCE + ".4",)
+    references = refs("cloud-services-limits", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)
@@ -598,8 +601,8 @@ class TooManyInternalEndpoints(Rule):
     ```
 
     ## References
-    - Domain reference §5.4 (internal endpoints: 5 per role, 2011).
-    - MicrosoftDocs/azure-docs includes/azure-cloud-services-limits.md (25 per deployment).
+    - Azure subscription and service limits: Azure Cloud Services limits: https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/azure-subscription-service-limits
+    - Communication for roles in Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-enable-communication-role-instances
     """
 
     id = "VMR517"
@@ -608,7 +611,7 @@ class TooManyInternalEndpoints(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints", "limits")
-    references = (REFERENCE + ".4",)
+    references = refs("cloud-services-limits", "cloud-services-internal-endpoints")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)
@@ -664,7 +667,8 @@ class UndefinedLoadBalancerProbe(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (InputEndpoint loadBalancerProbe; LoadBalancerProbes, SDK 1.7+).
+    - Azure Cloud Services (classic) Definition LoadBalancerProbe Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-loadbalancerprobe
+    - Azure Cloud Services (classic) Definition WebRole Schema — InputEndpoint loadBalancerProbe: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR518"
@@ -673,7 +677,7 @@ class UndefinedLoadBalancerProbe(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints", "load-balancer")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-lb-probe", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)
@@ -706,7 +710,8 @@ class VmRoleUdpWithoutConnect(Rule):
     (IP-level, IPsec-protected connectivity), not through the load balancer. A VM-role image built for
     that model receives no UDP from the load balancer unless the role was also moved to SDK 1.5+
     tooling, and UDP cannot be probed by the load balancer, so a dead UDP listener stays in rotation.
-    This is an inference from the domain reference ([U]); the severity is low accordingly.
+    No surviving public page says how the VM role treated UDP endpoints: this is inferred from the
+    timeline above, so the severity is low.
 
     ## Example
     ```xml
@@ -725,8 +730,8 @@ class VmRoleUdpWithoutConnect(Rule):
     or serve the traffic over TCP, which the load balancer can probe.
 
     ## References
-    - Domain reference §5.2 (InputEndpoint protocols: udp since SDK 1.5; Import `Connect`, CTP 2011).
-    - Domain reference §11 (unconfirmed items).
+    - Azure Cloud Services (classic) Definition WebRole Schema — InputEndpoint protocols: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
     """
 
     id = "VMR519"
@@ -735,7 +740,7 @@ class VmRoleUdpWithoutConnect(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "endpoints", "vm-role")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-webrole", "lb-health-probes")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -64,7 +65,6 @@ class _PackageRule(Rule):
     applies_to = frozenset({CSPKG})
     requires = ("package",)
     tags = ("service-model", "package")
-    references = ("vmrole-reference §6.1", "vmrole-reference §6.2")
 
 
 def _package_with_manifest(subject: Any) -> Package:
@@ -99,11 +99,13 @@ class PackageManifestHashMismatch(_PackageRule):
     editing it, and copy it in binary mode.
 
     ## References
-    - vmrole-reference §6.1 (manifest), §6.2 ("check the manifest SHA-256 of each Item")
+    - What is the Cloud Service (classic) model and how do I package it?: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
+    - ECMA-376 Office Open XML, Part 2: Open Packaging Conventions: https://ecma-international.org/publications-and-standards/standards/ecma-376/
     """
 
     id = "VMR540"
     name = "package-manifest-hash-mismatch"
+    references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -155,11 +157,13 @@ class PackageManifestItemMissing(_PackageRule):
     Rebuild the package with `cspack`; never add or remove parts with a generic zip tool.
 
     ## References
-    - vmrole-reference §6.1
+    - What is the Cloud Service (classic) model and how do I package it?: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
+    - ECMA-376 Office Open XML, Part 2: Open Packaging Conventions: https://ecma-international.org/publications-and-standards/standards/ecma-376/
     """
 
     id = "VMR541"
     name = "package-manifest-item-missing"
+    references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -196,11 +200,13 @@ class PackagePartNotInManifest(_PackageRule):
     Rebuild the package with `cspack` from a clean output directory.
 
     ## References
-    - vmrole-reference §6.1 (layout and manifest)
+    - What is the Cloud Service (classic) model and how do I package it?: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
+    - ECMA-376 Office Open XML, Part 2: Open Packaging Conventions: https://ecma-international.org/publications-and-standards/standards/ecma-376/
     """
 
     id = "VMR542"
     name = "package-part-not-in-manifest"
+    references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.MEDIUM
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -241,11 +247,12 @@ class EncryptedRolePayload(_PackageRule):
     finding for packages that are scanned another way.
 
     ## References
-    - vmrole-reference §6.2 ("report 'encrypted - contents not scannable'")
+    - What is the Cloud Service (classic) model and how do I package it?: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
     """
 
     id = "VMR543"
     name = "encrypted-role-payload"
+    references = refs("cloud-services-model")
     severity = Severity.INFO
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -284,11 +291,13 @@ class PackageStructureProblem(_PackageRule):
     unmodified.
 
     ## References
-    - vmrole-reference §6.1 (layout), §10.2 PKG-1
+    - What is the Cloud Service (classic) model and how do I package it?: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
+    - ECMA-376 Office Open XML, Part 2: Open Packaging Conventions: https://ecma-international.org/publications-and-standards/standards/ecma-376/
     """
 
     id = "VMR544"
     name = "package-structure-problem"
+    references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -342,11 +351,13 @@ class PackageBuildDefinitionMissing(_PackageRule):
     Build the package with `cspack ServiceDefinition.csdef …` so that the SDPackage part is written.
 
     ## References
-    - vmrole-reference §6.1 (SDPackage part), §10.2 PKG-3
+    - What is the Cloud Service (classic) model and how do I package it?: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-model-and-package
+    - Azure Cloud Services (classic) Definition Schema (.csdef file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
     """
 
     id = "VMR545"
     name = "package-build-csdef-missing"
+    references = refs("cloud-services-model", "csdef-schema")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:

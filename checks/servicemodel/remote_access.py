@@ -1,6 +1,6 @@
 """Remote Desktop (RemoteAccess / RemoteForwarder plugins): configuration completeness and safety.
 
-RDP settings live in the .cscfg (vmrole-reference §5.5); the imports live in the .csdef. Rules
+RDP settings live in the .cscfg (ConfigurationSettings of each role); the imports live in the .csdef. Rules
 about the pair run on the .cscfg; the "exactly one forwarder" rule is about the csdef alone.
 """
 
@@ -15,6 +15,7 @@ from harness.checks.secrets.servicemodel_secrets import (
     looks_like_cms_envelope,
 )
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -66,7 +67,6 @@ class _CrossFileRule(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("definition", "configuration")
     tags = ("service-model", "remote-desktop")
-    references = ("vmrole-reference §5.5",)
 
 
 class RemoteAccessSettingsMissing(_CrossFileRule):
@@ -96,11 +96,13 @@ class RemoteAccessSettingsMissing(_CrossFileRule):
     certificate), or remove the import when RDP is not wanted.
 
     ## References
-    - vmrole-reference §5.5 (cscfg example; cross-file check 6)
+    - Enable Remote Desktop for a role in Cloud Services (classic) using Visual Studio: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-visual-studio
+    - Azure Cloud Services (classic) Config Role Schema — ConfigurationSettings: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR530"
     name = "remote-access-settings-missing"
+    references = refs("cloud-services-rdp-vs", "cscfg-role")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -148,11 +150,13 @@ class RemoteAccessCertificateMissing(_CrossFileRule):
     and upload that certificate (with its private key) to the hosted service.
 
     ## References
-    - vmrole-reference §5.5
+    - Enable Remote Desktop Connection for a role in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-new-portal
+    - Certificates overview for Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
     """
 
     id = "VMR531"
     name = "remote-access-certificate-missing"
+    references = refs("cloud-services-rdp", "cloud-services-certs")
     severity = Severity.HIGH
 
     def check(self, subject: Any) -> Iterable[Finding]:
@@ -199,7 +203,8 @@ class RemoteForwarderNotOnExactlyOneRole(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2 (Import: "on exactly one role"), §5.5 cross-file check 7
+    - Enable Remote Desktop for a role in Cloud Services (classic) using Visual Studio — the RemoteAccess imports: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-visual-studio
+    - Azure Cloud Services (classic) Definition Schema (.csdef file): https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
     """
 
     id = "VMR532"
@@ -208,7 +213,7 @@ class RemoteForwarderNotOnExactlyOneRole(Rule):
     applies_to = frozenset({CSDEF, CSPKG})
     requires = ("definition",)
     tags = ("service-model", "remote-desktop")
-    references = ("vmrole-reference §5.2", "vmrole-reference §5.5")
+    references = refs("cloud-services-rdp-vs", "csdef-schema")
 
     def check(self, subject: Any) -> Iterable[Finding]:
         definition = subject.definition
@@ -277,7 +282,7 @@ class RdpAccountExpired(Rule):
     `false` when RDP is not needed.
 
     ## References
-    - vmrole-reference §5.5
+    - Enable Remote Desktop Connection for a role in Azure Cloud Services (classic) — account expiration: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-new-portal
     """
 
     id = "VMR533"
@@ -286,7 +291,7 @@ class RdpAccountExpired(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
     tags = ("service-model", "remote-desktop")
-    references = ("vmrole-reference §5.5",)
+    references = refs("cloud-services-rdp")
 
     @staticmethod
     def clock() -> datetime:
@@ -369,7 +374,8 @@ class RdpPasswordNotEncrypted(Rule):
     resulting `MII…` blob; rotate a password that was committed in clear.
 
     ## References
-    - vmrole-reference §4.4 (RDP password in cscfg), §5.5
+    - Enable Remote Desktop Connection for a role in Azure Cloud Services (classic) — encrypted password: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-enable-remote-desktop-new-portal
+    - Certificates overview for Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-certs-create
     """
 
     id = "VMR534"
@@ -379,7 +385,7 @@ class RdpPasswordNotEncrypted(Rule):
     requires = ("configuration",)
     waivable = False
     tags = ("service-model", "remote-desktop", "secrets")
-    references = ("vmrole-reference §4.4", "vmrole-reference §5.5")
+    references = refs("cloud-services-rdp", "cloud-services-certs")
 
     def check(self, subject: Any) -> Iterable[Finding]:
         roles = [r for r in subject.configuration.roles if r.setting(RA_PASSWORD) is not None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -19,7 +20,6 @@ from ._model import (
     DEFAULT_SIZE,
     MAX_ROLES_PER_SERVICE,
     MAX_ROLES_WITH_VM_ROLE,
-    REFERENCE,
     VM_ROLE_SIZES,
     canonical_size,
     definition_of,
@@ -57,8 +57,8 @@ class UnknownVmSize(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (vmsize) and §5.6 (VM sizes, MSDN ee814754).
-    - MicrosoftDocs/azure-docs articles/cloud-services/cloud-services-sizes-specs.md.
+    - Size for Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-sizes-specs
+    - Azure Service Definition Schema (.csdef file), archived: https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee758711(v=azure.100)
     """
 
     id = "VMR520"
@@ -67,7 +67,7 @@ class UnknownVmSize(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "roles")
-    references = (REFERENCE + ".6",)
+    references = refs("cloud-services-sizes", "csdef-archive")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
@@ -126,8 +126,8 @@ class LocalStorageExceedsVmSize(Rule):
     ```
 
     ## References
-    - Domain reference §5.6 (VM sizes, local storage per size).
-    - MSDN ee814754 "How to Configure Virtual Machine Sizes" (Sept 2011).
+    - Size for Cloud Services (classic) — temporary disk per size: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-sizes-specs
+    - Configure local storage resources (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     """
 
     id = "VMR521"
@@ -136,7 +136,7 @@ class LocalStorageExceedsVmSize(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "roles", "storage")
-    references = (REFERENCE + ".6",)
+    references = refs("cloud-services-sizes", "cloud-services-local-storage")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
@@ -185,7 +185,8 @@ class InvalidLocalStorageSize(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (LocalStorage: sizeInMB default 100, min 1).
+    - Configure local storage resources (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
+    - Azure Cloud Services (classic) Definition WebRole Schema — LocalStorage sizeInMB: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR522"
@@ -194,7 +195,7 @@ class InvalidLocalStorageSize(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "roles", "storage")
-    references = (REFERENCE + ".2",)
+    references = refs("cloud-services-local-storage", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
@@ -239,7 +240,9 @@ class UnsupportedVmRoleElement(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (Sites, Runtime and Startup are not allowed in VirtualMachineRole).
+    - Azure Service Definition Schema (.csdef file), archived: https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee758711(v=azure.100)
+    - Azure Cloud Services (classic) Definition WorkerRole Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-workerrole
+    - About the Windows Azure Integration Components (VM role, archived): https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
     """
 
     id = "VMR523"
@@ -248,7 +251,7 @@ class UnsupportedVmRoleElement(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "roles", "vm-role")
-    references = (REFERENCE + ".2",)
+    references = refs("csdef-archive", "csdef-workerrole", "vmrole-ic")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
@@ -277,7 +280,8 @@ class MissingOsImage(Rule):
     ## Why is this bad?
     The configuration of a service with a VM role names the VHD the instances are created from
     (the image name given to ``csupload Add-VMImage``). Without it there is nothing to boot. The
-    exact element name comes from memory of 2011 documentation, so this rule is medium severity.
+    element's exact spelling survives in no public page (the archived schema pages no longer
+    describe the VM role), so this rule is medium severity.
 
     ## Example
     ```xml
@@ -290,7 +294,8 @@ class MissingOsImage(Rule):
     ```
 
     ## References
-    - Domain reference §5.5 (OsImage; MSDN ee758710, June 2012).
+    - Azure Service Configuration Schema (.cscfg file), archived: https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee758710(v=azure.100)
+    - Azure Cloud Services (classic) Config Role Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR524"
@@ -299,7 +304,7 @@ class MissingOsImage(Rule):
     applies_to = frozenset({CSCFG})
     requires = ("definition", "configuration")
     tags = ("servicemodel", "roles", "vm-role", "consistency")
-    references = (REFERENCE + ".5",)
+    references = refs("cscfg-archive", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition, configuration = subject.definition, subject.configuration
@@ -353,7 +358,8 @@ class VmRoleCertificateNotInLocalMachine(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 (Certificate storeLocation: VM role LocalMachine only, MSDN gg466232).
+    - About the Windows Azure Integration Components (VM role, archived) — LocalMachine store only: https://learn.microsoft.com/en-us/previous-versions/azure/gg466232(v=msdn.10)
+    - System Store Locations: https://learn.microsoft.com/en-us/windows/win32/seccrypto/system-store-locations
     """
 
     id = "VMR525"
@@ -362,7 +368,7 @@ class VmRoleCertificateNotInLocalMachine(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "roles", "vm-role", "certificates")
-    references = (REFERENCE + ".2",)
+    references = refs("vmrole-ic", "cert-store-locations")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         for role in definition_of(subject).roles:
@@ -403,7 +409,8 @@ class TooManyRoles(Rule):
     ```
 
     ## References
-    - Domain reference §5.2 and §5.4 (5 roles per service in 2011, later 25).
+    - Azure Cloud Services (classic) Definition Schema (.csdef file) — up to 25 roles: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file
+    - Azure subscription and service limits: Azure Cloud Services limits: https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/azure-subscription-service-limits
     """
 
     id = "VMR526"
@@ -412,7 +419,7 @@ class TooManyRoles(Rule):
     applies_to = CSDEF_KINDS
     requires = ("definition",)
     tags = ("servicemodel", "roles", "limits")
-    references = (REFERENCE + ".4",)
+    references = refs("csdef-schema", "cloud-services-limits")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
         definition = definition_of(subject)
