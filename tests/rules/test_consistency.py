@@ -14,8 +14,6 @@ from harness.checks.servicemodel.consistency import (
     UnmatchedSetting,
 )
 
-from harness.engine.severity import Severity
-
 GOOD_THUMBPRINT = "A909502DD82AE41433E6F83886B00D4277A32A7B"
 RDP_THUMBPRINT = "3E3CA1DF3A9C1B0E8F1E1C7E35C2A8A6A2C4D9F1"
 
@@ -69,25 +67,14 @@ def test_consistent_pair_passes(sm, rule):
 # ---- VMR501 ----------------------------------------------------------------------------------------
 
 
-def test_vmr501_role_missing_from_configuration(sm):
+def test_vmr501_role_missing_from_configuration(sm, snapshot):
     configuration = CONFIGURATION.replace('<Role name="Worker"><Instances count="3" /></Role>', "")
-    finding = sm.only(sm.run(UnmatchedRole, pair(sm, configuration=configuration)))
-    assert finding.rule_id == "VMR501"
-    assert finding.location == "/ServiceConfiguration/Role[@name='Worker']"
-    assert "WorkerRole 'Worker'" in finding.message and "add it" in finding.message
-    assert finding.artefact.endswith(".cscfg")
+    snapshot.assert_match(sm.run(UnmatchedRole, pair(sm, configuration=configuration)))
 
 
-def test_vmr501_role_missing_from_definition_hints_at_case(sm):
+def test_vmr501_role_missing_from_definition_hints_at_case(sm, snapshot):
     configuration = CONFIGURATION.replace('<Role name="Worker">', '<Role name="worker">')
-    findings = sm.run(UnmatchedRole, pair(sm, configuration=configuration))
-    assert {f.location for f in findings} == {
-        "/ServiceConfiguration/Role[@name='Worker']",
-        "/ServiceConfiguration/Role[@name='worker']",
-    }
-    reverse = next(f for f in findings if f.location.endswith("'worker']"))
-    assert "defines no such role" in reverse.message and "case-sensitive" in reverse.message
-    assert reverse.line is not None
+    snapshot.assert_match(sm.run(UnmatchedRole, pair(sm, configuration=configuration)))
 
 
 def test_vmr501_needs_both_files(sm):
@@ -98,71 +85,54 @@ def test_vmr501_needs_both_files(sm):
 # ---- VMR502 ----------------------------------------------------------------------------------------
 
 
-def test_vmr502_declared_setting_not_set(sm):
+def test_vmr502_declared_setting_not_set(sm, snapshot):
     configuration = CONFIGURATION.replace('<Setting name="Storage" value="UseDevelopmentStorage=true" />', "")
-    finding = sm.only(sm.run(UnmatchedSetting, pair(sm, configuration=configuration)))
-    assert finding.location == (
-        "/ServiceConfiguration/Role[@name='Web']/ConfigurationSettings/Setting[@name='Storage']"
-    )
-    assert "does not set it" in finding.message
-    assert finding.evidence["setting"] == "Storage"
+    snapshot.assert_match(sm.run(UnmatchedSetting, pair(sm, configuration=configuration)))
 
 
-def test_vmr502_setting_not_declared_never_leaks_value(sm):
+def test_vmr502_setting_not_declared_never_leaks_value(sm, snapshot):
     configuration = CONFIGURATION.replace(
         "</ConfigurationSettings>", '<Setting name="Extra" value="s3cr3t-value" /></ConfigurationSettings>'
     )
-    finding = sm.only(sm.run(UnmatchedSetting, pair(sm, configuration=configuration)))
-    assert finding.location.endswith("Setting[@name='Extra']")
-    assert "does not declare it" in finding.message
-    assert "s3cr3t" not in finding.message and "s3cr3t" not in str(finding.evidence)
+    snapshot.assert_match(sm.run(UnmatchedSetting, pair(sm, configuration=configuration)), secrets=["s3cr3t-value"])
 
 
-def test_vmr502_plugin_setting_needs_the_import(sm):
+def test_vmr502_plugin_setting_needs_the_import(sm, snapshot):
     definition = DEFINITION.replace('<Imports><Import moduleName="RemoteAccess" /></Imports>', "")
-    finding = sm.only(sm.run(UnmatchedSetting, pair(sm, definition=definition)))
-    assert "Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled" in finding.message
+    snapshot.assert_match(sm.run(UnmatchedSetting, pair(sm, definition=definition)))
 
 
 # ---- VMR503 ----------------------------------------------------------------------------------------
 
 
-def test_vmr503_declared_certificate_without_thumbprint(sm):
+def test_vmr503_declared_certificate_without_thumbprint(sm, snapshot):
     configuration = CONFIGURATION.replace(
         f'<Certificate name="SSL" thumbprint="{GOOD_THUMBPRINT}" thumbprintAlgorithm="sha1" />', ""
     )
-    finding = sm.only(sm.run(UnmatchedCertificate, pair(sm, configuration=configuration)))
-    assert finding.rule_id == "VMR503"
-    assert finding.location == "/ServiceConfiguration/Role[@name='Web']/Certificates/Certificate[@name='SSL']"
-    assert "gives no thumbprint" in finding.message
+    snapshot.assert_match(sm.run(UnmatchedCertificate, pair(sm, configuration=configuration)))
 
 
-def test_vmr503_thumbprint_for_undeclared_certificate(sm):
+def test_vmr503_thumbprint_for_undeclared_certificate(sm, snapshot):
     definition = DEFINITION.replace('<Import moduleName="RemoteAccess" />', '<Import moduleName="Diagnostics" />')
-    finding = sm.only(sm.run(UnmatchedCertificate, pair(sm, definition=definition)))
-    assert "RemoteAccess.PasswordEncryption" in finding.location
-    assert "does not declare it" in finding.message
+    snapshot.assert_match(sm.run(UnmatchedCertificate, pair(sm, definition=definition)))
 
 
 # ---- VMR504 ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("thumbprint", "problem"),
+    "thumbprint",
     [
-        ("A909502DD82AE41433E6F83886B00D4277A32A7", "39 hex digits"),
-        ("A9 09 50 2D D8 2A E4 14 33 E6 F8 38 86 B0 0D 42 77 A3 2A 7B", "spaces"),
-        ("\u200eA909502DD82AE41433E6F83886B00D4277A32A7B", "invisible"),
-        ("G909502DD82AE41433E6F83886B00D4277A32A7B", "other than hex"),
-        ("", "empty"),
+        pytest.param("A909502DD82AE41433E6F83886B00D4277A32A7", id="39-digits"),
+        pytest.param("A9 09 50 2D D8 2A E4 14 33 E6 F8 38 86 B0 0D 42 77 A3 2A 7B", id="spaces"),
+        pytest.param("\u200eA909502DD82AE41433E6F83886B00D4277A32A7B", id="invisible-lrm"),
+        pytest.param("G909502DD82AE41433E6F83886B00D4277A32A7B", id="not-hex"),
+        pytest.param("", id="empty"),
     ],
 )
-def test_vmr504_malformed_thumbprint(sm, thumbprint, problem):
+def test_vmr504_malformed_thumbprint(sm, snapshot, thumbprint):
     configuration = CONFIGURATION.replace(GOOD_THUMBPRINT, thumbprint)
-    finding = sm.only(sm.run(MalformedThumbprint, pair(sm, configuration=configuration)))
-    assert finding.location == "/ServiceConfiguration/Role[@name='Web']/Certificates/Certificate[@name='SSL']"
-    assert problem in finding.message
-    assert "40 hex digits" in finding.message
+    snapshot.assert_match(sm.run(MalformedThumbprint, pair(sm, configuration=configuration)))
 
 
 def test_vmr504_lowercase_thumbprint_is_fine(sm):
@@ -170,45 +140,41 @@ def test_vmr504_lowercase_thumbprint_is_fine(sm):
     assert sm.run(MalformedThumbprint, sm.subject_for(configuration=sm.cscfg(configuration))) == []
 
 
-@pytest.mark.parametrize(("algorithm", "expected"), [('thumbprintAlgorithm="sha256"', "'sha256'"), ("", "missing")])
-def test_vmr504_algorithm_not_sha1(sm, algorithm, expected):
+@pytest.mark.parametrize(
+    "algorithm", [pytest.param('thumbprintAlgorithm="sha256"', id="sha256"), pytest.param("", id="missing")]
+)
+def test_vmr504_algorithm_not_sha1(sm, snapshot, algorithm):
     configuration = CONFIGURATION.replace(
         f'thumbprint="{GOOD_THUMBPRINT}" thumbprintAlgorithm="sha1"', f'thumbprint="{GOOD_THUMBPRINT}" {algorithm}'
     )
-    finding = sm.only(sm.run(MalformedThumbprint, sm.subject_for(configuration=sm.cscfg(configuration))))
-    assert finding.location.endswith("Certificate[@name='SSL']/@thumbprintAlgorithm")
-    assert expected in finding.message and 'thumbprintAlgorithm="sha1"' in finding.message
+    snapshot.assert_match(sm.run(MalformedThumbprint, sm.subject_for(configuration=sm.cscfg(configuration))))
 
 
 # ---- VMR505 ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("thumbprint", "kind"),
+    "thumbprint",
     [
-        ("0" * 40, "one repeated digit"),
-        ("F" * 40, "one repeated digit"),
-        ("10" * 20, "2-digit pattern"),
-        ("DEADBEEF" * 5, "8-digit pattern"),
-        ("1234567890" * 4, "10-digit pattern"),
-        (("0123456789ABCDEF" * 3)[:40], "counting sequence"),
-        ("875F1656A34D93B266E71BF19C116C39F16B6987", "Toolkit for Eclipse sample"),
-        ("875f1656a34d93b266e71bf19c116c39f16b6987", "Toolkit for Eclipse sample"),
+        pytest.param("0" * 40, id="zeros"),
+        pytest.param("F" * 40, id="fs"),
+        pytest.param("10" * 20, id="2-digit-pattern"),
+        pytest.param("DEADBEEF" * 5, id="8-digit-pattern"),
+        pytest.param("1234567890" * 4, id="10-digit-pattern"),
+        pytest.param(("0123456789ABCDEF" * 3)[:40], id="counting"),
+        pytest.param("875F1656A34D93B266E71BF19C116C39F16B6987", id="eclipse-sample"),
+        pytest.param("875f1656a34d93b266e71bf19c116c39f16b6987", id="eclipse-sample-lowercase"),
     ],
 )
-def test_vmr505_placeholder_thumbprint(sm, thumbprint, kind):
+def test_vmr505_placeholder_thumbprint(sm, snapshot, thumbprint):
     configuration = CONFIGURATION.replace(GOOD_THUMBPRINT, thumbprint)
-    finding = sm.only(sm.run(PlaceholderThumbprint, sm.subject_for(configuration=sm.cscfg(configuration))))
-    assert finding.rule_id == "VMR505"
-    assert finding.location.endswith("Certificate[@name='SSL']")
-    assert kind in finding.message and "create your own certificate" in finding.message
-    assert finding.severity is Severity.HIGH
+    snapshot.assert_match(sm.run(PlaceholderThumbprint, sm.subject_for(configuration=sm.cscfg(configuration))))
 
 
-def test_vmr505_emulator_configuration_is_low(sm):
+def test_vmr505_emulator_configuration_is_low(sm, snapshot):
     configuration = CONFIGURATION.replace(GOOD_THUMBPRINT, "0" * 40)
     subject = sm.subject_for(configuration=sm.cscfg(configuration, filename="ServiceConfiguration.Local.cscfg"))
-    assert sm.only(sm.run(PlaceholderThumbprint, subject)).severity is Severity.LOW
+    snapshot.assert_match(sm.run(PlaceholderThumbprint, subject))
 
 
 def test_vmr505_ignores_malformed_thumbprints(sm):
@@ -219,26 +185,20 @@ def test_vmr505_ignores_malformed_thumbprints(sm):
 # ---- VMR506 ----------------------------------------------------------------------------------------
 
 
-def test_vmr506_service_name_differs(sm):
-    finding = sm.only(sm.run(ServiceNameMismatch, pair(sm, service_name="OtherService")))
-    assert finding.location == "/ServiceConfiguration/@serviceName"
-    assert "'OtherService'" in finding.message and "'MyService'" in finding.message
+def test_vmr506_service_name_differs(sm, snapshot):
+    snapshot.assert_match(sm.run(ServiceNameMismatch, pair(sm, service_name="OtherService")))
 
 
-def test_vmr506_service_name_missing(sm):
-    finding = sm.only(sm.run(ServiceNameMismatch, pair(sm, service_name=None)))
-    assert "no serviceName" in finding.message and 'serviceName="MyService"' in finding.message
+def test_vmr506_service_name_missing(sm, snapshot):
+    snapshot.assert_match(sm.run(ServiceNameMismatch, pair(sm, service_name=None)))
 
 
 # ---- VMR507 / VMR508 -------------------------------------------------------------------------------
 
 
-def test_vmr507_single_instance(sm):
+def test_vmr507_single_instance(sm, snapshot):
     configuration = CONFIGURATION.replace('<Instances count="3" />', '<Instances count="1" />')
-    finding = sm.only(sm.run(SingleInstanceRole, sm.subject_for(configuration=sm.cscfg(configuration))))
-    assert finding.location == "/ServiceConfiguration/Role[@name='Worker']/Instances"
-    assert "no availability SLA" in finding.message
-    assert finding.severity is Severity.MEDIUM
+    snapshot.assert_match(sm.run(SingleInstanceRole, sm.subject_for(configuration=sm.cscfg(configuration))))
 
 
 def test_vmr507_skips_emulator_configuration(sm):
@@ -248,17 +208,14 @@ def test_vmr507_skips_emulator_configuration(sm):
 
 
 @pytest.mark.parametrize(
-    ("instances", "problem"),
+    "instances",
     [
-        ('<Instances count="0" />', "instance count 0"),
-        ('<Instances count="two" />', "not a whole number"),
-        ('<Instances count="-1" />', "not a whole number"),
-        ("", "has no <Instances"),
+        pytest.param('<Instances count="0" />', id="zero"),
+        pytest.param('<Instances count="two" />', id="word"),
+        pytest.param('<Instances count="-1" />', id="negative"),
+        pytest.param("", id="no-instances-element"),
     ],
 )
-def test_vmr508_invalid_instance_count(sm, instances, problem):
+def test_vmr508_invalid_instance_count(sm, snapshot, instances):
     configuration = CONFIGURATION.replace('<Instances count="3" />', instances)
-    finding = sm.only(sm.run(InvalidInstanceCount, sm.subject_for(configuration=sm.cscfg(configuration))))
-    assert finding.rule_id == "VMR508"
-    assert finding.location == "/ServiceConfiguration/Role[@name='Worker']/Instances"
-    assert problem in finding.message
+    snapshot.assert_match(sm.run(InvalidInstanceCount, sm.subject_for(configuration=sm.cscfg(configuration))))
