@@ -43,3 +43,15 @@ def test_plugin_and_console_script_are_registered():
     eps = {(ep.group, ep.name): ep.value for ep in dist.entry_points}
     assert eps[("pytest11", "vmrole")] == "harness.plugin.main"
     assert eps[("console_scripts", "vmrole")] == "harness.cli:main"
+
+
+def test_report_template_is_package_data_and_reports_is_output_only():
+    from importlib import resources
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    assert "templates/*" in config["package-data"]["harness.reports"]
+    assert resources.files("harness.reports").joinpath("templates/report.html.j2").is_file()
+    # the top-level reports/ folder is where runs write (vmrole lint, ./dev demo): never a package, never tracked
+    assert "reports" not in config["package-dir"].values()
+    assert not (REPO / "reports" / "__init__.py").exists()
+    assert "/reports/" in (REPO / ".gitignore").read_text("utf-8").splitlines()

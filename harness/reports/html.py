@@ -1,8 +1,8 @@
 """One self-contained HTML page per run: verdict, counts, findings by artefact and rule, rule help.
 
 Everything is inline (CSS and SVG; no script, font or image is fetched), so the file can be mailed,
-archived as a CI artefact and opened offline. The template is ``reports/templates/report.html.j2``,
-installed as package data of ``harness.report_templates``; autoescaping is on, and rule docs go through
+archived as a CI artefact and opened offline. The template is ``harness/reports/templates/report.html.j2``
+(package data of ``harness.reports``); autoescaping is on, and rule docs go through
 ``harness.reports.markdown``, which escapes before it marks up.
 """
 
@@ -52,7 +52,7 @@ class ArtefactGroup:
 
 def _environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("harness.report_templates", "templates"),
+        loader=PackageLoader("harness.reports", "templates"),
         autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
         trim_blocks=True,
         lstrip_blocks=True,
