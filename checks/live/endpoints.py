@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -36,7 +37,6 @@ from harness.facts.live.endpoints import (
 from harness.facts.live.subject import LiveFacts, present
 
 LIVE = frozenset({DEPLOYMENT})
-REFERENCE = "vmrole-reference §8.2"
 EXPIRY_WARNING_DAYS = 30
 TCP_FAILURES = frozenset({REFUSED, RESET, TIMEOUT, UNREACHABLE})
 HTTP_FAILURES = frozenset({HTTP_ERROR, BAD_RESPONSE, CLOSED, TIMEOUT})
@@ -105,7 +105,8 @@ class VipEndpointRefusesTcp(Rule):
     ```
 
     ## References
-    - vmrole-reference §8.2 (load balancer, guest agent probe), §7.3 (InputEndpointList).
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
+    - Get Deployment (Service Management REST API) — InputEndpointList: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR610"
@@ -114,7 +115,7 @@ class VipEndpointRefusesTcp(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints")
-    references = (REFERENCE,)
+    references = refs("lb-health-probes", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INPUT):
@@ -153,7 +154,9 @@ class HttpEndpointError(Rule):
     ```
 
     ## References
-    - vmrole-reference §8.2 (health: the agent probe vs an HTTP LoadBalancerProbe).
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
+    - Azure Cloud Services (classic) Definition LoadBalancerProbe Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-loadbalancerprobe
+    - RFC 9110: HTTP Semantics: https://www.rfc-editor.org/rfc/rfc9110
     """
 
     id = "VMR611"
@@ -162,7 +165,7 @@ class HttpEndpointError(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "http")
-    references = (REFERENCE,)
+    references = refs("lb-health-probes", "csdef-lb-probe", "rfc9110")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INPUT):
@@ -204,7 +207,8 @@ class TlsThumbprintMismatch(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2 (InputEndpoint certificate), §7.3 (Configuration in Get Deployment).
+    - Configure TLS for an application in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-ssl-certificate-portal
+    - Get Deployment (Service Management REST API) — Configuration: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR612"
@@ -213,7 +217,7 @@ class TlsThumbprintMismatch(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "certificates")
-    references = ("vmrole-reference §5.2",)
+    references = refs("cloud-services-ssl", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
@@ -254,7 +258,8 @@ class TlsCertificateExpiry(Rule):
     ```
 
     ## References
-    - vmrole-reference §4 (certificates), §5.2 (InputEndpoint certificate).
+    - RFC 5280: Internet X.509 PKI Certificate and CRL Profile — certificate validity: https://www.rfc-editor.org/rfc/rfc5280
+    - Configure TLS for an application in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-ssl-certificate-portal
     """
 
     id = "VMR613"
@@ -263,7 +268,7 @@ class TlsCertificateExpiry(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "certificates")
-    references = ("vmrole-reference §5.2",)
+    references = refs("rfc5280", "cloud-services-ssl")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
@@ -309,7 +314,7 @@ class TlsHostnameMismatch(Rule):
     ```
 
     ## References
-    - RFC 6125 (host name verification); vmrole-reference §7.3 (Url of the deployment).
+    - RFC 6125: Representation and Verification of Domain-Based Application Service Identity (TLS): https://www.rfc-editor.org/rfc/rfc6125
     """
 
     id = "VMR614"
@@ -318,7 +323,7 @@ class TlsHostnameMismatch(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "certificates")
-    references = ("RFC 6125",)
+    references = refs("rfc6125")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):
@@ -359,7 +364,8 @@ class TlsHandshakeFailed(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2 (https endpoints need a certificate).
+    - RFC 8446: The Transport Layer Security (TLS) Protocol Version 1.3: https://www.rfc-editor.org/rfc/rfc8446
+    - Configure TLS for an application in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-ssl-certificate-portal
     """
 
     id = "VMR615"
@@ -368,7 +374,7 @@ class TlsHandshakeFailed(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "certificates")
-    references = ("vmrole-reference §5.2",)
+    references = refs("rfc8446", "cloud-services-ssl")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INPUT):
@@ -405,7 +411,8 @@ class InstanceEndpointUnreachable(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2 (InstanceInputEndpoint), §7.3 (InstanceEndpoints).
+    - Azure Cloud Services (classic) Definition WebRole Schema — InstanceInputEndpoint: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Get Deployment (Service Management REST API) — InstanceEndpoints: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR616"
@@ -414,7 +421,7 @@ class InstanceEndpointUnreachable(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints")
-    references = ("vmrole-reference §5.2",)
+    references = refs("csdef-webrole", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INSTANCE, DIRECT):
@@ -453,7 +460,8 @@ class InternalEndpointUnreachable(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2 (InternalEndpoint), §3.4 (endpoint ↔ firewall).
+    - Communication for roles in Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-enable-communication-role-instances
+    - Azure Cloud Services (classic) Definition NetworkTrafficRules Schema: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-networktrafficrules
     """
 
     id = "VMR617"
@@ -462,7 +470,7 @@ class InternalEndpointUnreachable(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "internal")
-    references = ("vmrole-reference §5.2",)
+    references = refs("cloud-services-internal-endpoints", "csdef-network-traffic-rules")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INTERNAL):
@@ -500,7 +508,8 @@ class InstanceEndpointWrongInstance(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2 (InstanceInputEndpoint port allocation), §8.2 step 1.
+    - Azure Cloud Services (classic) Definition WebRole Schema — InstanceInputEndpoint: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Get Deployment (Service Management REST API) — InstanceEndpoints: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR618"
@@ -509,7 +518,7 @@ class InstanceEndpointWrongInstance(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints")
-    references = (REFERENCE,)
+    references = refs("csdef-webrole", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _checks(subject, INSTANCE, DIRECT):
@@ -547,7 +556,8 @@ class TlsThumbprintUnverifiable(Rule):
     ```
 
     ## References
-    - vmrole-reference §5.2, §5.5 (certificates in the csdef and the cscfg).
+    - Configure TLS for an application in Azure Cloud Services (classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-ssl-certificate-portal
+    - Azure Cloud Services (classic) Config Role Schema — Certificates: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR619"
@@ -556,7 +566,7 @@ class TlsThumbprintUnverifiable(Rule):
     applies_to = LIVE
     requires = ("endpoints",)
     tags = ("live", "endpoints", "certificates")
-    references = ("vmrole-reference §5.2",)
+    references = refs("cloud-services-ssl", "cscfg-role")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for c in _tls_checks(subject):

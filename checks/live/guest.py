@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -15,7 +16,6 @@ from harness.engine.severity import Severity
 from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
-REFERENCE = "live-reference §2-§3; vmrole-reference §8.1"
 
 
 def _loc(instance: str, what: str = "") -> str:
@@ -41,7 +41,7 @@ class GuestUnreachable(Rule):
     configure an HTTPS listener in the image and give the target the right credentials and CA.
 
     ## References
-    - live-reference §2 (WinRM as pywinrm uses it) and §3.
+    - Installation and configuration for Windows Remote Management: https://learn.microsoft.com/en-us/windows/win32/winrm/installation-and-configuration-for-windows-remote-management
     """
 
     id = "VMR630"
@@ -50,7 +50,7 @@ class GuestUnreachable(Rule):
     applies_to = KINDS
     requires = ("guest",)
     tags = ("live", "guest", "winrm")
-    references = (REFERENCE,)
+    references = refs("winrm-config")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for inst in present(subject.guest, "guest").instances:
@@ -90,7 +90,8 @@ class EndpointNotListening(Rule):
     Start the application on the declared local port (or declare the port it really uses).
 
     ## References
-    - vmrole-reference §5.2 (endpoints, localPort); netstat in live-reference §3.
+    - Azure Cloud Services (classic) Definition WebRole Schema — localPort: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
     """
 
     id = "VMR631"
@@ -99,7 +100,7 @@ class EndpointNotListening(Rule):
     applies_to = KINDS
     requires = ("guest",)
     tags = ("live", "guest", "endpoints")
-    references = (REFERENCE,)
+    references = refs("csdef-webrole", "lb-health-probes")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for inst in present(subject.guest, "guest").instances:
@@ -134,7 +135,8 @@ class FirewallBlocksEndpoint(Rule):
     the image or a startup task.
 
     ## References
-    - vmrole-reference §5.2 (endpoints); Microsoft Docs, "netsh advfirewall firewall" commands.
+    - Use netsh advfirewall firewall instead of netsh firewall to control Windows Firewall behavior: https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/netsh-advfirewall-firewall-control-firewall-behavior
+    - [MS-GPFAS] 2.2.2.19 Firewall Rule and the Firewall Rule Grammar Rule: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-gpfas/2efe0b76-7b4a-41ff-9050-1023f8196d16
     """
 
     id = "VMR632"
@@ -143,7 +145,7 @@ class FirewallBlocksEndpoint(Rule):
     applies_to = KINDS
     requires = ("guest",)
     tags = ("live", "guest", "firewall")
-    references = (REFERENCE,)
+    references = refs("netsh-advfirewall", "ms-gpfas-rule")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for inst in present(subject.guest, "guest").instances:
@@ -187,7 +189,8 @@ class ServiceNotRunning(Rule):
     starts.
 
     ## References
-    - live-reference §3 (WindowsService, Get-Service over WinRM).
+    - Get-Service (Microsoft.PowerShell.Management): https://learn.microsoft.com/en-us/powershell/module/microsoft.powershell.management/get-service
+    - Installation and configuration for Windows Remote Management: https://learn.microsoft.com/en-us/windows/win32/winrm/installation-and-configuration-for-windows-remote-management
     """
 
     id = "VMR633"
@@ -196,7 +199,7 @@ class ServiceNotRunning(Rule):
     applies_to = KINDS
     requires = ("guest",)
     tags = ("live", "guest", "services")
-    references = (REFERENCE,)
+    references = refs("get-service", "winrm-config")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for inst in present(subject.guest, "guest").instances:
@@ -234,7 +237,8 @@ class AppStateOnOsDrive(Rule):
     ``cleanOnRoleRecycle="false"`` (kept on reimage, still lost when the VM moves).
 
     ## References
-    - vmrole-reference §8.1 (what survives reboot / reimage / rebuild).
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Configure local storage resources (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     """
 
     id = "VMR634"
@@ -243,7 +247,7 @@ class AppStateOnOsDrive(Rule):
     applies_to = KINDS
     requires = ("guest",)
     tags = ("live", "guest", "state")
-    references = (REFERENCE,)
+    references = refs("sm-reimage", "cloud-services-local-storage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for path in present(subject.guest, "guest").app_state_paths:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -19,7 +20,6 @@ from harness.facts.live.deployment import FAILED, HEALTHY, RUNNING, InstanceRead
 from harness.facts.live.subject import LiveFacts, present
 
 LIVE = frozenset({DEPLOYMENT})
-REFERENCE = "vmrole-reference §7"
 
 
 def _details(inst: InstanceReadiness) -> str:
@@ -60,7 +60,9 @@ class ManagementApiUnreachable(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.1-§7.2 (Service Management API, Get Deployment), live-reference §1.
+    - Cloud Services REST APIs (Service Management, classic): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/
+    - Get Deployment (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
+    - Azure Resource Manager vs. classic deployment — the classic deployment model: https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/deployment-models
     """
 
     id = "VMR600"
@@ -68,7 +70,7 @@ class ManagementApiUnreachable(Rule):
     severity = Severity.CRITICAL
     applies_to = LIVE
     tags = ("live", "management")
-    references = (REFERENCE + ".1",)
+    references = refs("sm-cloud-services-api", "sm-get-deployment", "arm-deployment-models")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         if subject.deployment is not None:
@@ -104,7 +106,7 @@ class DeploymentNotRunning(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.3 (Deployment Status values).
+    - Get Deployment (Service Management REST API) — Status: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR601"
@@ -113,7 +115,7 @@ class DeploymentNotRunning(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "readiness")
-    references = (REFERENCE + ".3",)
+    references = refs("sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         r = present(subject.readiness, "readiness")
@@ -152,7 +154,8 @@ class InstanceNotReadyByDeadline(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.4 (InstanceStatus: ReadyRole in rotation, BusyRole out of rotation).
+    - Get Deployment (Service Management REST API) — InstanceStatus: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
+    - Customize the lifecycle of a web or worker role in .NET (Cloud Services classic) — Busy means no traffic: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-lifecycle-dotnet
     """
 
     id = "VMR602"
@@ -161,7 +164,7 @@ class InstanceNotReadyByDeadline(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "readiness")
-    references = (REFERENCE + ".4",)
+    references = refs("sm-get-deployment", "role-lifecycle")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         r = present(subject.readiness, "readiness")
@@ -203,7 +206,7 @@ class InstanceFailedStatus(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.4 (failed statuses: stop polling).
+    - Get Deployment (Service Management REST API) — InstanceStatus: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR603"
@@ -212,7 +215,7 @@ class InstanceFailedStatus(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "readiness")
-    references = (REFERENCE + ".4",)
+    references = refs("sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         r = present(subject.readiness, "readiness")
@@ -267,7 +270,8 @@ class UpgradeDomainSpread(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.3 (InstanceUpgradeDomain, UpgradeDomainCount).
+    - How to update a Cloud Service (classic): upgrade domains and fault domains — upgrade domains: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-update-azure-service
+    - Get Deployment (Service Management REST API) — InstanceUpgradeDomain: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR604"
@@ -276,7 +280,7 @@ class UpgradeDomainSpread(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "availability")
-    references = (REFERENCE + ".3",)
+    references = refs("cloud-services-update", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         yield from _domain_spread(self, subject, "upgrade_domain", "upgrade domain")
@@ -304,7 +308,8 @@ class FaultDomainSpread(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.3 (InstanceFaultDomain).
+    - How to update a Cloud Service (classic): upgrade domains and fault domains — fault domains: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-update-azure-service
+    - Get Deployment (Service Management REST API) — InstanceFaultDomain: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR605"
@@ -313,7 +318,7 @@ class FaultDomainSpread(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "availability")
-    references = (REFERENCE + ".3",)
+    references = refs("cloud-services-update", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         yield from _domain_spread(self, subject, "fault_domain", "fault domain")
@@ -341,7 +346,8 @@ class InstanceCountMismatch(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.3 (RoleInstanceList, Configuration).
+    - Get Deployment (Service Management REST API) — RoleInstanceList: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
+    - Azure Cloud Services (classic) Config Role Schema — Instances: https://learn.microsoft.com/en-us/azure/cloud-services/schema-cscfg-role
     """
 
     id = "VMR606"
@@ -350,7 +356,7 @@ class InstanceCountMismatch(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "readiness")
-    references = (REFERENCE + ".3",)
+    references = refs("sm-get-deployment", "cscfg-role")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         r = present(subject.readiness, "readiness")
@@ -391,7 +397,8 @@ class ManagementApiFlaky(Rule):
     ```
 
     ## References
-    - vmrole-reference §7.1 (errors of the Service Management API).
+    - Cloud Services REST APIs (Service Management, classic): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/
+    - RFC 9110: HTTP Semantics — server errors (5xx): https://www.rfc-editor.org/rfc/rfc9110
     """
 
     id = "VMR607"
@@ -400,7 +407,7 @@ class ManagementApiFlaky(Rule):
     applies_to = LIVE
     requires = ("readiness",)
     tags = ("live", "management")
-    references = (REFERENCE + ".1",)
+    references = refs("sm-cloud-services-api", "rfc9110")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         r = present(subject.readiness, "readiness")

@@ -1,13 +1,15 @@
 """Persistence rules (VMR700-VMR719): what a reimage (VMR700-VMR706) and a reboot (VMR710-VMR712) keep.
 
 They judge :class:`harness.facts.live.reimage.ReimageFacts` / ``RebootFacts`` (the destructive stages
-``reimage`` and ``reboot``, run with ``--vmr-destructive``). Expectations follow vmrole-reference §8.1.
+``reimage`` and ``reboot``, run with ``--vmr-destructive``). Expectations follow the Reimage / Reboot Role
+Instance operations and the local-storage documentation of Cloud Services (each rule's References).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -16,7 +18,6 @@ from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS, Pers
 from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
-REFERENCE = "vmrole-reference §8.1"
 
 
 def _verified(facts: PersistenceFacts) -> PersistenceFacts:
@@ -86,7 +87,8 @@ class ReimageOperationFailed(_OperationRule):
     Fix what the operation error names (image, configuration), then reimage again.
 
     ## References
-    - vmrole-reference §8.1; live-reference §1.2 (asynchronous operations).
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Cloud Services REST APIs (Service Management, classic): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/
     """
 
     id = "VMR700"
@@ -95,7 +97,7 @@ class ReimageOperationFailed(_OperationRule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reimage", "sm-cloud-services-api")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = present(subject.reimage, "reimage")
@@ -124,7 +126,8 @@ class ReimageInstanceNotReady(_OperationRule):
     Make the image start its role (and report Ready) within the deadline; check the guest's event logs.
 
     ## References
-    - vmrole-reference §7.4 (instance statuses) and §8.1.
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Get Deployment (Service Management REST API) — InstanceStatus: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR701"
@@ -133,7 +136,7 @@ class ReimageInstanceNotReady(_OperationRule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reimage", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = present(subject.reimage, "reimage")
@@ -161,7 +164,7 @@ class ReimageOsMarkerSurvived(Rule):
     Investigate the platform (or emulator) operation; the instance must be recreated from its image.
 
     ## References
-    - vmrole-reference §8.1 (reimage: OS drive rebuilt).
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
     """
 
     id = "VMR702"
@@ -170,7 +173,7 @@ class ReimageOsMarkerSurvived(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reimage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -204,7 +207,9 @@ class ReimageLocalStorageLost(Rule):
     Treat local storage as a cache; keep durable state in blob storage.
 
     ## References
-    - vmrole-reference §8.1 (cleanOnRoleRecycle is never a durability guarantee).
+    - Configure local storage resources (Cloud Services classic) — cleanOnRoleRecycle: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Rebuild Role Instance (Service Management REST API, archived) — a rebuild re-creates local storage: https://learn.microsoft.com/en-us/previous-versions/azure/reference/dn627518(v=azure.100)
     """
 
     id = "VMR703"
@@ -213,7 +218,7 @@ class ReimageLocalStorageLost(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive", "local-storage")
-    references = (REFERENCE,)
+    references = refs("cloud-services-local-storage", "sm-reimage", "sm-rebuild")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -246,7 +251,8 @@ class ReimageBlobMarkerLost(Rule):
     Point the role at a durable storage account.
 
     ## References
-    - vmrole-reference §8.1 (blob data is kept).
+    - Azure Storage redundancy: https://learn.microsoft.com/en-us/azure/storage/common/storage-redundancy
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
     """
 
     id = "VMR704"
@@ -255,7 +261,7 @@ class ReimageBlobMarkerLost(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive", "storage")
-    references = (REFERENCE,)
+    references = refs("storage-redundancy", "sm-reimage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -288,7 +294,7 @@ class ReimageCleanStorageKept(Rule):
     Clean the folder at startup if the application depends on an empty scratch area.
 
     ## References
-    - vmrole-reference §8.1 (cleanOnRoleRecycle).
+    - Configure local storage resources (Cloud Services classic) — cleanOnRoleRecycle: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     """
 
     id = "VMR705"
@@ -297,7 +303,7 @@ class ReimageCleanStorageKept(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive", "local-storage")
-    references = (REFERENCE,)
+    references = refs("cloud-services-local-storage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -356,7 +362,8 @@ class ReimageProbeIncomplete(_ProbeIncomplete):
     Fix the cause named (network access to storage, the LocalStorage declaration, WinRM credentials).
 
     ## References
-    - vmrole-reference §8.1 (harness test design).
+    - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Configure local storage resources (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     """
 
     id = "VMR706"
@@ -365,7 +372,7 @@ class ReimageProbeIncomplete(_ProbeIncomplete):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reimage", "cloud-services-local-storage")
     attr = "reimage"
 
 
@@ -386,7 +393,8 @@ class RebootOperationFailed(_OperationRule):
     Fix what the operation error or the instance status names.
 
     ## References
-    - vmrole-reference §8.1 and §7.4.
+    - Reboot Role Instance (Service Management REST API, archived): https://learn.microsoft.com/en-us/previous-versions/azure/reference/gg441298(v=azure.100)
+    - Get Deployment (Service Management REST API) — InstanceStatus: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
     """
 
     id = "VMR710"
@@ -395,7 +403,7 @@ class RebootOperationFailed(_OperationRule):
     applies_to = KINDS
     requires = ("reboot",)
     tags = ("live", "reboot", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reboot", "sm-get-deployment")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = present(subject.reboot, "reboot")
@@ -423,7 +431,8 @@ class RebootLostState(Rule):
     Do not clean state at startup; check what recreates the VM.
 
     ## References
-    - vmrole-reference §8.1 (reboot: everything preserved).
+    - Reboot Role Instance (Service Management REST API, archived): https://learn.microsoft.com/en-us/previous-versions/azure/reference/gg441298(v=azure.100)
+    - Configure local storage resources (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     """
 
     id = "VMR711"
@@ -432,7 +441,7 @@ class RebootLostState(Rule):
     applies_to = KINDS
     requires = ("reboot",)
     tags = ("live", "reboot", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reboot", "cloud-services-local-storage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reboot, "reboot"))
@@ -467,7 +476,7 @@ class RebootProbeIncomplete(_ProbeIncomplete):
     Fix the cause named (WinRM credentials, storage access, the LocalStorage declaration).
 
     ## References
-    - vmrole-reference §8.1 (harness test design).
+    - Reboot Role Instance (Service Management REST API, archived): https://learn.microsoft.com/en-us/previous-versions/azure/reference/gg441298(v=azure.100)
     """
 
     id = "VMR712"
@@ -476,5 +485,5 @@ class RebootProbeIncomplete(_ProbeIncomplete):
     applies_to = KINDS
     requires = ("reboot",)
     tags = ("live", "reboot", "destructive")
-    references = (REFERENCE,)
+    references = refs("sm-reboot")
     attr = "reboot"

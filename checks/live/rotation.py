@@ -1,8 +1,9 @@
 """Load-balancer rules (VMR800-VMR819): rotation through the VIP (VMR800-VMR806) and drain (VMR810-VMR813).
 
 They judge :class:`harness.facts.live.rotation.RotationFacts` (stage ``rotation``) and ``DrainFacts``
-(destructive stage ``drain``, run with ``--vmr-destructive``). The numbers come from
-``harness.live.stats`` (live-reference §7); the load-balancer semantics from vmrole-reference §8.2.
+(destructive stage ``drain``, run with ``--vmr-destructive``). The numbers come from the rotation
+statistics module (each rule's "What it does" gives the bound it uses); the load-balancer semantics from
+the Azure Load Balancer documentation (distribution modes, health probes).
 Affinity and keep-alive pinning are reported as such (info/low), never as a broken rotation.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
@@ -19,7 +21,6 @@ from harness.facts.live.rotation import DrainFacts, EndpointRotation, RotationFa
 from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
-REFERENCES = ("live-reference §7 (rotation statistics)", "vmrole-reference §8.2 (load balancer)")
 #: Spread judged only with at least this many answers per expected instance.
 SPREAD_MIN_PER_INSTANCE = 10
 #: Spread: a p-value below this *and* an instance below half its fair share is "badly skewed".
@@ -89,7 +90,8 @@ class RotationInstanceUnseen(Rule):
     instance), the guest firewall rule for the endpoint's local port, and that the app listens on it.
 
     ## References
-    - live-reference §7 (coupon-collector bound, measured numbers), vmrole-reference §8.2 (probe semantics).
+    - Azure Load Balancer distribution modes: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
     """
 
     id = "VMR800"
@@ -98,7 +100,7 @@ class RotationInstanceUnseen(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation")
-    references = REFERENCES
+    references = refs("lb-distribution", "lb-health-probes")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
@@ -157,7 +159,7 @@ class RotationSpreadSkewed(Rule):
     timeout too tight, a slow health path) on the starved instances.
 
     ## References
-    - live-reference §7 (skew sensitivity), vmrole-reference §8.2 (5-tuple distribution).
+    - Azure Load Balancer distribution modes — five-tuple hash: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
     """
 
     id = "VMR801"
@@ -166,7 +168,7 @@ class RotationSpreadSkewed(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation")
-    references = REFERENCES
+    references = refs("lb-distribution")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
@@ -228,7 +230,8 @@ class RotationSourceIpAffinity(Rule):
     5-tuple distribution where no affinity is needed.
 
     ## References
-    - live-reference §7 (preconditions: SourceIP affinity), vmrole-reference §8.2 (distribution modes).
+    - Azure Load Balancer distribution modes — source IP affinity: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
+    - Azure Cloud Services (classic) Definition WebRole Schema — InputEndpoint loadBalancerDistribution: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR802"
@@ -237,7 +240,7 @@ class RotationSourceIpAffinity(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation", "affinity")
-    references = REFERENCES
+    references = refs("lb-distribution", "csdef-webrole")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
@@ -281,7 +284,8 @@ class RotationKeepAlivePinned(Rule):
     Nothing to change. To spread one client's load, open new connections (or use several clients).
 
     ## References
-    - live-reference §7 (preconditions: a new TCP connection per request), vmrole-reference §8.2.
+    - Azure Load Balancer distribution modes: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
+    - RFC 9112: HTTP/1.1 (persistent connections) — persistent connections: https://www.rfc-editor.org/rfc/rfc9112
     """
 
     id = "VMR803"
@@ -290,7 +294,7 @@ class RotationKeepAlivePinned(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation", "keep-alive")
-    references = REFERENCES
+    references = refs("lb-distribution", "rfc9112")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
@@ -330,7 +334,7 @@ class RotationConnectionErrors(Rule):
     and the probe takes an instance out before it stops answering.
 
     ## References
-    - live-reference §4.2 (a killed backend: connections routed to it fail until the probe notices).
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
     """
 
     id = "VMR804"
@@ -339,7 +343,7 @@ class RotationConnectionErrors(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation")
-    references = REFERENCES
+    references = refs("lb-health-probes")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
@@ -384,7 +388,7 @@ class RotationUnidentifiedAnswers(Rule):
     body, or a TCP banner, and point ``identify`` at it.
 
     ## References
-    - live-reference §7 (identifying the serving instance).
+    - Azure Load Balancer distribution modes: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
     """
 
     id = "VMR805"
@@ -393,7 +397,7 @@ class RotationUnidentifiedAnswers(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation", "configuration")
-    references = REFERENCES
+    references = refs("lb-distribution")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         identify = present(subject.rotation, "rotation").identify or {}
@@ -440,7 +444,7 @@ class RotationEndpointNotProbed(Rule):
     several clients with an application-level identification.
 
     ## References
-    - harness/fabric/haproxy.py (UDP is not load-balanced locally), live-reference §7.
+    - Azure Load Balancer distribution modes: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
     """
 
     id = "VMR806"
@@ -449,7 +453,7 @@ class RotationEndpointNotProbed(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation", "coverage")
-    references = REFERENCES
+    references = refs("lb-distribution")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in present(subject.rotation, "rotation").unprobed:
@@ -520,7 +524,8 @@ class DrainedInstanceStillServed(Rule):
     ``ignoreRoleInstanceStatus="true"`` on endpoints that must drain.
 
     ## References
-    - vmrole-reference §8.2 (Busy drained), live-reference §4.3 and §7 ("instance X has left rotation").
+    - Customize the lifecycle of a web or worker role in .NET (Cloud Services classic) — Busy means no traffic: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-lifecycle-dotnet
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
     """
 
     id = "VMR810"
@@ -529,7 +534,7 @@ class DrainedInstanceStillServed(Rule):
     applies_to = KINDS
     requires = ("drain",)
     tags = ("live", "load-balancer", "drain", "destructive")
-    references = REFERENCES
+    references = refs("role-lifecycle", "lb-health-probes")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
@@ -569,7 +574,8 @@ class DrainedInstanceNotReturned(Rule):
     The instance answers through the VIP within seconds of being Ready again.
 
     ## References
-    - vmrole-reference §8.2 (re-added once the agent answers 200), live-reference §4.2 (return times).
+    - Azure Load Balancer health probes: https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-custom-probe-overview
+    - Customize the lifecycle of a web or worker role in .NET (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-lifecycle-dotnet
     """
 
     id = "VMR811"
@@ -578,7 +584,7 @@ class DrainedInstanceNotReturned(Rule):
     applies_to = KINDS
     requires = ("drain",)
     tags = ("live", "load-balancer", "drain", "destructive")
-    references = REFERENCES
+    references = refs("lb-health-probes", "role-lifecycle")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
@@ -624,7 +630,7 @@ class DrainInconclusive(Rule):
     probe, or fewer connection errors, so that ``k`` answers arrive while the instance is out.
 
     ## References
-    - live-reference §7 ("instance X has left rotation": 12 / 18 requests for n = 3).
+    - Azure Load Balancer distribution modes: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
     """
 
     id = "VMR812"
@@ -633,7 +639,7 @@ class DrainInconclusive(Rule):
     applies_to = KINDS
     requires = ("drain",)
     tags = ("live", "load-balancer", "drain", "destructive")
-    references = REFERENCES
+    references = refs("lb-distribution")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
@@ -680,7 +686,7 @@ class DrainNotPerformed(Rule):
     reboots the instance through the management API).
 
     ## References
-    - harness/live/CONTRACT.md (the target file: ``rotation.busy_hook``).
+    - Customize the lifecycle of a web or worker role in .NET (Cloud Services classic): https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-role-lifecycle-dotnet
     """
 
     id = "VMR813"
@@ -689,7 +695,7 @@ class DrainNotPerformed(Rule):
     applies_to = KINDS
     requires = ("drain",)
     tags = ("live", "load-balancer", "drain", "destructive")
-    references = REFERENCES
+    references = refs("role-lifecycle")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject, performed=False)
