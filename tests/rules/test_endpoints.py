@@ -81,21 +81,16 @@ def test_good_pair_passes_range_check(sm):
 # ---- VMR510 ----------------------------------------------------------------------------------------
 
 
-def test_vmr510_https_without_certificate(sm):
+def test_vmr510_https_without_certificate(sm, snapshot):
     definition = sm.csdef(web_role('<InputEndpoint name="Https" protocol="HTTPS" port="443" />'))
-    finding = sm.only(sm.run(HttpsEndpointWithoutCertificate, sm.subject_for(definition)))
-    assert finding.rule_id == "VMR510"
-    assert finding.location == f"{ROLE}/Endpoints/InputEndpoint[@name='Https']"
-    assert "names no certificate" in finding.message
+    snapshot.assert_match(sm.run(HttpsEndpointWithoutCertificate, sm.subject_for(definition)))
 
 
-def test_vmr510_https_with_undeclared_certificate_in_package(sm):
+def test_vmr510_https_with_undeclared_certificate_in_package(sm, snapshot):
     definition = sm.csdef(
         web_role('<InputEndpoint name="Https" protocol="https" port="443" certificate="Missing" />'), kind=sm.CSPKG
     )
-    finding = sm.only(sm.run(HttpsEndpointWithoutCertificate, sm.subject_for(definition)))
-    assert finding.location == f"{sm.BUILD_CSDEF_PART}!{ROLE}/Endpoints/InputEndpoint[@name='Https']"
-    assert "'Missing'" in finding.message and "does not declare" in finding.message
+    snapshot.assert_match(sm.run(HttpsEndpointWithoutCertificate, sm.subject_for(definition)))
 
 
 def test_vmr510_plugin_certificate_counts_as_declared(sm):
@@ -109,27 +104,22 @@ def test_vmr510_plugin_certificate_counts_as_declared(sm):
 # ---- VMR511 ----------------------------------------------------------------------------------------
 
 
-def test_vmr511_same_public_port_across_roles(sm):
+def test_vmr511_same_public_port_across_roles(sm, snapshot):
     body = web_role('<InputEndpoint name="Http" protocol="http" port="80" />') + (
         '<WorkerRole name="Api"><Endpoints><InputEndpoint name="Api" protocol="tcp" port="80" />'
         "</Endpoints></WorkerRole>"
     )
-    finding = sm.only(sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body))))
-    assert finding.location == "/ServiceDefinition/WorkerRole[@name='Api']/Endpoints/InputEndpoint[@name='Api']"
-    assert "80/tcp" in finding.message and "InputEndpoint 'Http' of role 'Web'" in finding.message
-    assert finding.evidence["conflicts_with"] == "Web/Http"
+    snapshot.assert_match(sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body))))
 
 
-def test_vmr511_instance_range_overlapping_input_port(sm):
+def test_vmr511_instance_range_overlapping_input_port(sm, snapshot):
     body = web_role(
         '<InputEndpoint name="Rdp" protocol="tcp" port="10005" />'
         '<InstanceInputEndpoint name="Direct" protocol="tcp" localPort="3390">'
         '<AllocatePublicPortFrom><FixedPortRange min="10000" max="10009" /></AllocatePublicPortFrom>'
         "</InstanceInputEndpoint>"
     )
-    finding = sm.only(sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body))))
-    assert finding.location.endswith("InstanceInputEndpoint[@name='Direct']")
-    assert "10000-10009/tcp" in finding.message
+    snapshot.assert_match(sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body))))
 
 
 def test_vmr511_udp_and_tcp_may_share_a_port(sm):
@@ -139,87 +129,66 @@ def test_vmr511_udp_and_tcp_may_share_a_port(sm):
     assert sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body))) == []
 
 
-def test_vmr511_two_udp_on_one_port(sm):
+def test_vmr511_two_udp_on_one_port(sm, snapshot):
     body = web_role(
         '<InputEndpoint name="A" protocol="udp" port="53" /><InputEndpoint name="B" protocol="udp" port="53" />'
     )
-    assert "53/udp" in sm.only(sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body)))).message
+    snapshot.assert_match(sm.run(DuplicatePublicPort, sm.subject_for(sm.csdef(body))))
 
 
 # ---- VMR512 ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("endpoints", "location", "text"),
+    "endpoints",
     [
-        ('<InputEndpoint name="E" protocol="tcp" port="0" />', "InputEndpoint[@name='E']/@port", "port '0'"),
-        ('<InputEndpoint name="E" protocol="tcp" />', "InputEndpoint[@name='E']/@port", "has no port"),
-        (
-            '<InputEndpoint name="E" protocol="tcp" port="80" localPort="80800" />',
-            "InputEndpoint[@name='E']/@localPort",
-            "localPort '80800'",
-        ),
-        (
-            '<InternalEndpoint name="I" protocol="tcp" port="http" />',
-            "InternalEndpoint[@name='I']/@port",
-            "port 'http'",
-        ),
-        (
+        pytest.param('<InputEndpoint name="E" protocol="tcp" port="0" />', id="input-port-0"),
+        pytest.param('<InputEndpoint name="E" protocol="tcp" />', id="input-no-port"),
+        pytest.param('<InputEndpoint name="E" protocol="tcp" port="80" localPort="80800" />', id="local-port-too-big"),
+        pytest.param('<InternalEndpoint name="I" protocol="tcp" port="http" />', id="internal-port-word"),
+        pytest.param(
             '<InternalEndpoint name="I" protocol="any"><FixedPortRange min="20000" max="10000" /></InternalEndpoint>',
-            "InternalEndpoint[@name='I']/FixedPortRange",
-            "reversed FixedPortRange 20000-10000",
+            id="reversed-range",
         ),
-        (
+        pytest.param(
             '<InternalEndpoint name="I" protocol="tcp"><FixedPort port="70000" /></InternalEndpoint>',
-            "InternalEndpoint[@name='I']/FixedPort",
-            "FixedPort that has port '70000'",
+            id="fixed-port-too-big",
         ),
-        (
+        pytest.param(
             '<InstanceInputEndpoint name="D" protocol="tcp" localPort="3390">'
             '<AllocatePublicPortFrom><FixedPortRange min="10000" max="x" /></AllocatePublicPortFrom>'
             "</InstanceInputEndpoint>",
-            "InstanceInputEndpoint[@name='D']/AllocatePublicPortFrom/FixedPortRange",
-            "max 'x'",
+            id="instance-range-max-word",
         ),
-        (
-            '<InstanceInputEndpoint name="D" protocol="tcp" localPort="3390" />',
-            "InstanceInputEndpoint[@name='D']/AllocatePublicPortFrom",
-            "no public port range",
+        pytest.param(
+            '<InstanceInputEndpoint name="D" protocol="tcp" localPort="3390" />', id="instance-no-public-range"
         ),
-        (
+        pytest.param(
             '<InstanceInputEndpoint name="D" protocol="tcp" localPort="*">'
             '<AllocatePublicPortFrom><FixedPortRange min="10000" max="10001" /></AllocatePublicPortFrom>'
             "</InstanceInputEndpoint>",
-            "InstanceInputEndpoint[@name='D']/@localPort",
-            "localPort '*'",
+            id="instance-local-port-star",
         ),
     ],
 )
-def test_vmr512_invalid_port(sm, endpoints, location, text):
-    finding = sm.only(sm.run(InvalidPort, sm.subject_for(sm.csdef(web_role(endpoints)))))
-    assert finding.rule_id == "VMR512"
-    assert finding.location == f"{ROLE}/Endpoints/{location}"
-    assert text in finding.message
+def test_vmr512_invalid_port(sm, snapshot, endpoints):
+    snapshot.assert_match(sm.run(InvalidPort, sm.subject_for(sm.csdef(web_role(endpoints)))))
 
 
-def test_vmr512_probe_port(sm):
+def test_vmr512_probe_port(sm, snapshot):
     body = '<LoadBalancerProbes><LoadBalancerProbe name="P" protocol="tcp" /></LoadBalancerProbes>'
-    finding = sm.only(sm.run(InvalidPort, sm.subject_for(sm.csdef(body + web_role("")))))
-    assert finding.location == "/ServiceDefinition/LoadBalancerProbes/LoadBalancerProbe[@name='P']/@port"
-    assert "has no port" in finding.message
+    snapshot.assert_match(sm.run(InvalidPort, sm.subject_for(sm.csdef(body + web_role("")))))
 
 
 # ---- VMR513 ----------------------------------------------------------------------------------------
 
 
-def test_vmr513_internal_port_reused_in_role(sm):
+def test_vmr513_internal_port_reused_in_role(sm, snapshot):
     body = web_role(
         '<InternalEndpoint name="A" protocol="tcp" port="8080" />'
         '<InternalEndpoint name="B" protocol="any"><FixedPortRange min="8000" max="8100" /></InternalEndpoint>'
     )
-    finding = sm.only(sm.run(DuplicateInternalPort, sm.subject_for(sm.csdef(body))))
-    assert finding.location == f"{ROLE}/Endpoints/InternalEndpoint[@name='B']"
-    assert "already used by internal endpoint 'A'" in finding.message
+    snapshot.assert_match(sm.run(DuplicateInternalPort, sm.subject_for(sm.csdef(body))))
 
 
 def test_vmr513_udp_and_tcp_internal_may_share(sm):
@@ -233,14 +202,10 @@ def test_vmr513_udp_and_tcp_internal_may_share(sm):
 # ---- VMR514 ----------------------------------------------------------------------------------------
 
 
-def test_vmr514_range_smaller_than_instance_count(sm):
+def test_vmr514_range_smaller_than_instance_count(sm, snapshot):
     config = GOOD_CONFIG.replace('<Instances count="10" />', '<Instances count="11" />')
     subject = sm.subject_for(sm.csdef(GOOD), sm.cscfg(config), kind=sm.CSCFG)
-    finding = sm.only(sm.run(InstancePortRangeTooSmall, subject))
-    assert finding.rule_id == "VMR514"
-    assert finding.location == "/ServiceConfiguration/Role[@name='Web']/Instances"
-    assert "11 instances" in finding.message and "'Direct' (10000-10009: 10 ports)" in finding.message
-    assert finding.artefact.endswith(".cscfg")
+    snapshot.assert_match(sm.run(InstancePortRangeTooSmall, subject))
 
 
 def test_vmr514_needs_the_configuration(sm):
@@ -251,45 +216,34 @@ def test_vmr514_needs_the_configuration(sm):
 
 
 @pytest.mark.parametrize(
-    ("endpoints", "location", "text"),
+    "endpoints",
     [
-        (
+        pytest.param(
             '<InstanceInputEndpoint name="D" protocol="https" localPort="443">'
             '<AllocatePublicPortFrom><FixedPortRange min="10000" max="10001" /></AllocatePublicPortFrom>'
             "</InstanceInputEndpoint>",
-            "InstanceInputEndpoint[@name='D']/@protocol",
-            "uses protocol 'https'; InstanceInputEndpoint allows tcp, udp",
+            id="instance-https",
         ),
-        ('<InputEndpoint name="E" protocol="any" port="80" />', "InputEndpoint[@name='E']/@protocol", "'any'"),
-        (
-            '<InternalEndpoint name="I" protocol="https" port="80" />',
-            "InternalEndpoint[@name='I']/@protocol",
-            "'https'",
-        ),
-        ('<InputEndpoint name="E" port="80" />', "InputEndpoint[@name='E']/@protocol", "has no protocol"),
+        pytest.param('<InputEndpoint name="E" protocol="any" port="80" />', id="input-any"),
+        pytest.param('<InternalEndpoint name="I" protocol="https" port="80" />', id="internal-https"),
+        pytest.param('<InputEndpoint name="E" port="80" />', id="input-no-protocol"),
     ],
 )
-def test_vmr515_protocol_not_allowed(sm, endpoints, location, text):
-    finding = sm.only(sm.run(UnsupportedEndpointProtocol, sm.subject_for(sm.csdef(web_role(endpoints)))))
-    assert finding.location == f"{ROLE}/Endpoints/{location}"
-    assert text in finding.message
+def test_vmr515_protocol_not_allowed(sm, snapshot, endpoints):
+    snapshot.assert_match(sm.run(UnsupportedEndpointProtocol, sm.subject_for(sm.csdef(web_role(endpoints)))))
 
 
-def test_vmr515_probe_protocol(sm):
+def test_vmr515_probe_protocol(sm, snapshot):
     body = '<LoadBalancerProbes><LoadBalancerProbe name="P" protocol="udp" port="53" /></LoadBalancerProbes>'
-    finding = sm.only(sm.run(UnsupportedEndpointProtocol, sm.subject_for(sm.csdef(body + web_role("")))))
-    assert finding.location.endswith("LoadBalancerProbe[@name='P']/@protocol")
-    assert "probes allow http, tcp" in finding.message
+    snapshot.assert_match(sm.run(UnsupportedEndpointProtocol, sm.subject_for(sm.csdef(body + web_role("")))))
 
 
 # ---- VMR516 / VMR517 -------------------------------------------------------------------------------
 
 
-def test_vmr516_too_many_input_endpoints(sm):
+def test_vmr516_too_many_input_endpoints(sm, snapshot):
     endpoints = "".join(f'<InputEndpoint name="E{i}" protocol="tcp" port="{1000 + i}" />' for i in range(26))
-    finding = sm.only(sm.run(TooManyInputEndpoints, sm.subject_for(sm.csdef(web_role(endpoints)))))
-    assert finding.location == "/ServiceDefinition//InputEndpoint"
-    assert "26 InputEndpoint" in finding.message and "25" in finding.message
+    snapshot.assert_match(sm.run(TooManyInputEndpoints, sm.subject_for(sm.csdef(web_role(endpoints)))))
 
 
 def test_vmr516_twenty_five_is_fine(sm):
@@ -297,12 +251,10 @@ def test_vmr516_twenty_five_is_fine(sm):
     assert sm.run(TooManyInputEndpoints, sm.subject_for(sm.csdef(web_role(endpoints)))) == []
 
 
-def test_vmr517_vm_role_service_limits_internal_endpoints_per_role(sm):
+def test_vmr517_vm_role_service_limits_internal_endpoints_per_role(sm, snapshot):
     endpoints = "".join(f'<InternalEndpoint name="I{i}" protocol="tcp" port="{2000 + i}" />' for i in range(6))
     body = f'<VirtualMachineRole name="Vm"><Endpoints>{endpoints}</Endpoints></VirtualMachineRole>'
-    finding = sm.only(sm.run(TooManyInternalEndpoints, sm.subject_for(sm.csdef(body))))
-    assert finding.location == "/ServiceDefinition/VirtualMachineRole[@name='Vm']/Endpoints"
-    assert "6 internal endpoints" in finding.message and "5 per role" in finding.message
+    snapshot.assert_match(sm.run(TooManyInternalEndpoints, sm.subject_for(sm.csdef(body))))
 
 
 def test_vmr517_later_platform_allows_six_per_role(sm):
@@ -310,27 +262,23 @@ def test_vmr517_later_platform_allows_six_per_role(sm):
     assert sm.run(TooManyInternalEndpoints, sm.subject_for(sm.csdef(web_role(endpoints)))) == []
 
 
-def test_vmr517_more_than_25_per_service(sm):
+def test_vmr517_more_than_25_per_service(sm, snapshot):
     roles = "".join(
         f'<WorkerRole name="W{r}"><Endpoints>'
         + "".join(f'<InternalEndpoint name="I{i}" protocol="tcp" port="{2000 + i}" />' for i in range(9))
         + "</Endpoints></WorkerRole>"
         for r in range(3)
     )
-    finding = sm.only(sm.run(TooManyInternalEndpoints, sm.subject_for(sm.csdef(roles))))
-    assert finding.location == "/ServiceDefinition//InternalEndpoint"
-    assert "27 internal endpoints" in finding.message
+    snapshot.assert_match(sm.run(TooManyInternalEndpoints, sm.subject_for(sm.csdef(roles))))
 
 
 # ---- VMR518 ----------------------------------------------------------------------------------------
 
 
-def test_vmr518_undefined_probe(sm):
+def test_vmr518_undefined_probe(sm, snapshot):
     body = web_role('<InputEndpoint name="Http" protocol="http" port="80" loadBalancerProbe="health" />')
     body = GOOD.split("<WebRole")[0] + body
-    finding = sm.only(sm.run(UndefinedLoadBalancerProbe, sm.subject_for(sm.csdef(body))))
-    assert finding.location == f"{ROLE}/Endpoints/InputEndpoint[@name='Http']/@loadBalancerProbe"
-    assert "'health'" in finding.message and "case-sensitive" in finding.message
+    snapshot.assert_match(sm.run(UndefinedLoadBalancerProbe, sm.subject_for(sm.csdef(body))))
 
 
 # ---- VMR519 vm-role-udp-without-connect -----------------------------------------------------------
@@ -347,14 +295,8 @@ VM_UDP = """
 """
 
 
-def test_vmr519_flags_udp_on_a_vm_role_without_connect(sm):
-    findings = sm.run(VmRoleUdpWithoutConnect, sm.subject_for(sm.csdef(VM_UDP.format(imports=""))))
-    finding = sm.only(findings)
-    assert finding.rule_id == "VMR519"
-    assert (
-        finding.location == "/ServiceDefinition/VirtualMachineRole[@name='Game']/Endpoints/InputEndpoint[@name='Voice']"
-    )
-    assert "import Connect" in finding.message
+def test_vmr519_flags_udp_on_a_vm_role_without_connect(sm, snapshot):
+    snapshot.assert_match(sm.run(VmRoleUdpWithoutConnect, sm.subject_for(sm.csdef(VM_UDP.format(imports="")))))
 
 
 def test_vmr519_passes_with_connect_and_ignores_other_role_kinds(sm):
