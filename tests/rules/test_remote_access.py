@@ -16,7 +16,6 @@ from harness.checks.servicemodel.remote_access import (
 from package_facts import assert_not_leaked, cms_blob
 
 from harness.engine.rule import NotApplicable
-from harness.engine.severity import Severity
 
 RA = "Microsoft.WindowsAzure.Plugins.RemoteAccess."
 RF_ENABLED = "Microsoft.WindowsAzure.Plugins.RemoteForwarder.Enabled"
@@ -79,14 +78,12 @@ def test_530_passes_when_all_plugin_settings_are_set(sm):
     assert sm.run(RemoteAccessSettingsMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)) == []
 
 
-def test_530_reports_each_missing_setting(sm):
+def test_530_reports_each_missing_setting(sm, snapshot):
     definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder"))))
     configuration = sm.cscfg(rdp_role(omit=("AccountUsername", "AccountExpiration"), forwarder=False))
     findings = sm.run(RemoteAccessSettingsMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG))
-    missing = sorted(f.evidence["setting"] for f in findings)
-    assert missing == [RA + "AccountExpiration", RA + "AccountUsername", RF_ENABLED]
-    assert all(f.location.startswith("/ServiceConfiguration/Role[@name='Web']/ConfigurationSettings") for f in findings)
-    assert len({f.fingerprint for f in findings}) == 3
+    snapshot.assert_match(findings)
+    assert len({f.fingerprint for f in findings}) == 3  # one baseline entry per missing setting
 
 
 def test_530_ignores_roles_without_the_import(sm):
@@ -104,13 +101,13 @@ def test_531_passes_with_the_password_encryption_certificate(sm):
     assert sm.run(RemoteAccessCertificateMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)) == []
 
 
-@pytest.mark.parametrize(("certificate", "problem"), [(None, "is missing"), ("", "has no thumbprint")])
-def test_531_reports_a_missing_or_empty_certificate(sm, certificate, problem):
+@pytest.mark.parametrize("certificate", [pytest.param(None, id="missing"), pytest.param("", id="empty-thumbprint")])
+def test_531_reports_a_missing_or_empty_certificate(sm, snapshot, certificate):
     definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder"))))
     configuration = sm.cscfg(rdp_role(certificate=certificate))
-    finding = sm.only(sm.run(RemoteAccessCertificateMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG)))
-    assert finding.evidence["problem"] == problem
-    assert RA_CERTIFICATE in finding.location
+    snapshot.assert_match(
+        sm.run(RemoteAccessCertificateMissing, sm.subject_for(definition, configuration, kind=sm.CSCFG))
+    )
 
 
 # ---- VMR532 ------------------------------------------------------------------------------------
@@ -125,31 +122,26 @@ def test_532_passes_without_remote_desktop(sm):
     assert sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(sm.csdef(csdef_roles(("Web", ()))))) == []
 
 
-def test_532_reports_every_role_when_two_import_the_forwarder(sm):
+def test_532_reports_every_role_when_two_import_the_forwarder(sm, snapshot):
     definition = sm.csdef(
         csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder")), ("Worker", ("RemoteAccess", "RemoteForwarder")))
     )
     findings = sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition))
-    assert sorted(f.evidence["role"] for f in findings) == ["Web", "Worker"]
-    assert {f.severity for f in findings} == {Severity.HIGH}
-    assert len({f.fingerprint for f in findings}) == 2
+    snapshot.assert_match(findings)
+    assert len({f.fingerprint for f in findings}) == 2  # one baseline entry per role
 
 
-def test_532_reports_remote_access_without_forwarder_at_medium(sm):
+def test_532_reports_remote_access_without_forwarder_at_medium(sm, snapshot):
     definition = sm.csdef(csdef_roles(("Web", ("RemoteAccess",)), ("Worker", ("RemoteAccess",))))
-    finding = sm.only(sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition)))
-    assert finding.severity is Severity.MEDIUM
-    assert finding.evidence["remote_access_roles"] == "Web, Worker"
+    snapshot.assert_match(sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition)))
 
 
-def test_532_locates_findings_inside_a_package(sm):
+def test_532_locates_findings_inside_a_package(sm, snapshot):
     definition = sm.csdef(
         csdef_roles(("Web", ("RemoteAccess", "RemoteForwarder")), ("Worker", ("RemoteAccess", "RemoteForwarder"))),
         kind=sm.CSPKG,
     )
-    findings = sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition, kind=sm.CSPKG))
-    assert len(findings) == 2
-    assert all(f.location.startswith(definition.part) for f in findings)
+    snapshot.assert_match(sm.run(RemoteForwarderNotOnExactlyOneRole, sm.subject_for(definition, kind=sm.CSPKG)))
 
 
 # ---- VMR533 ------------------------------------------------------------------------------------
@@ -160,31 +152,26 @@ def test_533_passes_for_a_future_expiry(sm, fixed_clock):
     assert sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)) == []
 
 
-def test_533_reports_an_expired_account(sm, fixed_clock):
+def test_533_reports_an_expired_account(sm, snapshot, fixed_clock):
     configuration = sm.cscfg(rdp_role(expiration="2012-08-08T23:59:59.0000000+08:00"))
-    finding = sm.only(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
-    assert finding.severity is Severity.MEDIUM
-    assert "2012-08-08" in finding.message
+    snapshot.assert_match(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
 
 
-def test_533_reports_an_account_expiring_soon_at_low(sm, fixed_clock):
+def test_533_reports_an_account_expiring_soon_at_low(sm, snapshot, fixed_clock):
     configuration = sm.cscfg(rdp_role(expiration="2013-06-11T23:59:59.0000000-07:00"))
-    finding = sm.only(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
-    assert finding.severity is Severity.LOW
-    assert finding.evidence["days_left"] == "10"
+    snapshot.assert_match(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
 
 
-def test_533_reports_an_unparsable_expiry(sm, fixed_clock):
+def test_533_reports_an_unparsable_expiry(sm, snapshot, fixed_clock):
     configuration = sm.cscfg(rdp_role(expiration="next year"))
-    finding = sm.only(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
-    assert "not an ISO 8601" in finding.message
+    snapshot.assert_match(sm.run(RdpAccountExpired, sm.subject_for(configuration=configuration)))
 
 
-def test_533_clock_can_be_pinned_per_instance(sm, monkeypatch):
+def test_533_clock_can_be_pinned_per_instance(sm, snapshot, monkeypatch):
     rule = RdpAccountExpired()
     monkeypatch.setattr(rule, "clock", lambda: datetime(2040, 1, 1, tzinfo=UTC))
     configuration = sm.cscfg(rdp_role(expiration="2039-12-31T23:59:59.0000000-08:00"))
-    assert len(sm.run(rule, sm.subject_for(configuration=configuration))) == 1
+    snapshot.assert_match(sm.run(rule, sm.subject_for(configuration=configuration)))
 
 
 def test_533_does_not_apply_when_rdp_is_disabled(sm, fixed_clock):
@@ -200,22 +187,31 @@ def test_534_passes_for_a_cms_blob(sm):
     assert sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=configuration)) == []
 
 
-def test_534_reports_a_plaintext_password_without_leaking_it(sm):
+def test_534_reports_a_plaintext_password_without_leaking_it(sm, snapshot):
     password = "Tr0ub4dor#3x!Q"
     configuration = sm.cscfg(rdp_role(password=password, enabled="false"))
-    finding = sm.only(sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=configuration)))
-    assert finding.severity is Severity.CRITICAL
-    assert finding.evidence["length"] == str(len(password))
-    assert_not_leaked([finding], [password])
+    findings = sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=configuration))
+    assert_not_leaked(findings, [password])
+    snapshot.assert_match(findings, secrets=[password])
 
 
-@pytest.mark.parametrize("placeholder", ["", "$todo:replaceWithYourOwnEncryptedPassword", "PASSWORD HERE"])
-def test_534_reports_a_placeholder_only_when_rdp_is_enabled(sm, placeholder):
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("$todo:replaceWithYourOwnEncryptedPassword", id="sdk-todo"),
+        pytest.param("PASSWORD HERE", id="here"),
+    ],
+)
+def test_534_reports_a_placeholder_only_when_rdp_is_enabled(sm, snapshot, placeholder):
     enabled = sm.cscfg(rdp_role(password=placeholder))
-    finding = sm.only(sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=enabled)))
-    assert finding.severity is Severity.MEDIUM
     disabled = sm.cscfg(rdp_role(password=placeholder, enabled="false"))
-    assert sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=disabled)) == []
+    snapshot.assert_match(
+        {
+            "rdp-enabled": sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=enabled)),
+            "rdp-disabled": sm.run(RdpPasswordNotEncrypted, sm.subject_for(configuration=disabled)),
+        }
+    )
 
 
 def test_534_does_not_apply_without_remote_desktop_settings(sm):
