@@ -1,4 +1,4 @@
-"""Certificate stores of an offline image (§4.1-4.2): registry stores and file-based user stores.
+"""Certificate stores of an offline image: registry stores and file-based user stores.
 
 Each certificate becomes a CertificateEntry with its public facts and whether it claims a private key
 (KEY_PROV_INFO). The key container named there is resolved to a file among the image's key-container

@@ -1,4 +1,4 @@
-"""Copy the firewall policy stores out of the hives (§3.2) and merge them (harness.facts.image_firewall)."""
+"""Copy the firewall policy stores (local, Group Policy, defaults) out of the hives and merge them."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Which files of an image are sniffed for key material, and the key-container directories (§4.3-4.5).
+"""Which files of an image are sniffed for key material, and the key-container directories.
 
 Sniffing every small file of a 200,000-file image would read most of the disk, so candidates are
 chosen from the inventory by name and place first:
 
 - anywhere (outside the skipped system stores): a key-like extension (.pfx, .pem, .key, .snk, ...),
   or an OpenSSH-style name (``id_rsa``, ``id_ed25519``, ...);
-- in the places people leave secrets (§4.5: user profiles, ``inetpub``, the volume root,
+- in the places people leave secrets (user profiles, ``inetpub``, the volume root,
   ``Windows\\Temp``, ``Windows\\Panther``, any ``.ssh`` folder): also small files with no extension or a
   text-like extension.
 
@@ -92,7 +92,7 @@ KEY_OR_SSH_NAMES = (
     r"\.ssh$",
 )
 
-#: Places whose small text files are sniffed too (§4.5): in each profile the profile folder itself, Desktop,
+#: Places whose small text files are sniffed too: in each profile the profile folder itself, Desktop,
 #: Documents, Downloads and .ssh (not AppData: DPAPI and certificate stores there are read as such);
 #: inetpub, Windows\Temp and Windows\Panther; any ".ssh" folder; the volume root.
 PROFILE_PLACES = ("Desktop", "Documents", "Downloads", "My Documents", ".ssh")
@@ -150,7 +150,8 @@ def sniff(head: bytes, path: str) -> str | None:
 
 # ---- key containers --------------------------------------------------------------------------------
 
-#: Directories holding key containers (§4.3), relative to the volume root. ``*`` = each user profile.
+#: Directories holding key containers (CNG "Key Storage and Retrieval"), relative to the volume root.
+#: ``*`` = each user profile.
 KEY_DIRECTORIES = (
     "ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys",
     "ProgramData\\Microsoft\\Crypto\\DSS\\MachineKeys",

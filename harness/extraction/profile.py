@@ -1,7 +1,8 @@
 """Which rule profile an image is judged by, and which role of the service model it belongs to.
 
 ``vmrole``: the 2010-2013 VM role (Windows Server 2008 R2 x64, integration components, csupload).
-``azure``: today's generalized-image upload (fixed VHD, 1 MiB aligned, Azure VM agent, §9).
+``azure``: today's generalized-image upload (fixed VHD, 1 MiB aligned, Azure VM agent), as "Prepare a Windows
+VHD or VHDX to upload to Azure" describes it.
 
 With ``--vmr-image-profile auto`` (the default) the choice is made from evidence, in this order, and
 the reason is reported with every image rule so nobody has to guess which rules ran:

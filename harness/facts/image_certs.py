@@ -1,10 +1,12 @@
-"""Certificates and key containers of an offline image, from plain bytes and paths (domain ref §4).
+"""Certificates and key containers of an offline image, from plain bytes and paths.
+
+Sources: MS-GPEF 2.2.1.1.1 (certificate blobs), CNG "Key Storage and Retrieval" (key directories).
 
 * :func:`parse_cert_blob` reads a registry certificate ``Blob`` (or a file-based store entry, same
   format): the DER certificate, the serialized ``KEY_PROV_INFO`` that links it to a private key,
   the friendly name. Other properties are kept as ids and lengths only, never their bytes.
 * :func:`certificate_summary` describes a DER certificate with ``cryptography.x509``.
-* :func:`classify_key_file` tells which key-container directory (§4.3) a file sits in and whether
+* :func:`classify_key_file` tells which key-container directory a file sits in and whether
   its name is on the machine-key allowlist (shipped ``harness/data/machinekeys-allowlist.yml``,
   extensible with user files).
 * :func:`capi_container_file_prefix` derives a CAPI key file name from a container name.
@@ -33,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 
 from harness.readers.keysniff import sniff
 
-# ---- certificate blobs (§4.2) ---------------------------------------------------------------------
+# ---- certificate blobs (MS-GPEF 2.2.1.1.1) ---------------------------------------------------------------------
 
 CERT_CERT_PROP_ID = 0x20
 CERT_KEY_PROV_INFO_PROP_ID = 2
@@ -357,7 +359,7 @@ def _summarise(data: bytes, thumbprint: str, sha256: str) -> CertSummary:
     )
 
 
-# ---- key container files (§4.3) ----------------------------------------------------------------
+# ---- key container files (CNG / CryptoAPI key directories) -------------------------------------------
 
 CAPI_MACHINE_RSA = "capi-machine-rsa"
 CAPI_MACHINE_DSS = "capi-machine-dss"
@@ -510,7 +512,7 @@ def load_machine_key_allowlist(
     return MachineKeyAllowlist(tuple(entries))
 
 
-#: The shipped allowlist (§4.3): IIS and .NET configuration keys Windows itself creates.
+#: The shipped allowlist: IIS and .NET configuration keys Windows itself creates.
 MACHINE_KEY_ALLOWLIST = load_machine_key_allowlist()
 
 
@@ -521,7 +523,7 @@ def _normalise_path(path: str) -> str:
 
 
 def classify_key_file(path: str, name: str, allowlist: MachineKeyAllowlist | None = None) -> KeyContainerFile | None:
-    """Which §4.3 key directory a file is in, or None when it is in none (or is not a key file).
+    """Which key-container directory a file is in, or None when it is in none (or is not a key file).
 
     ``path`` is the volume-relative Windows path of the file (``ProgramData\\Microsoft\\Crypto\\RSA\\
     MachineKeys\\<name>``; "/" or "\\", a leading separator or ``C:`` are accepted) or of its directory:

@@ -1,4 +1,4 @@
-"""Windows Firewall policy of an offline image, from plain registry data (domain reference §3).
+"""Windows Firewall policy of an offline image, from plain registry data ([MS-GPFAS], [MS-FASP]).
 
 Pure interpretation: the reader hands over registry values as plain Python data (``str`` / ``int``
 / ``bytes`` / ``list``, whatever the hive held) and gets frozen facts back. Nothing here raises on
@@ -15,10 +15,10 @@ Inputs (all volume-independent, registry paths relative to their hive):
   ``PrivateProfile``, ``PublicProfile`` (plus the legacy XP-era ``StandardProfile``), ``FirewallRules``.
 * factory defaults, ``SharedAccess\\Defaults\\FirewallPolicy\\FirewallRules`` (reported, never enforced).
 
-Merge semantics (§3.2): a GPO profile value that is configured overrides the local value, value by
-value; GPO and local rules are unioned, except that a GPO profile with ``AllowLocalPolicyMerge=0``
-makes local rules count for nothing in that profile. Unset ``EnableFirewall`` means on and unset
-``DefaultInboundAction`` means block (the documented Windows defaults).
+Merge semantics ([MS-FASP] 2.2.38, FW_PROFILE_CONFIG_ENABLE_FW): a GPO profile value that is configured
+overrides the local value, value by value; GPO and local rules are unioned, except that a GPO profile with
+``AllowLocalPolicyMerge=0`` makes local rules count for nothing in that profile. Unset ``EnableFirewall``
+means on and unset ``DefaultInboundAction`` means block (the documented Windows defaults).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ MAX_RULES = 50_000
 #: Display strings (Name, Desc, EmbedCtxt, App, Svc) are cut to this many characters (MS-FASP: 10001).
 MAX_TEXT = 10_001
 
-#: Field names of the rule grammar (§3.3, MS-GPFAS 2.2.2.19), lower-cased → canonical spelling.
+#: Field names of the rule grammar (MS-GPFAS 2.2.2.19), lower-cased → canonical spelling.
 KNOWN_FIELDS: Mapping[str, str] = {
     name.lower(): name
     for name in (
@@ -80,7 +80,7 @@ PORT_KEYWORDS: Mapping[str, str] = {
     k.lower(): k
     for k in ("RPC", "RPC-EPMap", "Teredo", "IPHTTPSIn", "IPHTTPSOut", "IPTLSIn", "IPTLSOut", "Ply2Disc", "mDNS")
 }
-#: The only keyword with a documented fixed number (§3.3: "RPC-EPMap (135 endpoint mapper)"). Every
+#: The only keyword with a documented fixed number (MS-GPFAS 2.2.2.19: "RPC-EPMap (135 endpoint mapper)"). Every
 #: other keyword is a dynamic or service-specific port and never matches a numeric port.
 KEYWORD_FIXED_PORTS: Mapping[str, int] = {"RPC-EPMap": 135}
 
@@ -92,7 +92,7 @@ GPO_PROFILE_KEYS: Mapping[str, str] = {"domainprofile": DOMAIN, "privateprofile"
 #: private/public profiles is unconfirmed).
 GPO_LEGACY_PROFILE_KEY = "standardprofile"
 #: Profiles the legacy (pre-Vista) lists apply to: DomainProfile → domain, StandardProfile → the
-#: non-domain profiles [U].
+#: non-domain profiles (not documented; the natural reading of the XP-era profiles).
 LEGACY_PROFILE_KEYS: Mapping[str, frozenset[str]] = {
     "domainprofile": frozenset({DOMAIN}),
     "standardprofile": frozenset({PRIVATE, PUBLIC}),
@@ -144,7 +144,7 @@ class PortSpec:
 
 @dataclass(frozen=True)
 class FirewallRule:
-    """One firewall rule string, parsed (§3.3). Values are as written unless noted.
+    """One firewall rule string, parsed (MS-GPFAS 2.2.2.19). Values are as written unless noted.
 
     ``fields`` keeps every field in order of first appearance, each with all its values (fields may
     repeat), unknown ones included; ``unknown_fields`` names those not in the grammar table.
@@ -608,7 +608,8 @@ def _store_profiles(
 
 
 Action = Literal["allow", "block"]
-#: DefaultInboundAction / DefaultOutboundAction DWORD values (0 = allow, 1 = block; §3.2 [U] for 1).
+#: DefaultInboundAction / DefaultOutboundAction DWORD values (0 = allow, 1 = block; the registry value for
+#: block is inferred, not documented).
 _ACTIONS: Mapping[int, Action] = {0: "allow", 1: "block"}
 
 
@@ -744,7 +745,7 @@ def effective_policy(
     )
 
 
-# ---- the endpoint check (§3.4) --------------------------------------------------------------------
+# ---- the endpoint check (VMR401/VMR402) --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -794,7 +795,7 @@ def _names(rules: Iterable[FirewallRule], limit: int = 3) -> str:
 
 
 def check_port(policy: FirewallPolicy, protocol: int | None, port: int, profile: str) -> PortVerdict:
-    """Judge inbound ``protocol``/``port`` in ``profile`` (§3.4).
+    """Judge inbound ``protocol``/``port`` in ``profile`` (the endpoint check of VMR401/VMR402).
 
     Counts only usable, active, inbound rules of the stores in effect for the profile that apply
     to it. ``protocol=None`` is an any-protocol endpoint. A Block rule beats Allow rules; a Bypass
@@ -887,7 +888,7 @@ _ENDPOINT_PROTOCOLS: Mapping[str, int | None] = {"tcp": TCP, "http": TCP, "https
 
 
 def endpoint_protocol_number(protocol: str) -> int | None:
-    """The IP protocol an endpoint's ``protocol`` attribute needs (§3.4, §5.3): tcp/http/https → 6,
+    """The IP protocol an endpoint's ``protocol`` attribute needs (the csdef endpoint protocols): tcp/http/https → 6,
     udp → 17, any → None (a rule without Protocol). Case-insensitive. Raises ``ValueError`` for
     anything else (including None): the service-model rules report unknown protocols."""
     key = protocol.strip().lower() if isinstance(protocol, str) else None
@@ -897,7 +898,7 @@ def endpoint_protocol_number(protocol: str) -> int | None:
 
 
 def endpoint_local_port(endpoint: Endpoint) -> int | Literal["dynamic"] | None:
-    """The port the role instance listens on (§3.4, §5.2).
+    """The port the role instance listens on (the endpoint's ``localPort``, else its ``port``).
 
     ``localPort``, or ``port`` when ``localPort`` is omitted; ``"*"`` → ``"dynamic"``. An
     InternalEndpoint with neither uses its single ``FixedPort`` child, or is ``"dynamic"`` when it

@@ -1,4 +1,4 @@
-"""Signatures of the VM-role integration components and the Azure VM agent (domain ref §1.2, §1.4).
+"""Signatures of the VM-role integration components and the Azure VM agent.
 
 The signals are data: the shipped ``harness/data/image-signatures.yml``, extended by user files
 (``--vmr-signatures PATH``). :func:`load_signatures` validates them (a bad file or entry is a

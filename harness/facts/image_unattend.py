@@ -1,4 +1,4 @@
-"""Answer files (unattend.xml) of an offline image: passes, components, password leaks (§2.4).
+"""Answer files (unattend.xml) of an offline image: passes, components, password leaks.
 
 :func:`parse_answer_file` reads one file's bytes with the project's safe XML reader (no DTDs, no
 entities, size/depth/count caps) and reports where passwords are, never what they are: a
@@ -226,7 +226,7 @@ def parse_answer_file(data: bytes, path: str, *, max_bytes: int = MAX_ANSWER_FIL
     )
 
 
-# ---- implicit search order (§2.4) -------------------------------------------------------------------
+# ---- implicit search order (Windows Setup Automation Overview) ------------------------------------
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Read a .cspkg (an OPC zip, domain ref §6) into :class:`Package` facts, without extracting anything.
+"""Read a .cspkg (an OPC zip, ECMA-376 Part 2) into :class:`Package` facts, without extracting anything.
 
 Levels: the outer zip (level 1); its nested parts .csdx/.csnsx/.csmx and an unencrypted .cssx (level 2,
 opened in place or from a bounded in-memory copy). Zips inside level 2 (a .war in a role payload, a

@@ -1,4 +1,4 @@
-"""Recognise files that carry private keys or credentials from their first bytes (domain ref §4.4).
+"""Recognise files that carry private keys or credentials from their first bytes (PEM, PKCS #12, PKCS #8, ...).
 
 Only a label leaves this module; the bytes are never copied into facts, messages or logs.
 """

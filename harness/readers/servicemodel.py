@@ -234,7 +234,7 @@ def parse_configuration(data: bytes, artefact: Artefact) -> ServiceConfiguration
 
 
 def _attr_ci(node: Node, name: str) -> str | None:
-    """An attribute matched case-insensitively: OsImage's exact spelling is undocumented (§5.5)."""
+    """An attribute matched case-insensitively: OsImage's exact spelling survives in no public page."""
     wanted = name.lower()
     for key, value in node.attrib.items():
         if key.lower() == wanted:

@@ -1,6 +1,6 @@
 """Build Windows-like disk images from a declarative spec with real tools only (no loop mounts, no FUSE).
 
-Pipeline (each step a real tool, see ``reader-pitfalls``):
+Pipeline (each step a real tool, see the readers' CONTRACT.md):
 
 1. write the spec's tree into a temporary directory (hives serialised with :func:`build_hive`), every
    file and directory stamped with ``spec.timestamp``;

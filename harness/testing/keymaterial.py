@@ -1,4 +1,4 @@
-"""Key material and certificate-store bytes for image tests (domain reference §4.2-4.4).
+"""Key material and certificate-store bytes for image tests.
 
 Everything here is deterministic: RSA keys come from primes drawn from a seeded generator, certificates
 are RSA PKCS#1 v1.5 signed (deterministic) with fixed serials and dates, Ed25519 keys come from a seed.
@@ -295,7 +295,7 @@ def cert_blob(
     friendly_name: str | None = None,
     sha1_hash: bool = True,
 ) -> bytes:
-    """A registry certificate-store ``Blob`` (§4.2): property elements ``{PropertyId, 1, Length, Value}`` —
+    """A registry certificate-store ``Blob`` (MS-GPEF 2.2.1.1.1): property elements ``{PropertyId, 1, Length, Value}`` —
     KEY_PROV_INFO (2), FRIENDLY_NAME (11), SHA1_HASH (3) when asked — then the certificate itself (0x20, DER)
     last, the order Windows serialises them in."""
     out = b""

@@ -15,7 +15,7 @@ Both return an :class:`~harness.testing.images.ImageSpec`; derive bad variants w
     )
 
 Identifiers (MachineGuid, SIDs, product codes, computer names) are synthetic but fixed (uuid5 of a label), so
-specs are deterministic. Exact strings the reference marks [U] (unconfirmed) are plausible stand-ins.
+specs are deterministic. Exact strings no public source confirms are plausible stand-ins.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ ADAPTER_PRODUCT_CODE = _braced("msi product Contoso WebVM Adapter")
 AZURE_AGENT_PRODUCT_CODE = _braced("msi product Windows Azure VM Agent 2.7")
 AZURE_AGENT_PATH = "WindowsAzure/Packages/GuestAgent/WindowsAzureGuestAgent.exe"
 
-#: MachineKeys files Windows and IIS ship (reference §4.3 allowlist): name prefix -> key container. The first
+#: MachineKeys files Windows and IIS ship (the shipped machine-key allowlist): name prefix -> key container. The first
 #: three prefixes are derived from their container names (keymaterial.capi_container_file_name); the container
 #: names of the last two are not known.
 IIS_MACHINE_KEYS = {
@@ -108,7 +108,7 @@ IIS_MACHINE_KEYS = {
 }
 
 #: (endpoint name, TCP port) of the VM role in harness/samples/vmrole/ServiceDefinition.csdef: the image's
-#: firewall must allow each of them inbound (reference §3.4).
+#: firewall must allow each of them inbound (VMR401).
 VMROLE_APP_PORTS = (("HttpIn", 80), ("HttpsIn", 443), ("Control", 8080), ("Direct", 8443), ("WinRM", 5986))
 
 _PUBLIC_KEY_TOKEN = "31bf3856ad364e35"
@@ -128,7 +128,7 @@ def packed_guid(guid: str) -> str:
 
 
 def firewall_rule(*, version: str = "2.10", **fields: str | int | bool | Sequence[str | int]) -> str:
-    """A Windows Firewall rule string in the MS-GPFAS grammar (reference §3.3):
+    """A Windows Firewall rule string in the MS-GPFAS 2.2.2.19 grammar:
     ``v2.10|Action=Allow|Active=TRUE|Dir=In|...|``. Fields are written in the order given; booleans become
     TRUE/FALSE; a list or tuple repeats the field (``LPort=[80, 443]`` → ``LPort=80|LPort=443|``)."""
     parts = [f"v{version}"]
