@@ -479,7 +479,7 @@ def _regf(data: bytes) -> object:
             out.append(key.subkey(subkeys[0].name) is not None if subkeys else None)
             if depth < 32:
                 stack.extend((sub, depth + 1) for sub in subkeys[:64])
-        except Unreadable as exc:  # a damaged cell: lookups elsewhere still work (CONTRACT §5)
+        except Unreadable as exc:  # a damaged cell: lookups elsewhere still work (readers/image/CONTRACT.md)
             out.append(_error_summary(exc))
     for path in ("ControlSet001\\Services", "Select", "Microsoft\\Windows NT\\CurrentVersion"):
         try:
