@@ -4,7 +4,7 @@ For N = 2, 3, 5, 10 instances: a generated service model (one VirtualMachineRole
 input endpoint) is brought up on a local fabric (HAProxy ``balance hash src_port``); each of R repetitions
 sends requests through the VIP, **a new TCP connection each** (the rotation stage's own sampler), until all
 N instances have answered. The table compares mean / p95 / p99 / max with the theory of
-``harness.live.stats``: E[T] = N·H_N and the smallest N with P(all seen) ≥ 95 %, 99 %, 99.9 % (which are
+``harness.facts.live.stats``: E[T] = N·H_N and the smallest N with P(all seen) ≥ 95 %, 99 %, 99.9 % (which are
 also the theoretical p95 / p99 / p99.9 of T). "in 99.9%" is the share of repetitions that finished within
 the 99.9 % bound (the stage's default budget).
 
@@ -100,7 +100,7 @@ def measure(count: int, repeat: int, state_root: Path) -> dict[str, Any]:
     b95, b99, b999 = (stats.samples_for_all(count, c) for c in (0.95, 0.99, 0.999))
     answered = sum(totals.values())
     shares = [totals[name] / answered for name in names] if answered else []
-    try:  # the 99.9 % bound for the shares this hash actually gave (live-reference §7: skew sensitivity)
+    try:  # the 99.9 % bound for the shares this hash actually gave (the skew sensitivity)
         skewed = stats.samples_for_all_weighted([max(s, 1e-6) for s in shares], 0.999) if shares else None
     except ValueError:
         skewed = None
@@ -158,7 +158,7 @@ def main(repeat: int = 30, sizes: tuple[int, ...] = SIZES) -> int:
                 print(f"rotation bench: N={count} failed: {exc}", file=sys.stderr)
                 status = 1
     print(f"\nLoad-balancer rotation: requests (new TCP connection each) until all N instances answered, R={repeat}")
-    print("(b95/b99/b99.9: theoretical bounds = quantiles of T under a uniform 5-tuple hash, harness.live.stats;")
+    print("(b95/b99/b99.9: theoretical bounds = quantiles of T under a uniform 5-tuple hash, harness.facts.live.stats;")
     print(" shares: each instance's share of all answers; b99.9 obs: the 99.9 % bound for those shares)\n")
     print(table(rows))
     out = REPO / "bench" / "out"
