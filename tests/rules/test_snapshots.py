@@ -151,6 +151,11 @@ def test_file_names_are_portable_and_unique(name, expected):
 # ---- the stored snapshots -----------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def collected() -> dict[str, set[str]]:
+    return _collected_node_names()
+
+
 def _collected_node_names() -> dict[str, set[str]]:
     """module stem -> node names (``test_x[param]``) of every test pytest collects under tests/rules."""
     result = subprocess.run(
@@ -181,9 +186,8 @@ def _collected_node_names() -> dict[str, set[str]]:
     return names
 
 
-def test_every_snapshot_file_belongs_to_a_collected_test():
+def test_every_snapshot_file_belongs_to_a_collected_test(collected):
     """A renamed test or parameter leaves its old file behind: fail on it (delete it, re-run the update)."""
-    collected = _collected_node_names()
     stale = []
     for folder in sorted(p for p in SNAPSHOT_DIR.iterdir() if p.is_dir()) if SNAPSHOT_DIR.is_dir() else []:
         if folder.name not in collected and (RULE_TESTS / f"{folder.name}.py").is_file():
@@ -204,3 +208,16 @@ def test_snapshot_files_are_canonical():
         if render(json.loads(text)) != text:
             bad.append(path.relative_to(REPO).as_posix())
     assert bad == []
+
+
+def test_snapshot_file_names_do_not_collide_on_case_insensitive_file_systems(collected):
+    """``[Password]`` and ``[password]`` would be one file on Windows and macOS: give such cases other ids."""
+    clashes = []
+    for module, names in sorted(collected.items()):
+        seen: dict[str, str] = {}
+        for name in sorted(names):
+            key = file_name(name).casefold()
+            if key in seen:
+                clashes.append(f"{module}: {seen[key]} / {name}")
+            seen[key] = name
+    assert clashes == []
