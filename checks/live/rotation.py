@@ -17,6 +17,7 @@ from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
 from harness.facts.live import stats
+from harness.facts.live.platform import READY
 from harness.facts.live.rotation import DrainFacts, EndpointRotation, RotationFacts
 from harness.facts.live.subject import LiveFacts, present
 
@@ -109,7 +110,7 @@ class RotationInstanceUnseen(Rule):
             for name in ep.expected:
                 first = ep.first_seen.get(name)
                 now = ep.status_now.get(name)
-                status = f"; Get Deployment now says {now}" if now and now != "ReadyRole" else ""
+                status = f"; Get Deployment now says {now}" if now and now != READY else ""
                 errors = (
                     f"; {ep.errors.total} connections through the VIP failed ({ep.errors.describe()})"
                     if ep.errors.total

@@ -37,6 +37,7 @@ from harness.fabric.lifecycle import Instances, wait_until
 from harness.fabric.ports import allocate
 from harness.fabric.procs import pid_alive, process_identity
 from harness.fabric.spec import DeploymentSpec, SpecError, build_spec
+from harness.facts.live import platform
 
 log = logging.getLogger("vmrole.fabric")
 
@@ -348,7 +349,7 @@ class Controller:
                     "id": inst.id,
                     "role": inst.role,
                     "pid": self.instances.pid(inst.id) if self.instances else None,
-                    "status": self.instances.status(inst.id) if self.instances else views.UNKNOWN,
+                    "status": self.instances.status(inst.id) if self.instances else platform.UNKNOWN,
                     "dir": str(self.layout.instance(inst.id).root),
                     "endpoints": dict(inst.endpoint_ports),
                     "instance_endpoints": dict(inst.instance_public_ports),
@@ -468,7 +469,7 @@ class Controller:
                     fault_domain=inst.fault_domain,
                     size=role.vmsize,
                     ip_address=inst.internal_ip,
-                    power_state=self.instances.power.get(inst.id, "Started"),
+                    power_state=self.instances.power.get(inst.id, platform.STARTED),
                     endpoints=tuple(endpoint_views),
                 )
             )
@@ -483,7 +484,7 @@ class Controller:
             name=spec.deployment_name,
             slot="Production",
             private_id=spec.deployment_id,
-            status="Running",
+            status=platform.RUNNING,
             label=spec.deployment_name,
             url=f"http://{spec.service_name.lower()}.cloudapp.net/",
             configuration=getattr(self, "effective_cscfg", spec.cscfg_text),

@@ -29,6 +29,7 @@ from harness.fabric.layout import InstanceLayout, Layout, write_json_atomic, wri
 from harness.fabric.ports import is_listening
 from harness.fabric.procs import stop_process
 from harness.fabric.spec import DeploymentSpec, InstanceSpec
+from harness.facts.live import platform
 
 START_DEADLINE = 15.0
 STOP_DEADLINE = 5.0
@@ -44,7 +45,7 @@ class Operation:
     request_id: str
     kind: str
     instance_id: str
-    status: str = views.IN_PROGRESS
+    status: str = platform.IN_PROGRESS
     http_status_code: int = 200
     error_code: str | None = None
     error_message: str | None = None
@@ -138,7 +139,7 @@ class Instances:
             tail = il.log.read_text("utf-8", errors="replace")[-1500:]
             raise FabricStartError(f"instance {instance_id} exited with {proc.returncode}:\n{tail}")
         with self.lock:
-            self.power[instance_id] = "Started"
+            self.power[instance_id] = platform.STARTED
         self.on_change()
 
     def _listening(self, instance_id: str) -> bool:
@@ -155,7 +156,7 @@ class Instances:
         if proc is not None:
             stop_process(proc, STOP_DEADLINE)
         with self.lock:
-            self.power[instance_id] = "Stopped"
+            self.power[instance_id] = platform.STOPPED
 
     def set_ready(self, instance_id: str, ready: bool) -> None:
         write_text_atomic(self.ilayout(instance_id).status, "ready" if ready else "busy")
@@ -183,7 +184,7 @@ class Instances:
             proc = self.procs.get(instance_id)
         if proc is None or proc.poll() is not None:
             return "UnresponsiveRole"
-        return views.READY if self.is_ready(instance_id) else views.BUSY
+        return platform.READY if self.is_ready(instance_id) else platform.BUSY
 
     def stop_all(self) -> None:
         threads = [threading.Thread(target=self.stop, args=(i,)) for i in list(self.procs)]
@@ -198,7 +199,7 @@ class Instances:
             raise ValueError(f"unknown operation {kind!r}")
         self.spec.instance(instance_id)  # StopIteration → unknown
         with self.lock:
-            if self.current is not None and self.current.status == views.IN_PROGRESS:
+            if self.current is not None and self.current.status == platform.IN_PROGRESS:
                 raise views.Conflict(
                     f"operation {self.current.request_id} ({self.current.kind} of {self.current.instance_id}) "
                     "is in progress on this deployment"
@@ -220,22 +221,22 @@ class Instances:
         try:
             inst = self.spec.instance(op.instance_id)
             self.set_ready(inst.id, False)
-            self._walk(op, views.STOPPING)
+            self._walk(op, platform.STOPPING)
             self.stop(inst.id)
-            self._walk(op, views.STOPPED_VM)
+            self._walk(op, platform.STOPPED_VM)
             self._reset(op.kind, inst)
-            self._walk(op, views.STARTING_VM)
+            self._walk(op, platform.STARTING_VM)
             self.start(inst.id)
-            self._walk(op, views.BUSY)
+            self._walk(op, platform.BUSY)
             self.set_ready(inst.id, True)
             with self.lock:
                 self.phase.pop(inst.id, None)
-                op.history.append((time.time(), views.READY))
-                op.status = views.SUCCEEDED
+                op.history.append((time.time(), platform.READY))
+                op.status = platform.SUCCEEDED
         except Exception as exc:  # the operation fails; the fabric keeps running
             with self.lock:
                 self.phase.pop(op.instance_id, None)
-                op.status = views.FAILED
+                op.status = platform.OPERATION_FAILED
                 op.http_status_code = 500
                 op.error_code = "InternalError"
                 op.error_message = f"{op.kind} of {op.instance_id} failed: {exc}"

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.facts.live.platform import OPERATION_FAILED as FAILED
+from harness.facts.live.platform import SUCCEEDED
 from harness.live.health import MGMT, Health
 from harness.live.masking import Masker
 
@@ -39,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.live.target import SecretRef, Target
 
 OPERATION_KINDS = ("reboot", "reimage", "rebuild")
-IN_PROGRESS, SUCCEEDED, FAILED = "InProgress", "Succeeded", "Failed"
 
 _ERROR_CODE = re.compile(r"<Code>\s*([^<]+?)\s*</Code>")
 _ERROR_MESSAGE = re.compile(r"<Message>\s*([^<]*?)\s*</Message>", re.DOTALL)

@@ -39,7 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
-from harness.fabric.views import IN_PROGRESS, Conflict, DeploymentView, Lifecycle
+from harness.fabric.views import Conflict, DeploymentView, Lifecycle
+from harness.facts.live.platform import IN_PROGRESS
 from harness.net import BadBodyLength, request_body_length, secret_matches
 
 __all__ = ["FaultState", "ManagementServer", "RequestRecord"]  # FaultState re-exported for the controller

@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterable
 from xml.sax.saxutils import escape
 
-from harness.fabric.views import FAILED, SUCCEEDED, DeploymentView, InstanceEndpointView, InstanceView, OperationView
+from harness.fabric.views import DeploymentView, InstanceEndpointView, InstanceView, OperationView
+from harness.facts.live.platform import OPERATION_FAILED as FAILED
+from harness.facts.live.platform import SUCCEEDED
 
 NS = "http://schemas.microsoft.com/windowsazure"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"

@@ -1,6 +1,6 @@
 """Facts of a live deployment: Get Deployment, readiness (every instance ReadyRole), and the service model.
 
-Instance statuses are classified as vmrole-reference §7.4 says: ``healthy`` (ReadyRole), ``transitional``
+Instance statuses (:mod:`harness.facts.live.platform`) are classified ``healthy`` (ReadyRole), ``transitional``
 (keep polling until the deadline) and ``failed`` (stop polling: nothing will get better by waiting).
 The deployment's ServiceConfiguration may contain secrets: ``configuration_xml`` is kept for parsing only
 (hidden from ``repr``) and never goes into findings or evidence; ``xml`` (the evidence) has it stripped.
@@ -11,55 +11,53 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass, field
 
+from harness.facts.live import platform
+from harness.facts.live.platform import READY, RUNNING, STOPPED_VM
 from harness.facts.servicemodel import ServiceConfiguration, ServiceDefinition
 
 HEALTHY, TRANSITIONAL, FAILED = "healthy", "transitional", "failed"
-READY = "ReadyRole"
-RUNNING = "Running"
 
 #: Keep polling (with the deadline): the instance is on its way somewhere.
 TRANSITIONAL_STATUSES = frozenset(
     {
-        "RoleStateUnknown",
-        "Unknown",
-        "CreatingVM",
-        "StartingVM",
-        "CreatingRole",
-        "StartingRole",
-        "BusyRole",
-        "RestartingRole",
-        "StoppingRole",
-        "StoppingVM",
-        "Provisioning",
-        "Preparing",
+        platform.UNKNOWN,
+        platform.UNKNOWN_STATUS,
+        platform.CREATING_VM,
+        platform.STARTING_VM,
+        platform.CREATING_ROLE,
+        platform.STARTING_ROLE,
+        platform.BUSY,
+        platform.RESTARTING,
+        platform.STOPPING,
+        platform.STOPPING_VM,
+        platform.PROVISIONING,
+        platform.PREPARING,
     }
 )
 #: Stop polling: the platform gave up on the instance (or it is stopped and nothing will start it).
 FAILED_STATUSES = frozenset(
     {
-        "CyclingRole",
-        "FailedStartingRole",
-        "FailedStartingVM",
-        "UnresponsiveRole",
-        "ProvisioningFailed",
-        "ProvisioningTimeout",
-        "StoppedDeallocated",
-        "DeletingVM",
+        platform.CYCLING,
+        platform.FAILED_STARTING_ROLE,
+        platform.FAILED_STARTING_VM,
+        platform.UNRESPONSIVE,
+        platform.PROVISIONING_FAILED,
+        platform.PROVISIONING_TIMEOUT,
+        platform.STOPPED_DEALLOCATED,
+        platform.DELETING_VM,
     }
 )
-#: StoppedVM is transitional while an operation holds the deployment (reboot/reimage walk through it),
-#: failed otherwise (§7.4: "StoppedVM (after reimage)").
-STOPPED_VM = "StoppedVM"
-
 #: Deployment statuses that will not reach Running by waiting.
-DEPLOYMENT_STOPPED_STATUSES = frozenset({"Suspended", "Suspending", "SuspendedTransitioning", "Deleting"})
+DEPLOYMENT_STOPPED_STATUSES = frozenset(
+    {platform.SUSPENDED, platform.SUSPENDING, platform.SUSPENDED_TRANSITIONING, platform.DELETING}
+)
 
 
 def classify(status: str, *, locked: bool = False) -> str:
     """``healthy`` / ``transitional`` / ``failed`` for an InstanceStatus (unknown values: transitional)."""
     if status == READY:
         return HEALTHY
-    if status == STOPPED_VM:
+    if status == STOPPED_VM:  # reboot/reimage walk through it while their operation holds the deployment
         return TRANSITIONAL if locked else FAILED
     if status in FAILED_STATUSES:
         return FAILED

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.facts.live.platform import SUCCEEDED
+
 OS = "os"  # C:\vmrole-probe\marker-<uuid>.txt
 LOCAL = "local"  # <LocalStorage root>\marker-<uuid>.txt
 BLOB = "blob"  # written directly with the storage SDK
@@ -40,7 +42,7 @@ class OperationOutcome:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "Succeeded"
+        return self.status == SUCCEEDED
 
 
 @dataclass(frozen=True)

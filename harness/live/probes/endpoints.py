@@ -57,6 +57,7 @@ from harness.facts.live.endpoints import (
     TlsFacts,
     normalize_thumbprint,
 )
+from harness.facts.live.platform import READY
 from harness.facts.live.stats import samples_for_all
 from harness.facts.servicemodel import INSTANCE_INPUT as CSDEF_INSTANCE_INPUT
 from harness.facts.servicemodel import INTERNAL as CSDEF_INTERNAL
@@ -666,7 +667,7 @@ def internal_checks(
     except Exception as exc:  # the pool (or pywinrm) is unavailable: the outside checks still count
         return [], [*notes, f"internal endpoints not checked: WinRM is unavailable ({type(exc).__name__}: {exc})"]
     checks = []
-    ready = [i for i in deployment.instances if i.status == "ReadyRole"] or list(deployment.instances)
+    ready = [i for i in deployment.instances if i.status == READY] or list(deployment.instances)
     unsupported_from: dict[str, str] = {}
     for role, name, protocol, inst, port in wanted:
         probe = Probe(INTERNAL, role, name, protocol, inst.ip, port, inst.name)
@@ -765,7 +766,7 @@ def settings_for(ctx: LiveContext, deployment: DeploymentFacts) -> Settings:
 
 
 def _ready_instances(deployment: DeploymentFacts, role: str) -> list[str]:
-    return [i.name for i in deployment.instances if i.role == role and i.status == "ReadyRole"]
+    return [i.name for i in deployment.instances if i.role == role and i.status == READY]
 
 
 def tls_sweep(

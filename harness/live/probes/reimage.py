@@ -24,6 +24,7 @@ import types
 import uuid
 from typing import Any, TypeVar
 
+from harness.facts.live.platform import READY
 from harness.facts.live.reimage import (
     BLOB,
     BLOB_FROM_INSTANCE,
@@ -41,7 +42,6 @@ from harness.live.guestops import definition_of, role_of
 from harness.live.health import BLOB as BLOB_STORE
 from harness.live.winrm_pool import WinRMError, ps_quote
 
-READY = "ReadyRole"
 OS_DIR = "C:\\vmrole-probe"
 POLL = 0.1
 

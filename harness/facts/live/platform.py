@@ -1,0 +1,51 @@
+"""The Azure platform's status strings, in one place: what Get Deployment and Get Operation Status say.
+
+Read by the live facts, probes and rules, and written by the local fabric's management API emulator.
+Values as the Service Management REST API documents them:
+https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460804(v=azure.100) (Get Deployment:
+``Status``, ``InstanceStatus``, ``PowerState``) and
+https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460783(v=azure.100) (Get Operation
+Status).
+"""
+
+from __future__ import annotations
+
+# ---- Deployment/Status -------------------------------------------------------------------------------
+RUNNING = "Running"
+SUSPENDED = "Suspended"
+SUSPENDING = "Suspending"
+SUSPENDED_TRANSITIONING = "SuspendedTransitioning"
+DELETING = "Deleting"
+
+# ---- RoleInstance/InstanceStatus ---------------------------------------------------------------------
+READY = "ReadyRole"
+BUSY = "BusyRole"
+UNKNOWN = "RoleStateUnknown"
+UNKNOWN_STATUS = "Unknown"
+CREATING_VM = "CreatingVM"
+STARTING_VM = "StartingVM"
+CREATING_ROLE = "CreatingRole"
+STARTING_ROLE = "StartingRole"
+RESTARTING = "RestartingRole"
+STOPPING = "StoppingRole"
+STOPPING_VM = "StoppingVM"
+STOPPED_VM = "StoppedVM"
+PROVISIONING = "Provisioning"
+PREPARING = "Preparing"
+CYCLING = "CyclingRole"
+FAILED_STARTING_ROLE = "FailedStartingRole"
+FAILED_STARTING_VM = "FailedStartingVM"
+UNRESPONSIVE = "UnresponsiveRole"
+PROVISIONING_FAILED = "ProvisioningFailed"
+PROVISIONING_TIMEOUT = "ProvisioningTimeout"
+STOPPED_DEALLOCATED = "StoppedDeallocated"
+DELETING_VM = "DeletingVM"
+
+# ---- RoleInstance/PowerState ---------------------------------------------------------------------------
+STARTED = "Started"
+STOPPED = "Stopped"
+
+# ---- Operation/Status ------------------------------------------------------------------------------------
+IN_PROGRESS = "InProgress"
+SUCCEEDED = "Succeeded"
+OPERATION_FAILED = "Failed"
