@@ -44,10 +44,6 @@ def _probed(subject: LiveFacts) -> tuple[EndpointRotation, ...]:
     return probed
 
 
-def _attributed(ep: EndpointRotation) -> int:
-    return sum(ep.counts.values()) + sum(ep.unknown.values())
-
-
 def _evidence(ep: EndpointRotation, **extra: object) -> dict[str, str]:
     out = {
         "endpoint": ep.label,

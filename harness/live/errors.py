@@ -1,4 +1,4 @@
-"""Exceptions of the live suites."""
+"""Exceptions of the live probes."""
 
 
 class TargetError(Exception):

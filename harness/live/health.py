@@ -110,10 +110,6 @@ class Health:
         ports = ", ".join(sorted((d.address.rsplit(":", 1)[-1] for d in refused), key=lambda p: (len(p), p)))
         return Down(LB, host, f"{first.problem} on every port tried ({ports})", first.stage, True)
 
-    def all_down(self) -> list[Down]:
-        with self._lock:
-            return list(self._down.values())
-
 
 def _host_of(address: str) -> str:
     return address.rsplit(":", 1)[0] if ":" in address else address

@@ -1,6 +1,7 @@
 """The Service Management API, through the real legacy client, with the retries and evidence live stages need.
 
-:class:`ManagementClient` wraps ``azure.servicemanagement.ServiceManagementService`` (live-reference §1):
+:class:`ManagementClient` wraps ``azure.servicemanagement.ServiceManagementService``
+(package azure-servicemanagement-legacy):
 
 - an explicit ``requests.Session`` (``trust_env = False``: ``REQUESTS_CA_BUNDLE`` would override ``verify``),
   ``cert = (certificate, key)`` from the target's file references, ``verify`` = the target's CA file, the
@@ -204,7 +205,7 @@ class ManagementClient:
         self.protocol = url.scheme.lower()
         self.host = url.netloc
         session = requests.Session()
-        session.trust_env = False  # REQUESTS_CA_BUNDLE would override session.verify (live-reference §0)
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override session.verify
         if mgmt.ca is not None:
             session.verify = str(mgmt.ca)
         elif not mgmt.verify:
@@ -415,7 +416,7 @@ class ManagementClient:
         op, _ex, _ = self._call(what, lambda: self.sms.get_operation_status(request_id), idempotent=True)
         error = getattr(op, "error", None)
         return OperationStatus(
-            request_id=request_id,  # op.id is '' against Azure's <ID> (live-reference §1.2)
+            request_id=request_id,  # op.id is '' against Azure's <ID> (the SDK reads <Id>)
             status=str(op.status or ""),
             http_status_code=str(op.http_status_code or ""),
             error_code=(getattr(error, "code", None) or None) if error is not None else None,

@@ -1,4 +1,4 @@
-"""Masking secrets out of every text the live suites show (evidence, messages, logs)."""
+"""Masking secrets out of every text the live probes show (evidence, messages, logs)."""
 
 from __future__ import annotations
 

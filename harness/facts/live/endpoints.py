@@ -125,10 +125,6 @@ class EndpointFacts:
     def of_kind(self, kind: str) -> tuple[EndpointCheck, ...]:
         return tuple(c for c in self.checks if c.kind == kind)
 
-    @property
-    def vip_is_local(self) -> bool:
-        return is_local_address(self.vip)
-
     def table(self) -> str:
         rows = []
         for c in self.checks:

@@ -1,11 +1,10 @@
 """The Azure platform's status strings, in one place: what Get Deployment and Get Operation Status say.
 
 Read by the live facts, probes and rules, and written by the local fabric's management API emulator.
-Values as the Service Management REST API documents them:
-https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460804(v=azure.100) (Get Deployment:
-``Status``, ``InstanceStatus``, ``PowerState``) and
-https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460783(v=azure.100) (Get Operation
-Status).
+Values as the Service Management REST API documents them (Get Deployment: ``Status``, ``InstanceStatus``,
+``PowerState``; Get Operation Status: ``Status``):
+https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment and the operations beside it
+under https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Facts of the load-balancer probes: rotation (every Ready instance answers through the VIP) and drain
 (an instance taken out of Ready gets no new connections, then comes back).
 
-Filled by ``harness.suites.live.rotation`` / ``harness.suites.live.drain``; judged by ``checks/live/rotation.py``
-(VMR800–VMR819). Numbers behind the bounds: ``harness.live.stats`` (live-reference §7).
+Filled by the probes ``harness.live.probes.rotation`` / ``harness.live.probes.drain``; judged by
+``checks/live/rotation.py`` (VMR800–VMR819). Numbers behind the bounds: ``harness.facts.live.stats``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from typing import Any
 
 #: Error kinds counted separately (a connection through the VIP that gave no identifiable answer).
 ERROR_KINDS = ("refused", "reset", "timeout", "tls", "other")
-#: How a response was attributed to an instance.
-ID_METHODS = ("header", "body", "banner")
 
 AFFINITY_SOURCE_IP = "source-ip"
 
@@ -107,10 +105,6 @@ class EndpointRotation:
     @property
     def seen(self) -> tuple[str, ...]:
         return tuple(name for name in self.expected if self.counts.get(name))
-
-    @property
-    def keep_alive_pinned(self) -> bool | None:
-        return None if self.keep_alive is None else self.keep_alive.pinned
 
     @property
     def error_rate(self) -> float:

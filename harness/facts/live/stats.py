@@ -1,4 +1,4 @@
-"""Statistics of load-balancer rotation detection (live-reference §7). Pure functions, no I/O.
+"""Statistics of load-balancer rotation detection (coupon collector, zero-hit bounds, χ²). Pure functions, no I/O.
 
 Model: every *new* TCP connection lands on instance i with probability pᵢ (1/n for an ideal 5-tuple hash),
 independently of the others.
