@@ -46,7 +46,10 @@ NORECURSE = ("*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "v
 
 @dataclass(frozen=True)
 class LintOptions:
-    """How artefacts pair up and are judged (the `vmrole lint` options, less waivers, baselines and reports)."""
+    """How artefacts pair up and are judged (the `vmrole lint` options, less waivers, baselines and reports).
+
+    Relative paths are relative to the working directory, as on the command line.
+    """
 
     #: The .csdef every .cscfg and image is checked against (``--csdef``).
     csdef: Path | None = None
