@@ -460,9 +460,14 @@ def test_testinfra_winrm_backend(fabric, no_ssl):
     host = testinfra.get_host(url)
     assert host.run("dir C:\\").rc == 0
     assert host.check_output("hostname") == INSTANCE_ID
-    assert host.file("C:\\Windows\\win.ini").exists
-    assert not host.file("C:\\Windows\\nope.ini").exists
-    assert host.file("C:\\Windows\\win.ini").content_string == "; for 16-bit app support\r\n"
+    # testinfra's WindowsFile sends `powershell -command \"Test-Path '…'\"`: powershell.exe gets the script
+    # "Test-Path '…'" (a string, printed), as on a real guest (tests/fabric/test_winrm_testinfra_commands.py)
+    assert host.file("C:\\Windows\\win.ini").exists is False
+    assert host.check_output("powershell -Command \"Test-Path 'C:\\Windows\\win.ini'\"") == "True"
+    assert host.check_output("powershell -Command \"Test-Path 'C:\\Windows\\nope.ini'\"") == "False"
+    assert (
+        host.run("powershell -Command \"Get-Content 'C:\\Windows\\win.ini'\"").stdout == "; for 16-bit app support\r\n"
+    )
     if not no_ssl:
         assert host.system_info.type == "windows"
         assert host.system_info.distribution == "Microsoft Windows Server 2008 R2 Datacenter"

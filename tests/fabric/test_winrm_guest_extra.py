@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from harness.suites.live.guest import firewall_allows, parse_netstat, parse_profiles, parse_rules, service_status
 
 from harness.fabric.winrm.guest import Guest, default_firewall
+from harness.live.probes.guest import firewall_allows, parse_netstat, parse_profiles, parse_rules, service_status
 from harness.live.winrm_pool import parse_batch
 
 

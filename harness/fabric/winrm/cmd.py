@@ -67,6 +67,7 @@ from .common import (
 )
 from .netsh import netsh
 from .paths import PathError
+from .registry import reg
 
 if TYPE_CHECKING:
     from .guest import Guest
@@ -87,8 +88,6 @@ class CmdExe:
         line = line.strip()
         if not line:
             return 0
-        if re.match(r"^powershell(\.exe)?(\s|$)", line, re.IGNORECASE):
-            return self.g.powershell(line, io)  # PowerShell arguments are not cmd-expanded or redirected here
         line = self.g.expand(line)
         stages, redirs = self._scan(line)
         if stages is None:
@@ -267,6 +266,7 @@ class CmdExe:
             "net": self._net,
             "netstat": self._netstat,
             "netsh": lambda r, o: netsh(self.g, r, o),
+            "reg": lambda r, o: reg(self.g, r, o),
             "sc": self._sc,
             "ping": self._ping,
             "cmd": self._cmd_c,
@@ -274,10 +274,11 @@ class CmdExe:
             "findstr": lambda r, o: self._findstr(r, b"", o.encoding)[1],
         }.get(name)
         if handler is None:
+            typed = re.match(r'^\s*("[^"]*"|[^\s/]+)', stage)  # cmd names the command as it was typed
+            shown = typed.group(1).strip('"') if typed else stage.split()[0]
             write_err(
                 io,
-                f"'{name if name else stage.split()[0]}' is not recognized as an internal or external command,\n"
-                "operable program or batch file.",
+                f"'{shown}' is not recognized as an internal or external command,\noperable program or batch file.",
             )
             return 1
         return handler(rest, io)

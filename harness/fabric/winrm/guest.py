@@ -28,6 +28,7 @@ from .common import OS_NAME, OS_VERSION, CommandIO, split_args, write_err
 from .netsh import default_firewall, local_port_map
 from .paths import Drives, GuestPath, PathError
 from .powershell import run_powershell
+from .registry import Registry
 
 __all__ = [
     "OS_NAME",
@@ -117,6 +118,12 @@ class Guest:
 
     def resolve(self, raw: str) -> GuestPath:
         return self.drives.resolve(raw, self.cwd)
+
+    def registry(self) -> Registry:
+        """HKLM as this instance's OS drive holds it (read again for every command)."""
+        drives = self.instance.get("drives") or {}
+        os_drive = Path(drives["C"]) if isinstance(drives.get("C"), str) else None
+        return Registry(os_drive, self.services())
 
     # -- entry point --------------------------------------------------------------------------------------
     def run(self, command: str, args: list[str], io: CommandIO) -> int:

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as _dt
 import json
 import os
 import re
@@ -76,6 +77,7 @@ from typing import TYPE_CHECKING, Any
 from .common import CRLF, MAX_SLEEP, CommandIO, fmt_time, is_tcp_listening, is_udp_bound, write_err, write_out
 from .paths import GuestPath, PathError
 from .pstokens import PROGRESS, Item, PsError, PsExit, Spec, Tok, bind, clixml_text, fq, ps_split, ps_tokens
+from .registry import HKLM, Registry, RegistryError, canonical, convert, is_registry_path
 
 if TYPE_CHECKING:
     from .guest import Guest
@@ -89,27 +91,76 @@ _TCP_HEADER = (
 _TCP_PROBE = re.compile(r"BeginConnect\(\s*'(?P<host>[^']+)'\s*,\s*(?P<port>\d+)")
 
 
+def argv(text: str) -> list[str]:
+    r"""A Windows command line split as the C runtime does it (``CommandLineToArgvW``, what powershell.exe gets):
+    whitespace separates outside quotes; ``"`` toggles quoting; ``2n`` backslashes before a ``"`` are ``n``
+    backslashes (the quote toggles), ``2n+1`` are ``n`` and a literal ``"``; other backslashes are literal;
+    ``""`` inside quotes is a literal ``"``."""
+    args: list[str] = []
+    cur: list[str] = []
+    have = in_quote = False
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            j = i
+            while j < n and text[j] == "\\":
+                j += 1
+            count = j - i
+            if j < n and text[j] == '"':
+                cur.append("\\" * (count // 2))
+                if count % 2:
+                    cur.append('"')
+                    i = j + 1
+                else:
+                    i = j
+                have = True
+                continue
+            cur.append("\\" * count)
+            have = True
+            i = j
+            continue
+        if ch == '"':
+            if in_quote and i + 1 < n and text[i + 1] == '"':
+                cur.append('"')
+                i += 2
+                have = True
+                continue
+            in_quote = not in_quote
+            have = True
+        elif ch in " \t" and not in_quote:
+            if have:
+                args.append("".join(cur))
+                cur, have = [], False
+        else:
+            cur.append(ch)
+            have = True
+        i += 1
+    if have:
+        args.append("".join(cur))
+    return args
+
+
 def run_powershell(g: Guest, line: str, io: CommandIO) -> int:
-    """``powershell[.exe] <switches> …`` as cmd.exe starts it: the command line, then the script."""
-    m = re.match(r"^\s*powershell(?:\.exe)?", line, re.IGNORECASE)
-    rest = line[m.end() :] if m else line
+    """``powershell[.exe] <switches> …`` as cmd.exe starts it: the command line is split into arguments as the C
+    runtime does (:func:`argv`), then read as powershell.exe reads them: ``-Command`` takes every argument
+    after it, joined with spaces, as the script (so testinfra's ``-command \\"Test-Path 'C:/x'\\"`` is the
+    script ``"Test-Path 'C:/x'"``: a string, which PowerShell prints)."""
+    args = argv(line)
+    if args and re.match(r"^powershell(\.exe)?$", args[0], re.IGNORECASE):
+        args = args[1:]
     script: str | None = None
     takes_value = ("executionpolicy", "inputformat", "outputformat", "windowstyle", "version", "configurationname")
-    pos = 0
-    while True:
-        mm = re.match(r'\s*("[^"]*"|\S+)', rest[pos:])
-        if not mm:
-            break
-        tok = mm.group(1)
-        end = pos + mm.end()
+    i = 0
+    while i < len(args):
+        tok = args[i]
         if tok.startswith(("-", "/")) and len(tok) > 1:
             key = tok[1:].lower()
             if key in ("e", "ec", "enc") or ("encodedcommand".startswith(key) and len(key) >= 2 and key[0] == "e"):
-                vm = re.match(r"\s*(\S+)", rest[end:])
-                if not vm:
+                if i + 1 >= len(args):
                     return _ps_fail(io, "Cannot process the command because of a missing parameter.")
                 try:
-                    script = base64.b64decode(vm.group(1), validate=True).decode("utf-16-le")
+                    script = base64.b64decode(args[i + 1], validate=True).decode("utf-16-le")
                 except (binascii.Error, ValueError, UnicodeDecodeError):
                     return _ps_fail(
                         io,
@@ -118,28 +169,22 @@ def run_powershell(g: Guest, line: str, io: CommandIO) -> int:
                     )
                 break
             if key in ("c",) or ("command".startswith(key) and len(key) >= 2 and key[0] == "c"):
-                script = rest[end:].strip()
-                if len(script) >= 4 and script.startswith('\\"') and script.endswith('\\"'):
-                    script = script[2:-2].replace('\\"', '"')  # testinfra: -command \"Test-Path '...'\"
-                elif len(script) >= 2 and script[0] == '"' and script[-1] == '"':
-                    script = script[1:-1]
+                script = " ".join(args[i + 1 :])
                 break
             if key in ("f",) or ("file".startswith(key) and key[0] == "f"):
-                vm = re.match(r'\s*("[^"]*"|\S+)', rest[end:])
                 try:
-                    if vm is None:
+                    if i + 1 >= len(args):
                         raise PathError("")
-                    script = g.resolve(vm.group(1).strip('"')).path.read_text("utf-8-sig")
+                    script = g.resolve(args[i + 1]).path.read_text("utf-8-sig")
                 except (PathError, OSError):
                     return _ps_fail(io, "The argument to the -File parameter does not exist.")
                 break
             if any(t.startswith(key) for t in takes_value):
-                vm = re.match(r'\s*("[^"]*"|\S+)', rest[end:])
-                pos = end + (vm.end() if vm else 0)
+                i += 2
                 continue
-            pos = end
+            i += 1
             continue
-        script = rest[pos:].strip()  # no switch: the rest is the command
+        script = " ".join(args[i:])  # no switch: the rest is the command
         break
     if script is None or not script.strip():
         return 0
@@ -176,6 +221,49 @@ def _tcp_client_probe(g: Guest, io: CommandIO, host: str, port: int, script: str
 def _ps_fail(io: CommandIO, message: str) -> int:
     write_err(io, message)
     return 1
+
+
+class PsDate:
+    """A DateTime: printed as PowerShell prints one (en-US long date and long time, what testinfra's
+    ``mtime`` parses with ``%A, %B %d, %Y %I:%M:%S %p``), shown as date and time columns in item tables."""
+
+    def __init__(self, ts: float) -> None:
+        self.ts = ts
+
+    def __str__(self) -> str:
+        t = _dt.datetime.fromtimestamp(self.ts)
+        return f"{t:%A}, {t:%B} {t.day}, {t.year} {t.hour % 12 or 12}:{t:%M:%S} {t:%p}"
+
+    def table(self) -> tuple[str, str]:
+        return fmt_time(self.ts)
+
+
+# .NET type names ``-is`` knows (without the ``System.`` prefix, lower case); anything else is TypeNotFound
+_KNOWN_TYPES = {
+    "object", "string", "boolean", "bool", "int32", "int", "int64", "long", "array", "datetime",
+    "io.fileinfo", "io.directoryinfo", "io.filesysteminfo", "serviceprocess.servicecontroller",
+    "microsoft.win32.registrykey", "management.automation.pscustomobject", "management.automation.psobject",
+}  # fmt: skip
+# PowerShell's registry value kinds (-Type / -PropertyType) -> reg types
+_PS_REG_TYPES = {
+    "string": "REG_SZ", "expandstring": "REG_EXPAND_SZ", "binary": "REG_BINARY", "dword": "REG_DWORD",
+    "multistring": "REG_MULTI_SZ", "qword": "REG_QWORD", "unknown": "REG_NONE", "none": "REG_NONE",
+}  # fmt: skip
+
+
+def _type_key(name: str) -> str:
+    low = name.strip().lower()
+    return low[len("system.") :] if low.startswith("system.") else low
+
+
+def _flat(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, list):
+            out.extend(v)
+        elif v is not None:
+            out.append(v)
+    return out
 
 
 # Windows PowerShell 5.1's ConvertTo-Json writes enums as numbers: ServiceControllerStatus values.
@@ -233,6 +321,29 @@ class PowerShell:
             ("Path",),
         ),
         "get-service": Spec("Get-Service", ("Name", "DisplayName"), (), ("Name",)),
+        "get-item": Spec("Get-Item", ("Path", "LiteralPath"), ("Force",), ("Path",)),
+        "select-string": Spec(
+            "Select-String",
+            ("Pattern", "Path", "LiteralPath", "Encoding"),
+            ("SimpleMatch", "CaseSensitive", "Quiet", "NotMatch", "List"),
+            ("Pattern", "Path"),
+        ),
+        "get-itemproperty": Spec("Get-ItemProperty", ("Path", "LiteralPath", "Name"), (), ("Path", "Name")),
+        "set-itemproperty": Spec(
+            "Set-ItemProperty",
+            ("Path", "LiteralPath", "Name", "Value", "Type"),
+            ("Force", "PassThru"),
+            ("Path", "Name", "Value"),
+        ),
+        "new-itemproperty": Spec(
+            "New-ItemProperty",
+            ("Path", "LiteralPath", "Name", "Value", "PropertyType", "Type"),
+            ("Force",),
+            ("Path", "Name", "Value"),
+        ),
+        "remove-itemproperty": Spec(
+            "Remove-ItemProperty", ("Path", "LiteralPath", "Name"), ("Force",), ("Path", "Name")
+        ),
         "get-nettcpconnection": Spec(
             "Get-NetTCPConnection",
             ("State", "LocalPort", "LocalAddress"),
@@ -255,7 +366,8 @@ class PowerShell:
         "del": "remove-item", "erase": "remove-item", "ri": "remove-item", "rd": "remove-item",
         "rmdir": "remove-item", "dir": "get-childitem", "ls": "get-childitem", "gci": "get-childitem",
         "gsv": "get-service", "sleep": "start-sleep", "hostname.exe": "hostname", "iwr": "invoke-webrequest",
-        "curl": "invoke-webrequest", "wget": "invoke-webrequest",
+        "curl": "invoke-webrequest", "wget": "invoke-webrequest", "gi": "get-item", "gp": "get-itemproperty",
+        "sp": "set-itemproperty", "rp": "remove-itemproperty", "sls": "select-string",
     }  # fmt: skip
 
     def __init__(self, guest: Guest, io: CommandIO) -> None:
@@ -264,6 +376,7 @@ class PowerShell:
         self.vars: dict[str, str] = {}
         self.errors: list[str] = []
         self.progress = False
+        self.deferred: list[PsError] = []  # non-terminating errors of the running statement
 
     # -- output -------------------------------------------------------------------------------------------
     def _emit(self, text: str) -> None:
@@ -322,16 +435,138 @@ class PowerShell:
             toks = ps_tokens(m.group(2), self.g.getenv)
             self.vars[m.group(1).lower()] = toks[0].text if toks else ""
             return
-        stages = ps_split(stmt, "|")
-        results = self._command(stages[0])
+        self.deferred = []
+        self._format(self._pipeline(stmt))
+        if self.deferred:  # written after the output: the statement failed ($? false)
+            raise self.deferred[0]
+
+    def _pipeline(self, text: str) -> list[Any]:
+        stages = ps_split(text, "|")
+        if not stages:
+            return []
+        results = self._head(stages[0])
         for stage in stages[1:]:
             results = self._filter(stage, results)
-        self._format(results)
+        return results
+
+    def _head(self, stage: str) -> list[Any]:
+        """The first element of a pipeline: a ``(…)`` expression, a string literal (printed) or a command."""
+        text = stage.strip()
+        if text.startswith("("):
+            return self._expression(text)
+        if text[:1] in ("'", '"'):
+            toks = ps_tokens(text, self.g.getenv)
+            if len(toks) > 1:
+                raise PsError(
+                    f"Unexpected token '{toks[1].text}' in expression or statement.",
+                    "ParserError: (:) [], ParentContainsErrorRecordException",
+                    "ParentContainsErrorRecordException",
+                    "UnexpectedToken",
+                )
+            return [toks[0].text] if toks else []
+        return self._command(text)
+
+    def _expression(self, text: str) -> list[Any]:
+        """``(pipeline)`` then any ``.Member`` accesses, then optionally ``-is``/``-isnot [Type]``."""
+        depth, quote, end = 0, "", -1
+        for i, ch in enumerate(text):
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+        if end < 0:
+            raise PsError(
+                "Missing closing ')' in expression.",
+                "ParserError: (:) [], ParentContainsErrorRecordException",
+                "ParentContainsErrorRecordException",
+                "MissingEndParenthesisInExpression",
+            )
+        m = re.match(r"^((?:\.\w+)*)\s*(?:-(is|isnot)\s*\[([\w.]+)\])?\s*$", text[end + 1 :], re.IGNORECASE)
+        if m is None:
+            bad = text[end + 1 :].split()[0]
+            raise PsError(
+                f"Unexpected token '{bad}' in expression or statement.",
+                "ParserError: (:) [], ParentContainsErrorRecordException",
+                "ParentContainsErrorRecordException",
+                "UnexpectedToken",
+            )
+        try:
+            values = self._pipeline(text[1:end])
+        except PsError as err:  # a failing command inside (…) is a non-terminating error: the value is $null
+            self.deferred.append(err)
+            values = []
+        for member in (p for p in m.group(1).split(".") if p):
+            values = _flat([self._member(v, member) for v in values])
+        if m.group(2):
+            if _type_key(m.group(3)) not in _KNOWN_TYPES:
+                raise PsError(
+                    f"Unable to find type [{m.group(3)}]. Make sure that the assembly that contains this type is "
+                    "loaded.",
+                    f"InvalidOperation: ({m.group(3)}:TypeName) [], RuntimeException",
+                    "RuntimeException",
+                    "TypeNotFound",
+                )
+            hit = len(values) == 1 and self._is(values[0], _type_key(m.group(3)))
+            return [hit if m.group(2).lower() == "is" else not hit]
+        return values
+
+    @staticmethod
+    def _member(value: Any, name: str) -> Any:
+        if isinstance(value, Item):
+            key = next((k for k in value.props if k.lower() == name.lower()), None)
+            return value.props[key] if key is not None else None
+        if isinstance(value, str) and name.lower() == "length":
+            return len(value)
+        return None
+
+    @staticmethod
+    def _is(value: Any, tkey: str) -> bool:
+        if tkey in ("object", "management.automation.psobject"):
+            return True
+        if isinstance(value, Item):
+            return any(_type_key(t) == tkey for t in value.types)
+        if isinstance(value, bool):
+            return tkey in ("boolean", "bool")
+        if isinstance(value, int):
+            return tkey in ("int32", "int", "int64", "long")
+        if isinstance(value, str):
+            return tkey == "string"
+        if isinstance(value, PsDate):
+            return tkey == "datetime"
+        return False
 
     def _command(self, stage: str) -> list[Any]:
         toks = ps_tokens(stage, self.g.getenv)
         if not toks:
             return []
+        silent = False  # -ErrorAction SilentlyContinue|Ignore (a common parameter of every cmdlet)
+        kept = [toks[0]]
+        i = 1
+        while i < len(toks):
+            low = toks[i].text.lower()
+            if not toks[i].quoted and re.match(r"^-(erroraction|ea)(:|$)", low):
+                value = low.split(":", 1)[1] if ":" in low else (toks[i + 1].text.lower() if i + 1 < len(toks) else "")
+                silent = value in ("silentlycontinue", "ignore")
+                i += 1 if ":" in low else 2
+                continue
+            kept.append(toks[i])
+            i += 1
+        toks = kept
+        if silent:
+            try:
+                return self._invoke(toks)
+            except PsError:
+                return []
+        return self._invoke(toks)
+
+    def _invoke(self, toks: list[Tok]) -> list[Any]:
         raw_name = toks[0].text
         name = raw_name.lower()
         if name == "mkdir" or name == "md":
@@ -410,6 +645,10 @@ class PowerShell:
         raw = args.get("Path") or args.get("LiteralPath")
         if not raw:
             return [False]
+        if is_registry_path(raw):
+            key = canonical(raw)
+            exists = key is not None and self.g.registry().find(key) is not None
+            return [exists and str(args.get("PathType", "Any")).lower() != "leaf"]
         try:
             gp = self.g.resolve(raw)
         except PathError:
@@ -475,22 +714,77 @@ class PowerShell:
     def _item(self, gp: GuestPath) -> Item:
         st = gp.path.stat()
         parent = gp.display.rsplit("\\", 1)[0]
-        return Item(
-            "fsitem",
-            {
-                "Mode": ("d----" if stat.S_ISDIR(st.st_mode) else "-a---"),
-                "LastWriteTime": fmt_time(st.st_mtime),
-                "Length": "" if stat.S_ISDIR(st.st_mode) else str(st.st_size),
-                "Name": gp.path.name or gp.display,
-                "Directory": parent + ("\\" if parent.endswith(":") else ""),
-                "FullName": gp.display,
-            },
-        )
+        is_dir = stat.S_ISDIR(st.st_mode)
+        props: dict[str, Any] = {
+            "Mode": ("d----" if is_dir else "-a---"),
+            "LastWriteTime": PsDate(st.st_mtime),
+            "Length": st.st_size,
+            "Name": gp.path.name or gp.display,
+            "Directory": parent + ("\\" if parent.endswith(":") else ""),
+            "FullName": gp.display,
+            "PSIsContainer": is_dir,
+        }
+        if is_dir:  # a DirectoryInfo has no Length
+            del props["Length"]
+        types = ("System.IO.DirectoryInfo" if is_dir else "System.IO.FileInfo", "System.IO.FileSystemInfo")
+        return Item("fsitem", props, types)
+
+    def _c_get_item(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if is_registry_path(raw):
+            reg, key = self._regkey(raw, cmdlet)
+            return [self._regkey_item(reg, key)]
+        gp = self._path(args, cmdlet)
+        assert gp is not None
+        if not gp.path.exists():
+            raise self._not_found(raw, cmdlet)
+        return [self._item(gp)]
+
+    def _c_select_string(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        gp = self._path(args, cmdlet)
+        assert gp is not None
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if not gp.path.exists():
+            raise self._not_found(raw, cmdlet)
+        pattern = str(args.get("Pattern", ""))
+        flags = 0 if args.get("CaseSensitive") else re.IGNORECASE
+        try:
+            rx = re.compile(re.escape(pattern) if args.get("SimpleMatch") else pattern, flags)
+        except re.error:
+            raise PsError(
+                f"The string {pattern} is not a valid regular expression.",
+                f"InvalidArgument: (:) [{cmdlet}], ArgumentException",
+                "ArgumentException",
+                f"InvalidRegex,{fq(cmdlet)}",
+                cmdlet,
+            ) from None
+        if gp.path.is_dir():
+            return []
+        data = gp.path.read_bytes()
+        text = data.decode("utf-16") if data.startswith(b"\xff\xfe") else data.decode("utf-8-sig", "replace")
+        hits = []
+        for n, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+            if bool(rx.search(line)) != bool(args.get("NotMatch")):
+                props = {
+                    "Path": gp.display,
+                    "LineNumber": n,
+                    "Line": line,
+                    "Filename": gp.path.name,
+                    "Pattern": pattern,
+                }
+                hits.append(Item("matchinfo", props, ("Microsoft.PowerShell.Commands.MatchInfo",)))
+                if args.get("List"):
+                    break
+        if args.get("Quiet"):
+            return [bool(hits)]
+        return hits
 
     def _c_new_item(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
         raw = args.get("Path")
         if args.get("Name"):
             raw = f"{raw}\\{args['Name']}" if raw else args["Name"]
+        if raw and is_registry_path(raw):
+            return self._new_regkey(str(raw), args, cmdlet)
         gp = self._path({"Path": raw} if raw else {}, cmdlet)
         assert gp is not None
         kind = str(args.get("ItemType", "File")).lower()
@@ -530,6 +824,20 @@ class PowerShell:
         return [self._item(self.g.resolve(gp.display))]
 
     def _c_remove_item(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        if is_registry_path(str(args.get("Path") or args.get("LiteralPath") or "")):
+            raw = str(args.get("Path") or args.get("LiteralPath"))
+            reg, key = self._regkey(raw, cmdlet)
+            try:
+                reg.delete_key(key, recurse=bool(args.get("Recurse")))
+            except RegistryError:
+                raise PsError(
+                    f"The item at {raw} has children and the Recurse parameter was not specified.",
+                    f"WriteError: ({key}:String) [Remove-Item], IOException",
+                    "IOException",
+                    "RemoveItemIOError,Microsoft.PowerShell.Commands.RemoveItemCommand",
+                    cmdlet,
+                ) from None
+            return []
         gp = self._path(args, cmdlet)
         assert gp is not None
         raw = args.get("Path") or args.get("LiteralPath") or ""
@@ -558,6 +866,12 @@ class PowerShell:
         return []
 
     def _c_get_childitem(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        if is_registry_path(str(args.get("Path") or args.get("LiteralPath") or "")):
+            reg, key = self._regkey(str(args.get("Path") or args.get("LiteralPath")), cmdlet)
+            subs = reg.subkeys(key)
+            if args.get("Name"):
+                return [k.rsplit("\\", 1)[1] for k in subs]
+            return [self._regkey_item(reg, k) for k in subs]
         gp = self._path(args, cmdlet, required=False)
         assert gp is not None
         if not gp.path.exists():
@@ -580,8 +894,15 @@ class PowerShell:
                 "Status": str(svc.get("state", "Stopped")),
                 "Name": str(svc["name"]),
                 "DisplayName": str(svc.get("display_name", svc["name"])),
-                "StartType": {"auto": "Automatic"}.get(str(svc.get("start", "")).lower(), str(svc.get("start", ""))),
+                "StartType": {
+                    "auto": "Automatic",
+                    "automatic": "Automatic",
+                    "manual": "Manual",
+                    "demand": "Manual",
+                    "disabled": "Disabled",
+                }.get(str(svc.get("start", "")).lower(), str(svc.get("start", ""))),
             },
+            ("System.ServiceProcess.ServiceController",),
         )
 
     def _c_get_service(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
@@ -599,15 +920,202 @@ class PowerShell:
             )
         return [self._service_item(svc)]
 
+    # -- the registry (HKLM:) --------------------------------------------------------------------------------
+    def _regkey(self, raw: str, cmdlet: str) -> tuple[Registry, str]:
+        key = canonical(raw)
+        reg = self.g.registry()
+        found = reg.find(key) if key is not None else None
+        if found is None:
+            raise self._not_found(raw, cmdlet)
+        return reg, found
+
+    def _reg_data(self, kind: str, data: Any) -> Any:
+        if kind == "REG_EXPAND_SZ":  # the registry provider expands %VAR%
+            return self.g.expand(str(data))
+        if kind == "REG_MULTI_SZ":
+            return [str(x) for x in data]
+        if kind == "REG_BINARY":
+            return list(bytes.fromhex(str(data)))
+        return data
+
+    def _regprops(self, key: str, values: dict[str, list[Any]]) -> Item:
+        parent, _, child = key.rpartition("\\")
+        props: dict[str, Any] = {(n or "(default)"): self._reg_data(v[0], v[1]) for n, v in values.items()}
+        props.update(
+            {
+                "PSPath": f"Microsoft.PowerShell.Core\\Registry::{key}",
+                "PSParentPath": f"Microsoft.PowerShell.Core\\Registry::{parent}",
+                "PSChildName": child,
+                "PSDrive": "HKLM",
+                "PSProvider": "Microsoft.PowerShell.Core\\Registry",
+            }
+        )
+        return Item("regprops", props, ("System.Management.Automation.PSCustomObject",))
+
+    def _regkey_item(self, reg: Registry, key: str) -> Item:
+        parent, _, child = key.rpartition("\\")
+        values = reg.keys[key]
+        props = {
+            "Name": key,
+            "PSChildName": child,
+            "Hive": parent,
+            "Property": [n or "(default)" for n in values],
+            "Values": {(n or "(default)"): self._reg_data(v[0], v[1]) for n, v in values.items()},
+            "SubKeyCount": len(reg.subkeys(key)),
+            "ValueCount": len(values),
+            "PSPath": f"Microsoft.PowerShell.Core\\Registry::{key}",
+        }
+        return Item("regkey", props, ("Microsoft.Win32.RegistryKey",))
+
+    def _no_property(self, name: str, key: str, cmdlet: str) -> PsError:
+        return PsError(
+            f"Property {name} does not exist at path {key}.",
+            f"InvalidArgument: ({name}:String) [{cmdlet}], PSArgumentException",
+            "PSArgumentException",
+            f"System.Management.Automation.PSArgumentException,{fq(cmdlet)}",
+            cmdlet,
+        )
+
+    def _provider_only(self, cmdlet: str) -> PsError:
+        return PsError(
+            "Cannot use interface. The IPropertyCmdletProvider interface is not supported by this provider.",
+            f"NotImplemented: (:) [{cmdlet}], PSNotSupportedException",
+            "PSNotSupportedException",
+            f"NotSupported,{fq(cmdlet)}",
+            cmdlet,
+        )
+
+    def _c_get_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if not is_registry_path(raw):
+            raise self._provider_only(cmdlet)
+        reg, key = self._regkey(raw, cmdlet)
+        values = reg.keys[key]
+        if args.get("Name") is not None:
+            try:
+                found, value = reg.value(key, str(args["Name"]))
+            except RegistryError:
+                raise self._no_property(str(args["Name"]), key, cmdlet) from None
+            return [self._regprops(key, {found: value})]
+        return [self._regprops(key, values)] if values else []
+
+    def _value_args(self, args: dict[str, Any], cmdlet: str, kind: str) -> tuple[str, Any]:
+        given = args.get("PropertyType") or args.get("Type")
+        if given is not None:
+            if str(given).lower() not in _PS_REG_TYPES:
+                raise PsError(
+                    f"Cannot bind parameter 'Type'. Cannot convert value \"{given}\" to type "
+                    '"Microsoft.Win32.RegistryValueKind".',
+                    f"InvalidArgument: (:) [{cmdlet}], ParameterBindingException",
+                    "ParameterBindingException",
+                    f"CannotConvertArgumentNoMessage,{fq(cmdlet)}",
+                    cmdlet,
+                )
+            kind = _PS_REG_TYPES[str(given).lower()]
+        raw = args.get("Value", "")
+        try:
+            return kind, convert(kind, raw if raw is not None else "")
+        except ValueError:
+            raise PsError(
+                f'Cannot convert value "{raw}" to type "System.Int32".',
+                f"InvalidArgument: (:) [{cmdlet}], PSInvalidCastException",
+                "PSInvalidCastException",
+                f"InvalidCastFromStringToInteger,{fq(cmdlet)}",
+                cmdlet,
+            ) from None
+
+    def _c_set_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if not is_registry_path(raw):
+            raise self._provider_only(cmdlet)
+        reg, key = self._regkey(raw, cmdlet)
+        name = str(args.get("Name") or "")
+        try:
+            _, (kind, _) = reg.value(key, name)
+        except RegistryError:
+            kind = "REG_SZ"  # a new value is a string unless -Type says otherwise
+        kind, data = self._value_args(args, cmdlet, kind)
+        reg.set_value(key, name, kind, data)
+        return [self._regprops(key, {name: [kind, data]})] if args.get("PassThru") else []
+
+    def _c_new_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if not is_registry_path(raw):
+            raise self._provider_only(cmdlet)
+        reg, key = self._regkey(raw, cmdlet)
+        name = str(args.get("Name") or "")
+        try:
+            reg.value(key, name)
+            exists = True
+        except RegistryError:
+            exists = False
+        if exists and not args.get("Force"):
+            raise PsError(
+                "The property already exists.",
+                f"ResourceExists: ({key}:String) [New-ItemProperty], IOException",
+                "IOException",
+                "System.IO.IOException,Microsoft.PowerShell.Commands.NewItemPropertyCommand",
+                cmdlet,
+            )
+        kind, data = self._value_args(args, cmdlet, "REG_SZ")
+        reg.set_value(key, name, kind, data)
+        return [self._regprops(key, {name: [kind, data]})]
+
+    def _c_remove_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if not is_registry_path(raw):
+            raise self._provider_only(cmdlet)
+        reg, key = self._regkey(raw, cmdlet)
+        name = str(args.get("Name") or "")
+        try:
+            reg.delete_value(key, name)
+        except RegistryError:
+            raise self._no_property(name, key, cmdlet) from None
+        return []
+
+    def _new_regkey(self, raw: str, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        key = canonical(raw)
+        if key is None or key == HKLM:
+            raise self._not_found(raw, cmdlet)
+        reg = self.g.registry()
+        force = bool(args.get("Force"))
+        if reg.find(key) is not None and not force:
+            raise PsError(
+                "A key at this path already exists.",
+                f"ResourceExists: ({key}:String) [New-Item], IOException",
+                "IOException",
+                "System.IO.IOException,Microsoft.PowerShell.Commands.NewItemCommand",
+                cmdlet,
+            )
+        parent = key.rsplit("\\", 1)[0]
+        if reg.find(parent) is None and not force:
+            shown = raw.replace("/", "\\").rstrip("\\").rsplit("\\", 1)[0]
+            raise self._not_found(shown, cmdlet)
+        found = reg.create_key(key, force=True)  # -Force on an existing key recreates it empty, as PowerShell does
+        if args.get("Value") is not None:
+            reg.set_value(found, "", "REG_SZ", str(args["Value"]))
+        return [self._regkey_item(reg, found)]
+
     def _c_get_nettcpconnection(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
         state = str(args.get("State", "Listen")).lower()
-        ports = [p for proto, p in self.g.listening_ports() if proto == "TCP"]
+        declared = {local: real for (proto, real), local in self.g.local_port_map().items() if proto == "TCP"}
+        rows: list[tuple[str, int]] = []  # (LocalAddress, LocalPort) of the sockets that really listen
+        for proto, real in self.g.listening_ports():
+            if proto != "TCP" or state != "listen" or not is_tcp_listening(self.g.host, real):
+                continue
+            rows.append((self.g.host, real))
+            local = self.g.local_port_map().get(("TCP", real))
+            if local is not None:  # the role's declared port (netstat shows it as 0.0.0.0:<localPort>)
+                rows.append(("0.0.0.0", local))
         if "LocalPort" in args:
             try:
-                ports = [int(str(args["LocalPort"]))]
+                wanted = int(str(args["LocalPort"]))
             except ValueError:
-                ports = []
-        found = [p for p in ports if state == "listen" and is_tcp_listening(self.g.host, p)]
+                wanted = -1
+            rows = [r for r in rows if r[1] == wanted]
+            if not rows and wanted not in declared and state == "listen" and is_tcp_listening(self.g.host, wanted):
+                rows = [(self.g.host, wanted)]
+        found = sorted(set(rows), key=lambda r: (r[1], r[0]))
         if not found:
             raise PsError(
                 "No matching MSFT_NetTCPConnection objects found by CIM query for instances of the "
@@ -623,7 +1131,7 @@ class PowerShell:
             Item(
                 "tcp",
                 {
-                    "LocalAddress": self.g.host,
+                    "LocalAddress": addr,
                     "LocalPort": p,
                     "RemoteAddress": "0.0.0.0",
                     "RemotePort": 0,
@@ -631,7 +1139,7 @@ class PowerShell:
                     "AppliedSetting": "",
                 },
             )
-            for p in found
+            for addr, p in found
         ]
 
     def _c_start_sleep(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
@@ -755,10 +1263,22 @@ class PowerShell:
                 prop = str(args["ExpandProperty"])
                 out = []
                 for r in results:
-                    if isinstance(r, Item):
-                        key = next((k for k in r.props if k.lower() == prop.lower()), None)
-                        if key is not None:
-                            out.append(r.props[key])
+                    key = next((k for k in r.props if k.lower() == prop.lower()), None) if isinstance(r, Item) else None
+                    if key is not None:
+                        value = r.props[key]
+                        out.extend(value if isinstance(value, list) else [value])
+                    elif not (isinstance(r, str) and prop.lower() == "length"):
+                        self.deferred.append(
+                            PsError(
+                                f'Property "{prop}" cannot be found.',
+                                "InvalidArgument: (:PSObject) [Select-Object], PSArgumentException",
+                                "PSArgumentException",
+                                "ExpandPropertyNotFound,Microsoft.PowerShell.Commands.SelectObjectCommand",
+                                "Select-Object",
+                            )
+                        )
+                    else:
+                        out.append(len(r))
             elif args.get("Property"):  # -Property A,B: objects with just those properties (in that order)
                 names = [n.strip() for n in str(args["Property"]).split(",") if n.strip()]
                 out = []
@@ -796,6 +1316,7 @@ class PowerShell:
         if not results:
             return
         lines: list[str] = []
+        results = _flat(results)
         items = [r for r in results if isinstance(r, Item)]
         for r in results:
             if isinstance(r, bool):
@@ -804,11 +1325,42 @@ class PowerShell:
                 lines.append(str(r))
         if items:
             lines.append(self._table(items))
-        self._emit("\n".join(lines) + "\n")
+        if lines:
+            self._emit("\n".join(lines) + "\n")
 
     @staticmethod
     def _table(items: list[Item]) -> str:
         kind = items[0].kind
+        if kind == "matchinfo":  # MatchInfo prints as path:line:text between blank lines
+            return (
+                "\n" + "\n".join(f"{i.props['Path']}:{i.props['LineNumber']}:{i.props['Line']}" for i in items) + "\n\n"
+            )
+        if kind == "regprops":  # a PSCustomObject with more than four properties: list format
+            out = []
+            for i in items:
+                width = max(len(k) for k in i.props)
+                out.append("")
+                for k, v in i.props.items():
+                    shown = "{" + ", ".join(str(x) for x in v) + "}" if isinstance(v, list) else str(v)
+                    out.append(f"{k:<{width}} : {shown}")
+            return "\n".join(out) + "\n\n"
+        if kind == "regkey":
+            rows = [
+                "",
+                "",
+                f"    Hive: {items[0].props['Hive']}",
+                "",
+                "",
+                f"{'Name':<31}Property",
+                f"{'----':<31}--------",
+            ]
+            for i in items:
+                values = i.props["Values"]
+                width = max((len(k) for k in values), default=0)
+                cells = [f"{k:<{width}} : {v}" for k, v in values.items()] or [""]
+                rows.append(f"{i.props['PSChildName']:<31}{cells[0]}".rstrip())
+                rows += [" " * 31 + c for c in cells[1:]]
+            return "\n".join(rows) + "\n"
         if kind == "service":
             rows = ["", "Status   Name               DisplayName", "------   ----               -----------"]
             rows += [f"{i.props['Status']:<9}{i.props['Name']:<19}{i.props['DisplayName']}" for i in items]
@@ -829,6 +1381,6 @@ class PowerShell:
         rows += ["Mode                LastWriteTime     Length Name"]
         rows += ["----                -------------     ------ ----"]
         for i in items:
-            d, t = i.props["LastWriteTime"]
-            rows.append(f"{i.props['Mode']:<12}{d:>10} {t:>8}{i.props['Length']:>11} {i.props['Name']}")
+            d, t = i.props["LastWriteTime"].table()
+            rows.append(f"{i.props['Mode']:<12}{d:>10} {t:>8}{i.props.get('Length', '')!s:>11} {i.props['Name']}")
         return "\n".join(rows) + "\n"

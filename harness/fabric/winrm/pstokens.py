@@ -44,10 +44,12 @@ PROGRESS = (
 
 
 def ps_split(script: str, seps: str) -> list[str]:
-    """Splits on any char in ``seps`` outside quotes; ``#`` comments are dropped when splitting statements."""
+    """Splits on any char in ``seps`` outside quotes and parentheses; ``#`` comments are dropped when splitting
+    statements."""
     out: list[str] = []
     cur: list[str] = []
     quote = ""
+    depth = 0
     i = 0
     while i < len(script):
         ch = script[i]
@@ -69,10 +71,11 @@ def ps_split(script: str, seps: str) -> list[str]:
             while i < len(script) and script[i] != "\n":
                 i += 1
             continue
-        elif ch in seps:
+        elif ch in seps and depth == 0:
             out.append("".join(cur))
             cur = []
         else:
+            depth += 1 if ch == "(" else -1 if ch == ")" and depth > 0 else 0
             cur.append(ch)
         i += 1
     out.append("".join(cur))
@@ -200,7 +203,9 @@ def bind(spec: Spec, toks: list[Tok]) -> dict[str, Any]:
 
 @dataclass
 class Item:
-    """A PowerShell object: ``kind`` selects the table it is formatted with; ``props`` its properties."""
+    """A PowerShell object: ``kind`` selects the table it is formatted with; ``props`` its properties; ``types``
+    the .NET types it is (``-is``), most derived first."""
 
     kind: str
     props: dict[str, Any]
+    types: tuple[str, ...] = ()
