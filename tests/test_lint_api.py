@@ -129,6 +129,17 @@ def test_a_broken_copy_of_the_sample_is_vmr001_both_ways(sample: Path, tmp_path:
     assert [f.rule_id for f in broken.outcomes[0].findings] == ["VMR001"]
 
 
+def test_a_hostile_package_is_vmr001_at_its_location_both_ways(sample: Path, tmp_path: Path) -> None:
+    from harness.testing.cspkg import write_cspkg
+
+    csdef = (sample / "vmrole" / "ServiceDefinition.csdef").read_text(encoding="utf-8-sig")
+    package = write_cspkg(sample / "vmrole" / "Hostile.cspkg", csdef, extra_members={"../evil": b"x"})
+    result = assert_same(sample, tmp_path, ["vmrole"], LintOptions())
+    hostile = result.result_for(package)
+    assert hostile is not None and hostile.unreadable and "path traversal" in hostile.unreadable
+    assert [(f.rule_id, f.location) for f in hostile.outcomes[0].findings] == [("VMR001", "package")]
+
+
 # ---- the shared real-world samples ----------------------------------------------------------------------------
 
 SUBSET = [
