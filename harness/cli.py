@@ -175,6 +175,11 @@ def cmd_probe(ns: argparse.Namespace, extra: list[str]) -> int:
 def cmd_rules(ns: argparse.Namespace) -> int:
     from harness.docs import rules_json, rules_markdown, rules_text
 
+    if ns.docs:
+        return _write_rule_docs(Path(ns.docs), check=ns.check)
+    if ns.check:
+        print("vmrole rules: --check goes with --docs DIR", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
     if ns.update_readme:
         from harness.docs import update_readme
 
@@ -196,6 +201,28 @@ def cmd_rules(ns: argparse.Namespace) -> int:
             return int(pytest.ExitCode.USAGE_ERROR)
     else:
         sys.stdout.write(rules_text())
+    return 0
+
+
+def _write_rule_docs(directory: Path, *, check: bool) -> int:
+    """``vmrole rules --docs DIR [--check]``: write the rule pages, or (--check) exit 1 when they are stale."""
+    from harness.docs import stale_rule_pages, write_rule_pages
+
+    if check:
+        stale = stale_rule_pages(directory)
+        for name in stale:
+            print(f"vmrole rules: {directory / name} is stale", file=sys.stderr)
+        if stale:
+            print(f"vmrole rules: regenerate with `vmrole rules --docs {directory}`", file=sys.stderr)
+            return 1
+        print(f"vmrole rules: the rule pages in {directory} are current")
+        return 0
+    try:
+        changed = write_rule_pages(directory)
+    except FileExistsError as exc:
+        print(f"vmrole rules: {exc}", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
+    print(f"vmrole rules: {len(changed)} file(s) of the rule pages in {directory} written or removed")
     return 0
 
 
@@ -236,10 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_lint_options(probe)
 
-    rules = sub.add_parser("rules", help="list the rule catalogue, or show one rule's documentation")
+    rules = sub.add_parser(
+        "rules", help="list the rule catalogue, show one rule's documentation, or write the rule pages (--docs)"
+    )
     rules.add_argument("rule", nargs="?", help="a rule id or name to document")
     rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     rules.add_argument("--update-readme", metavar="README", help="rewrite the generated tables in README")
+    rules.add_argument(
+        "--docs",
+        metavar="DIR",
+        help="write one Markdown page per rule and an index (README.md) into DIR, e.g. docs/rules",
+    )
+    rules.add_argument("--check", action="store_true", help="with --docs: exit 1 if the pages in DIR are stale")
 
     from harness.fabric.cli import add_parser as add_fabric_parser
 

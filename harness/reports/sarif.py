@@ -9,6 +9,13 @@ GitHub specifics: ``properties["security-severity"]`` only counts for rules tagg
 rule carries that tag (all catalogue rules are security or hardening checks); code scanning accepts at most
 25,000 results a run, so extra results are dropped (suppressed and low severities first) and the run says
 so in a tool execution notification.
+
+Rule help: ``help.markdown`` is the rule's documentation with its references as Markdown links,
+``help.text`` the same as plain text. ``helpUri`` is the rule's page (``docs/rules/VMR123.md``) when the
+pages' public URL is known: a ``Rules`` URL in the distribution's ``[project.urls]``, or a GitHub
+``Repository``/``Source``/``Homepage`` URL (pages under ``blob/main/docs/rules``); otherwise the rule's first
+public reference, so that every catalogue rule links somewhere a reader can follow. A rule with neither
+(a finding whose rule is not in the run) has no ``helpUri``. See ``harness.docs_sources.help_uri``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from harness.docs_sources import help_uri, linked_references
 from harness.reports.common import (
     TOOL_NAME,
     area_of,
@@ -157,10 +165,11 @@ def _rule_descriptor(rule: RuleInfo) -> dict[str, Any]:
         "name": rule.name,
         "shortDescription": {"text": rule.summary or rule.name},
         "fullDescription": {"text": _what_it_does(rule) or rule.summary or rule.name},
-        "help": {"text": _plain_text(doc), "markdown": doc},
+        "help": {"text": _plain_text(doc), "markdown": linked_references(doc)},
     }
-    if rule.help_uri:
-        descriptor["helpUri"] = rule.help_uri
+    uri = rule.help_uri or help_uri(rule.id, rule.references)
+    if uri:
+        descriptor["helpUri"] = uri
     descriptor["defaultConfiguration"] = {"level": rule.severity.sarif_level}
     tags = list(dict.fromkeys((*rule.tags, "security")))
     descriptor["properties"] = {

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from harness import docs_sources
 from harness.engine.severity import Severity
 from harness.reports import sarif
 from harness.reports.model import BASELINED, FAILED, REPORTED, FindingResult, RunResult
@@ -261,3 +263,38 @@ def test_sarif_multitool_validate(run: RunResult, tmp_path: Path) -> None:
     # SARIF2017 asks for a region on every result; a finding without a line (a part inside a package, a
     # whole-file fact) honestly has none. Anything else is a regression.
     assert sorted({f[0] for f in findings} - {"SARIF2017"}) == [], findings
+
+
+# ---- helpUri and help for rules with public references -------------------------------------------
+
+
+def test_help_uri_falls_back_to_the_first_public_reference(run: RunResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docs_sources, "rule_docs_base_url", lambda: None)
+    refs = (
+        "http://insecure.example.test/x",
+        "https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-file",
+    )
+    run.rules = [replace(r, references=refs) if r.id == "VMR402" else r for r in run.rules]
+    rules = {r["id"]: r for r in sarif.build_sarif(run)["runs"][0]["tool"]["driver"]["rules"]}
+    assert rules["VMR402"]["helpUri"] == refs[1]  # the first https reference, never a plain-http one
+    assert rules["VMR301"]["helpUri"] == "https://docs.example.test/vmrole/rules/VMR301"  # an explicit one wins
+    assert "helpUri" not in rules["VMR503"]  # no page URL known and no reference: nothing to link
+
+
+def test_help_uri_is_the_rule_page_when_the_pages_have_a_public_url(
+    run: RunResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docs_sources, "rule_docs_base_url", lambda: "https://github.com/o/r/blob/main/docs/rules")
+    rules = {r["id"]: r for r in sarif.build_sarif(run)["runs"][0]["tool"]["driver"]["rules"]}
+    assert rules["VMR402"]["helpUri"] == "https://github.com/o/r/blob/main/docs/rules/VMR402.md"
+    assert rules["VMR301"]["helpUri"] == "https://docs.example.test/vmrole/rules/VMR301"
+
+
+def test_help_markdown_links_plain_reference_lines(run: RunResult) -> None:
+    url = "https://www.rfc-editor.org/rfc/rfc6125"
+    doc = "Summary.\n\n### References\n- RFC 6125: service identity: " + url + "\n- a note without a URL"
+    run.rules = [replace(r, help_markdown=doc) if r.id == "VMR402" else r for r in run.rules]
+    rule = {r["id"]: r for r in sarif.build_sarif(run)["runs"][0]["tool"]["driver"]["rules"]}["VMR402"]
+    assert f"- [RFC 6125: service identity]({url})" in rule["help"]["markdown"]
+    assert "- a note without a URL" in rule["help"]["markdown"]
+    assert f"- RFC 6125: service identity: {url}" in rule["help"]["text"]  # plain text keeps the plain line
