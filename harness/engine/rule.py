@@ -47,7 +47,8 @@ class Rule:
     #: Secrets rules are not waivable unless the run explicitly allows it.
     waivable: ClassVar[bool] = True
     tags: ClassVar[tuple[str, ...]] = ()
-    #: Where the facts behind the rule come from (URLs or reference sections).
+    #: The public sources behind the rule: https URLs from ``harness.docs_sources.refs(...)``, the same ones (in the
+    #: same order) as the docstring's ``## References`` lines (``- <title>: <URL>``).
     references: ClassVar[tuple[str, ...]] = ()
 
     # ---- what subclasses implement -------------------------------------------------------
