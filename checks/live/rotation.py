@@ -228,7 +228,6 @@ class RotationSourceIpAffinity(Rule):
 
     ## References
     - Azure Load Balancer distribution modes — source IP affinity: https://learn.microsoft.com/en-us/azure/load-balancer/distribution-mode-concepts
-    - Azure Cloud Services (classic) Definition WebRole Schema — InputEndpoint loadBalancerDistribution: https://learn.microsoft.com/en-us/azure/cloud-services/schema-csdef-webrole
     """
 
     id = "VMR802"
@@ -237,7 +236,7 @@ class RotationSourceIpAffinity(Rule):
     applies_to = KINDS
     requires = ("rotation",)
     tags = ("live", "load-balancer", "rotation", "affinity")
-    references = refs("lb-distribution", "csdef-webrole")
+    references = refs("lb-distribution")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for ep in _probed(subject):
