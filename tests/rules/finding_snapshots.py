@@ -105,6 +105,20 @@ def _neutral(value: Any, replacements: list[tuple[str, str]]) -> Any:
     return value
 
 
+def neutral_finding(finding: Finding, replacements: list[tuple[str, str]]) -> Finding:
+    """The finding with every machine-specific text in its string fields and evidence replaced."""
+    if not isinstance(finding, Finding):
+        raise TypeError(f"snapshot.assert_match takes Finding objects, not {type(finding).__name__}")
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(finding):
+        value = getattr(finding, f.name)
+        if isinstance(value, str):
+            changes[f.name] = _neutral(value, replacements)
+        elif isinstance(value, Mapping):
+            changes[f.name] = _neutral(dict(value), replacements)
+    return dataclasses.replace(finding, **changes)
+
+
 def _escape_invisible(text: str) -> str:
     """JSON-escape characters a reviewer cannot see (format, control, odd spaces) in dumped JSON."""
 
@@ -164,12 +178,17 @@ class Snapshot:
         secrets: Iterable[str] = (),
     ) -> str:
         """The snapshot text for ``findings`` (a list, or ``{label: findings}`` for several inputs)."""
+        replacements = _replacement_list((p, f"<{name}>") for name, p in (paths or {}).items()) + self._replacements
+
+        def neutral(group: Iterable[Finding]) -> list[dict[str, Any]]:
+            # placeholders go in before the record is made, so the fingerprint is the one of the neutral
+            # artefact identity (an absolute image path would make it differ on every machine and run)
+            return records(neutral_finding(f, replacements) for f in group)
+
         if isinstance(findings, Mapping):
-            data: Any = {str(label): records(group) for label, group in findings.items()}
+            data: Any = {str(label): neutral(group) for label, group in findings.items()}
         else:
-            data = records(findings)
-        extra = _replacement_list((Path(p), f"<{name}>") for name, p in (paths or {}).items())
-        data = _neutral(data, extra + self._replacements)
+            data = neutral(findings)
         text = render(data)
         self._check_machine_independent(text)
         self._check_no_secret(text, secrets)
@@ -184,8 +203,8 @@ class Snapshot:
     ) -> None:
         """Compare ``findings`` with the stored snapshot (or write it with ``--snapshot-update``).
 
-        ``paths`` names further machine-specific directories (``{"work": tmp_path / "w"}`` writes
-        ``<work>``); ``secrets`` are values that must not appear in the findings at all (nor their first
+        ``paths`` names further machine- or build-specific paths or texts (``{"work": tmp_path / "w"}``
+        writes ``<work>``); ``secrets`` are values that must not appear in the findings at all (nor their first
         or last 6 characters): the snapshot is refused before anything is written.
         """
         if self.used:

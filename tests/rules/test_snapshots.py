@@ -118,6 +118,17 @@ def test_machine_paths_become_placeholders_or_are_refused(tmp_path):
     assert "<w>/disk.vhd" in snap(tmp_path, machine_dirs=[tmp_path]).serialise([here], paths={"w": work})
 
 
+def test_the_fingerprint_is_the_one_of_the_neutral_artefact(tmp_path):
+    """An absolute artefact path (an image outside the run's root) enters the fingerprint: it must not
+    make the snapshot differ between machines and runs."""
+    texts = set()
+    for root in (tmp_path / "a", tmp_path / "bb"):
+        here = finding(artefact=f"{root}/disk.vhd")
+        texts.add(snap(tmp_path, replacements=[(root, "<image_cache>")]).serialise([here]))
+    (text,) = texts
+    assert json.loads(text)[0]["fingerprint"] == finding(artefact="<image_cache>/disk.vhd").fingerprint
+
+
 def test_a_secret_never_reaches_a_snapshot(tmp_path):
     leaky = finding(evidence={"value": "xx-Sup3rS3cretValue"})
     with pytest.raises(SnapshotError, match="secret"):
