@@ -6,6 +6,8 @@ import hmac
 import ipaddress
 from typing import Any
 
+from harness.ascii import is_ascii_digits, parse_ascii_int
+
 
 def is_ip_address(text: str) -> bool:
     """``text`` is an IPv4 or IPv6 address literal (not a host name)."""
@@ -31,11 +33,12 @@ def request_body_length(headers: Any, max_body: int) -> int:
     if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
         raise BadBodyLength("chunked")
     raw = (headers.get("Content-Length") or "0").strip()
-    if not (raw.isascii() and raw.isdigit()):
+    if not is_ascii_digits(raw):
         raise BadBodyLength("malformed")
-    if len(raw) > 12 or int(raw) > max_body:
+    length = parse_ascii_int(raw, max_digits=12)
+    if length is None or length > max_body:
         raise BadBodyLength("too-large")
-    return int(raw)
+    return length
 
 
 def secret_matches(given: str | None, expected: bytes) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.ascii import parse_ascii_int
 from harness.extraction import keyscan
 from harness.facts.image import (
     HIVES_FOR_PART,
@@ -242,8 +243,8 @@ def _int(value: Any) -> int | None:
         return int(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        return parse_ascii_int(value)
     return None
 
 

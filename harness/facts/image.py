@@ -14,6 +14,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from harness.ascii import parse_ascii_int
+
 if TYPE_CHECKING:
     from harness.engine.artefact import Artefact
     from harness.facts.image_certs import KeyContainerFile
@@ -130,8 +132,7 @@ class OsInfo:
 
     @property
     def build_number(self) -> int | None:
-        text = (self.build or "").strip()
-        return int(text) if text.isascii() and text.isdigit() else None
+        return parse_ascii_int(self.build)
 
 
 @dataclass(frozen=True)

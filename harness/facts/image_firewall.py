@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from harness.ascii import parse_ascii_int
 from harness.facts.servicemodel import INTERNAL, Endpoint, parse_int
 
 # ---- constants -----------------------------------------------------------------------------------
@@ -364,9 +365,9 @@ def parse_rule(rule_id: str, text: str, store: str) -> FirewallRule:
     protocol: int | None = None
     protocol_text = single("Protocol")
     if protocol_text is not None:
-        stripped = protocol_text.strip()
-        if stripped.isascii() and stripped.isdigit() and len(stripped) <= 3 and int(stripped) <= 255:
-            protocol = int(stripped)
+        number = parse_ascii_int(protocol_text, max_digits=3)
+        if number is not None and number <= 255:
+            protocol = number
         else:
             problems.add(f"Protocol={_short(protocol_text)} is not a number from 0 to 255")
             usable = False
@@ -566,9 +567,8 @@ def _dword(value: object) -> int | None:
         return int(value)
     if isinstance(value, int):
         return value if 0 <= value <= 0xFFFFFFFF else None
-    # isascii: str.isdigit() is also true for "²" and other digits int() refuses
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 10:
-        return int(value.strip())
+    if isinstance(value, str) and (number := parse_ascii_int(value, max_digits=10)) is not None:
+        return number
     if isinstance(value, bytes) and len(value) == 4:  # a DWORD handed over raw
         return int.from_bytes(value, "little")
     return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from harness.ascii import parse_ascii_int
 from harness.engine.artefact import Artefact
 
 WEB_ROLE = "WebRole"
@@ -27,13 +28,8 @@ INSTANCE_INPUT = "InstanceInputEndpoint"
 
 
 def parse_int(text: str | None) -> int | None:
-    """An attribute as an int, or None when absent or not a plain decimal integer."""
-    if text is None:
-        return None
-    stripped = text.strip()
-    if not (stripped.isascii() and stripped.isdigit()):  # "²".isdigit() is true; int() refuses it
-        return None
-    return int(stripped)
+    """An attribute as an int, or None when absent or not a plain decimal integer (ASCII digits)."""
+    return parse_ascii_int(text)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.ascii import parse_ascii_int
 from harness.engine.artefact import CSCFG, CSDEF, Artefact
 from harness.facts.live.deployment import (
     DEPLOYMENT_STOPPED_STATUSES,
@@ -92,10 +93,7 @@ def fetch(ctx: LiveContext) -> DeploymentFacts:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
+    return None if value is None else parse_ascii_int(str(value))
 
 
 def _text(value: Any) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.ascii import parse_ascii_int
 from harness.facts.live.deployment import READY, DeploymentFacts
 from harness.facts.live.rotation import PinProbe
 from harness.live.health import LB, Down, Health
@@ -241,9 +242,9 @@ def _read_http(reader: Any, *, to_eof: bool) -> HttpAnswer:
     if not line:
         raise ProbeError("reset", "the connection closed before any answer")
     parts = line.decode("latin-1").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    status = parse_ascii_int(parts[1], strip=False) if len(parts) >= 2 and parts[0].startswith("HTTP/") else None
+    if status is None:
         raise ProbeError("other", f"not an HTTP answer: {line[:80]!r}")
-    status = int(parts[1])
     headers: dict[str, str] = {}
     while True:
         raw = reader.readline(8192)
@@ -266,8 +267,9 @@ def _read_http(reader: Any, *, to_eof: bool) -> HttpAnswer:
             size_total += size
         body = b"".join(chunks)
     elif "content-length" in headers:
-        with contextlib.suppress(ValueError):
-            body = reader.read(min(int(headers["content-length"]), MAX_RESPONSE))
+        length = parse_ascii_int(headers["content-length"])
+        if length is not None:
+            body = reader.read(min(length, MAX_RESPONSE))
     elif to_eof:
         body = reader.read(MAX_RESPONSE)
     return HttpAnswer(status, headers, body.decode("utf-8", errors="replace"))

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from harness.ascii import parse_ascii_int
 from harness.facts.live.deployment import DeploymentFacts
 from harness.live.health import LB, WINRM, Health
 
@@ -119,7 +120,7 @@ def parse_batch(stdout: str, count: int) -> list[Any]:
         text = line.strip()
         if text.startswith(BATCH_MARK):
             tail = text[len(BATCH_MARK) :]
-            current = int(tail) if tail.isascii() and tail.isdigit() else None
+            current = parse_ascii_int(tail, strip=False)
             if current is not None:
                 parts.setdefault(current, [])
             continue

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from harness.ascii import parse_ascii_int
 from harness.facts.live.deployment import DeploymentFacts
 from harness.facts.live.guest import AppStatePath, GuestFacts, InstanceGuest, PortCheck, ServiceCheck
 from harness.facts.servicemodel import INPUT, INSTANCE_INPUT, ServiceDefinition, parse_int
@@ -165,9 +166,9 @@ def parse_netstat(text: str) -> set[tuple[str, int]]:
         proto = parts[0].lower()
         if proto == "tcp" and (len(parts) < 4 or parts[3].upper() != "LISTENING"):
             continue
-        m = re.search(r":(\d+)$", parts[1])
-        if m:
-            out.add((proto, int(m.group(1))))
+        local_port = parse_ascii_int(parts[1].rpartition(":")[2]) if ":" in parts[1] else None
+        if local_port is not None:
+            out.add((proto, local_port))
     return out
 
 
@@ -207,12 +208,12 @@ def _port_matches(spec: str, port: int) -> bool:
     if not spec or spec.lower() == "any":
         return True
     for part in spec.split(","):
-        part = part.strip()
         if "-" in part:
-            lo, _, hi = part.partition("-")
-            if lo.strip().isdigit() and hi.strip().isdigit() and int(lo) <= port <= int(hi):
+            text_lo, _, text_hi = part.partition("-")
+            lo, hi = parse_ascii_int(text_lo), parse_ascii_int(text_hi)
+            if lo is not None and hi is not None and lo <= port <= hi:
                 return True
-        elif part.isdigit() and int(part) == port:
+        elif parse_ascii_int(part) == port:
             return True
     return False
 
