@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.docs_sources import RULE_DOCS_DIR, linked_references, rule_page_name
+from harness.docs_sources import RULE_DOCS_DIR, help_uri, linked_references, rule_page_name
 from harness.engine.catalogue import all_rules
 from harness.engine.rule import DOC_SECTIONS, Rule
 
@@ -54,6 +54,8 @@ def rules_json() -> list[dict[str, Any]]:
             "waivable": r.waivable,
             "summary": r.summary(),
             "doc": r.doc_sections(),
+            "references": list(r.references),
+            "help_uri": help_uri(r.id, r.references),
         }
         for r in all_rules()
     ]

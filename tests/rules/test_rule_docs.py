@@ -210,6 +210,14 @@ def test_check_without_docs_is_a_usage_error(capsys: pytest.CaptureFixture) -> N
     assert "--docs" in capsys.readouterr().err
 
 
+def test_rules_json_lists_references_and_help_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docs_sources, "rule_docs_base_url", lambda: None)
+    by_id = {entry["id"]: entry for entry in docs.rules_json()}
+    for rule in RULES:
+        assert by_id[rule.id]["references"] == list(rule.references)
+        assert by_id[rule.id]["help_uri"] == rule.references[0]
+
+
 # ---- SARIF helpUri ----------------------------------------------------------------------------------------
 
 
