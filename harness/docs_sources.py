@@ -18,6 +18,7 @@ This module also decides where a rule's own page lives (:func:`rule_page_url`), 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -57,7 +58,7 @@ _TABLE = (
     ),
     Source(
         "azure-generalize",
-        "Remove machine-specific information by generalizing a VM before creating an image (Azure)",
+        "Generalize a VM before creating an image (Azure)",
         f"{_LEARN}/azure/virtual-machines/generalize",
     ),
     # ---- VM role, integration components, agents ----------------------------------------------------
@@ -358,6 +359,27 @@ def title_of(url: str) -> str:
 def link(url: str) -> str:
     """A Markdown link to ``url`` under its table title."""
     return f"[{title_of(url)}]({url})"
+
+
+# ---- reference lines in docstrings ---------------------------------------------------------------------
+
+#: A reference line of a docstring's References section: ``- <title>[ — <note>]: <https URL>`` (plain text
+#: that reads well in a terminal; :func:`linked_references` makes it a Markdown link).
+REFERENCE_LINE = re.compile(r"^(?P<indent>\s*)- (?P<text>.+?): (?P<url>https://\S+)$")
+
+
+def reference_links(text: str) -> list[tuple[str, str]]:
+    """(text, URL) of each reference line in ``text``; other lines are ignored."""
+    return [(m["text"], m["url"]) for m in map(REFERENCE_LINE.match, text.splitlines()) if m]
+
+
+def linked_references(text: str) -> str:
+    """``text`` with every reference line turned into a Markdown link (``- [title](URL)``)."""
+    lines = []
+    for line in text.splitlines():
+        match = REFERENCE_LINE.match(line)
+        lines.append(f"{match['indent']}- [{match['text']}]({match['url']})" if match else line)
+    return "\n".join(lines)
 
 
 # ---- where the rule pages live ------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class ImageSpecialized(_SysprepRule):
     ## References
     - Windows Setup States (ImageState): https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-states
     - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
-    - Remove machine-specific information by generalizing a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
+    - Generalize a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
     """
 
     id = "VMR201"
@@ -356,7 +356,7 @@ class CachedPantherAnswerFile(_SysprepRule):
 
     ## References
     - Windows Setup Automation Overview (answer file search order) — the Panther folder is searched early: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/windows-setup-automation-overview
-    - Remove machine-specific information by generalizing a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
+    - Generalize a VM before creating an image (Azure) — delete the Panther folder before sysprep: https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
     """
 
     id = "VMR208"
@@ -536,7 +536,7 @@ class CustomAnswerFileOnAzure(_AnswerFileRule):
     Delete it before sysprep; put deployment-time settings in `additionalUnattendContent`.
 
     ## References
-    - Remove machine-specific information by generalizing a VM before creating an image (Azure): https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
+    - Generalize a VM before creating an image (Azure) — no custom answer file in the sysprep step: https://learn.microsoft.com/en-us/azure/virtual-machines/generalize
     - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     """
 
