@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -283,14 +282,15 @@ def _replacement_list(pairs: Iterable[tuple[Path | str, str]]) -> list[tuple[str
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a reader, or another xdist worker, never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers never share one
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:  # the umask's mode, as git expects
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
