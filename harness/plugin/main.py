@@ -20,7 +20,7 @@ from harness.engine.rule import Rule
 from harness.fabric.pytest_fixture import vmrole_fabric  # noqa: F401 - a fixture the plugin provides
 from harness.live import stages as live_stages
 from harness.live.masking import Masker
-from harness.plugin import options
+from harness.plugin import fixtures, options
 from harness.plugin.state import RunState
 from harness.plugin.targets import build_subject
 from harness.readers.errors import Unreadable
@@ -38,9 +38,11 @@ STATE = pytest.StashKey[RunState]()
 PLUGIN = pytest.StashKey["VmrolePlugin"]()
 #: the name the run's plugin object is registered under (``config.pluginmanager.get_plugin(PLUGIN_NAME)``)
 PLUGIN_NAME = "vmrole-harness"
+FIXTURES_NAME = "vmrole-fixtures"
 
 SEVERITY_MARKERS = ("critical", "high", "medium", "low", "info")
 MAX_REPORTED_LINES = 20
+MAX_TEST_MESSAGE = 4000
 
 
 class Collected:
@@ -77,6 +79,9 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = VmrolePlugin(config, state)
     config.stash[PLUGIN] = plugin
     config.pluginmanager.register(plugin, PLUGIN_NAME)
+    # vmrole_target, vmrole_host … and the vmrole_destructive / vmrole_one_instance markers, for user tests
+    if not config.pluginmanager.is_registered(fixtures):
+        config.pluginmanager.register(fixtures, FIXTURES_NAME)
     extra = [str(p) for p in state.option_paths() if str(p) not in config.args]
     if extra:
         config.args = [*config.args, *extra]
@@ -87,6 +92,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if plugin is not None:
         del config.stash[PLUGIN]
         config.pluginmanager.unregister(plugin)
+    if config.pluginmanager.get_plugin(FIXTURES_NAME) is not None:
+        config.pluginmanager.unregister(name=FIXTURES_NAME)
 
 
 class NotProbed(pytest.File):
@@ -402,9 +409,65 @@ class VmrolePlugin:
                 "notes": item.vmr_notes,
                 "charts": item.vmr_charts,
             }
+        elif not isinstance(item, RuleItem) and self._records_tests():
+            report.vmr_test = self._test_data(item, report)
         return report
 
+    def _records_tests(self) -> bool:
+        """Plain tests (your own test files) go into the reports of a run that names a deployment target or a
+        report folder; any other pytest run in an environment with the plugin is left alone."""
+        return bool(self.state.pairing.targets) or self.state.report_dir is not None
+
+    def _test_data(self, item: pytest.Item, report: pytest.TestReport) -> dict[str, Any]:
+        """A plain test's report data (JSON-able for xdist); its failure text masked, and its longrepr too when
+        it quoted a secret of the target (so the terminal, JUnit and allure never show one)."""
+        mask = fixtures.masker_of(self.config, [s.ctx.masker for s in self.config.stash.get(LIVE, {}).values()])
+        message = None
+        if report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            text = getattr(crash, "message", None) or str(report.longrepr)
+            message = mask(text)[:MAX_TEST_MESSAGE]
+            full = str(report.longrepr)
+            if mask(full) != full:
+                report.longrepr = mask(full)
+        return {"artefact": fixtures.target_name(self.config), "message": message}
+
+    def _log_test(self, report: pytest.TestReport, data: dict[str, Any]) -> None:
+        """setup skipped → skipped, setup/teardown failed → error, call → its outcome (one entry per test)."""
+        outcome: str
+        if report.when == "call":
+            outcome = report.outcome
+        elif report.failed:
+            outcome = "error"
+        elif report.when == "setup" and report.skipped:
+            outcome = "skipped"
+        else:
+            return
+        skip_reason = None
+        if report.skipped and isinstance(report.longrepr, tuple):
+            skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        entry = ItemResult(
+            nodeid=report.nodeid,
+            rule_id="",
+            artefact=data.get("artefact") or "",
+            outcome=outcome,
+            duration=report.duration,
+            skip_reason=skip_reason,
+            kind="test",
+            message=data.get("message"),
+        )
+        items = self.collected.items
+        for i, old in enumerate(items):  # a teardown error after a passed call replaces it
+            if old.kind == "test" and old.nodeid == report.nodeid:
+                items[i] = entry
+                return
+        items.append(entry)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        test = getattr(report, "vmr_test", None)
+        if test is not None:
+            self._log_test(report, test)
+            return
         data = getattr(report, "vmr", None)
         if not data or report.when != "call":
             return

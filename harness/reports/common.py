@@ -40,6 +40,8 @@ def verdict(result: RunResult) -> str:
     """``fail`` when a finding is at or above the threshold, ``error`` when an item errored, else ``pass``."""
     if any(fr.disposition == FAILED for fr in result.findings):
         return FAIL
+    if any(item.kind == "test" and item.outcome == "failed" for item in result.items):
+        return FAIL  # a plain test (your own test file) failed
     if any(item.outcome == "error" for item in result.items):
         return ERROR
     return PASS

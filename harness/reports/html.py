@@ -106,8 +106,9 @@ def _context(result: RunResult) -> dict[str, Any]:
         "rules": [rules[rule_id] for rule_id in sorted(rules)],
         "areas": {rule_id: area_of(rule_id) for rule_id in rules},
         "justification": suppression_justification,
+        "tests": sorted((i for i in result.items if i.kind == "test"), key=lambda i: i.nodeid),
         "problem_items": sorted(
-            (i for i in result.items if i.outcome in ("error", "skipped")),
+            (i for i in result.items if i.kind == "rule" and i.outcome in ("error", "skipped")),
             key=lambda i: (i.outcome != "error", i.nodeid),
         ),
     }

@@ -90,6 +90,7 @@ def build_json(result: RunResult) -> dict[str, Any]:
                 "outcome": item.outcome,
                 "duration": round(item.duration, 3),
                 "skip_reason": item.skip_reason,
+                **({"kind": item.kind, "message": item.message} if item.kind != "rule" else {}),
             }
             for item in sorted(result.items, key=lambda i: i.nodeid)
         ],

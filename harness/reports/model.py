@@ -31,14 +31,17 @@ class FindingResult:
 
 @dataclass(frozen=True)
 class ItemResult:
-    """One pytest item: a (rule, artefact) pair."""
+    """One pytest item: a (rule, artefact) pair, or a plain test (``kind`` ``test``: a user's own test file run
+    with the plugin, e.g. ``suites/smoke``; ``rule_id`` is empty, ``message`` its failure text, masked)."""
 
     nodeid: str
     rule_id: str
-    artefact: str  # artefact identity
+    artefact: str  # artefact identity (a plain test: the deployment target's name, or "")
     outcome: str  # "passed" | "failed" | "skipped" | "error"
     duration: float = 0.0
     skip_reason: str | None = None
+    kind: str = "rule"  # "rule" | "test"
+    message: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,11 @@ def terminal_summary_lines(result: RunResult, reports: Mapping[str, Path] | None
     """Verdict, a severity x disposition table, and the reports written (``{"sarif": path, ...}``)."""
     totals = counts_by_disposition(result)
     outcome = verdict(result)
+    failed_tests = sum(1 for item in result.items if item.kind == "test" and item.outcome == "failed")
     if outcome == FAIL:
         why = f"{totals[FAILED]} finding{'s' if totals[FAILED] != 1 else ''} at or above {result.fail_on.label}"
+        if failed_tests:
+            why += f", {failed_tests} test{'s' if failed_tests != 1 else ''} failed"
     elif outcome == PASS:
         why = f"nothing at or above {result.fail_on.label}"
     else:
