@@ -298,3 +298,29 @@ def test_help_markdown_links_plain_reference_lines(run: RunResult) -> None:
     assert f"- [RFC 6125: service identity]({url})" in rule["help"]["markdown"]
     assert "- a note without a URL" in rule["help"]["markdown"]
     assert f"- RFC 6125: service identity: {url}" in rule["help"]["text"]  # plain text keeps the plain line
+
+
+@pytest.mark.parametrize("source", ["sarif-sdk", "oasis"])
+def test_catalogue_rule_descriptors_validate(source: str, run: RunResult) -> None:
+    """Every catalogue rule's descriptor (help with reference links, helpUri) is valid SARIF."""
+    from harness.engine.catalogue import all_rules
+    from harness.reports.model import RuleInfo
+
+    schema = _schema(source)
+    run.findings, run.items = [], []
+    run.rules = [
+        RuleInfo(
+            id=r.id,
+            name=r.name,
+            severity=r.severity,
+            summary=r.summary(),
+            help_markdown=r.help_markdown(),
+            applies_to=tuple(sorted(r.applies_to)),
+            tags=tuple(r.tags),
+            references=tuple(r.references),
+        )
+        for r in all_rules()
+    ]
+    log = sarif.build_sarif(run)
+    assert all(d["helpUri"].startswith("https://") for d in log["runs"][0]["tool"]["driver"]["rules"])
+    assert _validation_errors(schema, log) == []
