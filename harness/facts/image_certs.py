@@ -318,7 +318,12 @@ def certificate_summary(der: bytes) -> CertSummary:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = _summarise(data, thumbprint, sha256)
-    notes = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}"[:200] for w in caught))
+    ours = []
+    serial = summary.serial_number or ""
+    if summary.problem is None and (serial.startswith("-") or serial == "0"):
+        # said in our words, whatever the library's warning text (cryptography reworded it in 45.0)
+        ours.append("serial number is not positive (RFC 5280 section 4.1.2.2 requires a positive integer)")
+    notes = tuple(dict.fromkeys([*ours, *(f"{w.category.__name__}: {w.message}"[:200] for w in caught)]))
     return dataclasses.replace(summary, warnings=notes) if notes else summary
 
 
