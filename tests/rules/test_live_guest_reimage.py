@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 from harness.checks.live import guest as g
 from harness.checks.live import reimage as r
-from harness.suites.live.guest import app_state_path
 
 from harness.engine.artefact import DEPLOYMENT, Artefact
 from harness.engine.rule import NotApplicable
@@ -24,6 +23,7 @@ from harness.facts.live.reimage import (
     RebootFacts,
     ReimageFacts,
 )
+from harness.live.probes.guest import app_state_path
 
 ART = Artefact(kind=DEPLOYMENT, identity="local.vmrtarget.yml", path=Path("local.vmrtarget.yml"), display="local")
 
