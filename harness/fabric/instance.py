@@ -97,6 +97,9 @@ class Instance:
         from harness.fabric.agent import AgentServer
         from harness.fabric.app import CommandApp, DefaultApp, EndpointError
 
+        # WinRM first: the lifecycle reports the instance started (then ReadyRole) once its endpoint and agent
+        # ports listen, and a client told ReadyRole must find WinRM up
+        self._start_winrm()
         endpoints = list(self.config.get("endpoints") or [])
         command = self.config.get("app_command")
         try:
@@ -139,8 +142,6 @@ class Instance:
             shown = " ".join(list(command or [])).replace("\n", "\\n")
             shown = shown if len(shown) <= 160 else shown[:157] + "..."
             self.log(f"app_command started (pid {self.app.proc.pid}): {shown}")
-
-        self._start_winrm()
 
         tmp = self.pid_file.with_name(f".pid.{os.getpid()}.tmp")
         tmp.write_text(f"{os.getpid()}\n", "ascii")

@@ -187,6 +187,28 @@ def test_rebuild_wipes_local_storage_too(fabric):
     assert _markers(fabric, "WebVM_IN_1") == {"os": False, "app": False, "AppData": False, "Scratch": False}
 
 
+def test_registry_is_os_drive_state_kept_by_reboot_and_reset_by_reimage(fabric):
+    """The guest's HKLM lives in the OS drive: a value a test writes survives a reboot, a reimage resets the
+    registry to the image's (the OS identity is still there)."""
+    session = fabric.winrm_session("WebVM_IN_2", "ssl")
+    key = "HKLM:\\SOFTWARE\\Contoso"
+    query = 'reg query "HKLM\\SOFTWARE\\Contoso" /v Marker'
+
+    def run(line: str):  # right after ReadyRole too: WinRM is up before the instance reports started
+        return session.run_cmd(line)
+
+    script = f"New-Item -Path '{key}' -Force; Set-ItemProperty -Path '{key}' -Name 'Marker' -Value 'before'"
+    assert run(f'powershell -NoProfile -Command "{script}"').status_code == 0
+    assert b"REG_SZ    before" in run(query).std_out
+    _reimage_and_wait(fabric, "reboot", "WebVM_IN_2")
+    assert b"REG_SZ    before" in run(query).std_out
+    _reimage_and_wait(fabric, "reimage", "WebVM_IN_2")
+    gone = run(query)
+    assert gone.status_code == 1 and b"unable to find the specified registry key" in gone.std_err
+    product = "(Get-ItemProperty -Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion').ProductName"
+    assert run(f'powershell -NoProfile -Command "{product}"').std_out == b"Windows Server 2008 R2 Datacenter\r\n"
+
+
 def test_lose_local_storage_fault_loses_it_on_the_next_reimage(fabric):
     _write_markers(fabric, "WebVM_IN_0")
     fabric.inject("lose-local-storage", "WebVM_IN_0", seconds=60)

@@ -32,8 +32,11 @@ form                                       result
 ``sc query [NAME]``                        ``instance["services"]``; unknown → ``FAILED 1060`` rc 1060
 ``ping -n N host``                         long-running: one reply line per second (N ≤ 600) for 127.0.0.1,
                                            localhost or the id; other hosts rc 1
+``reg query|add|delete KEY …``             the registry (``registry.py``); missing → ``ERROR: The system was unable
+                                           to find the specified registry key or value.`` rc 1
 ``cmd /c line``                            runs ``line``
-``powershell …``                           see below
+``powershell …``                           ``powershell.py`` (cmd expands ``%VAR%`` and takes pipes and
+                                           redirections outside double quotes first, as for any command)
 ``> file`` / ``>> file`` / ``>nul`` /      redirections of stdout (to a guest file or nowhere) and stderr
 ``2>nul`` / ``2>&1``
 anything else (``uname``, ``python3`` …)   stderr ``'x' is not recognized as an internal or external command,

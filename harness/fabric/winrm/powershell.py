@@ -1,11 +1,17 @@
 r"""The PowerShell interpreter of the emulated guest (``powershell.exe`` and its command line).
 
+The command line is split into arguments as the C runtime splits it (:func:`argv`: ``\"`` is a literal quote).
 Switches: ``-EncodedCommand``/``-encodedcommand``/``-enc``/``-ec``/``-e`` ``<base64 UTF-16LE>`` (what pywinrm
-``run_ps`` sends), ``-Command``/``-c`` ``<rest of line>`` (also testinfra's ``-command \"…\"`` quoting, so
-``host.file(p).exists``/``.content_string`` work), ``-File path``; ignored:
+``run_ps`` sends), ``-Command``/``-c`` (every argument after it, joined with spaces, is the script: testinfra's
+``-command \"Test-Path 'p'\"`` is the script ``"Test-Path 'p'"``, a string that is printed, as on a real
+guest), ``-File path``; ignored:
 ``-NoProfile -NonInteractive -NoLogo -ExecutionPolicy X -InputFormat X -OutputFormat X -WindowStyle X -Sta
 -Mta -Version X``.  Statements are separated by ``;`` or newlines, ``#`` starts a comment; a statement is a
-pipeline ``cmdlet … [| Out-Null | Out-String | Select-Object -ExpandProperty P | ConvertTo-Json]``.
+pipeline ``head [| Out-Null | Out-String | Select-Object -ExpandProperty P | Select-Object -Property A,B |
+ConvertTo-Json]`` whose head is a cmdlet, a string literal (printed) or ``(pipeline)`` followed by any
+``.Member`` and optionally ``-is``/``-isnot [Type]`` (e.g. ``(Get-Item 'p') -is [System.IO.FileInfo]``,
+``(Get-Service -Name 'W3SVC').Status``); a failing command inside ``(…)`` is a non-terminating error (the value
+is ``$null``).  ``-ErrorAction SilentlyContinue|Ignore`` drops a cmdlet's error.
 Strings: ``'single'`` (``''`` escape), ``"double"`` (``$env:NAME`` expanded, backtick escapes), bare words.
 Cmdlet and parameter names are case-insensitive; parameters may be abbreviated when unambiguous; ``--``
 ends parameters.
@@ -26,12 +32,25 @@ statement                                                       result
                                                                 Directory``); exists without ``-Force`` → error
 ``Remove-Item [-Recurse] [-Force] [-Path] 'p'`` (``rm``, ``del``,  deletes; missing → ``Cannot find path … because
 ``ri``, ``rmdir``, ``rd``)                                        it does not exist.``
-``Get-ChildItem [-Path] 'p' [-Name]`` (``dir``, ``ls``, ``gci``)  item table (``-Name``: names only)
-``Get-Service [-Name] X`` (``gsv``)                             Status/Name/DisplayName table from ``services``;
-                                                                unknown → ``Cannot find any service with service
-                                                                name 'X'.``
+``Get-ChildItem [-Path] 'p' [-Name]`` (``dir``, ``ls``, ``gci``)  item table (``-Name``: names only); items have
+                                                                Name, FullName, Length (files), LastWriteTime
+                                                                (printed ``Monday, December 7, 2026 7:32:44 PM``)
+``Get-Item [-Path] 'p'`` (``gi``)                                the file/directory item (FileInfo/DirectoryInfo)
+``Select-String [-Path] 'p' [-Pattern] 're' [-SimpleMatch]``     ``path:line:text`` per matching line (case-
+                                                                insensitive unless ``-CaseSensitive``)
+``Get-Service [-Name] X`` (``gsv``)                             Status/Name/DisplayName table from ``services``
+                                                                (StartType Automatic/Manual/Disabled); unknown →
+                                                                ``Cannot find any service with service name 'X'.``
+``Get-ItemProperty -Path 'HKLM:\…' [-Name N]`` (``gp``)         the key's values (list format); ``(…).N`` the value
+``Set-ItemProperty -Path k -Name N -Value v [-Type T]``         sets it (a new value is a String unless ``-Type``)
+``New-ItemProperty -Path k -Name N -Value v [-PropertyType T]`` creates it; exists without ``-Force`` → error
+``Remove-ItemProperty -Path k -Name N``                         deletes the value
+``New-Item``/``Get-Item``/``Get-ChildItem``/``Test-Path``/      the same on ``HKLM:\…`` keys (see ``registry.py``;
+``Remove-Item`` on ``HKLM:\…``                                  ``New-Item -Force`` on an existing key empties it)
 ``Get-NetTCPConnection -State Listen -LocalPort N``             a LocalAddress/LocalPort/State table when N
-                                                                listens (real connect), else the CIM "No matching
+                                                                listens (real connect; a role's declared
+                                                                ``localPort`` is shown on 0.0.0.0 while the
+                                                                endpoint listens), else the CIM "No matching
                                                                 MSFT_NetTCPConnection objects" error.  (A 2012+
                                                                 cmdlet, emulated although the OS claims 2008 R2;
                                                                 ``Test-NetConnection`` is *not* emulated.)
