@@ -301,6 +301,16 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def stored_findings(folder: Path = SNAPSHOT_DIR) -> list[dict[str, Any]]:
+    """Every finding record in the snapshot files under ``folder`` (labelled groups flattened)."""
+    found: list[dict[str, Any]] = []
+    for path in sorted(folder.rglob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for group in data.values() if isinstance(data, dict) else [data]:
+            found.extend(dict(record, snapshot=path.relative_to(SNAPSHOT_DIR).as_posix()) for record in group)
+    return found
+
+
 class Recorder:
     """Which snapshot files a run used and wrote (merged from xdist workers for the summary)."""
 
