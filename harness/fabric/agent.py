@@ -1,4 +1,5 @@
-"""The instance agent: the port HAProxy's ``agent-check`` polls (see CONTRACT.md, live-reference §4).
+"""The instance agent: the port HAProxy's ``agent-check`` polls (see CONTRACT.md and
+https://docs.haproxy.org/2.6/configuration.html#5.2-agent-check).
 
 Protocol (per TCP connection, nothing is read from the client):
 
@@ -8,7 +9,7 @@ Protocol (per TCP connection, nothing is read from the client):
 
 The status file is read on every connection, so the controller's atomic rewrite of it takes effect on the
 next check. Because the agent reports the instance state itself, an ``up ready`` answer also cancels any
-runtime-API ``drain``/``maint`` set on the server (live-reference §0.5): fault injection through the runtime
+runtime-API ``drain``/``maint`` set on the server: fault injection through the runtime
 API must ``disable agent`` first.
 """
 

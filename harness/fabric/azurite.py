@@ -1,4 +1,5 @@
-"""Azurite (blob service only) as the local fabric's storage account: the durable tier (live-reference §5).
+"""Azurite (blob service only) as the local fabric's storage account: the durable tier
+(https://learn.microsoft.com/azure/storage/common/storage-use-azurite).
 
 In memory (``--inMemoryPersistence``, which cannot be combined with ``--location``), telemetry off, bound to
 127.0.0.1 on an allocated port, started with ``--skipApiVersionCheck`` so storage SDKs of any age on the

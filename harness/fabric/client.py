@@ -287,7 +287,8 @@ class Fabric:
         if not https:
             raise FabricError("the fabric's management API is HTTPS only, with the management certificate")
         session = requests.Session()
-        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify (live-reference §0)
+        # with trust_env, REQUESTS_CA_BUNDLE wins over session.verify (https://github.com/psf/requests/issues/3829)
+        session.trust_env = False
         session.cert = (mgmt["client_cert"], mgmt["client_key"])
         session.verify = mgmt["ca"]
         host = f"127.0.0.1:{mgmt['https_port']}"

@@ -1,6 +1,6 @@
 """HAProxy 2.6 as the local fabric's load balancer (the deployment VIP): config, process, runtime API.
 
-Design (see live-reference §4, §7):
+Design:
 
 * Every frontend binds ``<vip>:<public port>`` and runs **mode tcp** (also for http/https endpoints): an L4
   load balancer like Azure's, so TLS is end to end and clients see the instance's own certificate.
@@ -8,7 +8,7 @@ Design (see live-reference §4, §7):
   ``haproxy -c``). Azure hashes the 5-tuple; on loopback only the client's source port varies, so hashing
   the source port is the faithful equivalent: each *new* connection from the same client IP may land on
   another instance, one connection stays on one instance. Measured on this box (3 backends, fresh
-  connection per request): uniform spread, all 3 seen after ~5.9 requests on average, p99 15 (§4.2, §7).
+  connection per request): uniform spread, all 3 seen after ~5.9 requests on average, p99 15.
   ``balance source`` would be SourceIP affinity (one client -> one instance) and is only used for
   endpoints declared with ``distribution="sourceIP"``; ``roundrobin`` is never used (it makes rotation
   tests pass too easily).
@@ -20,8 +20,9 @@ Design (see live-reference §4, §7):
 * UDP: HAProxy 2.6 cannot proxy UDP. UDP input endpoints are **not** load-balanced; they are reachable
   only on each instance's own port. The config carries a comment, and :func:`unbalanced_endpoints`
   lists them so the fabric can report it. Nothing fakes it.
-* Trap (§0.5): an agent answering ``ready`` cancels runtime-API ``drain``/``maint`` within one agent
-  interval. Fault injection must ``disable agent`` first (:meth:`RuntimeAPI.take_out` does both).
+* Trap: an agent answering ``ready`` cancels runtime-API ``drain``/``maint`` within one agent interval (an
+  agent-check reply sets the server's administrative state, https://docs.haproxy.org/2.6/configuration.html#5.2-agent-check).
+  Fault injection must ``disable agent`` first (:meth:`RuntimeAPI.take_out` does both).
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ from harness.fabric.ports import LOOPBACK, is_listening
 from harness.fabric.procs import stop_process
 
 __all__ = [
-    "PROBE_PROFILES",
     "HAProxy",
     "HAProxyError",
     "LbEndpoint",
@@ -61,10 +60,7 @@ __all__ = [
     "check_config",
     "instance_backend_name",
     "render_config",
-    "servers_of",
     "spec_from_deployment",
-    "spec_from_fabric",
-    "spec_summary",
     "unbalanced_endpoints",
 ]
 
@@ -85,7 +81,8 @@ class RuntimeAPIError(RuntimeError):
 
 @dataclass(frozen=True)
 class ProbeProfile:
-    """Health-check timing. Defaults are the fast local profile of live-reference §4.2.
+    """Health-check timing. The defaults are a fast local profile (a failed instance is out within about a
+    second), much faster than an Azure load-balancer probe (15 s interval by default).
 
     Removal after a failed check takes about ``fastinter * fall`` (0.5 s); the agent acts on its next
     poll (``agent_inter_ms``). ``fast_failover`` adds ``retries 2`` + ``option redispatch 1`` +
@@ -124,13 +121,6 @@ class ProbeProfile:
         """Upper bound for a recovered instance to re-enter rotation, in seconds."""
         check = self.downinter_ms * self.rise + self.timeout_ms
         return max(check, 2 * int(self.agent_inter_ms or self.inter_ms)) / 1000.0
-
-
-PROBE_PROFILES: dict[str, ProbeProfile] = {
-    "fast": ProbeProfile(),
-    # Azure's custom LoadBalancerProbe defaults: 15 s interval, 2 failures (§4.3): exercises harness timeouts
-    "azure": ProbeProfile(inter_ms=15000, fastinter_ms=15000, downinter_ms=15000, fall=2, rise=2, timeout_ms=5000),
-}
 
 
 @dataclass(frozen=True)
@@ -350,63 +340,6 @@ def spec_from_deployment(deployment: Any, socket_path: Path | str, *, probe: Pro
         instance_endpoints=tuple(instance_eps),
         probe=probe or ProbeProfile(),
         name=str(getattr(deployment, "deployment_name", "") or "local"),
-    )
-
-
-def spec_from_fabric(
-    fabric: Mapping[str, Any],
-    *,
-    socket_path: Path | str,
-    probe: ProbeProfile | None = None,
-    ignore_role_instance_status: Iterable[tuple[str, str]] = (),
-    distribution: Mapping[tuple[str, str], str] | None = None,
-    instance_endpoint_protocols: Mapping[tuple[str, str], str] | None = None,
-) -> LbSpec:
-    """Build the spec from the ``fabric.json`` shape of CONTRACT.md.
-
-    ``input_endpoints[*]`` gives role/name/protocol/public_port; each instance's ``endpoints[name]`` is the
-    port it listens on, ``agent_port`` its agent, and ``instance_endpoints[name]`` the public port of its
-    InstanceInputEndpoint (which it also listens on at ``endpoints[name]``). Keys of the mappings are
-    ``(role, endpoint)``.
-    """
-    ignore = set(ignore_role_instance_status)
-    distribution = distribution or {}
-    protocols = instance_endpoint_protocols or {}
-    instances = list(fabric.get("instances", []))
-    endpoints = []
-    for ep in fabric.get("input_endpoints", []):
-        role, name = ep["role"], ep["name"]
-        servers = tuple(
-            LbServer(inst["id"], int(inst["endpoints"][name]), inst.get("agent_port") or None)
-            for inst in instances
-            if inst["role"] == role and name in inst.get("endpoints", {})
-        )
-        endpoints.append(
-            LbEndpoint(
-                role,
-                name,
-                ep["protocol"],
-                int(ep["public_port"]),
-                servers,
-                ignore_role_instance_status=(role, name) in ignore,
-                distribution=distribution.get((role, name), "none"),
-            )
-        )
-    instance_eps = []
-    for inst in instances:
-        for name, public in sorted(inst.get("instance_endpoints", {}).items()):
-            local = inst.get("endpoints", {}).get(name)
-            if local is None:
-                raise ValueError(f"{inst['id']}: instance endpoint {name} has no local port in 'endpoints'")
-            proto = protocols.get((inst["role"], name), "tcp")
-            instance_eps.append(LbInstanceEndpoint(inst["role"], name, proto, inst["id"], int(public), int(local)))
-    return LbSpec(
-        socket=Path(socket_path),
-        endpoints=tuple(endpoints),
-        instance_endpoints=tuple(instance_eps),
-        probe=probe or ProbeProfile(),
-        name=str(fabric.get("deployment_name") or "local"),
-        vip=str(fabric.get("vip") or LOOPBACK),
     )
 
 
@@ -664,19 +597,10 @@ class RuntimeAPI:
 
     def set_server_state(self, backend: str, server: str, state: str) -> None:
         """``ready`` | ``drain`` | ``maint``. With an active agent saying ``ready`` a drain/maint is undone
-        within one agent interval (live-reference §0.5): use :meth:`take_out` for fault injection."""
+        within one agent interval: use :meth:`take_out` for fault injection."""
         if state not in ("ready", "drain", "maint"):
             raise ValueError(f"state must be ready, drain or maint, not {state!r}")
         self._action(f"set server {backend}/{server} state {state}")
-
-    def set_weight(self, backend: str, server: str, weight: int | str) -> None:
-        self._action(f"set weight {backend}/{server} {weight}")
-
-    def disable_health(self, backend: str, server: str) -> None:
-        self._action(f"disable health {backend}/{server}")
-
-    def enable_health(self, backend: str, server: str) -> None:
-        self._action(f"enable health {backend}/{server}")
 
     def disable_agent(self, backend: str, server: str) -> None:
         self._action(f"disable agent {backend}/{server}")
@@ -696,23 +620,3 @@ class RuntimeAPI:
 
     def backends(self) -> list[str]:
         return sorted({r["pxname"] for r in self.show_stat() if r.get("type") == "1"})
-
-
-def servers_of(spec: LbSpec) -> dict[str, list[str]]:
-    """backend -> server names, for status displays."""
-    out: dict[str, list[str]] = {}
-    for ep in spec.endpoints:
-        if ep.protocol.lower() != "udp":
-            out[ep.backend] = [s.id for s in ep.servers]
-    for ie in spec.instance_endpoints:
-        if ie.protocol.lower() != "udp":
-            out[ie.backend] = [ie.instance]
-    return out
-
-
-def spec_summary(spec: LbSpec) -> dict[str, Any]:
-    """A JSON-able description of ``spec`` (for logs and fabric.json extras)."""
-    data = asdict(spec)
-    data["socket"] = str(spec.socket)
-    data["unbalanced"] = unbalanced_endpoints(spec)
-    return data

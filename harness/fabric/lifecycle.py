@@ -1,6 +1,8 @@
 """Role instances as processes, and what reboot / reimage / rebuild do to them.
 
-Folder semantics (issue 4; vmrole-reference §8.1):
+Folder semantics (issue 4; Reimage and Rebuild Role Instance in the Service Management API,
+https://learn.microsoft.com/previous-versions/azure/reference/gg441292(v=azure.100) and
+https://learn.microsoft.com/previous-versions/azure/reference/dn627518(v=azure.100)):
 
 | operation | OS drive (C:) | app drive (E:) | local storage, cleanOnRoleRecycle=false | =true |
 |---|---|---|---|---|

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-# InstanceStatus values (vmrole-reference §7.4) the fabric walks through.
+# InstanceStatus values (the Service Management API's Get Deployment, https://learn.microsoft.com/previous-versions/azure/reference/ee460804(v=azure.100))
+# the fabric walks through.
 READY = "ReadyRole"
 BUSY = "BusyRole"
 STOPPING = "StoppingRole"

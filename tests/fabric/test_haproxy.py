@@ -30,14 +30,14 @@ from harness.fabric.haproxy import (
     check_config,
     instance_backend_name,
     render_config,
-    spec_from_fabric,
+    spec_from_deployment,
     unbalanced_endpoints,
 )
 from harness.fabric.ports import allocate, is_listening
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed (./dev setup)")
 
-# live-reference §7: N=3 under a uniform hash, all seen within 37 requests with probability 1-1e-6
+# N=3 under a uniform hash: all seen within 37 requests with probability 1-1e-6 (coupon collector)
 ALL_SEEN_BOUND = 40
 # "instance X left rotation": zero hits in n requests while still in rotation has (2/3)^n; n=30 -> 5e-6
 ABSENT_SAMPLE = 30
@@ -157,31 +157,37 @@ def test_check_config_reports_haproxy_stderr(tmp_path):
         HAProxy().start(bad)
 
 
-def test_spec_from_fabric_json_shape(short_dir):
-    fabric = {
-        "vip": "127.0.0.1",
-        "deployment_name": "dep1",
-        "input_endpoints": [
-            {"role": "WebVM", "name": "HttpIn", "protocol": "http", "public_port": 8080, "local_port": 80},
-            {"role": "WebVM", "name": "Dns", "protocol": "udp", "public_port": 5353, "local_port": 53},
+def test_spec_from_deployment_maps_instances_and_instance_endpoints(short_dir):
+    """The controller's builder: INPUT endpoints balance over the role's instances (agent-check on each
+    instance's agent port), INSTANCE_INPUT endpoints map one public port to one instance, UDP is reported."""
+    from types import SimpleNamespace as NS
+
+    role = NS(
+        name="WebVM",
+        endpoints=[
+            NS(kind="InputEndpoint", name="HttpIn", protocol="http", public_port=8080),
+            NS(kind="InputEndpoint", name="Dns", protocol="udp", public_port=5353, ignore_role_instance_status=True),
+            NS(kind="InstanceInputEndpoint", name="Direct", protocol="tcp", public_port=0),
         ],
-        "instances": [
-            {
-                "id": f"WebVM_IN_{i}",
-                "role": "WebVM",
-                "endpoints": {"HttpIn": 41001 + 10 * i, "Dns": 41002 + 10 * i, "Direct": 41003 + 10 * i},
-                "instance_endpoints": {"Direct": 10000 + i},
-                "agent_port": 41009 + 10 * i,
-            }
-            for i in range(2)
-        ],
-    }
-    spec = spec_from_fabric(fabric, socket_path=short_dir / "h.sock", ignore_role_instance_status=[("WebVM", "Dns")])
+    )
+    instances = [
+        NS(
+            id=f"WebVM_IN_{i}",
+            role="WebVM",
+            endpoint_ports={"HttpIn": 41001 + 10 * i, "Dns": 41002 + 10 * i, "Direct": 41003 + 10 * i},
+            instance_public_ports={"Direct": 10000 + i},
+            agent_port=41009 + 10 * i,
+        )
+        for i in range(2)
+    ]
+    deployment = NS(roles=[role], instances=instances, deployment_name="dep1")
+    spec = spec_from_deployment(deployment, short_dir / "h.sock")
     http_ep = spec.endpoints[0]
     assert [(s.id, s.port, s.agent_port) for s in http_ep.servers] == [
         ("WebVM_IN_0", 41001, 41009),
         ("WebVM_IN_1", 41011, 41019),
     ]
+    assert spec.endpoints[1].ignore_role_instance_status is True
     assert [(ie.instance, ie.public_port, ie.port) for ie in spec.instance_endpoints] == [
         ("WebVM_IN_0", 10000, 41003),
         ("WebVM_IN_1", 10001, 41013),
@@ -355,7 +361,7 @@ def test_agent_drain_is_busy(deployment):
 
 def test_runtime_maint_is_cancelled_by_a_ready_agent_unless_agent_disabled(deployment):
     rt, be, probe = deployment.lb.runtime, deployment.backend, deployment.spec.probe
-    # the trap (live-reference §0.5): the agent's "ready" undoes drain and maint within an agent interval
+    # the trap: the agent's "ready" undoes drain and maint within an agent interval
     for state in ("drain", "maint"):
         rt.set_server_state(be, "WebVM_IN_2", state)
         assert "WebVM_IN_2" not in rt.in_rotation(be)

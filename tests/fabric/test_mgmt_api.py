@@ -231,7 +231,7 @@ def https_client(
 ) -> Callable[..., ServiceManagementService]:
     def make(cert: Path | None = pki.mgmt, subscription: str = SUB) -> ServiceManagementService:
         session = requests.Session()
-        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (live-reference §0.2)
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (requests lets the environment win)
         session.verify = str(pki.ca)
         if cert is not None:
             session.cert = str(cert)

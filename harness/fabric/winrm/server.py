@@ -2,7 +2,8 @@
 WinRM message encryption), serving the ``windows/shell/cmd`` resource on ``/wsman`` for the emulated guest
 (:mod:`harness.fabric.winrm.guest`).
 
-Behaviour the clients depend on (live-reference §2):
+Behaviour the clients depend on (MS-WSMV, https://learn.microsoft.com/openspecs/windows_protocols/ms-wsmv/,
+as Windows implements it):
 
 * HTTP/1.1 keep-alive; NTLM authenticates the *connection* (type 1 → 401 + type 2 challenge → type 3), later
   requests on it carry no ``Authorization``.  Over HTTPS the client's channel-binding token

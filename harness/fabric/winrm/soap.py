@@ -1,6 +1,7 @@
 """WS-Management SOAP for the WinRS ``windows/shell/cmd`` resource, as pywinrm 0.5.0 speaks it.
 
-Parsing uses defusedxml.  Replies follow live-reference §2.1/§2.5: every reply carries ``a:RelatesTo`` (the
+Parsing uses defusedxml.  Replies follow MS-WSMV (https://learn.microsoft.com/openspecs/windows_protocols/ms-wsmv/)
+as Windows answers: every reply carries ``a:RelatesTo`` (the
 request's ``a:MessageID``); Create answers ``x:ResourceCreated`` with a ``w:Selector Name="ShellId"`` plus
 ``rsp:Shell/rsp:ShellId``; Command answers ``rsp:CommandResponse/rsp:CommandId``; Receive answers base64
 ``rsp:Stream Name=...`` parts, ``End="true"`` markers and ``rsp:CommandState`` (Running, or Done with
