@@ -5,7 +5,9 @@ Protocol (per TCP connection, nothing is read from the client):
 
 - the agent writes exactly one line and closes the connection;
 - ``up ready\\n`` when the instance's status file holds ``ready`` **and** the app is alive;
-- ``down\\n`` otherwise (status ``busy``, status file missing/empty/partial/unreadable, app dead or crashed).
+- ``drain\\n`` when the app is alive but the status is not ``ready`` (``busy``, or a status file that is
+  missing/empty/partial/unreadable): health checks cannot undo a drain, so a Busy instance stays out of rotation;
+- ``down\\n`` when the app is dead or crashed.
 
 The status file is read on every connection, so the controller's atomic rewrite of it takes effect on the
 next check. Because the agent reports the instance state itself, an ``up ready`` answer also cancels any

@@ -1,6 +1,6 @@
 """The app an instance runs on its input endpoints: the built-in default app, or the user's ``app_command``.
 
-Default app (CONTRACT.md), one server per endpoint, all on the instance host (127.0.0.1):
+Default app, one server per endpoint, all on the instance host (127.0.0.1):
 
 - ``http`` / ``https``: threading HTTP/1.1 server; every method and path answers 200 with
   ``X-Served-By: <ID>`` and body ``served-by <ID>\\n``, except ``/health`` (any method, query ignored):

@@ -1,16 +1,17 @@
 """One emulated role instance: ``python -m harness.fabric.instance --config STATE/instances/<ID>/instance.json``.
 
-Reads ``instance.json`` (CONTRACT.md) and, all on ``host`` (127.0.0.1):
+Reads ``instance.json`` (written by ``Controller.instance_config``) and, all on ``host`` (127.0.0.1):
 
-1. binds every input endpoint with the default app (``harness.fabric.app``), or, when ``app_command`` is set,
+1. starts the WinRM listeners through ``harness.fabric.winrm.server.start_winrm(config["winrm"], config)``
+   when that module is importable (otherwise logs one line and goes on without WinRM): first, so that WinRM
+   is up once the controller sees the endpoint and agent ports listen and reports the instance started;
+2. binds every input endpoint with the default app (``harness.fabric.app``), or, when ``app_command`` is set,
    binds none of them and starts the command instead (env ``VMR_INSTANCE_ID``, ``VMR_PORT_<ENDPOINT>``,
    ``VMR_DRIVE_C``/``VMR_DRIVE_E``, ``VMR_LOCAL_<NAME>``; cwd = the E: drive when it exists; own process
    group). The command is supervised, not restarted: once it exits the agent says ``down`` until the
    instance process is restarted;
-2. binds the agent on ``agent_port`` (``harness.fabric.agent``: one line per connection, ``up ready\\n`` when
-   the status file says ``ready`` and the app is alive, else ``down\\n``);
-3. starts the WinRM listeners through ``harness.fabric.winrm.server.start_winrm(config["winrm"], config)``
-   when that module is importable (otherwise logs one line and goes on without WinRM);
+3. binds the agent on ``agent_port`` (``harness.fabric.agent``: one line per connection, ``up ready``,
+   ``drain`` or ``down``);
 4. writes ``<config dir>/pid`` once every listener is up (its appearance means "started") and logs one
    ``up`` line to stderr.
 
