@@ -445,7 +445,6 @@ def _operate(dep: DeploymentSession, kind: str, name: str, timeout: float | None
         if time.monotonic() >= deadline:
             pytest.fail(f"{name} was not {READY} {limit:g} s after the {kind} (last status: {status})", pytrace=False)
         time.sleep(0.2)
-    dep._hosts.pop(name, None)
     seconds = time.monotonic() - started
     return Reimaged(name, request_id, result.status, result.seconds, seconds)
 
@@ -507,7 +506,7 @@ def _backend_class() -> Any:
                 __tracebackhide__ = True
                 from harness.live.winrm_pool import WinRMError
 
-                line = self.get_command(command, *args)
+                line = windows_line(self.get_command(command, *args))
                 ctx = self.dep.ctx
                 try:
                     result = ctx.winrm.run_cmd(self.instance.name, line)
@@ -518,6 +517,18 @@ def _backend_class() -> Any:
 
         _CLASSES["backend"] = VmroleWinRMBackend
     return _CLASSES["backend"]
+
+
+_TESTINFRA_PS = re.compile(r'^powershell -command \\"(?P<script>[^"]*)\\"$', re.IGNORECASE | re.DOTALL)
+
+
+def windows_line(line: str) -> str:
+    r"""testinfra's Windows modules (``host.file(p).exists`` …) send ``powershell -command \"Test-Path 'p'\"``,
+    escaped as for a POSIX shell: on Windows, cmd.exe passes the ``\"`` on and powershell.exe (C runtime
+    rules) reads it as a literal quote, so PowerShell gets a string and prints it instead of running it. Such
+    a line is sent as ``powershell -NoProfile -Command "<script>"``, which Windows runs as meant."""
+    m = _TESTINFRA_PS.match(line)
+    return powershell(m.group("script")) if m else line
 
 
 class HostUnreachable(Exception):
