@@ -236,3 +236,44 @@ def test_tcp_client_probe_routes_the_internal_network(tmp_path):
         assert "actively refused" in probe(9001) and "127.0.1.9:9001" in probe(9001)
     finally:
         listener.close()
+
+
+def test_registry_is_seeded_from_the_images_real_hives(tmp_path):
+    """An OS drive that holds real hives (an --image-dir with a Windows OS drive): the guest registry is read
+    from them (CurrentControlSet through SYSTEM\\Select\\Current), once, then kept in the OS drive's file."""
+    from harness.testing.hivewriter import build_hive, dword, expand_sz, sz
+
+    config = tmp_path / "os" / "Windows" / "System32" / "config"
+    config.mkdir(parents=True)
+    nt = "Microsoft\\Windows NT\\CurrentVersion"
+    (config / "SOFTWARE").write_bytes(
+        build_hive({nt: {"ProductName": sz("Windows Server 2012 R2 Datacenter"), "CurrentBuildNumber": sz("9600")}})
+    )
+    (config / "SYSTEM").write_bytes(
+        build_hive(
+            {
+                "Select": {"Current": dword(2)},
+                "ControlSet001\\Services\\W3SVC": {"Start": dword(4)},
+                "ControlSet002\\Services\\W3SVC": {"Start": dword(2), "ImagePath": expand_sz("%windir%\\x.exe")},
+                "Setup": {"SystemSetupInProgress": dword(0)},
+            }
+        )
+    )
+    g = Guest({"id": "WebVM_IN_0", "drives": {"C": str(tmp_path / "os")}, "services": []}, "vmradmin")
+    product = "(Get-ItemProperty -Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion').ProductName"
+    assert run(g, f'powershell -NoProfile -Command "{product}"')[:2] == (0, "Windows Server 2012 R2 Datacenter\r\n")
+    rc, out, _ = run(g, "reg query HKLM\\SYSTEM\\CurrentControlSet\\Services\\W3SVC")
+    assert rc == 0 and "    Start    REG_DWORD    0x2\r\n" in out  # ControlSet002, the current one
+    assert "    ImagePath    REG_EXPAND_SZ    %windir%\\x.exe\r\n" in out
+    assert run(g, 'reg query "HKLM\\SOFTWARE\\Microsoft\\Windows Azure"')[0] == 1  # not in this image
+    assert (config / "vmrole-registry.json").is_file()  # parsed once
+    (config / "SOFTWARE").write_bytes(b"not a hive any more")
+    assert run(g, f'powershell -NoProfile -Command "{product}"')[1] == "Windows Server 2012 R2 Datacenter\r\n"
+
+
+def test_registry_without_hives_is_the_documented_2008_r2_table(tmp_path):
+    (tmp_path / "os").mkdir()
+    g = Guest({"id": "WebVM_IN_0", "drives": {"C": str(tmp_path / "os")}, "services": []}, "vmradmin")
+    rc, out, _ = run(g, 'reg query "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion" /v CurrentBuildNumber')
+    assert rc == 0 and out.endswith("    CurrentBuildNumber    REG_SZ    7601\r\n\r\n")
+    assert not (tmp_path / "os" / "Windows").exists()  # reading writes nothing

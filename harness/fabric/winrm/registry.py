@@ -2,11 +2,18 @@ r"""The emulated guest's registry (``HKEY_LOCAL_MACHINE`` only) and ``reg.exe``.
 
 Where it lives: like the real hives under ``C:\Windows\System32\config``, the registry is part of the
 instance's OS drive: ``C:\Windows\System32\config\vmrole-registry.json`` (JSON: ``{"keys": {"HKEY_LOCAL_MACHINE\\
-SOFTWARE\\…": {"ValueName": ["REG_SZ", "data"], …}}}``; ``""`` is the default value).  Until something writes
-to it, the file does not exist and the registry is the base image's: that file if the image brings one (an
-``--image-dir`` may), else :data:`BASE_REGISTRY` below.  The first write stores the whole registry in the
-instance's OS drive, so a reboot keeps it and a reimage or rebuild (which copy the image's OS drive back,
-``harness/fabric/lifecycle.py``) reset it to the image's.
+SOFTWARE\\…": {"ValueName": ["REG_SZ", "data"], …}}}``; ``""`` is the default value).  Until it exists the
+registry is the base image's, taken from (first that applies):
+
+1. that file, if the image brings one (an ``--image-dir`` may);
+2. the image's real hives ``C:\Windows\System32\config\SOFTWARE`` and ``SYSTEM`` (an ``--image-dir`` holding
+   a Windows OS drive): the subtrees in :data:`HIVE_IMPORT` are read with the project's regf reader
+   (``harness.readers.image.regf``, ``CurrentControlSet`` resolved through ``SYSTEM\Select\Current``) and
+   stored in the file at once, so the hives are parsed once per OS drive;
+3. :data:`BASE_REGISTRY` below (the generated base image has no hives).
+
+Writes go to the file, in the instance's OS drive: a reboot keeps them, a reimage or rebuild (which copy the
+image's OS drive back, ``harness/fabric/lifecycle.py``) resets the registry to the image's.
 
 :data:`BASE_REGISTRY` holds the values a Windows Server 2008 R2 SP1 Datacenter VM role image carries
 (``CurrentVersion`` 6.1, build 7601, see https://learn.microsoft.com/windows/win32/sysinfo/operating-system-version),
@@ -89,6 +96,71 @@ BASE_REGISTRY: dict[str, dict[str, list[Any]]] = {
 }
 
 
+# (hive file, path in that hive, depth of subkeys kept) read from a real image; "CurrentControlSet" in a SYSTEM
+# path is the control set SYSTEM\Select\Current names
+HIVE_IMPORT: tuple[tuple[str, str, int], ...] = (
+    ("SOFTWARE", "Microsoft\\Windows NT\\CurrentVersion", 0),
+    ("SOFTWARE", "Microsoft\\Windows\\CurrentVersion", 0),
+    ("SOFTWARE", "Microsoft\\Windows Azure", 3),
+    ("SYSTEM", "Setup", 2),
+    ("SYSTEM", "CurrentControlSet\\Services", 1),
+    ("SYSTEM", "CurrentControlSet\\Control\\ComputerName", 1),
+)
+_REG_TYPE_NAMES = {0: "REG_NONE", 1: "REG_SZ", 2: "REG_EXPAND_SZ", 3: "REG_BINARY", 4: "REG_DWORD", 7: "REG_MULTI_SZ",
+                   11: "REG_QWORD"}  # fmt: skip
+
+
+def from_hives(config_dir: Path) -> dict[str, dict[str, list[Any]]] | None:
+    """The :data:`HIVE_IMPORT` subtrees of the hives in ``config_dir``, or None when it holds no readable hive."""
+    from harness.readers.errors import Unreadable
+    from harness.readers.image.regf import Hive, Key
+
+    keys: dict[str, dict[str, list[Any]]] = {}
+    found = False
+    for hive_name in ("SOFTWARE", "SYSTEM"):
+        path = config_dir / hive_name
+        try:
+            hive = Hive(path.read_bytes(), f"C:\\Windows\\System32\\config\\{hive_name}")
+        except (OSError, Unreadable):
+            continue
+        found = True
+        control_set = "ControlSet001"
+        if hive_name == "SYSTEM":
+            try:
+                select = hive.key("Select")
+                current = select.value("Current") if select is not None else None
+                number = current.as_python() if current is not None else None
+                if isinstance(number, int):
+                    control_set = f"ControlSet{number:03d}"
+            except Unreadable:
+                pass
+
+        def walk(key: Key, shown: str, depth: int) -> None:
+            values: dict[str, list[Any]] = {}
+            for value in key.values():
+                kind = _REG_TYPE_NAMES.get(value.type, "REG_BINARY")
+                data = value.as_python()
+                if kind == "REG_BINARY" or isinstance(data, bytes) or data is None:
+                    kind, data = ("REG_BINARY", value.data.hex().upper())
+                values[value.name] = [kind, data]
+            keys[shown] = values
+            if depth > 0:
+                for sub in key.subkeys():
+                    walk(sub, f"{shown}\\{sub.name}", depth - 1)
+
+        for wanted_hive, inner, depth in HIVE_IMPORT:
+            if wanted_hive != hive_name:
+                continue
+            real = inner.replace("CurrentControlSet", control_set, 1)
+            try:
+                key = hive.key(real)
+                if key is not None:
+                    walk(key, f"{HKLM}\\{hive_name}\\{inner}", depth)
+            except Unreadable:  # a damaged subtree: the rest is still read
+                continue
+    return keys if found else None
+
+
 class RegistryError(Exception):
     """A key or value that does not exist (``kind`` "key" or "value"), or a key that cannot be made."""
 
@@ -141,8 +213,13 @@ class Registry:
                 stored = json.loads(self.path.read_text("utf-8")).get("keys")
             except (OSError, ValueError, AttributeError):
                 stored = None
+        imported = None
+        if not isinstance(stored, dict) and self.path is not None:
+            imported = from_hives(self.path.parent)
         if isinstance(stored, dict):
             self.keys = {str(k): dict(v) for k, v in stored.items() if isinstance(v, dict)}
+        elif imported is not None:
+            self.keys = imported
         else:
             self.keys = {k: {n: list(v) for n, v in vals.items()} for k, vals in BASE_REGISTRY.items()}
             self.keys.update(service_keys(services))
@@ -150,6 +227,8 @@ class Registry:
             parts = key.split("\\")
             for i in range(1, len(parts)):
                 self.keys.setdefault("\\".join(parts[:i]), {})
+        if imported is not None:
+            self.save()  # parse the hives once per OS drive
 
     # -- lookups -----------------------------------------------------------------------------------------
     def find(self, key: str) -> str | None:
