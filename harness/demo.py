@@ -1,11 +1,14 @@
 """The main job on the built-in default: build the sample VM-role package and a sample VM-role image (a
 generalized Windows Server 2008 R2 disk built with real tools), lint both together, deploy the package to
-the local fabric, run the live suites against it, and write one set of reports.
+the local fabric, run the live suites against it, run the example test suites (``suites/smoke`` and
+``suites/persistence``, your own tests' starting point) against it too, and write one set of reports.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -49,15 +52,43 @@ def build_sample_image(work_dir: Path) -> Path | None:
     return target
 
 
+#: the example suites, in a checkout (they are test files, not part of the installed package)
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES = ("smoke", "persistence")
+
+
+def run_suites(target: Path, report_dir: Path) -> int:
+    """Run the example suites against the deployment in ``target`` (pytest in a subprocess, as a user would):
+    only the user tests (the probe step ran the built-in rules), destructive ones included; reports in
+    ``report_dir`` (vmrole.html/.json/.sarif and junit.xml)."""
+    suites = [SUITES_DIR / name for name in SUITES if (SUITES_DIR / name).is_dir()]
+    if not suites:
+        print(f"  no example suites at {SUITES_DIR} (they come with a checkout of the repository)")
+        return 0
+    report_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "pytest", *map(str, suites), "--vmr-target", str(target), "--vmr-destructive",
+        "-m", "not vmrole", "-p", "no:cacheprovider", "-q", "--no-header",
+        "--vmr-report-dir", str(report_dir), "--junitxml", str(report_dir / "junit.xml"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=SUITES_DIR.parent, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    tail = lines[-1] if lines else proc.stderr.strip()[-300:]
+    print(f"  {tail}")
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:] + proc.stderr[-2000:])
+    return proc.returncode
+
+
 def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
     from harness.cli import main as vmrole
     from harness.fabric.client import FabricError, up
 
-    print(f"vmrole demo: 1/5 building the sample VM-role service model and package in {work_dir}")
+    print(f"vmrole demo: 1/6 building the sample VM-role service model and package in {work_dir}")
     model_dir = work_dir / "model"
     for path in build_sample(model_dir):
         print(f"  {path} ({path.stat().st_size:,} bytes)")
-    print("vmrole demo: 2/5 building the sample VM-role image (wimlib, mkntfs, sfdisk, qemu-img; no mounts)")
+    print("vmrole demo: 2/6 building the sample VM-role image (wimlib, mkntfs, sfdisk, qemu-img; no mounts)")
     started = time.monotonic()
     image = build_sample_image(work_dir / "image")
     args = ["lint", str(model_dir), "--report-dir", str(report_dir)]
@@ -67,7 +98,7 @@ def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
     fabric = None
     try:
         if live:
-            print("vmrole demo: 3/5 deploying the package to the local fabric (instances, HAProxy, APIs)")
+            print("vmrole demo: 3/6 deploying the package to the local fabric (instances, HAProxy, APIs)")
             started = time.monotonic()
             try:
                 fabric = up(
@@ -87,14 +118,20 @@ def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
                     named += ["--package", str(model_dir / PACKAGE_NAME)]
                 args = ["probe", str(target), "--destructive", *named, *args[2:]]
         linted = "the image and the model" if image is not None else "the model"
-        step = f"4/5 linting {linted} and probing the deployment" if fabric else f"4/5 linting {linted}"
+        step = f"4/6 linting {linted} and probing the deployment" if fabric else f"4/6 linting {linted}"
         print(f"vmrole demo: {step} (reimage, reboot and drain included)" if fabric else f"vmrole demo: {step}")
         status = vmrole(args)
+        if fabric is not None:
+            print("vmrole demo: 5/6 running the example suites (suites/smoke, suites/persistence) against it")
+            suites_status = run_suites(fabric.layout.root / "target.vmrtarget.yml", report_dir / "suites")
+            status = status or suites_status
     finally:
         if fabric is not None:
             report = fabric.down()
-            print(f"vmrole demo: 5/5 fabric stopped ({len(report.stopped)} processes, none left behind)")
+            print(f"vmrole demo: 6/6 fabric stopped ({len(report.stopped)} processes, none left behind)")
     html = report_dir / "vmrole.html"
     if html.exists():
         print(f"vmrole demo: open {html} in a browser; SARIF, JSON, JUnit and allure results are beside it")
+    if (report_dir / "suites" / "vmrole.html").exists():
+        print(f"vmrole demo: the example suites' reports (HTML, JSON, SARIF, JUnit) are in {report_dir / 'suites'}")
     return status
