@@ -334,3 +334,17 @@ def test_real_testinfra_host(guest, no_ssl):
         "sub",
     ]
     assert host.check_output(_ps("(Get-Service -Name 'W3SVC').Status")) == "Running"
+
+
+def test_errors_are_text_for_command_and_clixml_for_encodedcommand(shell):
+    """powershell.exe writes CLIXML to a redirected stderr only for -EncodedCommand (or -OutputFormat XML)."""
+    rc, _, err = shell(_ps("Get-Content 'C:/Data/nope.txt'"))
+    assert rc == 1 and err.startswith(
+        b"Get-Content : Cannot find path 'C:/Data/nope.txt' because it does not exist.\r\n"
+    )
+    assert b"    + FullyQualifiedErrorId : PathNotFound,Microsoft.PowerShell.Commands.GetContentCommand\r\n" in err
+    import base64
+
+    encoded = base64.b64encode("Get-Content 'C:/Data/nope.txt'".encode("utf-16-le")).decode()
+    rc, _, err = shell(f"powershell -NoProfile -NonInteractive -EncodedCommand {encoded}")
+    assert rc == 1 and err.startswith(b"#< CLIXML\r\n") and b'<S S="Error">Get-Content : Cannot find path' in err

@@ -62,10 +62,13 @@ anything else                                                   CLIXML ``The ter
                                                                 name of a cmdlet, …`` error
 ==============================================================  ==================================================
 
-Exit code: ``exit N``; else 1 when the last statement failed (its ``$?`` is false), else 0.  Errors are
-written to stderr as one ``#< CLIXML`` document of ``<S S="Error">`` lines (what pywinrm cleans).  If the
-file ``clixml-noise`` exists in the instance directory (the folder of ``status_file``), every PowerShell run
-that does not set ``$ProgressPreference='SilentlyContinue'`` first also writes a progress record
+Exit code: ``exit N``; else 1 when the last statement failed (its ``$?`` is false), else 0.  Errors go to
+stderr as the console shows them (``Cmdlet : message``, ``At line:…``, ``+ CategoryInfo …``,
+``+ FullyQualifiedErrorId …``), except for ``-EncodedCommand`` (or ``-OutputFormat XML``): then, as
+powershell.exe does for a redirected stderr, as one ``#< CLIXML`` document of ``<S S="Error">`` lines (what
+pywinrm's ``run_ps`` cleans).  If the file ``clixml-noise`` exists in the instance directory (the folder of
+``status_file``), every such CLIXML run that does not set ``$ProgressPreference='SilentlyContinue'`` first also
+writes a progress record
 (``Preparing modules for first use.``) into that CLIXML document — with no errors, pywinrm passes it through
 raw with rc 0 (diyan/pywinrm#245).
 
@@ -170,6 +173,8 @@ def run_powershell(g: Guest, line: str, io: CommandIO) -> int:
         args = args[1:]
     script: str | None = None
     takes_value = ("executionpolicy", "inputformat", "outputformat", "windowstyle", "version", "configurationname")
+    encoded = False
+    output_format: str | None = None
     i = 0
     while i < len(args):
         tok = args[i]
@@ -178,6 +183,7 @@ def run_powershell(g: Guest, line: str, io: CommandIO) -> int:
             if key in ("e", "ec", "enc") or ("encodedcommand".startswith(key) and len(key) >= 2 and key[0] == "e"):
                 if i + 1 >= len(args):
                     return _ps_fail(io, "Cannot process the command because of a missing parameter.")
+                encoded = True
                 try:
                     script = base64.b64decode(args[i + 1], validate=True).decode("utf-16-le")
                 except (binascii.Error, ValueError, UnicodeDecodeError):
@@ -199,6 +205,8 @@ def run_powershell(g: Guest, line: str, io: CommandIO) -> int:
                     return _ps_fail(io, "The argument to the -File parameter does not exist.")
                 break
             if any(t.startswith(key) for t in takes_value):
+                if "outputformat".startswith(key) and len(key) >= 2 and key[0] == "o" and i + 1 < len(args):
+                    output_format = args[i + 1].lower()
                 i += 2
                 continue
             i += 1
@@ -210,7 +218,10 @@ def run_powershell(g: Guest, line: str, io: CommandIO) -> int:
     probe = _TCP_PROBE.search(script)
     if probe is not None and "System.Net.Sockets.TcpClient" in script:
         return _tcp_client_probe(g, io, probe.group("host"), int(probe.group("port")), script)
-    return PowerShell(g, io).run(script)
+    # powershell.exe writes errors (and progress) to a redirected stderr as CLIXML only when the command was
+    # -EncodedCommand (it assumes a PowerShell caller) or -OutputFormat XML; otherwise as the console shows them
+    xml = output_format.startswith("x") if output_format else encoded
+    return PowerShell(g, io, xml_errors=xml).run(script)
 
 
 def _tcp_client_probe(g: Guest, io: CommandIO, host: str, port: int, script: str) -> int:
@@ -389,9 +400,11 @@ class PowerShell:
         "sp": "set-itemproperty", "rp": "remove-itemproperty", "sls": "select-string",
     }  # fmt: skip
 
-    def __init__(self, guest: Guest, io: CommandIO) -> None:
+    def __init__(self, guest: Guest, io: CommandIO, *, xml_errors: bool = True) -> None:
         self.g = guest
         self.io = io
+        self.xml_errors = xml_errors
+        self.error_lines: list[str] = []
         self.vars: dict[str, str] = {}
         self.errors: list[str] = []
         self.progress = False
@@ -411,9 +424,14 @@ class PowerShell:
         lines.append(f"    + CategoryInfo          : {err.category}")
         lines.append(f"    + FullyQualifiedErrorId : {err.fqid}")
         lines.append(" ")
+        self.error_lines.extend(lines)
         self.errors.extend(f'<S S="Error">{clixml_text(ln + CRLF)}</S>' for ln in lines)
 
     def _flush_stderr(self) -> None:
+        if not self.xml_errors:
+            if self.error_lines:
+                self.io.stderr("".join(ln + CRLF for ln in self.error_lines).encode(self.io.encoding, "replace"))
+            return
         if not self.errors and not self.progress:
             return
         body = (PROGRESS if self.progress else "") + "".join(self.errors)
