@@ -340,7 +340,7 @@ def test_errors_are_text_for_command_and_clixml_for_encodedcommand(shell):
     """powershell.exe writes CLIXML to a redirected stderr only for -EncodedCommand (or -OutputFormat XML)."""
     rc, _, err = shell(_ps("Get-Content 'C:/Data/nope.txt'"))
     assert rc == 1 and err.startswith(
-        b"Get-Content : Cannot find path 'C:/Data/nope.txt' because it does not exist.\r\n"
+        b"Get-Content : Cannot find path 'C:\\Data\\nope.txt' because it does not exist.\r\n"
     )
     assert b"    + FullyQualifiedErrorId : PathNotFound,Microsoft.PowerShell.Commands.GetContentCommand\r\n" in err
     import base64

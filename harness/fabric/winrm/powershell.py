@@ -644,6 +644,7 @@ class PowerShell:
 
     @staticmethod
     def _not_found(raw: str, cmdlet: str) -> PsError:
+        raw = raw.replace("/", "\\")  # PowerShell names the path as its provider spells it
         return PsError(
             f"Cannot find path '{raw}' because it does not exist.",
             f"ObjectNotFound: ({raw}:String) [{cmdlet}], ItemNotFoundException",
