@@ -11,8 +11,8 @@ shell's code page (``WINRS_CODEPAGE``: 437 by default, 65001 → UTF-8); ``type`
 its bytes / decoded text.
 The commands live in their own modules: :mod:`.paths` (Windows paths -> the instance's folders),
 :mod:`.cmd` (the cmd.exe interpreter and its commands), :mod:`.powershell` (powershell.exe; tokenizer and
-binder in :mod:`.pstokens`), :mod:`.netsh` (the runtime firewall); :class:`Guest` is the instance state they
-share and the entry point the WinRM server calls.
+binder in :mod:`.pstokens`), :mod:`.netsh` (the runtime firewall), :mod:`.registry` (HKLM and reg.exe);
+:class:`Guest` is the instance state they share and the entry point the WinRM server calls.
 """
 
 from __future__ import annotations
