@@ -87,7 +87,7 @@ class EndpointRotation:
     http_statuses: dict[str, int] = field(default_factory=dict)  # "200" -> n
     requests_to_all: int | None = None  # the request at which the last expected instance was first seen
     source_ports: int = 0  # distinct client source ports used
-    spread: dict[str, Any] | None = None  # harness.live.stats.Spread.to_json() over ``expected``
+    spread: dict[str, Any] | None = None  # harness.facts.live.stats.Spread.to_json() over ``expected``
     keep_alive: PinProbe | None = None
     fixed_port: PinProbe | None = None
     affinity: str | None = None  # AFFINITY_SOURCE_IP when new connections all land on one instance
