@@ -5,19 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-# InstanceStatus values (the Service Management API's Get Deployment, https://learn.microsoft.com/previous-versions/azure/reference/ee460804(v=azure.100))
-# the fabric walks through.
-READY = "ReadyRole"
-BUSY = "BusyRole"
-STOPPING = "StoppingRole"
-STOPPED_VM = "StoppedVM"
-STARTING_VM = "StartingVM"
-RESTARTING = "RestartingRole"
-UNKNOWN = "RoleStateUnknown"
-
-IN_PROGRESS = "InProgress"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
+# The status strings the fabric walks through: one set for the whole project (harness/facts/live/platform.py).
+from harness.facts.live.platform import BUSY as BUSY
+from harness.facts.live.platform import IN_PROGRESS as IN_PROGRESS
+from harness.facts.live.platform import READY as READY
+from harness.facts.live.platform import RESTARTING as RESTARTING
+from harness.facts.live.platform import STARTING_VM as STARTING_VM
+from harness.facts.live.platform import STOPPED_VM as STOPPED_VM
+from harness.facts.live.platform import STOPPING as STOPPING
+from harness.facts.live.platform import SUCCEEDED as SUCCEEDED
+from harness.facts.live.platform import UNKNOWN as UNKNOWN
 
 
 class Conflict(Exception):

@@ -1,7 +1,8 @@
 """Service Management XML bodies, shaped as Azure sends them and as azure-servicemanagement-legacy parses them.
 
 The legacy client matches elements by local name (any namespace), direct children only, case-sensitively, so
-element names and nesting here follow the recorded Azure replies (live-reference §1.3, vmrole-reference §7.3).
+element names and nesting here follow the replies Azure sends (Get Deployment:
+https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460804(v=azure.100)).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def operation_body(op: OperationView) -> bytes:
 
 
 def _lb_protocol(protocol: str) -> str:
-    # at load-balancer level http/https endpoints are tcp (vmrole-reference §7.3)
+    # at load-balancer level http/https endpoints are tcp (Get Deployment reports InstanceEndpoint Protocol tcp|udp)
     return "udp" if protocol.lower() == "udp" else "tcp"
 
 
