@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +356,25 @@ def _rule_info(rule: type[Rule], state: RunState) -> RuleInfo:
     )
 
 
+def _mask_excinfo(call: pytest.CallInfo[None], mask: Callable[[str], str]) -> None:
+    """A plain test's exception whose text quotes a secret is replaced, before any report is made from it, by
+    one of the same type (same outcome) with the secret masked and the same traceback."""
+    assert call.excinfo is not None
+    exc = call.excinfo.value
+    text = str(exc)
+    masked = mask(text)
+    if masked == text:
+        return
+    new: BaseException
+    try:
+        new = type(exc)(masked)
+        if hasattr(exc, "pytrace"):  # pytest.fail(..., pytrace=False)
+            new.pytrace = exc.pytrace  # type: ignore[attr-defined]
+    except Exception:
+        new = AssertionError(masked)
+    call.excinfo = pytest.ExceptionInfo.from_exception(new.with_traceback(exc.__traceback__))
+
+
 def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
@@ -388,8 +407,13 @@ class VmrolePlugin:
         return ArtefactFile.from_parent(parent, path=file_path)
 
     # ---- running -------------------------------------------------------------------------------
-    @pytest.hookimpl(wrapper=True)
+    # trylast: the innermost wrapper, so that a plain test's failure is masked before any other wrapper
+    # (allure's, which reads call.excinfo and the report's text) sees it
+    @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        plain = not isinstance(item, RuleItem) and self._records_tests()
+        if plain and call.excinfo is not None:
+            _mask_excinfo(call, self._masker())
         report = yield
         if isinstance(item, RuleItem) and report.when == "call":
             artefact = item.subject.artefact
@@ -409,9 +433,13 @@ class VmrolePlugin:
                 "notes": item.vmr_notes,
                 "charts": item.vmr_charts,
             }
-        elif not isinstance(item, RuleItem) and self._records_tests():
+        elif plain:
             report.vmr_test = self._test_data(item, report)
         return report
+
+    def _masker(self) -> Callable[[str], str]:
+        """Every secret of the targets in this run (the fixtures' and the built-in rules')."""
+        return fixtures.masker_of(self.config, [s.ctx.masker for s in self.config.stash.get(LIVE, {}).values()])
 
     def _records_tests(self) -> bool:
         """Plain tests (your own test files) go into the reports of a run that names a deployment target or a
@@ -421,7 +449,7 @@ class VmrolePlugin:
     def _test_data(self, item: pytest.Item, report: pytest.TestReport) -> dict[str, Any]:
         """A plain test's report data (JSON-able for xdist); its failure text masked, and its longrepr too when
         it quoted a secret of the target (so the terminal, JUnit and allure never show one)."""
-        mask = fixtures.masker_of(self.config, [s.ctx.masker for s in self.config.stash.get(LIVE, {}).values()])
+        mask = self._masker()
         message = None
         if report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)

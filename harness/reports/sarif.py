@@ -99,7 +99,11 @@ def build_sarif(result: RunResult) -> dict[str, Any]:
             notifications.append(
                 {
                     "level": "error",
-                    "message": {"text": f"{item.nodeid} errored: rule {item.rule_id} did not judge {item.artefact}."},
+                    "message": {
+                        "text": f"{item.nodeid} errored: rule {item.rule_id} did not judge {item.artefact}."
+                        if item.kind == "rule"
+                        else f"{item.nodeid} errored: {item.message or 'the test could not run'}"
+                    },
                 }
             )
 

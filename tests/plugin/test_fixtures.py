@@ -145,7 +145,8 @@ def test_echoed_password_comes_back_masked(vmrole_host, vmrole_target):
 
 
 def test_a_message_quoting_the_password_is_masked(vmrole_target):
-    pytest.fail("the WinRM password is " + vmrole_target.secret(vmrole_target.winrm.password))
+    password = vmrole_target.secret(vmrole_target.winrm.password)  # a local: shown with -l
+    pytest.fail("the WinRM password is " + password)
 
 
 @pytest.mark.vmrole_one_instance
@@ -170,7 +171,7 @@ def test_a_failing_assertion_names_the_instance_and_no_secret_leaks(target, fabr
     out = tmp_path / "out"
     proc = pytest_run(
         "test_mine.py", "--vmr-target", str(target), "--vmr-report-dir", str(out), "--junitxml", str(out / "junit.xml"),
-        "-m", "not vmrole", "-v", "-rs", "--tb=long", cwd=tmp_path,
+        "--alluredir", str(out / "allure"), "-m", "not vmrole", "-v", "-rs", "--tb=long", "-l", cwd=tmp_path,
     )  # fmt: skip
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-4000:]
