@@ -23,14 +23,6 @@ from azure.servicemanagement import ServiceManagementService
 from harness.fabric.mgmt.faults import FaultState
 from harness.fabric.mgmt.server import FORBIDDEN_MESSAGE, ManagementServer
 from harness.fabric.views import (
-    BUSY,
-    FAILED,
-    IN_PROGRESS,
-    READY,
-    STARTING_VM,
-    STOPPED_VM,
-    STOPPING,
-    SUCCEEDED,
     Conflict,
     DeploymentView,
     InputEndpointView,
@@ -38,6 +30,16 @@ from harness.fabric.views import (
     InstanceView,
     OperationView,
 )
+from harness.facts.live.platform import (
+    BUSY,
+    IN_PROGRESS,
+    READY,
+    STARTING_VM,
+    STOPPED_VM,
+    STOPPING,
+    SUCCEEDED,
+)
+from harness.facts.live.platform import OPERATION_FAILED as FAILED
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 SERVICE = "ContosoVMRole"
