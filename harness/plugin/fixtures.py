@@ -85,6 +85,22 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(destructive_skip_reason(item.name))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A destructive test of yours goes to the xdist group of the target's built-in live items, so that under
+    ``-n`` it never runs beside the built-in probes (or another destructive test) on the same deployment."""
+    state = _state(config)
+    targets = tuple(state.pairing.targets) if state is not None else ()
+    if len(targets) != 1:
+        return
+    from harness.engine.artefact import DEPLOYMENT, Artefact
+
+    identity = Artefact.from_path(Path(targets[0]), DEPLOYMENT, state.root).identity
+    for item in items:
+        if item.get_closest_marker(DESTRUCTIVE_MARK) is not None:
+            item.add_marker(pytest.mark.xdist_group(name=f"vmr-live-{identity}"))
+
+
 # ---- one deployment per target and process -------------------------------------------------------------
 
 
