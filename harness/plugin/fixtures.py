@@ -101,6 +101,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(name=f"vmr-live-{identity}"))
 
 
+MAX_TRANSCRIPT = 6000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that used ``vmrole_host`` carries the instance's WinRM transcript (the commands and their
+    output, masked as the built-in rules' evidence is) as a report section."""
+    report = yield
+    host = getattr(item, "funcargs", {}).get("vmrole_host")
+    backend = getattr(host, "backend", None)
+    if report.failed and backend is not None and hasattr(backend, "dep"):
+        name = backend.instance.name
+        text = backend.dep.ctx.evidence_texts.get(f"winrm-{name}")
+        if text:
+            clipped = text if len(text) <= MAX_TRANSCRIPT else "…(earlier commands cut)…\n" + text[-MAX_TRANSCRIPT:]
+            report.sections.append((f"evidence: winrm-{name}", clipped))
+    return report
+
+
 # ---- one deployment per target and process -------------------------------------------------------------
 
 

@@ -187,6 +187,8 @@ def test_a_failing_assertion_names_the_instance_and_no_secret_leaks(target, fabr
     )
     assert "test_vip PASSED" in text
     assert "the WinRM password is ***" in text
+    # a failed host test carries the instance's WinRM transcript (masked: the echo above shows ***)
+    assert "evidence: winrm-Indexer_IN_0" in text and '$ powershell -NoProfile -Command "(Get-Service' in text
 
     report = json.loads((out / "vmrole.json").read_text())
     by_id = {i["nodeid"]: i for i in report["items"]}
