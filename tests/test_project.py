@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -36,9 +40,20 @@ def test_every_package_folder_is_listed_in_pyproject():
             # sub-folders of harness/ that are mapped elsewhere are covered by their own mapping
             found.add(dotted)
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert listed <= found, f"listed in [tool.setuptools] packages but no such package folder: {sorted(listed - found)}"
 
 
-def test_plugin_and_console_script_are_registered():
+def test_plugin_and_console_script_are_declared_and_import():
+    # what pyproject.toml declares (installed metadata is only rewritten at install time), and that both import
+    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
+    assert project["entry-points"]["pytest11"] == {"vmrole": "harness.plugin.main"}
+    assert project["scripts"] == {"vmrole": "harness.cli:main"}
+    plugin = importlib.import_module("harness.plugin.main")
+    assert callable(plugin.pytest_configure)
+    assert callable(importlib.import_module("harness.cli").main)
+
+
+def test_installed_entry_points_match_pyproject():
     dist = metadata.distribution("vmrole-harness")
     eps = {(ep.group, ep.name): ep.value for ep in dist.entry_points}
     assert eps[("pytest11", "vmrole")] == "harness.plugin.main"
@@ -55,3 +70,41 @@ def test_report_template_is_package_data_and_reports_is_output_only():
     assert "reports" not in config["package-dir"].values()
     assert not (REPO / "reports" / "__init__.py").exists()
     assert "/reports/" in (REPO / ".gitignore").read_text("utf-8").splitlines()
+
+
+def test_xdist_groups_stay_on_one_worker(tmp_path: Path):
+    """``./dev test`` runs ``--dist loadgroup``: tests sharing a fabric, and the built-in live items of one target,
+    must stay on one worker. pytest 9.2 with pytest-xdist 3.8 silently broke that (pyproject bounds pytest)."""
+    (tmp_path / "test_group.py").write_text(
+        "import os, pytest\n"
+        "@pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_member(i):\n"
+        "    with open(os.environ['GROUP_LOG'], 'a') as log:\n"
+        "        log.write(os.environ['PYTEST_XDIST_WORKER'] + '\\n')\n",
+        "utf-8",
+    )
+    log = tmp_path / "workers.log"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            "test_group.py",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "GROUP_LOG": str(log)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = log.read_text("utf-8").split()
+    assert len(workers) == 8 and len(set(workers)) == 1, f"one xdist_group ran on several workers: {workers}"
