@@ -79,7 +79,7 @@ class UnmatchedRole(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
-    tags = ("servicemodel", "consistency")
+    tags = ("service-model", "consistency")
     references = refs("csdef-schema", "cscfg-schema", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -143,7 +143,7 @@ class UnmatchedSetting(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
-    tags = ("servicemodel", "consistency")
+    tags = ("service-model", "consistency")
     references = refs("cscfg-role", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -207,7 +207,7 @@ class UnmatchedCertificate(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
-    tags = ("servicemodel", "consistency", "certificates")
+    tags = ("service-model", "consistency", "certificates")
     references = refs("cscfg-role", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -270,7 +270,7 @@ class MalformedThumbprint(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
-    tags = ("servicemodel", "certificates")
+    tags = ("service-model", "certificates")
     references = refs("cscfg-role", "cloud-services-certs")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -337,7 +337,7 @@ class PlaceholderThumbprint(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
-    tags = ("servicemodel", "certificates", "secrets")
+    tags = ("service-model", "certificates", "secrets")
     references = refs("cloud-services-certs", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -392,7 +392,7 @@ class ServiceNameMismatch(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = CROSS_FILE
-    tags = ("servicemodel", "consistency")
+    tags = ("service-model", "consistency")
     references = refs("cscfg-schema", "csdef-schema")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -452,7 +452,7 @@ class SingleInstanceRole(Rule):
     severity = Severity.MEDIUM
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
-    tags = ("servicemodel", "availability")
+    tags = ("service-model", "availability")
     references = refs("cloud-services-update", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -501,7 +501,7 @@ class InvalidInstanceCount(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = ("configuration",)
-    tags = ("servicemodel",)
+    tags = ("service-model",)
     references = refs("cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:

@@ -90,7 +90,7 @@ class HttpsEndpointWithoutCertificate(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints", "certificates")
+    tags = ("service-model", "endpoints", "certificates")
     references = refs("csdef-webrole", "cloud-services-ssl")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -153,7 +153,7 @@ class DuplicatePublicPort(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints")
+    tags = ("service-model", "endpoints")
     references = refs("csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -217,7 +217,7 @@ class InvalidPort(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints")
+    tags = ("service-model", "endpoints")
     references = refs("csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -362,7 +362,7 @@ class DuplicateInternalPort(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints")
+    tags = ("service-model", "endpoints")
     references = refs("csdef-webrole", "cloud-services-internal-endpoints")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -425,7 +425,7 @@ class InstancePortRangeTooSmall(Rule):
     severity = Severity.HIGH
     applies_to = frozenset({CSCFG})
     requires = ("definition", "configuration")
-    tags = ("servicemodel", "endpoints")
+    tags = ("service-model", "endpoints")
     references = refs("csdef-webrole", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -493,7 +493,7 @@ class UnsupportedEndpointProtocol(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints")
+    tags = ("service-model", "endpoints")
     references = refs("csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -558,7 +558,7 @@ class TooManyInputEndpoints(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints", "limits")
+    tags = ("service-model", "endpoints", "limits")
     references = refs("cloud-services-limits", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -610,7 +610,7 @@ class TooManyInternalEndpoints(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints", "limits")
+    tags = ("service-model", "endpoints", "limits")
     references = refs("cloud-services-limits", "cloud-services-internal-endpoints")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -676,7 +676,7 @@ class UndefinedLoadBalancerProbe(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints", "load-balancer")
+    tags = ("service-model", "endpoints", "load-balancer")
     references = refs("csdef-lb-probe", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -739,7 +739,7 @@ class VmRoleUdpWithoutConnect(Rule):
     severity = Severity.LOW
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "endpoints", "vm-role")
+    tags = ("service-model", "endpoints", "vm-role")
     references = refs("csdef-webrole", "lb-health-probes")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:

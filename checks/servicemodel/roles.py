@@ -66,7 +66,7 @@ class UnknownVmSize(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "roles")
+    tags = ("service-model", "roles")
     references = refs("cloud-services-sizes", "csdef-archive")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -135,7 +135,7 @@ class LocalStorageExceedsVmSize(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "roles", "storage")
+    tags = ("service-model", "roles", "storage")
     references = refs("cloud-services-sizes", "cloud-services-local-storage")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -194,7 +194,7 @@ class InvalidLocalStorageSize(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "roles", "storage")
+    tags = ("service-model", "roles", "storage")
     references = refs("cloud-services-local-storage", "csdef-webrole")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -250,7 +250,7 @@ class UnsupportedVmRoleElement(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "roles", "vm-role")
+    tags = ("service-model", "roles", "vm-role")
     references = refs("csdef-archive", "csdef-workerrole", "vmrole-ic")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -303,7 +303,7 @@ class MissingOsImage(Rule):
     severity = Severity.MEDIUM
     applies_to = frozenset({CSCFG})
     requires = ("definition", "configuration")
-    tags = ("servicemodel", "roles", "vm-role", "consistency")
+    tags = ("service-model", "roles", "vm-role", "consistency")
     references = refs("cscfg-archive", "cscfg-role")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -367,7 +367,7 @@ class VmRoleCertificateNotInLocalMachine(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "roles", "vm-role", "certificates")
+    tags = ("service-model", "roles", "vm-role", "certificates")
     references = refs("vmrole-ic", "cert-store-locations")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:
@@ -418,7 +418,7 @@ class TooManyRoles(Rule):
     severity = Severity.HIGH
     applies_to = CSDEF_KINDS
     requires = ("definition",)
-    tags = ("servicemodel", "roles", "limits")
+    tags = ("service-model", "roles", "limits")
     references = refs("csdef-schema", "cloud-services-limits")
 
     def check(self, subject: ServiceModelSubject) -> Iterator[Finding]:

@@ -233,11 +233,6 @@ def test_secrets_rules_are_not_waivable_and_only_they_are():
     assert problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checks/ tags VMR501-526 'servicemodel' and VMR301-304, VMR530-545 'service-model' (reported; "
-    "not this file's to fix): remove this mark when the tags agree",
-)
 def test_tags_are_spelled_one_way():
     """Tags select rules (``-m``-like filters, report grouping): two spellings of one tag split the rules."""
     by_key: dict[str, set[str]] = {}
