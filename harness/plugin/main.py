@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness import __version__
+from harness.docs_sources import help_uri
 from harness.engine.artefact import DEPLOYMENT, Artefact, kind_of
 from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
@@ -352,7 +353,7 @@ def _rule_info(rule: type[Rule], state: RunState) -> RuleInfo:
         applies_to=tuple(sorted(rule.applies_to)),
         tags=tuple(rule.tags),
         references=tuple(rule.references),
-        help_uri=None,
+        help_uri=help_uri(rule.id, rule.references),
     )
 
 

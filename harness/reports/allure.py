@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.reports.common import TOOL_NAME, area_of, suppression_justification
+from harness.reports.common import TOOL_NAME, area_of, rule_help_uri, suppression_justification
 from harness.reports.model import FindingResult, RuleInfo
 
 #: Our severities on Allure's scale.
@@ -50,8 +50,9 @@ def apply_allure(rule: RuleInfo, artefact: str, findings: list[FindingResult]) -
     allure.dynamic.label("rule_id", rule.id)
     allure.dynamic.label("artefact", artefact)
     allure.dynamic.label(LabelType.SEVERITY, ALLURE_SEVERITY[rule.severity.label])
-    if rule.help_uri:
-        allure.dynamic.link(rule.help_uri, name=f"{rule.id} {rule.name}")
+    uri = rule_help_uri(rule)
+    if uri:
+        allure.dynamic.link(uri, name=f"{rule.id} {rule.name}")
     if rule.summary:
         allure.dynamic.description(f"**{rule.id} {rule.name}**: {rule.summary}")
     if findings:

@@ -6,8 +6,9 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from harness.docs_sources import help_uri
 from harness.engine.severity import Severity
-from harness.reports.model import BASELINED, DISPOSITIONS, FAILED, WAIVED, FindingResult, RunResult
+from harness.reports.model import BASELINED, DISPOSITIONS, FAILED, WAIVED, FindingResult, RuleInfo, RunResult
 
 TOOL_NAME = "vmrole-harness"
 
@@ -34,6 +35,13 @@ _RULE_ID = re.compile(r"^VMR(\d)\d\d$")
 def area_of(rule_id: str) -> str:
     match = _RULE_ID.match(rule_id)
     return AREAS.get(match.group(1), "Other") if match else "Other"
+
+
+def rule_help_uri(rule: RuleInfo) -> str | None:
+    """The one URL every report links a rule's documentation with (SARIF ``helpUri``, the JSON report's
+    ``help_uri``, the HTML report's documentation link, Allure's link): the rule's own ``help_uri`` when the
+    run set one, else :func:`harness.docs_sources.help_uri` of its id and references."""
+    return rule.help_uri or help_uri(rule.id, rule.references)
 
 
 def verdict(result: RunResult) -> str:

@@ -4,6 +4,11 @@ Everything is inline (CSS and SVG; no script, font or image is fetched), so the 
 archived as a CI artefact and opened offline. The template is ``harness/reports/templates/report.html.j2``
 (package data of ``harness.reports``); autoescaping is on, and rule docs go through
 ``harness.reports.markdown``, which escapes before it marks up.
+
+Each rule links its documentation at the URL every report uses (``harness.reports.common.rule_help_uri``,
+SARIF's ``helpUri``), and its references are links: the docstring's ``- Title: URL`` lines become Markdown
+links (as in SARIF's ``help.markdown``), and a reference the docstring does not cite is listed under its
+title from ``harness.docs_sources``. Only http(s) URLs become links; the template escapes them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from harness.docs_sources import linked_references, title_of
 from harness.reports import markdown
 from harness.reports.common import (
     TOOL_NAME,
@@ -24,6 +30,7 @@ from harness.reports.common import (
     counts_by_disposition,
     counts_by_outcome,
     counts_matrix,
+    rule_help_uri,
     severities_desc,
     sorted_findings,
     suppression_justification,
@@ -59,8 +66,20 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["markdown"] = markdown.to_html
-    env.filters["safe_url"] = lambda url: url if url and _SAFE_URL.match(url) else None
+    env.filters["safe_url"] = _safe_url
+    env.filters["linked_references"] = linked_references
+    env.filters["help_uri"] = rule_help_uri
+    env.filters["uncited_references"] = _uncited_references
     return env
+
+
+def _safe_url(url: str | None) -> str | None:
+    return url if url and _SAFE_URL.match(url) else None
+
+
+def _uncited_references(rule: RuleInfo) -> list[tuple[str, str]]:
+    """(title, URL) of the rule's http(s) references that its documentation text does not already cite."""
+    return [(title_of(url), url) for url in rule.references if _safe_url(url) and url not in rule.help_markdown]
 
 
 def render_html(result: RunResult) -> str:

@@ -19,6 +19,7 @@ from harness.reports.common import (
     counts_by_outcome,
     counts_matrix,
     iso_utc,
+    rule_help_uri,
     sorted_findings,
     verdict,
 )
@@ -62,7 +63,7 @@ def build_json(result: RunResult) -> dict[str, Any]:
                 "severity": rule.severity.label,
                 "summary": rule.summary,
                 "help_markdown": rule.help_markdown,
-                "help_uri": rule.help_uri,
+                "help_uri": rule_help_uri(rule),
                 "applies_to": list(rule.applies_to),
                 "tags": list(rule.tags),
                 "references": list(rule.references),

@@ -15,7 +15,8 @@ Rule help: ``help.markdown`` is the rule's documentation with its references as 
 pages' public URL is known: a ``Rules`` URL in the distribution's ``[project.urls]``, or a GitHub
 ``Repository``/``Source``/``Homepage`` URL (pages under ``blob/main/docs/rules``); otherwise the rule's first
 public reference, so that every catalogue rule links somewhere a reader can follow. A rule with neither
-(a finding whose rule is not in the run) has no ``helpUri``. See ``harness.docs_sources.help_uri``.
+(a finding whose rule is not in the run) has no ``helpUri``. See ``harness.docs_sources.help_uri``; every
+report links the same URL (``harness.reports.common.rule_help_uri``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from harness.docs_sources import help_uri, linked_references
+from harness.docs_sources import linked_references
 from harness.reports.common import (
     TOOL_NAME,
     area_of,
     iso_utc,
+    rule_help_uri,
     sort_key,
     sorted_findings,
     suppression_justification,
@@ -171,7 +173,7 @@ def _rule_descriptor(rule: RuleInfo) -> dict[str, Any]:
         "fullDescription": {"text": _what_it_does(rule) or rule.summary or rule.name},
         "help": {"text": _plain_text(doc), "markdown": linked_references(doc)},
     }
-    uri = rule.help_uri or help_uri(rule.id, rule.references)
+    uri = rule_help_uri(rule)
     if uri:
         descriptor["helpUri"] = uri
     descriptor["defaultConfiguration"] = {"level": rule.severity.sarif_level}

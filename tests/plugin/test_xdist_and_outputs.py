@@ -88,3 +88,30 @@ def test_secrets_reach_no_output(busy_model):
         assert not any(secret in t for t in texts), f"secret fragment {secret[:4]}… leaked"
     # ...while the findings themselves are there
     assert any("VMR301" in t for t in texts) and any("VMR302" in t for t in texts)
+
+
+def test_every_report_links_each_rule_where_sarif_does(busy_model):
+    """The plugin's rules carry SARIF's helpUri into the JSON report, the HTML report's documentation link
+    and Allure's link (help URIs came out null everywhere but SARIF before)."""
+    result = busy_model.runpytest_subprocess(
+        ".", "--vmr-discover", "--vmr-report-dir", "out", "--alluredir", "out/allure", "-p", "no:xdist"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = busy_model.path / "out"
+    (sarif_run,) = json.loads((out / "vmrole.sarif").read_text("utf-8"))["runs"]
+    sarif_uris = {d["id"]: d.get("helpUri") for d in sarif_run["tool"]["driver"]["rules"]}
+    json_rules = json.loads((out / "vmrole.json").read_text("utf-8"))["rules"]
+    assert json_rules and all(r["help_uri"] for r in json_rules)  # every catalogue rule links somewhere
+    assert {r["id"]: r["help_uri"] for r in json_rules} == {r["id"]: sarif_uris[r["id"]] for r in json_rules}
+    html = (out / "vmrole.html").read_text("utf-8")
+    for rule in json_rules:
+        body = html.split(f'<details class="rule" id="rule-{rule["id"]}">', 1)[1].split("</details>", 1)[0]
+        assert f'<a href="{rule["help_uri"]}" rel="noreferrer noopener">documentation</a>' in body
+    allure_links = {}
+    for path in (out / "allure").glob("*-result.json"):
+        data = json.loads(path.read_text("utf-8"))
+        labels = dict((label["name"], label["value"]) for label in data["labels"] if label["name"] == "rule_id")
+        if "rule_id" in labels:
+            allure_links[labels["rule_id"]] = [link["url"] for link in data.get("links", [])]
+    assert allure_links
+    assert all(links == [sarif_uris[rule_id]] for rule_id, links in allure_links.items()), allure_links

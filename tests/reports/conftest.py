@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.docs_sources import refs
 from harness.engine.finding import Finding
 from harness.engine.severity import Severity
 from harness.reports.model import (
@@ -67,7 +68,7 @@ RULES = [
         summary="An input endpoint serves plain HTTP.",
         help_markdown=_doc("An input endpoint serves plain HTTP.", "Flags `http` input endpoints."),
         applies_to=("csdef",),
-        tags=("servicemodel", "tls"),
+        tags=("service-model", "tls"),
         help_uri=HELP_BASE + "VMR501",
     ),
     RuleInfo(
@@ -77,7 +78,7 @@ RULES = [
         summary="A role runs a single instance and has no SLA.",
         help_markdown=_doc("A role runs a single instance.", "Reads Instances/@count."),
         applies_to=("cscfg",),
-        tags=("servicemodel",),
+        tags=("service-model",),
     ),
     RuleInfo(
         id="VMR503",
@@ -94,6 +95,8 @@ RULES = [
         summary="The configuration pins a retired guest OS family.",
         help_markdown=_doc("The configuration pins a retired guest OS family.", "Reads @osFamily."),
         applies_to=("cscfg",),
+        # no help_uri: every report links its first reference, which its doc text does not cite
+        references=refs("netsh-advfirewall"),
     ),
 ]
 _BY_ID = {r.id: r for r in RULES}

@@ -27,7 +27,7 @@ RULE = RuleInfo(
     summary="An input endpoint serves plain HTTP.",
     help_markdown="An input endpoint serves plain HTTP.",
     applies_to=("csdef",),
-    tags=("servicemodel", "tls"),
+    tags=("service-model", "tls"),
     help_uri="https://docs.example.test/vmrole/rules/VMR501",
 )
 
@@ -63,7 +63,7 @@ def test_apply_allure_labels_links_and_attaches(pytester: pytest.Pytester, monke
         ("epic", "vmrole-harness"),
         ("feature", "Service model"),
         ("story", "http-input-endpoint"),
-        ("tag", "servicemodel"),
+        ("tag", "service-model"),
         ("tag", "tls"),
         ("rule_id", "VMR501"),
         ("artefact", "svc/a.csdef"),

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.docs_sources import title_of
+from harness.reports import sarif
+from harness.reports.common import rule_help_uri
 from harness.reports.html import render_html, write_html
 from harness.reports.model import RunResult
 from tests.reports.conftest import SCRIPT_MESSAGE
@@ -75,7 +78,7 @@ def test_self_contained_no_external_resources(run: RunResult, html: str) -> None
     page = parse(html)
     tags = {tag for tag, _ in page.tags}
     assert not tags & {"script", "link", "img", "iframe", "object", "embed", "base"}
-    help_links = {r.help_uri for r in run.rules if r.help_uri}
+    help_links = {uri for r in run.rules if (uri := rule_help_uri(r))}
     doc_links = set()
     for tag, attrs in page.tags:
         for name, value in attrs.items():
@@ -154,3 +157,60 @@ def test_write_html(run: RunResult, tmp_path: Path) -> None:
     content = path.read_text(encoding="utf-8")
     assert content.startswith("<!DOCTYPE html>")
     assert content == render_html(run)
+
+
+def _rule_bodies(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<details class="rule" id="rule-(VMR\d+)">(.*?)</details>', html, re.S))
+
+
+def test_each_rule_links_the_help_uri_sarif_links(run: RunResult, html: str) -> None:
+    (sarif_run,) = sarif.build_sarif(run)["runs"]
+    sarif_uris = {d["id"]: d.get("helpUri") for d in sarif_run["tool"]["driver"]["rules"]}
+    bodies = _rule_bodies(html)
+    assert set(bodies) == {r.id for r in run.rules}
+    linked = 0
+    for rule_id, body in bodies.items():
+        uri = sarif_uris[rule_id]
+        if uri is None:
+            assert ">documentation</a>" not in body
+            continue
+        hrefs = {attrs["href"] for tag, attrs in parse(body).tags if tag == "a"}
+        assert uri in hrefs, rule_id
+        assert f'<a href="{uri}" rel="noreferrer noopener">documentation</a>' in body
+        linked += 1
+    assert linked >= 3  # VMR301 and VMR501 set one; VMR504 has its reference's
+
+
+def test_references_render_as_links(run: RunResult, html: str) -> None:
+    bodies = _rule_bodies(html)
+    # cited in the doc text as a Markdown link: a link under its title
+    cited = "https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee758711(v=azure.100)"
+    assert f'<a href="{cited}" rel="noreferrer noopener">Cloud service definition schema</a>' in bodies["VMR501"]
+    # a reference the doc does not cite is listed under its title from harness.docs_sources
+    (uncited,) = next(r for r in run.rules if r.id == "VMR504").references
+    page = parse(bodies["VMR504"])
+    assert {"href": uncited, "rel": "noreferrer noopener"} in [a for tag, a in page.tags if tag == "a"]
+    assert title_of(uncited) in page.all_text and title_of(uncited) != uncited
+
+
+def test_doc_reference_lines_become_links_under_their_title(run: RunResult) -> None:
+    """A catalogue docstring's ``- Title: URL`` line (parentheses in the URL included) is one link."""
+    from dataclasses import replace
+
+    url = "https://learn.microsoft.com/en-us/previous-versions/azure/reference/gg441298(v=azure.100)"
+    doc = f"Summary.\n\n### References\n- Reboot Role Instance: {url}\n"
+    run.rules = [replace(r, help_markdown=doc, references=(url,)) if r.id == "VMR502" else r for r in run.rules]
+    body = _rule_bodies(render_html(run))["VMR502"]
+    assert f'<a href="{url}" rel="noreferrer noopener">Reboot Role Instance</a>' in body
+    assert body.count(f'href="{url}"') == 2  # the reference and the documentation link; not listed again
+
+
+def test_unsafe_reference_is_not_linked_and_markup_is_escaped(run: RunResult) -> None:
+    from dataclasses import replace
+
+    bad = ("javascript:alert(1)", 'https://x.test/"><script>alert(1)</script>')
+    run.rules = [replace(r, references=bad) if r.id == "VMR503" else r for r in run.rules]
+    html = render_html(run)
+    assert "javascript:" not in html and "<script" not in html.lower()
+    hrefs = [a["href"] for tag, a in parse(_rule_bodies(html)["VMR503"]).tags if tag == "a"]
+    assert 'https://x.test/"><script>alert(1)</script>' in hrefs  # one attribute value, escaped in the HTML

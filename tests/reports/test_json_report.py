@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness.reports import jsonreport
+from harness.reports import jsonreport, sarif
 from harness.reports.model import ItemResult, RunResult
 from tests.reports.test_sarif_report import check_golden
 
@@ -93,3 +93,18 @@ def test_verdicts(run: RunResult) -> None:
 def test_write_json(run: RunResult, tmp_path: Path) -> None:
     path = jsonreport.write_json(run, tmp_path / "deep" / "r.json")
     assert json.loads(path.read_text(encoding="utf-8")) == jsonreport.build_json(run)
+
+
+def test_every_rule_carries_the_help_uri_sarif_links(run: RunResult) -> None:
+    """The JSON report links each rule where SARIF's helpUri does: a help_uri the run set, else the rule's
+    page or first public reference (harness.docs_sources.help_uri); null only where SARIF has none."""
+    report = jsonreport.build_json(run)
+    (sarif_run,) = sarif.build_sarif(run)["runs"]
+    sarif_uris = {d["id"]: d.get("helpUri") for d in sarif_run["tool"]["driver"]["rules"]}
+    json_uris = {r["id"]: r["help_uri"] for r in report["rules"]}
+    assert json_uris == {rule_id: sarif_uris[rule_id] for rule_id in json_uris}
+    assert json_uris["VMR301"] == "https://docs.example.test/vmrole/rules/VMR301"  # set by the run
+    by_id = {r.id: r for r in run.rules}
+    assert by_id["VMR504"].help_uri is None
+    assert json_uris["VMR504"] == by_id["VMR504"].references[0]  # from its reference, as SARIF
+    assert json_uris["VMR402"] is None  # no URL set, no page URL known, no reference: none, as SARIF
