@@ -4,6 +4,9 @@ Each certificate becomes a CertificateEntry with its public facts and whether it
 (KEY_PROV_INFO). The key container named there is resolved to a file among the image's key-container
 files (harness.extraction.keyscan) by the CAPI name hint; CNG containers are matched by name when the
 file carries it. No key material is read or kept.
+
+This module walks the stores; each entry's bytes are parsed and summarised by harness.extraction.certs
+(blob, KEY_PROV_INFO, DER summary, key-file classification) into harness.facts.image_certs data.
 """
 
 from __future__ import annotations
@@ -12,13 +15,9 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from harness.extraction.certs import certificate_summary, key_files_for_container, parse_cert_blob
 from harness.facts.image import CertificateEntry
-from harness.facts.image_certs import (
-    KeyContainerFile,
-    certificate_summary,
-    key_files_for_container,
-    parse_cert_blob,
-)
+from harness.facts.image_certs import KeyContainerFile
 from harness.readers.errors import Unreadable
 from harness.readers.image.regf import Hive, Key
 

@@ -14,7 +14,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,21 @@ from harness.facts.image import (
     HIVES_FOR_PART,
     PART_INPUTS,
     CertificateEntry,
+    ContainerFacts,
     ControlSet,
     ImageFacts,
     ImageProblem,
     KeyMaterialFile,
     OsInfo,
+    PartitionFacts,
+    PartitionTableFacts,
     RemoteAccessInfo,
     SysprepInfo,
     VolumeInfo,
     WinlogonInfo,
 )
 from harness.readers.errors import Unreadable
-from harness.readers.image.container import open_disk
+from harness.readers.image.container import ContainerInfo, open_disk
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
 from harness.readers.image.partitions import Partition, PartitionTable, read_partitions
 from harness.readers.image.regf import DIRTY_NOTE, Hive, Key
@@ -251,6 +254,23 @@ def _int(value: Any) -> int | None:
 # ---- container and volume ------------------------------------------------------------------------
 
 
+def _fields(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def _container_facts(info: ContainerInfo) -> ContainerFacts:
+    return ContainerFacts(**_fields(info))
+
+
+def _table_facts(table: PartitionTable) -> PartitionTableFacts:
+    return PartitionTableFacts(
+        style=table.style,
+        partitions=tuple(PartitionFacts(**_fields(p)) for p in table.partitions),
+        disk_guid=table.disk_guid,
+        notes=table.notes,
+    )
+
+
 def _ntfs_partitions(table: PartitionTable, disk: Any) -> Iterator[tuple[Partition, Any]]:
     for part in table.partitions:
         source = table.source(disk, part)
@@ -295,7 +315,7 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
         _note_problems(reader, "container", disk.info.notes)
         _note_problems(reader, "partition table", table.notes)
         volume_info = _open_windows_volume(reader, table, disk)
-        facts = ImageFacts(container=disk.info, partitions=table, volume=volume_info)
+        facts = ImageFacts(container=_container_facts(disk.info), partitions=_table_facts(table), volume=volume_info)
         if reader.exists(f"{CONFIG}\\SYSTEM") or reader.exists(f"{CONFIG}\\SOFTWARE"):
             facts = _windows_facts(reader, facts, options)
     finally:
@@ -636,7 +656,7 @@ def _sysprep(reader: _Reader, system: Hive | None, software: Hive | None) -> Sys
 
 
 def _answer_files(reader: _Reader, system: Hive | None) -> dict[str, Any]:
-    from harness.facts.image_unattend import answer_file_candidates, parse_answer_file
+    from harness.extraction.unattend import answer_file_candidates, parse_answer_file
 
     registry_value = None
     if system is not None:  # the files are still searched where the registry cannot point

@@ -180,7 +180,7 @@ def _profiles(inventory: Inventory) -> list[str]:
 
 def key_containers(inventory: Inventory, allowlist_files: Sequence[str] = ()) -> tuple[Any, ...]:
     """Every file in a key-container directory, classified (allowlisted or not)."""
-    from harness.facts.image_certs import classify_key_file, load_machine_key_allowlist
+    from harness.extraction.certs import classify_key_file, load_machine_key_allowlist
 
     allowlist = load_machine_key_allowlist(tuple(allowlist_files))
     directories: list[str] = []

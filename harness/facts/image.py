@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from harness.facts.image_signatures import ProductInfo, ServiceInfo, SignatureMatch
     from harness.facts.image_unattend import AnswerFile
     from harness.facts.servicemodel import RoleDef, ServiceConfiguration, ServiceDefinition
-    from harness.readers.image.container import ContainerInfo
-    from harness.readers.image.partitions import PartitionTable
 
 #: Profiles: the 2010-2013 VM role (WS2008 R2 x64 + integration components) and today's Azure
 #: generalized-image upload rules.
@@ -57,6 +55,53 @@ def hives_for(part: str) -> tuple[str, ...]:
     for source in PART_INPUTS.get(part, ()):
         hives += [h for h in HIVES_FOR_PART.get(source, ()) if h not in hives]
     return tuple(hives)
+
+
+# The container and the partition table as rules see them: copies of the readers' ContainerInfo / Partition /
+# PartitionTable fields (harness.readers.image.container, .partitions), made by the extractor, so that facts hold
+# no reader types (a reader's PartitionTable also slices a disk).
+
+
+@dataclass(frozen=True)
+class ContainerFacts:
+    """What the container says about itself. Rules read this (format, type, alignment, footer state)."""
+
+    path: str
+    format: str  # "raw" | "vhd" | "vhdx"
+    disk_type: str | None  # "fixed" | "dynamic" | "differencing" | None (raw)
+    virtual_size: int
+    file_size: int
+    footer_cookie_ok: bool | None
+    footer_checksum_ok: bool | None
+    footer_copy_ok: bool | None
+    creator_application: str | None
+    block_size: int | None
+    logical_sector_size: int | None
+    unique_id: str | None
+    parent_chain: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartitionFacts:
+    """One partition (fields as :class:`harness.readers.image.partitions.Partition` documents them)."""
+
+    index: int
+    start: int
+    size: int
+    type_id: str
+    name: str | None
+    bootable: bool
+
+
+@dataclass(frozen=True)
+class PartitionTableFacts:
+    """The disk's partitions; ``disk_guid`` is the GPT disk GUID, the MBR signature ("0x1234abcd") or None."""
+
+    style: str  # "mbr" | "gpt" | "none"
+    partitions: tuple[PartitionFacts, ...]
+    disk_guid: str | None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,8 +244,8 @@ class KeyMaterialFile:
 
 @dataclass(frozen=True)
 class ImageFacts:
-    container: ContainerInfo
-    partitions: PartitionTable
+    container: ContainerFacts
+    partitions: PartitionTableFacts
     volume: VolumeInfo | None = None
     windows_found: bool = False
     control_set: ControlSet | None = None

@@ -34,7 +34,7 @@ def _validate_image_files(signatures: tuple[str, ...], allowlists: tuple[str, ..
         except SignatureError as exc:
             raise pytest.UsageError(f"--vmr-signatures: {exc}") from None
     if allowlists:
-        from harness.facts.image_certs import AllowlistError, load_machine_key_allowlist
+        from harness.extraction.certs import AllowlistError, load_machine_key_allowlist
 
         try:
             load_machine_key_allowlist(allowlists)

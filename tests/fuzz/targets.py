@@ -518,7 +518,7 @@ def _firewall(data: bytes) -> object:
 
 
 def _unattend(data: bytes) -> object:
-    from harness.facts.image_unattend import parse_answer_file
+    from harness.extraction.unattend import parse_answer_file
 
     return digest(parse_answer_file(data, "Windows/Panther/unattend.xml"))
 
@@ -829,9 +829,9 @@ def _targets() -> dict[str, Target]:
             ("harness/facts/image_firewall.py",),
         ),
         Target(
-            "unattend", "harness.facts.image_unattend.parse_answer_file(data, path)",
+            "unattend", "harness.extraction.unattend.parse_answer_file(data, path)",
             "none: documented never to raise (AnswerFile.problem is set)", _unattend, _none,
-            ("harness/facts/image_unattend.py", READERS + "xmlsafe.py"),
+            ("harness/extraction/unattend.py", READERS + "xmlsafe.py"),
         ),
         Target(
             "target",

@@ -15,11 +15,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.facts.image_certs import (
+from harness.extraction.certs import (
     MACHINE_KEY_ALLOWLIST,
     MAX_PROPERTIES,
     AllowlistError,
-    KeyContainerFile,
     capi_container_file_prefix,
     certificate_summary,
     classify_key_file,
@@ -28,6 +27,7 @@ from harness.facts.image_certs import (
     parse_cert_blob,
     parse_key_prov_info,
 )
+from harness.facts.image_certs import KeyContainerFile
 
 GUID = "74659c6a-5d5b-4c39-9d3b-3f7b1f9c0a11"
 NOW = dt.datetime(2012, 6, 1, tzinfo=dt.UTC)

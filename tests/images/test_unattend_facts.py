@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.facts.image_unattend import (
+from harness.extraction.unattend import (
     ANSWER_FILE_SEARCH_ORDER,
     MAX_LEAKS,
-    AnswerFile,
     answer_file_candidates,
     parse_answer_file,
     registry_answer_file_path,
 )
+from harness.facts.image_unattend import AnswerFile
 
 NS = 'xmlns="urn:schemas-microsoft-com:unattend" xmlns:wcm="http://schemas.microsoft.com/WMIConfig/2002/State"'
 COMPONENT = 'processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS"'
