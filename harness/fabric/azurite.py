@@ -3,7 +3,8 @@
 
 In memory (``--inMemoryPersistence``, which cannot be combined with ``--location``), telemetry off, bound to
 127.0.0.1 on an allocated port, started with ``--skipApiVersionCheck`` so storage SDKs of any age on the
-"Windows side" are accepted; our own Python client additionally pins :data:`API_VERSION`, the newest
+"Windows side" are accepted; our own Python client additionally pins :data:`API_VERSION`
+(:data:`harness.facts.live.platform.STORAGE_API_VERSION`, which the live probes pin too), the newest
 version Azurite 3.35 knows (azure-storage-blob 12.31 defaults to 2026-10-06, which Azurite rejects).
 """
 
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from harness.fabric.ports import LOOPBACK, allocate, is_listening
 from harness.fabric.procs import stop_process
+from harness.facts.live.platform import STORAGE_API_VERSION
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -37,7 +39,7 @@ __all__ = [
 ACCOUNT_NAME = "devstoreaccount1"
 # The well-known, public Azurite/Storage Emulator development key (documented by Microsoft; not a secret).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-API_VERSION = "2025-11-05"
+API_VERSION = STORAGE_API_VERSION
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = (
     "run `./dev setup` in the repository (it runs `npm install`, which provides node_modules/.bin/azurite-blob)"

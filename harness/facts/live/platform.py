@@ -1,4 +1,5 @@
-"""The Azure platform's status strings, in one place: what Get Deployment and Get Operation Status say.
+"""The Azure platform's constants, in one place: the status strings Get Deployment and Get Operation Status say,
+and the Azure Storage REST API version our blob clients pin.
 
 Read by the live facts, probes and rules, and written by the local fabric's management API emulator.
 Values as the Service Management REST API documents them (Get Deployment: ``Status``, ``InstanceStatus``,
@@ -48,3 +49,9 @@ STOPPED = "Stopped"
 IN_PROGRESS = "InProgress"
 SUCCEEDED = "Succeeded"
 OPERATION_FAILED = "Failed"
+
+# ---- Azure Storage REST API (x-ms-version) -------------------------------------------------------------
+#: The version our own blob clients pin (the live probes and the local fabric alike): the newest that Azurite 3.35
+#: knows (azure-storage-blob 12.31 defaults to 2026-10-06, which Azurite rejects).
+#: https://learn.microsoft.com/en-us/rest/api/storageservices/versioning-for-the-azure-storage-services
+STORAGE_API_VERSION = "2025-11-05"

@@ -24,7 +24,7 @@ import types
 import uuid
 from typing import Any, TypeVar
 
-from harness.facts.live.platform import READY
+from harness.facts.live.platform import READY, STORAGE_API_VERSION
 from harness.facts.live.reimage import (
     BLOB,
     BLOB_FROM_INSTANCE,
@@ -143,12 +143,10 @@ def _blob_container(ctx: LiveContext) -> tuple[Any, Any, str | None]:
         from azure.core.exceptions import ServiceRequestError
         from azure.storage.blob import BlobServiceClient
 
-        from harness.fabric.azurite import API_VERSION
-
         timeouts = ctx.target.timeouts
         service = BlobServiceClient.from_connection_string(
             ctx.target.secret(ref),
-            api_version=API_VERSION,
+            api_version=STORAGE_API_VERSION,
             connection_timeout=float(timeouts.connect),
             read_timeout=float(timeouts.read),
             **BLOB_RETRY,
