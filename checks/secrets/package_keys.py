@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
 
 from harness.docs_sources import refs
 from harness.engine.artefact import CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
-from harness.facts.servicemodel import Package, PackageEntry
+from harness.facts.servicemodel import Package, PackageEntry, ServiceModelSubject
 
 # Families of key material. Each rule reports one family.
 PRIVATE_KEY = "private-key"
@@ -98,7 +97,9 @@ class _PackageKeyRule(Rule):
     what: str
     advice: str
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        if subject.package is None:  # the engine checks ``requires`` first; this narrows the type
+            raise NotApplicable("no package to check")
         for hit in key_entries(subject.package, self.family):
             entry = hit.entry
             yield self.finding(

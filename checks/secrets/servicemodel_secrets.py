@@ -13,7 +13,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG
@@ -237,7 +236,7 @@ class _ValueSecretRule(Rule):
     def shapes(self, site: ValueSite) -> list[SecretShape]:
         raise NotImplementedError  # abstract
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         _own_facts_or_not_applicable(subject)
         for site in value_sites(subject):
             shapes = self.shapes(site)

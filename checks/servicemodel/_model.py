@@ -21,8 +21,10 @@ from harness.facts.servicemodel import (
     INTERNAL,
     VM_ROLE,
     Endpoint,
+    Package,
     PortRange,
     RoleDef,
+    ServiceConfiguration,
     ServiceDefinition,
     ServiceModelSubject,
     parse_int,
@@ -36,6 +38,20 @@ def definition_of(subject: ServiceModelSubject) -> ServiceDefinition:
     if subject.definition is None:
         raise NotApplicable("no service definition to check")
     return subject.definition
+
+
+def configuration_of(subject: ServiceModelSubject) -> ServiceConfiguration:
+    """The cscfg a rule with ``requires = ("configuration",)`` judges (the engine has checked it is there)."""
+    if subject.configuration is None:
+        raise NotApplicable("no service configuration to check")
+    return subject.configuration
+
+
+def package_of(subject: ServiceModelSubject) -> Package:
+    """The package a rule with ``requires = ("package",)`` judges (the engine has checked it is there)."""
+    if subject.package is None:
+        raise NotApplicable("no package to check")
+    return subject.package
 
 
 def definition_root(definition: ServiceDefinition) -> str:

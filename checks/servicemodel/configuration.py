@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from harness.checks.secrets.servicemodel_secrets import connection_string_fields, is_placeholder
+from harness.checks.servicemodel._model import configuration_of
 
 from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
-from harness.facts.servicemodel import RoleConfig, ServiceConfiguration, SettingValue
+from harness.facts.servicemodel import RoleConfig, ServiceConfiguration, ServiceModelSubject, SettingValue
 
 DIAGNOSTICS_CONNECTION = "Microsoft.WindowsAzure.Plugins.Diagnostics.ConnectionString"
 _REMOTE_ACCESS_PREFIX = "Microsoft.WindowsAzure.Plugins.RemoteAccess."
@@ -73,8 +73,8 @@ class DevelopmentStorageInCloudConfiguration(_ConfigurationRule):
     references = refs("storage-emulator", "storage-connection-strings")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        configuration = subject.configuration
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        configuration = configuration_of(subject)
         if configuration.is_local:
             raise NotApplicable("a local (emulator) configuration may use development storage")
         plain = configuration.artefact.path.name.lower() == "serviceconfiguration.cscfg"
@@ -133,8 +133,8 @@ class GuestOsVersionPinned(_ConfigurationRule):
     references = refs("guest-os-matrix", "guest-os-retirement", "cscfg-schema")
     severity = Severity.INFO
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        configuration = subject.configuration
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        configuration = configuration_of(subject)
         if configuration.roles and all(r.has_os_image for r in configuration.roles):
             raise NotApplicable("every role brings its own OS image; osVersion does not apply")
         version = (configuration.os_version or "").strip()
@@ -183,8 +183,8 @@ class StorageConnectionOverHttp(_ConfigurationRule):
     references = refs("storage-secure-transfer", "storage-connection-strings")
     severity = Severity.MEDIUM
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        for role, setting in _settings(subject.configuration):
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        for role, setting in _settings(configuration_of(subject)):
             fields = connection_string_fields(setting.value or "")
             names = {k for k, _ in fields}
             if "accountname" not in names and not names & _STORAGE_ENDPOINT_FIELDS:
@@ -239,8 +239,8 @@ class PlaceholderSettingValue(_ConfigurationRule):
     references = refs("cscfg-role")
     severity = Severity.MEDIUM
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        configuration = subject.configuration
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        configuration = configuration_of(subject)
         if configuration.is_local:
             raise NotApplicable("a local configuration may keep example values")
         for role, setting in _settings(configuration):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import unquote
+
+from harness.checks.servicemodel._model import package_of
 
 from harness.docs_sources import refs
 from harness.engine.artefact import CSPKG
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
-from harness.facts.servicemodel import ManifestItem, Package
+from harness.facts.servicemodel import ManifestItem, Package, ServiceModelSubject
 
 CONTENT_TYPES = "[Content_Types].xml"
 SHA256_HASHTYPE = "1"
@@ -67,9 +68,9 @@ class _PackageRule(Rule):
     tags = ("service-model", "package")
 
 
-def _package_with_manifest(subject: Any) -> Package:
+def _package_with_manifest(subject: ServiceModelSubject) -> Package:
     """The subject's package; NotApplicable when it has no manifest (VMR544 reports that)."""
-    package: Package = subject.package
+    package = package_of(subject)
     if package.manifest_part is None:
         raise NotApplicable("the package has no manifest (.csman); VMR544 reports that")
     return package
@@ -108,7 +109,7 @@ class PackageManifestHashMismatch(_PackageRule):
     references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         package = _package_with_manifest(subject)
         hash_type = (package.hash_type or SHA256_HASHTYPE).strip()
         if hash_type != SHA256_HASHTYPE:
@@ -166,7 +167,7 @@ class PackageManifestItemMissing(_PackageRule):
     references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         package = _package_with_manifest(subject)
         for item in package.manifest_items:
             if item.actual_hash is None:
@@ -209,7 +210,7 @@ class PackagePartNotInManifest(_PackageRule):
     references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.MEDIUM
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         package = _package_with_manifest(subject)
         keys = {part_key(i.uri or i.name) for i in package.manifest_items}
         listed_nested = {s for s in NESTED_PACKAGE_SUFFIXES if any(k.endswith(s) for k in keys)}
@@ -255,8 +256,8 @@ class EncryptedRolePayload(_PackageRule):
     references = refs("cloud-services-model")
     severity = Severity.INFO
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        package: Package = subject.package
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        package = package_of(subject)
         if not package.payloads:
             raise NotApplicable("the package has no role payloads")
         for payload in package.payloads:
@@ -300,8 +301,8 @@ class PackageStructureProblem(_PackageRule):
     references = refs("cloud-services-model", "opc-ecma-376")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        package: Package = subject.package
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        package = package_of(subject)
         found: dict[str, list[str]] = {}
         parts = {part_key(n) for n in top_level_parts(package)}
         if CONTENT_TYPES.lower() not in parts:
@@ -360,8 +361,8 @@ class PackageBuildDefinitionMissing(_PackageRule):
     references = refs("cloud-services-model", "csdef-schema")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        package: Package = subject.package
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        package = package_of(subject)
         if package.definition is not None:
             return
         sd_parts = definition_parts(package)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from harness.checks.secrets.servicemodel_secrets import (
     is_placeholder,
     looks_like_cms_envelope,
 )
+from harness.checks.servicemodel._model import configuration_of, definition_of
 
 from harness.docs_sources import refs
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG
@@ -105,7 +106,7 @@ class RemoteAccessSettingsMissing(_CrossFileRule):
     references = refs("cloud-services-rdp-vs", "cscfg-role")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         wanted = [(REMOTE_ACCESS, s) for s in REMOTE_ACCESS_SETTINGS] + [(REMOTE_FORWARDER, RF_ENABLED)]
         for module, setting in wanted:
             for role_name, config in _importing_pairs(subject, module):
@@ -159,7 +160,7 @@ class RemoteAccessCertificateMissing(_CrossFileRule):
     references = refs("cloud-services-rdp", "cloud-services-certs")
     severity = Severity.HIGH
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         for role_name, config in _importing_pairs(subject, REMOTE_ACCESS):
             cert = next((c for c in config.certificates if c.name == RA_CERTIFICATE), None)
             if cert is not None and (cert.thumbprint or "").strip():
@@ -215,8 +216,8 @@ class RemoteForwarderNotOnExactlyOneRole(Rule):
     tags = ("service-model", "remote-desktop")
     references = refs("cloud-services-rdp-vs", "csdef-schema")
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        definition = subject.definition
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        definition = definition_of(subject)
         forwarders = [r for r in definition.roles if r.imports_module(REMOTE_FORWARDER)]
         remote_access = [r for r in definition.roles if r.imports_module(REMOTE_ACCESS)]
         if len(forwarders) > 1:
@@ -302,12 +303,12 @@ class RdpAccountExpired(Rule):
     #: An expiry closer than this is reported at low severity.
     warn_within: ClassVar[timedelta] = timedelta(days=30)
 
-    def check(self, subject: Any) -> Iterable[Finding]:
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
         today = getattr(subject, "today", None)
         now = datetime.combine(today, datetime.min.time(), UTC) if today is not None else self.clock()
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
-        enabled = [r for r in subject.configuration.roles if _rdp_enabled(r)]
+        enabled = [r for r in configuration_of(subject).roles if _rdp_enabled(r)]
         if not enabled:
             raise NotApplicable("Remote Desktop is not enabled on any role")
         for role in enabled:
@@ -387,8 +388,8 @@ class RdpPasswordNotEncrypted(Rule):
     tags = ("service-model", "remote-desktop", "secrets")
     references = refs("cloud-services-rdp", "cloud-services-certs")
 
-    def check(self, subject: Any) -> Iterable[Finding]:
-        roles = [r for r in subject.configuration.roles if r.setting(RA_PASSWORD) is not None]
+    def check(self, subject: ServiceModelSubject) -> Iterable[Finding]:
+        roles = [r for r in configuration_of(subject).roles if r.setting(RA_PASSWORD) is not None]
         if not roles:
             raise NotApplicable("no role sets RemoteAccess.AccountEncryptedPassword")
         for role in roles:
