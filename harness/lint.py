@@ -38,6 +38,8 @@ __all__ = [
     "RuleOutcome",
     "lint",
     "prepare",
+    "prepare_unreadable",
+    "rules_for",
 ]
 
 #: Directories a directory walk does not enter: pytest's default ``norecursedirs``, which `vmrole lint` keeps.
@@ -148,17 +150,31 @@ class Prepared:
 
 def prepare(artefact: Artefact, pairing: Pairing, root: Path, today: dt.date, rules: Sequence[type[Rule]]) -> Prepared:
     """Read and pair ``artefact`` (not a deployment). An unreadable artefact gets VMR001 alone, even when the
-    selection leaves it out: nothing else could check it."""
-    from harness.checks.core import ArtefactUnreadable, UnreadableSubject
+    selection leaves it out: nothing else could check it.
 
+    :func:`lint` and the pytest plugin's collection (``harness.plugin.main.ArtefactFile``) both call this,
+    so the two read, date and choose rules alike."""
     try:
         built = build_subject(artefact, pairing, root)
     except Unreadable as exc:
-        subject = UnreadableSubject(artefact, exc.problem, exc.location)
-        chosen = [r for r in rules if r is ArtefactUnreadable] or [ArtefactUnreadable]
-        return Prepared(subject, {}, chosen, unreadable=exc.problem)
+        return prepare_unreadable(artefact, exc, rules)
     subject = dataclasses.replace(built.subject, today=today)
-    return Prepared(subject, built.notes, [r for r in rules if artefact.kind in r.applies_to])
+    return Prepared(subject, built.notes, rules_for(artefact.kind, rules))
+
+
+def rules_for(kind: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
+    """The rules of ``rules`` that apply to an artefact of ``kind``."""
+    return [r for r in rules if kind in r.applies_to]
+
+
+def prepare_unreadable(artefact: Artefact, exc: Unreadable, rules: Sequence[type[Rule]]) -> Prepared:
+    """What an unreadable artefact (a deployment target too) is judged with: VMR001 alone, even when the
+    selection ``rules`` leaves it out (nothing else could check it)."""
+    from harness.checks.core import ArtefactUnreadable, UnreadableSubject
+
+    subject = UnreadableSubject(artefact, exc.problem, exc.location)
+    chosen = [r for r in rules if r is ArtefactUnreadable] or [ArtefactUnreadable]
+    return Prepared(subject, {}, chosen, unreadable=exc.problem)
 
 
 def lint(artefacts: Iterable[str | os.PathLike[str] | Artefact], options: LintOptions | None = None) -> LintResult:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,11 @@ from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.fabric.pytest_fixture import vmrole_fabric  # noqa: F401 - a fixture the plugin provides
+from harness.lint import Prepared, prepare, prepare_unreadable, rules_for
 from harness.live import stages as live_stages
 from harness.live.masking import Masker
 from harness.plugin import fixtures, options
 from harness.plugin.state import RunState
-from harness.plugin.targets import build_subject
 from harness.readers.errors import Unreadable
 from harness.reports.model import (
     FAILED,
@@ -109,28 +108,28 @@ class ArtefactFile(pytest.File):
     """A service-model artefact: reads its facts once and yields one item per applicable rule."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from harness.checks.core import ArtefactUnreadable, UnreadableSubject
-
         state = self.config.stash[STATE]
         kind = kind_of(self.path)
         assert kind is not None
         artefact = Artefact.from_path(self.path, kind, state.root)
-        subject: Any
-        try:
-            if kind == DEPLOYMENT:
-                subject = _live_subject(self.config, artefact)
-                notes: Any = subject.notes
-                artefact = subject.artefact
+        if kind == DEPLOYMENT:  # probed, not read: lint() leaves deployments out
+            try:
+                live = _live_subject(self.config, artefact)
+            except Unreadable as exc:
+                prepared = prepare_unreadable(artefact, exc, state.rules)
             else:
-                result = build_subject(artefact, state.pairing, state.root)
-                subject, notes = dataclasses.replace(result.subject, today=state.today), result.notes
-            rules = [r for r in state.rules if kind in r.applies_to]
-        except Unreadable as exc:
-            subject, notes = UnreadableSubject(artefact, exc.problem, exc.location), {}
-            rules = [r for r in state.rules if r is ArtefactUnreadable] or [ArtefactUnreadable]
-        for rule in rules:
+                artefact = live.artefact
+                # the subject's own notes object: stages add to it as they run
+                prepared = Prepared(live, live.notes, rules_for(kind, state.rules))
+        else:  # read, dated and given its rules as harness.lint.lint() does
+            prepared = prepare(artefact, state.pairing, state.root, state.today, state.rules)
+        for rule in prepared.rules:
             yield RuleItem.from_parent(
-                self, name=f"{rule.id}[{artefact.display}]", rule=rule, subject=subject, notes=notes
+                self,
+                name=f"{rule.id}[{artefact.display}]",
+                rule=rule,
+                subject=prepared.subject,
+                notes=prepared.notes,
             )
 
     def repr_failure(  # type: ignore[override]  # pytest's Collector drops Node's style argument
@@ -220,7 +219,7 @@ def _finding_line(fr: FindingResult) -> str:
 
 
 class RuleItem(pytest.Item):
-    def __init__(self, *, rule: type[Rule], subject: Any, notes: dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, *, rule: type[Rule], subject: Any, notes: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rule = rule
         self.subject = subject

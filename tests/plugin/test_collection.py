@@ -85,3 +85,25 @@ def test_markers_and_keywords_select_items(pytester, model):
     assert all("VMR001" not in i for i in ids)  # critical rule not selected by -m vmr_medium
     result = pytester.runpytest("ServiceConfiguration.Cloud.cscfg", "-k", "single-instance-role", "-q")
     result.assert_outcomes(passed=1)
+
+
+def test_collection_prepares_each_artefact_as_lint_does(pytester, model, monkeypatch):
+    """The plugin reads, dates and chooses rules through harness.lint.prepare, the step lint() uses, so the
+    two cannot drift: each artefact goes through it once and its rules are the items collected."""
+    import harness.plugin.main as plugin_main
+    from harness import lint as lint_module
+
+    prepared: dict[str, list[str]] = {}
+
+    def spy(artefact, *args):
+        result = lint_module.prepare(artefact, *args)
+        assert artefact.display not in prepared
+        prepared[artefact.display] = [f"{rule.id}[{artefact.display}]" for rule in result.rules]
+        return result
+
+    monkeypatch.setattr(plugin_main, "prepare", spy)
+    pytester.path.joinpath("Broken.cscfg").write_text("<ServiceConfiguration", "utf-8")
+    result = pytester.runpytest_inprocess(".", "--vmr-discover", "--collect-only", "-q")
+    assert set(prepared) == {"ServiceDefinition.csdef", "ServiceConfiguration.Cloud.cscfg", "Broken.cscfg"}
+    assert prepared["Broken.cscfg"] == ["VMR001[Broken.cscfg]"]  # unreadable: VMR001 alone
+    assert sorted(collected_ids(result)) == sorted(i for ids in prepared.values() for i in ids)

@@ -8,8 +8,8 @@ import pytest
 from harness.checks.core import ArtefactUnreadable, UnreadableSubject
 
 from harness.engine.artefact import CSDEF, Artefact
-from harness.plugin.targets import Pairing, build_subject
 from harness.readers.errors import Unreadable
+from harness.subjects import Pairing, build_subject
 
 
 def test_vmr001_reports_the_reader_problem(tmp_path: Path, snapshot):
