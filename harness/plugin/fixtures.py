@@ -671,12 +671,19 @@ class Windows:
         return out.stdout.rstrip("\r\n") if out.rc == 0 and out.stdout.strip() else None
 
     def set_registry_value(self, key: str, name: str, value: str) -> None:
-        """Create the key if needed and set a string value (``New-Item -Force``, ``New-ItemProperty -Force``)."""
-        for script in (
-            f"New-Item -Path {ps_literal(key)} -Force | Out-Null",
+        """Create the key if it is missing and set a string value (``New-ItemProperty -Force``). The key is
+        created only when ``Test-Path`` says it is not there: ``New-Item -Force`` on an existing registry key
+        replaces it, losing its other values and subkeys."""
+        exists = self.host.run(powershell(f"Test-Path -Path {ps_literal(key)}"))
+        if exists.rc != 0:
+            problem = exists.stderr.strip()[:300]
+            raise AssertionError(f"{self.instance}: Test-Path {key} failed (rc {exists.rc}): {problem}")
+        scripts = [] if exists.stdout.strip() == "True" else [f"New-Item -Path {ps_literal(key)} -Force | Out-Null"]
+        scripts.append(
             f"New-ItemProperty -Path {ps_literal(key)} -Name {ps_literal(name)} -Value {ps_literal(value)} "
-            "-PropertyType String -Force | Out-Null",
-        ):
+            "-PropertyType String -Force | Out-Null"
+        )
+        for script in scripts:
             out = self.host.run(powershell(script))
             if out.rc != 0:
                 raise AssertionError(f"{self.instance}: {script} failed (rc {out.rc}): {out.stderr.strip()[:300]}")

@@ -48,4 +48,4 @@ def test_reimage_resets_the_os_drive_and_keeps_local_storage(vmrole_host, vmrole
         assert vmrole_host.file(local_marker).exists
         assert vmrole_host.file(local_marker).content_string.strip() == tag
     finally:
-        vmrole_host.run(f"del /f /q {local_marker}")
+        vmrole_host.run(f'del /f /q "{local_marker}"')

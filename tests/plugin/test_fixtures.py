@@ -159,6 +159,15 @@ def test_destructive_without_the_flag(vmrole_host):
     raise AssertionError("must not run")
 
 
+@pytest.mark.vmrole_one_instance
+def test_a_second_registry_value_keeps_the_first(vmrole_host):
+    key = r"HKLM:\\SOFTWARE\\VmroleTests\\TwoValues"
+    vmrole_host.vmrole.set_registry_value(key, "First", "1")
+    vmrole_host.vmrole.set_registry_value(key, "Second", "2")
+    assert vmrole_host.vmrole.registry_value(key, "First") == "1"
+    assert vmrole_host.vmrole.registry_value(key, "Second") == "2"
+
+
 def test_vip(vmrole_vip, vmrole_http):
     assert vmrole_http.base_url == vmrole_vip.url("HttpIn")
     assert vmrole_http.get("/health").status_code in (200, 204)
@@ -186,6 +195,7 @@ def test_a_failing_assertion_names_the_instance_and_no_secret_leaks(target, fabr
         in text
     )
     assert "test_vip PASSED" in text
+    assert "test_a_second_registry_value_keeps_the_first[WebVM_IN_0] PASSED" in text
     assert "the WinRM password is ***" in text
     # a failed host test carries the instance's WinRM transcript (masked: the echo above shows ***)
     assert "evidence: winrm-Indexer_IN_0" in text and '$ powershell -NoProfile -Command "(Get-Service' in text

@@ -49,10 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
     rule = secrets_rules.SecretNamedSettingValue
     rule.name_suggests = staticmethod(secrets_rules.name_suggests_secret)  # type: ignore[attr-defined]
     rule.shapes = _crashing_shapes  # type: ignore[method-assign]
-    from harness.plugin import main
+    from harness import lint  # the plugin collects through harness.lint.prepare, which builds subjects
 
     global _original_guest, _original_build_subject
     if _original_guest is None:
-        _original_guest, _original_build_subject = guest.run, main.build_subject
+        _original_guest, _original_build_subject = guest.run, lint.build_subject
     guest.run = _crashing_guest
-    main.build_subject = _crashing_build_subject
+    lint.build_subject = _crashing_build_subject
