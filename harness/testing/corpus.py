@@ -1,4 +1,5 @@
-"""A corpus of real service-model files described by a ``manifest.tsv`` (as in ../shared/samples).
+"""A corpus of real service-model files described by a ``manifest.tsv`` (tab-separated, one row per file with the
+columns ``local_file``, ``repo``, ``kind``, ``commit``, ``pairing``, ``notable_features``, ``role_kinds``).
 
 Files are laid flat per repository (``repo/dir__dir__ServiceConfiguration.Cloud.cscfg``) and come from
 different commits; only files from the same commit may be cross-checked. :func:`pairings` pairs each
