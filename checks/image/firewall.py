@@ -529,11 +529,13 @@ class FirewallRuleUnparsed(ImageRule):
                     f"{rule.store} FirewallRules\\{rule.id}",
                     f"firewall rule {rule.label}: {'; '.join(rule.problems)}",
                 )
-            elif rule.unknown_fields:
+            elif rule.unknown_fields or rule.unknown_version:
+                unknown = [f"version {rule.unknown_version}"] if rule.unknown_version else []
+                if rule.unknown_fields:
+                    unknown.append(f"fields {', '.join(rule.unknown_fields)}")
                 yield self.finding(
                     subject,
                     f"{rule.store} FirewallRules\\{rule.id}",
-                    f"firewall rule {rule.label} has fields this linter does not know: "
-                    f"{', '.join(rule.unknown_fields)}",
+                    f"firewall rule {rule.label} has {' and '.join(unknown)} outside the MS-GPFAS rule grammar",
                     severity=Severity.INFO,
                 )
