@@ -79,8 +79,11 @@ class _Reported(Exception):
 CONTROL_SET_PARTS = ("services", "remote access", "firewall")
 #: Keys walked in full below Select or a firewall store (a real Select has none, a store a few dozen).
 MAX_CHECKED_KEYS = 1000
-#: Where a reader's note points, first match wins: a cell offset, an MFT record, an MBR/GPT/BAT entry, an LBA.
+#: Where a reader's note points, first match wins: a hive's base-block field, a file offset, a cell offset (relative
+#: to the hive bins), an MFT record, an MBR/GPT/BAT entry, an LBA.
 _WHERE = (
+    (re.compile(r"\bbase block offset (0x[0-9a-f]+)"), "base block offset {}"),
+    (re.compile(r"\bfile offset (0x[0-9a-f]+)"), "file offset {}"),
     (re.compile(r"\boffset (0x[0-9a-f]+)"), "{}"),
     (re.compile(r"\(records? (\d+)"), "MFT record {}"),
     (re.compile(r"\$MFT record (\d+)"), "MFT record {}"),
@@ -123,8 +126,8 @@ class _Reader:
         """Record a part that could not be read; the same damage (part, path, offset) met twice is one problem."""
         if isinstance(exc, str):
             text = exc
-        else:
-            text, offset = exc.problem, offset or exc.location or ""
+        else:  # a reader that named no location may still have said where in words ("key node at offset 0x140")
+            text, offset = exc.problem, offset or exc.location or where_in_note(exc.problem)
         if offset and any((p.part, p.path, p.offset) == (part, path, offset) for p in self.problems):
             return
         self.problems.append(ImageProblem(part=part, path=path, problem=text, key=key, offset=offset))
@@ -633,7 +636,10 @@ def _sysprep(reader: _Reader, system: Hive | None, software: Hive | None) -> Sys
             parser.read_string(ini_text)
             ini_state = parser.get("State", "ImageState", fallback=None)
         except configparser.Error as exc:
-            reader.problem("State.ini", "\\Windows\\Setup\\State\\State.ini", f"not an INI file: {exc.message}")
+            line = getattr(exc, "lineno", None) or next((n for n, _ in getattr(exc, "errors", ())), None)
+            where = f"line {line}" if line else ""
+            problem = f"not an INI file: {exc.message}"
+            reader.problem("State.ini", "\\Windows\\Setup\\State\\State.ini", problem, offset=where)
     errors = 0
     log = reader.read_text("Windows\\System32\\Sysprep\\Panther\\setuperr.log", "sysprep log")
     if log:

@@ -143,36 +143,44 @@ class Hive:
         self._data = data = bytes(data)
         notes: list[str] = []
         if len(data) < _BASE:
-            self._fail(f"file is {len(data)} bytes, too small for a hive base block (4096 bytes)")
+            self._fail_base(f"file is {len(data)} bytes, too small for a hive base block (4096 bytes)", 0)
         if data[:4] != b"regf":
-            self._fail(f"not a registry hive: no 'regf' signature at offset 0 (found {data[:4]!r})")
+            self._fail_base(f"not a registry hive: no 'regf' signature at file offset 0 (found {data[:4]!r})", 0)
         _, seq1, seq2, stamp, major, minor, file_type, file_format, root, bins_size, _ = _BASE_BLOCK.unpack_from(data)
         if major != 1:
-            self._fail(f"unsupported hive format version {major}.{minor}")
+            self._fail_base(f"unsupported hive format version {major}.{minor}", 0x14)
         if file_type in (1, 2, 6):
-            self._fail(f"this is a transaction log (file type {file_type}), not a primary hive file")
+            self._fail_base(f"this is a transaction log (file type {file_type}), not a primary hive file", 0x1C)
         if file_type != 0:
-            notes.append(f"unknown hive file type {file_type}")
+            notes.append(f"unknown hive file type {file_type} (base block offset 0x1c)")
         if file_format != 1:
-            notes.append(f"unknown hive file format {file_format} (expected 1, direct memory load)")
+            notes.append(
+                f"unknown hive file format {file_format} (expected 1, direct memory load; base block offset 0x20)"
+            )
         if not 2 <= minor <= 6:
-            notes.append(f"unusual hive format version 1.{minor}")
+            notes.append(f"unusual hive format version 1.{minor} (base block offset 0x18)")
         checksum = 0
         for (word,) in struct.iter_unpack("<I", data[:508]):
             checksum ^= word
         (stored,) = _U32.unpack_from(data, 508)
         if stored not in (checksum, {0xFFFFFFFF: 0xFFFFFFFE, 0: 1}.get(checksum, checksum)):
-            notes.append(f"base block checksum mismatch (stored 0x{stored:08x}, computed 0x{checksum:08x})")
+            notes.append(
+                f"base block checksum mismatch (stored 0x{stored:08x}, computed 0x{checksum:08x}; "
+                "base block offset 0x1fc)"
+            )
         if seq1 != seq2:
             notes.append(DIRTY_NOTE)
         available = len(data) - _BASE
         if bins_size == 0 or bins_size % 4096:
-            notes.append(f"base block hive bins size 0x{bins_size:x} is not a multiple of 4096; the file size is used")
+            notes.append(
+                f"base block hive bins size 0x{bins_size:x} (base block offset 0x28) is not a multiple of 4096; "
+                "the file size is used"
+            )
             bins_size = available // 4096 * 4096
         if bins_size > available:
             notes.append(
-                f"hive is truncated: the base block declares 0x{bins_size:x} bytes of hive bins, "
-                f"the file holds 0x{available:x}"
+                f"hive is truncated at offset 0x{available:x}: the base block declares 0x{bins_size:x} bytes of "
+                f"hive bins, the file holds 0x{available:x}"
             )
             bins_size = available
         self._bins_size = bins_size
@@ -191,6 +199,10 @@ class Hive:
 
     def _fail(self, problem: str, offset: int | None = None) -> NoReturn:
         raise Unreadable(self.label, problem, location=None if offset is None else f"0x{offset:x}")
+
+    def _fail_base(self, problem: str, field: int) -> NoReturn:
+        """Damage in the base block: located by the offset of the field in it (the file's first 4096 bytes)."""
+        raise Unreadable(self.label, problem, location=f"base block offset 0x{field:x}")
 
     def _scan_bins(self, notes: list[str]) -> None:
         data, limit = self._data, self._bins_size
@@ -215,7 +227,7 @@ class Hive:
                 "cells there are unreadable"
             )
         if not self._bin_starts:
-            self._fail("no valid hive bin in the file ('hbin' signature missing at offset 0x1000)")
+            self._fail("no valid hive bin in the file ('hbin' signature missing at file offset 0x1000)", 0)
 
     def check_cells(self, max_problems: int = 5) -> list[str]:
         """Walk every cell of every valid hive bin once (linear, bounded): damage lookups might never reach.
