@@ -2,8 +2,13 @@
 known, the ones the endpoint check relies on are parsed (ports and their keywords, addresses and their keywords,
 the rule version), the rest are accepted silently; only tokens and versions outside the grammar are noted.
 
-Sources of the rule strings (no stock hive with a licence that allows copying was found; the strings below are
-quoted from, or composed only of tokens and values of, these public documents):
+Sources of the rule strings:
+
+* regipy's test data (https://github.com/mkorman90/regipy, MIT): rules copied verbatim from three stock Windows 10
+  SYSTEM hives, in firewall_rules_regipy.json with the commit, paths and licence (before this change 9-11 stock rules
+  per hive had TTK2_22/TTK2_28 reported as unknown).
+
+The rest are quoted from, or composed only of tokens and values of, these public documents:
 
 * [MS-GPFAS] v20240423 (Microsoft Open Specifications; the specification may be used to implement it):
   2.2.2.3 port keywords, 2.2.2.13 address keywords, 2.2.2.17/18 platform validity, 2.2.2.19 the token list,
@@ -15,6 +20,7 @@ quoted from, or composed only of tokens and values of, these public documents):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -206,3 +212,24 @@ def test_an_image_with_current_build_rules_gets_no_vmr409(image_cache: Path) -> 
     assert "firewall" in facts.parts_read
     assert facts.firewall is not None and {r.id for r in facts.firewall.rules} >= set(CURRENT_BUILD_RULES)
     assert [f for f in findings if f[0] == "VMR409"] == []
+
+
+# ---- real rules: stock Windows 10 hives of regipy's test data (MIT) ------------------------------------------------
+
+#: Rules copied verbatim from three stock SYSTEM hives (Windows 10 1709 and two others, rule versions 2.0-2.30) in
+#: regipy's test data; the file records the repository, commit, paths, key, licence and how the rules were chosen.
+REGIPY = json.loads((Path(__file__).parent / "firewall_rules_regipy.json").read_text(encoding="utf-8"))
+REGIPY_RULES = [(hive, rule_id, text) for hive, rules in REGIPY["rules"].items() for rule_id, text in rules.items()]
+
+
+def test_the_regipy_sample_carries_the_fields_of_issue_11() -> None:
+    fields = {tok.split("=")[0] for _, _, text in REGIPY_RULES for tok in text.split("|")[1:] if "=" in tok}
+    assert {"TTK2_22", "TTK2_27", "TTK2_28", "RA42", "RA62", "LPort2_10", "RPort2_10", "Platform2", "IFType"} <= fields
+    assert "MIT" in REGIPY["source"]["licence"]
+
+
+@pytest.mark.parametrize(("hive", "rule_id", "text"), REGIPY_RULES, ids=[f"{h}:{r}" for h, r, _ in REGIPY_RULES])
+def test_a_stock_rule_has_no_unknown_fields_and_no_problems(hive: str, rule_id: str, text: str) -> None:
+    parsed = parse_rule(rule_id, text, "local")
+    assert parsed.unknown_fields == () and parsed.unknown_version is None, (parsed.unknown_fields, parsed.version)
+    assert parsed.problems == () and parsed.usable, parsed.problems
