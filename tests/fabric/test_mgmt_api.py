@@ -6,11 +6,15 @@ a background thread and raises Conflict while one runs. The client talks mutual 
 
 from __future__ import annotations
 
+import re
+import socket
+import ssl
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +45,17 @@ from harness.facts.live.platform import (
 )
 from harness.facts.live.platform import OPERATION_FAILED as FAILED
 
+# Azure's 403 body, byte for byte, as it came over the wire (Azure/migAz#47, #69)
+AZURE_403 = (
+    b'<Error xmlns="http://schemas.microsoft.com/windowsazure" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+    b"<Code>ForbiddenError</Code><Message>The server failed to authenticate the request. Verify that the "
+    b"certificate is valid and is associated with this subscription.</Message></Error>"
+)
+# Azure's 409 text, the request id of the operation holding the deployment in it
+CONFLICT_TEXT = re.compile(
+    r"Windows Azure is currently performing an operation with x-ms-requestid ([0-9a-f]{32}) on this deployment "
+    r"that requires exclusive access\."
+)
 SUB = "00000000-0000-0000-0000-0000000000aa"
 SERVICE = "ContosoVMRole"
 DEPLOYMENT = "c0ffee00c0ffee00c0ffee00c0ffee00"
@@ -526,24 +541,31 @@ def test_every_response_has_a_request_id(server: ManagementServer, raw: requests
     ):
         r = raw.request(method, http_url(server, path), headers=headers)
         assert is_request_id(r.headers.get("x-ms-request-id")), (method, path, r.status_code)
-    r = raw.request("OPTIONS", http_url(server, "/"), headers=headers)  # answered by http.server itself
-    assert r.status_code == 501 and is_request_id(r.headers.get("x-ms-request-id"))
+    r = raw.request("OPTIONS", http_url(server, "/"), headers=headers)  # was http.server's own 501
+    assert r.status_code == 400 and error_code(r.content) == "InvalidHttpVerb"
+    assert is_request_id(r.headers.get("x-ms-request-id"))
     r = raw.get(f"http://127.0.0.1:{server.http_port}/", headers=headers)
     assert r.status_code == 404 and error_code(r.content) == "ResourceNotFound"
     assert all(is_request_id(rec.request_id) for rec in server.request_log)
 
 
 def test_client_certificate_must_be_the_management_certificate(
-    https_client: Callable[..., ServiceManagementService], pki: Pki
+    https_client: Callable[..., ServiceManagementService], pki: Pki, lifecycle: FakeLifecycle
 ) -> None:
-    for cert in (pki.intruder, None):  # another certificate of the same CA; no certificate at all
-        with pytest.raises(AzureHttpError) as err:
-            https_client(cert=cert).get_deployment_by_slot(SERVICE, "production")
-        assert err.value.status_code == 403
-        assert "<Code>ForbiddenError</Code>" in str(err.value)
-    # a certificate from a CA the server does not trust fails the TLS handshake itself
-    with pytest.raises(requests.exceptions.RequestException):
-        https_client(cert=pki.foreign).get_deployment_by_slot(SERVICE, "production")
+    # another certificate of the same CA; one of a CA the server does not know; no certificate at all
+    for cert in (pki.intruder, pki.foreign, None):
+        client = https_client(cert=cert)
+        for call in (
+            lambda c=client: c.get_deployment_by_slot(SERVICE, "production"),
+            lambda c=client: c.reboot_role_instance(SERVICE, DEPLOYMENT, "WebVM_IN_0"),
+            lambda c=client: c.get_operation_status(uuid.uuid4().hex),
+        ):
+            with pytest.raises(AzureHttpError) as err:
+                call()
+            assert err.value.status_code == 403, cert
+            assert AZURE_403.decode() in str(err.value), cert
+    assert lifecycle.started == []
+    check_deployment(https_client().get_deployment_by_slot(SERVICE, "production"))  # the right one: 200
 
 
 def test_http_port_answers_without_client_certificate_only_on_loopback(server: ManagementServer) -> None:
@@ -739,3 +761,242 @@ def test_fault_state_validation_and_expiry() -> None:
     assert t.hold_seconds == 120.0 and t.status_code is None
     f.clear()
     assert f.active() is None
+
+
+# -- Azure's error behaviour (issue 11) ---------------------------------------------------------------------
+
+
+def raw_https(
+    server: ManagementServer, pki: Pki, cert: Path | None, request: bytes
+) -> tuple[str, dict[str, str], bytes]:
+    """One request over a TLS connection made with ``ssl`` directly; the handshake must complete."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert))
+    assert server.https_port is not None
+    with (
+        socket.create_connection(("127.0.0.1", server.https_port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() is not None  # the handshake completed
+        tls.sendall(request)
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def get_request(path: str, version: str | None = "2014-10-01") -> bytes:
+    extra = f"x-ms-version: {version}\r\n" if version is not None else ""
+    return f"GET /{SUB}{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n".encode()
+
+
+def test_wrong_or_no_certificate_is_azures_403_over_a_completed_handshake(
+    server: ManagementServer, pki: Pki, lifecycle: FakeLifecycle
+) -> None:
+    """A certificate that is not the management certificate (of the same CA, of a foreign CA) or none at all:
+    the TLS handshake completes and the answer is Azure's 403 body, byte for byte (before: a foreign
+    certificate failed the handshake)."""
+    path = f"/services/hostedservices/{SERVICE}/deploymentslots/production"
+    post = (
+        f"POST /{SUB}{path}/roleinstances/WebVM_IN_0?comp=reboot HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "x-ms-version: 2014-10-01\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ).encode()
+    for cert in (pki.foreign, pki.intruder, None):
+        for request in (get_request(path), post, get_request(path, version=None)):  # auth comes before all
+            status, headers, body = raw_https(server, pki, cert, request)
+            assert status == "HTTP/1.1 403 Forbidden", (cert, status)
+            assert body == AZURE_403
+            assert headers["content-type"] == "application/xml; charset=utf-8"
+            assert headers["content-length"] == str(len(AZURE_403))
+            assert is_request_id(headers["x-ms-request-id"])
+            assert headers["cache-control"] == "no-cache"
+            assert headers["server"] == "Microsoft-HTTPAPI/2.0"
+    assert lifecycle.started == []
+    status, _, body = raw_https(server, pki, pki.mgmt, get_request(path))
+    assert status == "HTTP/1.1 200 OK" and b"<Deployment" in body
+    assert server.tls_accepts_any_certificate
+
+
+def test_foreign_certificate_is_403_through_the_legacy_client(
+    https_client: Callable[..., ServiceManagementService], pki: Pki
+) -> None:
+    with pytest.raises(AzureHttpError) as err:
+        https_client(cert=pki.foreign).get_deployment_by_slot(SERVICE, "production")
+    assert err.value.status_code == 403
+    assert FORBIDDEN_MESSAGE in str(err.value) and "<Code>ForbiddenError</Code>" in str(err.value)
+
+
+def test_without_a_pin_the_ca_still_decides_in_the_handshake(lifecycle: FakeLifecycle, pki: Pki) -> None:
+    """No pinned certificate: any certificate ``ca_cert`` verifies is the management certificate, so the chain
+    check stays in the handshake (a foreign certificate is refused there, never let through)."""
+    srv = ManagementServer(
+        lifecycle,
+        subscription_id=SUB,
+        http_port=None,
+        https_port=0,
+        server_cert=pki.server_cert,
+        server_key=pki.server_key,
+        ca_cert=pki.ca,
+        require_client_cert=True,
+    )
+    assert not srv.tls_accepts_any_certificate
+    with srv:
+        path = f"/services/hostedservices/{SERVICE}/deploymentslots/production"
+        assert raw_https(srv, pki, pki.intruder, get_request(path))[0] == "HTTP/1.1 200 OK"
+        assert raw_https(srv, pki, None, get_request(path))[0] == "HTTP/1.1 403 Forbidden"
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            raw_https(srv, pki, pki.foreign, get_request(path))
+    assert lifecycle.started == []
+
+
+def conflict_holder(err: AzureHttpError) -> str:
+    message = re.search(r"<Message>(.*?)</Message>", str(err))
+    assert message is not None, str(err)
+    m = CONFLICT_TEXT.fullmatch(message.group(1))
+    assert m is not None, message.group(1)
+    assert "<Code>ConflictError</Code>" in str(err)
+    return m.group(1)
+
+
+class LifecycleConflictText(FakeLifecycle):
+    """Raises Conflict with the controller's text (harness/fabric/lifecycle.py), the request id inside it."""
+
+    def start_operation(self, kind: str, instance_id: str) -> str:
+        try:
+            return super().start_operation(kind, instance_id)
+        except Conflict as e:
+            rid = e.args[0]
+            raise Conflict(f"operation {rid} (reboot of WebVM_IN_0) is in progress on this deployment") from None
+
+
+@pytest.mark.parametrize("conflict_text", ["request id", "controller text"])
+def test_conflict_names_the_operation_in_progress(
+    server: ManagementServer, raw: requests.Session, lifecycle: FakeLifecycle, conflict_text: str
+) -> None:
+    """Reboot, then a second operation while it runs: Azure's exact 409 text, whose request id is the reboot's
+    x-ms-request-id (before: the controller's lifecycle gave its own text)."""
+    if conflict_text == "controller text":
+        lifecycle.__class__ = LifecycleConflictText
+    lifecycle.step = 0.3
+    client = ServiceManagementService(SUB, host=f"127.0.0.1:{server.http_port}", request_session=raw)
+    client._httpclient.protocol = "http"
+    base = f"/services/hostedservices/{SERVICE}/deployments/{DEPLOYMENT}/roleinstances"
+    r = raw.post(http_url(server, f"{base}/WebVM_IN_0?comp=reboot"), headers={"x-ms-version": "2014-10-01"})
+    assert r.status_code == 202
+    first = r.headers["x-ms-request-id"]
+    for call in (
+        lambda: client.reimage_role_instance(SERVICE, DEPLOYMENT, "WebVM_IN_1"),
+        lambda: client.reboot_role_instance(SERVICE, DEPLOYMENT, "WebVM_IN_0"),
+    ):
+        with pytest.raises(AzureConflictHttpError) as err:
+            call()
+        assert err.value.status_code == 409
+        assert conflict_holder(err.value) == first
+    assert [rid for _, _, rid in lifecycle.started] == [first]
+
+
+def test_injected_409_has_azures_text(sms: ServiceManagementService, faults: FaultState) -> None:
+    faults.set("409", 30, scope="post")
+    with pytest.raises(AzureConflictHttpError) as err:
+        sms.reboot_role_instance(SERVICE, DEPLOYMENT, "WebVM_IN_0")
+    assert is_request_id(conflict_holder(err.value))
+
+
+INVALID_VERB = (
+    "<Code>InvalidHttpVerb</Code><Message>The HTTP verb specified was not recognized by the server or "
+    "isn&apos;t valid for this resource.</Message>"
+)
+
+
+def error_message(body: bytes) -> str:
+    return ET.fromstring(body).findtext("a:Message", namespaces=NS) or ""
+
+
+def test_a_verb_the_resource_does_not_take_is_invalid_http_verb(
+    server: ManagementServer, raw: requests.Session, lifecycle: FakeLifecycle
+) -> None:
+    """Azure's 400 InvalidHttpVerb (ee460801), not 405 MethodNotAllowed nor http.server's 501."""
+    headers = {"x-ms-version": "2014-10-01"}
+    deployment = f"/services/hostedservices/{SERVICE}/deployments/{DEPLOYMENT}"
+    for method, path in (
+        ("DELETE", deployment),
+        ("POST", deployment),
+        ("PUT", f"/services/hostedservices/{SERVICE}"),
+        ("POST", "/services/hostedservices"),
+        ("GET", f"{deployment}/roleinstances/WebVM_IN_0?comp=reboot"),
+        ("DELETE", f"/operations/{uuid.uuid4().hex}"),
+        ("OPTIONS", deployment),
+        ("PATCH", deployment),
+        ("BREW", deployment),
+    ):
+        r = raw.request(method, http_url(server, path), headers=headers)
+        assert r.status_code == 400, (method, path, r.status_code)
+        assert error_code(r.content) == "InvalidHttpVerb"
+        assert error_message(r.content) == (
+            "The HTTP verb specified was not recognized by the server or isn't valid for this resource."
+        )
+        assert is_request_id(r.headers.get("x-ms-request-id"))
+    r = raw.head(http_url(server, deployment), headers=headers)
+    assert r.status_code == 400 and r.content == b""  # HEAD: no body, the connection stays usable
+    assert raw.get(http_url(server, deployment), headers=headers).status_code == 200
+    assert lifecycle.started == []
+    with requests.Session() as anonymous:  # authentication still comes first
+        anonymous.trust_env = False
+        r = anonymous.request("OPTIONS", http_url(server, deployment), headers=headers)
+        assert forbidden(r)
+
+
+def succeeded(lifecycle: FakeLifecycle, request_id: str) -> bool:
+    op = lifecycle.operation(request_id)
+    return op is not None and op.status == SUCCEEDED
+
+
+def test_version_header_is_checked_against_the_operation(
+    server: ManagementServer, raw: requests.Session, lifecycle: FakeLifecycle
+) -> None:
+    deployment = f"/services/hostedservices/{SERVICE}/deployments/{DEPLOYMENT}"
+    instance = f"{deployment}/roleinstances/WebVM_IN_0"
+    for version in (None, "", "2014-10-1", "latest", "2014/10/01"):
+        headers = {} if version is None else {"x-ms-version": version}
+        r = raw.get(http_url(server, deployment), headers=headers)
+        assert r.status_code == 400, version
+        assert error_code(r.content) == "MissingOrIncorrectVersionHeader"
+        assert error_message(r.content) == "The versioning header is not specified or was specified incorrectly."
+
+    def call(method: str, path: str, version: str) -> requests.Response:
+        return raw.request(method, http_url(server, path), headers={"x-ms-version": version})
+
+    too_old = [
+        ("GET", deployment, "2009-09-19"),
+        ("GET", f"/services/hostedservices/{SERVICE}", "2009-09-19"),
+        ("GET", f"/operations/{uuid.uuid4().hex}", "2009-09-19"),
+        ("POST", f"{instance}?comp=reboot", "2010-10-27"),
+        ("POST", f"{instance}?comp=reimage", "2010-04-01"),
+        ("POST", f"{instance}?comp=rebuild&resources=allLocalDrives", "2013-03-01"),
+    ]
+    for method, path, version in too_old:
+        r = call(method, path, version)
+        assert r.status_code == 400, (method, path, version, r.status_code)
+        assert error_code(r.content) == "MissingOrIncorrectVersionHeader"
+        assert error_message(r.content) == (
+            f"The x-ms-version header value '{version}' is not one of the supported version headers."
+        )
+    assert lifecycle.started == []
+    assert call("GET", deployment, "2009-10-01").status_code == 200
+    for kind, version in (("reboot", "2010-10-28"), ("reimage", "2010-10-28"), ("rebuild", "2013-06-01")):
+        extra = "&resources=allLocalDrives" if kind == "rebuild" else ""
+        r = call("POST", f"{instance}?comp={kind}{extra}", version)
+        assert r.status_code == 202, (kind, r.content)
+        poll_until(partial(succeeded, lifecycle, r.headers["x-ms-request-id"]), timeout=10)
+    # through the legacy client, with its version set too old for rebuild
+    client = ServiceManagementService(SUB, host=f"127.0.0.1:{server.http_port}", request_session=raw)
+    client._httpclient.protocol = "http"
+    client.x_ms_version = "2012-03-01"
+    with pytest.raises(AzureHttpError) as err:
+        client.rebuild_role_instance(SERVICE, DEPLOYMENT, "WebVM_IN_0")
+    assert err.value.status_code == 400 and "'2012-03-01' is not one of the supported version" in str(err.value)
+    assert client.reboot_role_instance(SERVICE, DEPLOYMENT, "WebVM_IN_0").request_id

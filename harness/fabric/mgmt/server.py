@@ -12,16 +12,33 @@ Resources (``/<subscription-id>/...``):
 Errors are Azure's ``<Error><Code/><Message/></Error>``; every response carries ``x-ms-request-id``.
 Every listener authenticates (issue 9: loopback is not a security boundary, every local user reaches it):
 the HTTPS port, when ``require_client_cert``, answers ``403 ForbiddenError`` unless the client presented the
-management certificate (``client_cert`` pins it; without a pin any certificate that ``ca_cert`` verifies is
-accepted). The plain-HTTP port (and HTTPS without ``require_client_cert``) needs the server's secret
+management certificate. With a pinned ``client_cert`` the TLS handshake completes whatever certificate (or
+none) the client presents, as Azure's does (``tls.py``), and the certificate is compared with the pin over
+HTTP; without a pin any certificate that ``ca_cert`` verifies is accepted (and one it cannot verify fails the
+handshake). The plain-HTTP port (and HTTPS without ``require_client_cert``) needs the server's secret
 ``token`` in ``Authorization: Bearer <token>`` (compared as bytes in constant time), or it answers the same
 ``403 ForbiddenError``. Authentication is checked before anything else (faults, routing) runs.
+
+Azure's error texts (https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460801(v=azure.100),
+"Service Management Status and Error Codes", unless noted):
+
+- 403 ``ForbiddenError`` :data:`FORBIDDEN_MESSAGE`: the code and body Azure sent on the wire (recorded in
+  Azure/migAz#47 and #69; the table on ee460801 names the code ``AuthenticationFailed`` with the same text).
+- 400 ``MissingOrIncorrectVersionHeader``: no ``x-ms-version`` or not ``YYYY-MM-DD`` (:data:`VERSION_MESSAGE`);
+  a version older than the operation's (the minimum on each operation's page: Get Deployment ee460804,
+  Reboot gg441298, Reimage gg441292, Rebuild dn627518) gets the text Azure sent for an unsupported version
+  (chef/knife-azure#286): "The x-ms-version header value '<v>' is not one of the supported version headers."
+- 400 ``InvalidHttpVerb`` :data:`INVALID_VERB_MESSAGE`: a method the resource does not take, or one the server
+  does not know (OPTIONS, HEAD …).
+- 409 ``ConflictError``: "Windows Azure is currently performing an operation with x-ms-requestid <id> on this
+  deployment that requires exclusive access." with the request id of the operation holding the deployment.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -39,6 +56,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
+from harness.fabric.mgmt.tls import accept_any_client_certificate
 from harness.fabric.views import Conflict, DeploymentView, Lifecycle
 from harness.facts.live.platform import IN_PROGRESS
 from harness.net import BadBodyLength, request_body_length, secret_matches
@@ -53,7 +71,7 @@ IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay idle
 HANDSHAKE_TIMEOUT = 10.0
 
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_HEX32 = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{32}(?![0-9a-fA-F])")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 MAX_BODY = 1 << 20  # the API takes no request bodies; a longer one is refused (400) and the connection closed
 _BODY_ERRORS = {
@@ -61,12 +79,28 @@ _BODY_ERRORS = {
     "malformed": "The Content-Length header is not valid.",
     "too-large": "The request body is too large.",
 }
+_VERBS = frozenset({"GET", "POST", "PUT", "DELETE"})  # the verbs of the Service Management API
 _OPERATION_KINDS = {"reboot": "reboot", "reimage": "reimage", "rebuild": "rebuild"}
 
 FORBIDDEN_MESSAGE = (
     "The server failed to authenticate the request. "
     "Verify that the certificate is valid and is associated with this subscription."
 )
+VERSION_MESSAGE = "The versioning header is not specified or was specified incorrectly."
+INVALID_VERB_MESSAGE = "The HTTP verb specified was not recognized by the server or isn't valid for this resource."
+CONFLICT_MESSAGE = (
+    "Windows Azure is currently performing an operation with x-ms-requestid {request_id} on this deployment "
+    "that requires exclusive access."
+)
+# the oldest x-ms-version each operation accepts (its documentation page)
+V_GET = "2009-10-01"  # Get Deployment, Get/List Cloud Service(s), Get Operation Status
+V_REBOOT_REIMAGE = "2010-10-28"
+V_REBUILD = "2013-06-01"
+_MIN_VERSION = {"reboot": V_REBOOT_REIMAGE, "reimage": V_REBOOT_REIMAGE, "rebuild": V_REBUILD}
+
+
+def unsupported_version_message(version: str) -> str:
+    return f"The x-ms-version header value '{version}' is not one of the supported version headers."
 
 
 @dataclass(frozen=True)
@@ -175,20 +209,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
-    def do_GET(self) -> None:
-        self.server.api._handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.api._handle(self, "POST")
-
-    def do_PUT(self) -> None:
-        self.server.api._handle(self, "PUT")
-
-    def do_DELETE(self) -> None:
-        self.server.api._handle(self, "DELETE")
-
-    def do_PATCH(self) -> None:
-        self.server.api._handle(self, "PATCH")
+    def __getattr__(self, name: str) -> Any:
+        # BaseHTTPRequestHandler dispatches to do_<METHOD>: every method reaches the API (authenticated first),
+        # which answers Azure's 400 InvalidHttpVerb for one the resource does not take, not http.server's 501
+        if name.startswith("do_") and len(name) > 3:
+            method = name[3:]
+            return lambda: self.server.api._handle(self, method)
+        raise AttributeError(name)
 
 
 class ManagementServer:
@@ -235,6 +262,7 @@ class ManagementServer:
         self._https_port = https_port
         self._tls: ssl.SSLContext | None = None
         self._pinned: set[bytes] | None = None
+        self.tls_accepts_any_certificate = False  # the handshake completes whatever the client presents
         if https_port is not None:
             if server_cert is None or server_key is None:
                 raise ValueError("https_port needs server_cert and server_key")
@@ -264,11 +292,15 @@ class ManagementServer:
             if trust is None:
                 raise ValueError("require_client_cert needs ca_cert (or a self-signed client_cert to pin)")
             # OPTIONAL, not REQUIRED: a missing or non-management certificate gets Azure's 403, not a TLS alert.
-            # (A certificate that ca_cert cannot verify still fails the handshake.)
             ctx.verify_mode = ssl.CERT_OPTIONAL
             ctx.load_verify_locations(cafile=str(trust))
             if client_cert is not None:
                 self._pinned = _cert_ders(client_cert)
+                # pinned: the HTTP layer compares the certificate itself, so the handshake may accept any (a
+                # certificate of a foreign CA gets the 403 too, as on Azure). Without a pin the CA check stays.
+                self.tls_accepts_any_certificate = accept_any_client_certificate(ctx)
+                if not self.tls_accepts_any_certificate:
+                    log.warning("management API: a certificate ca_cert cannot verify fails the TLS handshake")
         return ctx
 
     def start(self) -> ManagementServer:
@@ -349,6 +381,8 @@ class ManagementServer:
             self._drain_body(h)
             if not self._authenticated(h):
                 raise _ApiError(403, "ForbiddenError", FORBIDDEN_MESSAGE)
+            if method not in _VERBS:  # a verb no Service Management resource takes
+                raise _ApiError(400, "InvalidHttpVerb", INVALID_VERB_MESSAGE)
             fault = self.faults.for_request(method)
             if fault is not None:
                 if fault.kind == TIMEOUT:
@@ -357,22 +391,18 @@ class ManagementServer:
                     h.close_connection = True
                     status = 0
                     return
+                log.info("fault %s: %s %s", fault.kind, method, h.path)
                 if fault.status_code == 409:
-                    raise _ApiError(
-                        409,
-                        "ConflictError",
-                        "Windows Azure is currently performing an operation on this deployment that requires "
-                        "exclusive access. (injected fault)",
-                    )
-                raise _ApiError(500, "InternalError", "The server encountered an internal error. (injected fault)")
-            version = h.headers.get("x-ms-version")
-            if not version or not _VERSION.match(version.strip()):
+                    # Azure's text names the operation holding the deployment: ours if one runs, else a made-up one
+                    holder = self._running_operation() or uuid.uuid4().hex
+                    raise _ApiError(409, "ConflictError", CONFLICT_MESSAGE.format(request_id=holder))
                 raise _ApiError(
-                    400,
-                    "MissingOrIncorrectVersionHeader",
-                    "The versioning header is not specified or was specified incorrectly.",
+                    500, "InternalError", "The server encountered an internal error. Please retry the request."
                 )
-            status, body, request_id = self._route(h, method, request_id)
+            version = (h.headers.get("x-ms-version") or "").strip()
+            if not _VERSION.match(version):
+                raise _ApiError(400, "MissingOrIncorrectVersionHeader", VERSION_MESSAGE)
+            status, body, request_id = self._route(h, method, version, request_id)
             self._send(h, status, body, request_id)
         except _ApiError as e:
             status = e.status
@@ -411,7 +441,12 @@ class ManagementServer:
         der = sock.getpeercert(binary_form=True)
         if not der:
             return False
-        return self._pinned is None or der in self._pinned
+        if self._pinned is None:
+            return True  # no pin: only reachable when ca_cert verified the certificate in the handshake
+        if der in self._pinned:  # the whole certificate, not only its SHA-1 thumbprint
+            return True
+        log.info("management API: certificate %s is not the management certificate", hashlib.sha1(der).hexdigest())
+        return False
 
     @staticmethod
     def _send(h: _Handler, status: int, body: bytes, request_id: str) -> None:
@@ -422,10 +457,10 @@ class ManagementServer:
         h.send_header("x-ms-request-id", request_id)
         h.send_header("Cache-Control", "no-cache")
         h.end_headers()
-        if body:
+        if body and h.command != "HEAD":
             h.wfile.write(body)
 
-    def _route(self, h: _Handler, method: str, request_id: str) -> tuple[int, bytes, str]:
+    def _route(self, h: _Handler, method: str, version: str, request_id: str) -> tuple[int, bytes, str]:
         url = urlsplit(h.path)
         parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
         query = {k.lower(): v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -433,19 +468,19 @@ class ManagementServer:
             raise _not_found(f"The subscription '{parts[0] if parts else ''}' could not be found.")
         rest = parts[1:]
         if len(rest) == 2 and rest[0].lower() == "operations":
-            self._allow(method, "GET")
+            self._accept(method, "GET", version, V_GET)
             return 200, self._operation(rest[1]), request_id
         if len(rest) < 2 or [p.lower() for p in rest[:2]] != ["services", "hostedservices"]:
             raise _not_found("The requested resource does not exist.")
         rest = rest[2:]
         dep = self.lifecycle.deployment()
         if not rest:
-            self._allow(method, "GET")
+            self._accept(method, "GET", version, V_GET)
             return 200, mx.hosted_services_body([self._hosted_service(h, dep, embed=False)]), request_id
         if rest[0].lower() != dep.service_name.lower():
             raise _not_found("The hosted service does not exist.")
         if len(rest) == 1:
-            self._allow(method, "GET")
+            self._accept(method, "GET", version, V_GET)
             embed = query.get("embed-detail", "false").lower() == "true"
             node = self._hosted_service(h, dep, embed=embed, attrs=mx.ROOT_ATTRS)
             return 200, node.encode("utf-8"), request_id
@@ -456,18 +491,21 @@ class ManagementServer:
             if not by_slot and rest[2] != dep.name:
                 raise _not_found(f"The deployment name '{rest[2]}' does not exist.")
             if len(rest) == 3:
-                self._allow(method, "GET")
+                self._accept(method, "GET", version, V_GET)
                 return 200, mx.deployment_body(dep, **self._times(dep)), request_id
             if len(rest) == 5 and rest[3].lower() == "roleinstances":
-                self._allow(method, "POST")
-                rid = self._start_operation(dep, rest[4], query)
+                self._accept(method, "POST", version, V_GET)
+                rid = self._start_operation(dep, rest[4], query, version)
                 return 202, b"", rid
         raise _not_found("The requested resource does not exist.")
 
     @staticmethod
-    def _allow(method: str, allowed: str) -> None:
+    def _accept(method: str, allowed: str, version: str, oldest: str) -> None:
+        """The resource takes ``allowed`` only, from x-ms-version ``oldest`` on (versions are YYYY-MM-DD here)."""
         if method != allowed:
-            raise _ApiError(405, "MethodNotAllowed", f"The requested method {method} is not allowed on this resource.")
+            raise _ApiError(400, "InvalidHttpVerb", INVALID_VERB_MESSAGE)
+        if version < oldest:
+            raise _ApiError(400, "MissingOrIncorrectVersionHeader", unsupported_version_message(version))
 
     def _times(self, dep: DeploymentView) -> dict[str, Any]:
         created = getattr(dep, "created_time", None) or self._created
@@ -492,7 +530,7 @@ class ManagementServer:
             attrs=attrs,
         )
 
-    def _start_operation(self, dep: DeploymentView, instance: str, query: dict[str, str]) -> str:
+    def _start_operation(self, dep: DeploymentView, instance: str, query: dict[str, str], version: str) -> str:
         comp = query.get("comp", "").lower()
         kind = _OPERATION_KINDS.get(comp)
         if kind is None:
@@ -501,6 +539,8 @@ class ManagementServer:
                 "BadRequest",
                 f"The value '{comp}' of the query parameter 'comp' is not supported on a role instance.",
             )
+        if version < _MIN_VERSION[kind]:
+            raise _ApiError(400, "MissingOrIncorrectVersionHeader", unsupported_version_message(version))
         if kind == "rebuild" and query.get("resources", "").lower() != "alllocaldrives":
             raise _ApiError(
                 400, "BadRequest", "Rebuild Role Instance requires the query parameter resources=allLocalDrives."
@@ -510,7 +550,7 @@ class ManagementServer:
         try:
             rid = self.lifecycle.start_operation(kind, instance)
         except Conflict as e:
-            raise _ApiError(409, "ConflictError", _conflict_message(e)) from e
+            raise _ApiError(409, "ConflictError", self._conflict_message(e)) from e
         except KeyError as e:
             raise _not_found(f"The role instance '{instance}' was not found in deployment '{dep.name}'.") from e
         with self._lock:
@@ -518,18 +558,36 @@ class ManagementServer:
         log.info("%s %s: request id %s", kind, instance, rid)
         return rid
 
-    def _locked(self) -> bool:
+    def _running_operation(self) -> str | None:
+        """The request id of an operation started here that is still in progress (forgetting finished ones)."""
         with self._lock:
             ids = list(self._in_flight)
-        locked = False
+        running = None
         for rid in ids:
             op = self.lifecycle.operation(rid)
             if op is not None and op.status == IN_PROGRESS:
-                locked = True
+                running = running or rid
             else:
                 with self._lock:
                     self._in_flight.discard(rid)
-        return locked
+        return running
+
+    def _locked(self) -> bool:
+        return self._running_operation() is not None
+
+    def _conflict_message(self, e: Conflict) -> str:
+        """Azure's text naming the operation that holds the deployment: the Conflict's ``request_id`` attribute,
+        a 32-hex request id in its arguments (the controller's lifecycle writes "operation <id> (…) is in
+        progress"), else the operation in progress started here, else a made-up id (the text stays Azure's)."""
+        found = getattr(e, "request_id", None)
+        if not found:
+            for arg in e.args:
+                m = _HEX32.search(arg) if isinstance(arg, str) else None
+                if m:
+                    found = m.group(0)
+                    break
+        found = found or self._running_operation() or uuid.uuid4().hex
+        return CONFLICT_MESSAGE.format(request_id=str(found).lower())
 
     def _operation(self, raw_id: str) -> bytes:
         normalized = mx.normalize_request_id(raw_id)
@@ -539,19 +597,3 @@ class ManagementServer:
         if op is None:
             raise _not_found(f"The operation request ID '{raw_id}' was not found.")
         return mx.operation_body(op)
-
-
-def _conflict_message(e: Conflict) -> str:
-    """Azure's text, naming the running operation when the Conflict carries its request id
-    (as a ``request_id`` attribute or a 32-hex argument); otherwise the exception's own text."""
-    found = getattr(e, "request_id", None)
-    if not found:
-        found = next((a for a in e.args if isinstance(a, str) and _HEX32.fullmatch(a)), None)
-    if found:
-        return (
-            f"Windows Azure is currently performing an operation with x-ms-requestid {found} on this deployment "
-            "that requires exclusive access."
-        )
-    return str(e) or (
-        "Windows Azure is currently performing an operation on this deployment that requires exclusive access."
-    )
