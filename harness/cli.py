@@ -28,7 +28,13 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", action="append", default=[], metavar="CSPKG", help="a .cspkg to lint")
     p.add_argument("--csdef", metavar="CSDEF", help="the .csdef to pair with every .cscfg")
     p.add_argument("--cscfg", action="append", default=[], metavar="CSCFG", help="a .cscfg to lint")
-    p.add_argument("--image", action="append", default=[], metavar="IMAGE", help="a disk image (.vhd, .vhdx, .raw)")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="a disk image under any file name (VHD, VHDX or raw: the format is read from its bytes)",
+    )
     p.add_argument(
         "--profile", choices=("auto", "vmrole", "azure"), help="image rule profile (default auto: chosen and reported)"
     )
@@ -143,7 +149,10 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
     the result; with other options than these it reads again)."""
     from harness.engine.artefact import IMAGE, kind_of
 
-    images = [p for p in dict.fromkeys([*ns.image, *paths]) if kind_of(Path(p)) == IMAGE and Path(p).is_file()]
+    named = set(ns.image)  # --image takes any file name: the readers tell the format from the bytes
+    images = [
+        p for p in dict.fromkeys([*ns.image, *paths]) if (p in named or kind_of(Path(p)) == IMAGE) and Path(p).is_file()
+    ]
     if not images:
         return  # a service-model lint does not pay for importing the image readers
     from harness.extraction.extract import ExtractOptions

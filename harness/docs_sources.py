@@ -57,6 +57,11 @@ _TABLE = (
         "add-azvhd", "Add-AzVhd (Az.Compute): upload a VHD to Azure", f"{_LEARN}/powershell/module/az.compute/add-azvhd"
     ),
     Source(
+        "azure-resize-vhd",
+        "Prepare Linux for imaging in Azure — Resizing VHDs (qemu-img convert to a fixed VHD)",
+        f"{_LEARN}/azure/virtual-machines/linux/create-upload-generic#resizing-vhds",
+    ),
+    Source(
         "azure-generalize",
         "Generalize a VM before creating an image (Azure)",
         f"{_LEARN}/azure/virtual-machines/generalize",

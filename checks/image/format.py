@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 from harness.docs_sources import refs
 from harness.engine.finding import Finding
+from harness.engine.rule import NotApplicable
 from harness.engine.severity import Severity
 from harness.facts.image import AZURE, VMROLE, ImageFacts, ImageSubject
 
-from ._base import AZURE_ONLY, BOTH, VMROLE_ONLY, ImageRule
+from ._base import AZURE_ONLY, BOTH, VMROLE_ONLY, ImageRule, missing_part_reason
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -21,16 +22,47 @@ VMROLE_DEFAULT_CAP = 64 * GIB
 AZURE_OS_DISK_CAP = 2 * TIB
 
 
+#: Other hypervisors' containers the readers recognise but do not read (their qemu-img format names).
+FOREIGN_FORMATS = {"qcow2": "QCOW2", "vmdk": "VMDK", "vdi": "VDI"}
+
+
 def _container(subject: ImageSubject) -> str:
     return subject.artefact.display
+
+
+def no_windows(facts: ImageFacts) -> bool:
+    """The image was read and holds no Windows installation: VMR018 is then its one verdict."""
+    return not facts.windows_found and ("volume" in facts.parts_read or bool(facts.contents))
+
+
+def _only_windows_disks(facts: ImageFacts) -> None:
+    """Container rules judge Windows disks: a disk without Windows gets VMR018 alone, a container that was not
+    read (QCOW2, VMDK, VDI) VMR013 alone."""
+    if no_windows(facts):
+        raise NotApplicable("the image holds no Windows installation: VMR018 is its verdict")
+    fmt = facts.container.format
+    if fmt in FOREIGN_FORMATS:
+        raise NotApplicable(f"the {FOREIGN_FORMATS[fmt]} container is not read: VMR013 is its verdict")
+
+
+def conversion(fmt: str, name: str) -> str:
+    """Azure's documented conversion of another format to a fixed VHD (Linux "Resizing VHDs"), for ``name``."""
+    return f"qemu-img convert -f {fmt} -O vpc -o subformat=fixed,force_size {name} {_vhd_name(name)}"
+
+
+def _vhd_name(name: str) -> str:
+    """The converted file's name: ``disk.img`` → ``disk.vhd`` (``disk-fixed.vhd`` when that is the input)."""
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{stem}.vhd" if f"{stem}.vhd" != name else f"{stem}-fixed.vhd"
 
 
 class VhdFooterInvalid(ImageRule):
     """The VHD footer (or its copy at the start of a dynamic VHD) is damaged.
 
     ## What it does
-    Checks the 512-byte VHD footer: its checksum (one's complement of the byte sum) and, for dynamic
-    and differencing disks, that the copy at offset 0 equals the footer at the end.
+    Checks the 512-byte VHD footer: its checksum (one's complement of the byte sum), its length (a
+    511-byte footer, as Virtual PC wrote before 2004, is reported) and, for dynamic and differencing
+    disks, that the copy at offset 0 equals the footer at the end.
 
     ## Why is this bad?
     Upload tools and Azure validate the footer; a bad checksum is rejected as "not a supported VHD",
@@ -58,9 +90,18 @@ class VhdFooterInvalid(ImageRule):
     references = refs("vhd-spec", "azure-prepare-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        _only_windows_disks(facts)
         info = facts.container
         if info.format != "vhd":
             return
+        if info.disk_type == "fixed" and info.file_size - info.virtual_size == 511:
+            yield self.finding(
+                subject,
+                "VHD footer",
+                "the VHD footer is 511 bytes (as Virtual PC wrote it before 2004); upload tools expect 512: "
+                "re-create the VHD",
+                evidence={"file size": str(info.file_size), "virtual size": str(info.virtual_size)},
+            )
         if info.footer_checksum_ok is False:
             yield self.finding(subject, "VHD footer", "the VHD footer checksum is wrong: re-create the VHD")
         if info.footer_copy_ok is False:
@@ -98,6 +139,7 @@ class ImageNotFixedVhd(ImageRule):
     references = refs("azure-prepare-vhd", "add-azvhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        _only_windows_disks(facts)
         info = facts.container
         if info.format == "vhd" and info.disk_type != "fixed":
             yield self.finding(
@@ -139,6 +181,7 @@ class DifferencingImage(ImageRule):
     references = refs("vhd-spec", "vmrole-ic")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        _only_windows_disks(facts)
         info = facts.container
         if info.disk_type == "differencing":
             chain = " → ".join([_container(subject), *info.parent_chain])
@@ -151,26 +194,34 @@ class DifferencingImage(ImageRule):
 
 
 class ImageNotVhd(ImageRule):
-    """Images must be uploaded as VHD files, not VHDX or raw disks.
+    """Images must be uploaded as VHD files, not VHDX, raw disks or other hypervisors' images.
 
     ## What it does
-    Reports an image whose container is VHDX or a raw disk.
+    Reports an image whose container is VHDX or a raw disk (a raw disk carrying a stray VHD footer,
+    e.g. a volume copied out of a fixed VHD together with its footer, is named as such), and a
+    QCOW2, VMDK or VDI image under any file name. The format is told by the file's bytes, not its
+    name. The contents of a QCOW2, VMDK or VDI image are not read: this is then the image's one
+    finding, with the conversion command.
 
     ## Why is this bad?
-    Azure's upload path (and the VM role's csupload) take only the VHD format; a VHDX or raw disk
-    is rejected before any of its contents are looked at.
+    Azure's upload path (and the VM role's csupload) take only the VHD format; a VHDX, raw disk or
+    another hypervisor's image is rejected before any of its contents are looked at.
 
     ## Example
-    `server.vhdx` exported from Hyper-V Manager.
+    `server.vhdx` exported from Hyper-V Manager; `disk.img` that is really a QCOW2 image.
 
     ## Use instead
     `Convert-VHD -Path server.vhdx -DestinationPath server.vhd -VHDType Fixed`, or
-    `qemu-img convert -O vpc -o subformat=fixed,force_size=on server.vhdx server.vhd`.
+    `qemu-img convert -O vpc -o subformat=fixed,force_size=on server.vhdx server.vhd`; for another
+    format, as Azure documents it:
+    `qemu-img convert -f qcow2 -O vpc -o subformat=fixed,force_size disk.img disk.vhd`
+    (`-f vmdk`, `-f vdi`, `-f raw` likewise), then lint the VHD.
 
     ## References
     - Prepare a Windows VHD or VHDX to upload to Azure — VHDX is not supported: convert to VHD: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
     - Virtual Hard Disk Image Format Specification (Microsoft, v1.0): https://www.microsoft.com/en-us/download/details.aspx?id=23850
     - [MS-VHDX]: Virtual Hard Disk v2 (VHDX) File Format: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-vhdx/83e061f8-f6e2-4de1-91bd-5d518a43d477
+    - Prepare Linux for imaging in Azure — Resizing VHDs (qemu-img convert to a fixed VHD): https://learn.microsoft.com/en-us/azure/virtual-machines/linux/create-upload-generic#resizing-vhds
     """
 
     id = "VMR013"
@@ -178,10 +229,36 @@ class ImageNotVhd(ImageRule):
     severity = Severity.HIGH
     profiles = BOTH
     parts = ("container",)
-    references = refs("azure-prepare-vhd", "vhd-spec", "ms-vhdx")
+    references = refs("azure-prepare-vhd", "vhd-spec", "ms-vhdx", "azure-resize-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
-        fmt = facts.container.format
+        if no_windows(facts):
+            raise NotApplicable("the image holds no Windows installation: VMR018 is its verdict")
+        info = facts.container
+        fmt = info.format
+        name = _container(subject)
+        if fmt in FOREIGN_FORMATS:
+            command = conversion(fmt, name)
+            yield self.finding(
+                subject,
+                "container",
+                f"{name} is {info.detected or FOREIGN_FORMATS[fmt] + ' image'}, not a VHD: its contents were not "
+                f"read. Convert it to a fixed VHD (as Azure documents): `{command}`, then lint the VHD",
+                evidence={"format": fmt, "detected": info.detected or fmt, "convert": command},
+            )
+            return
+        if fmt == "raw" and info.detected and info.virtual_size < info.file_size:
+            stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+            data = f"{stem}.raw" if f"{stem}.raw" != name else f"{stem}-data.raw"
+            command = f"head -c {info.virtual_size} {name} > {data} && {conversion('raw', data)}"
+            yield self.finding(
+                subject,
+                "container",
+                f"{name} is {info.detected}, not a VHD: copy the data without the footer and convert it to a fixed "
+                f"VHD: `{command}`",
+                evidence={"format": fmt, "detected": info.detected, "convert": command},
+            )
+            return
         if fmt != "vhd":
             yield self.finding(
                 subject,
@@ -221,6 +298,7 @@ class SizeNotMibAligned(ImageRule):
     references = refs("azure-prepare-vhd", "add-azvhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        _only_windows_disks(facts)
         size = facts.container.virtual_size
         if size % MIB:
             yield self.finding(
@@ -263,6 +341,7 @@ class SizeOverLimit(ImageRule):
     references = refs("azure-prepare-vhd", "add-azvhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        _only_windows_disks(facts)
         size = facts.container.virtual_size
         if subject.profile == AZURE:
             cap, why, severity = AZURE_OS_DISK_CAP, "Azure's 2 TiB OS-disk limit", self.severity
@@ -392,16 +471,23 @@ class NoWindowsInstallation(ImageRule):
     """No Windows installation was found on the image.
 
     ## What it does
-    Reports an image whose NTFS volumes hold no `Windows\\System32\\config` hives.
+    Reports an image whose NTFS volumes hold no `Windows\\System32\\config` hives, and an image
+    with no NTFS volume at all, naming what it holds instead: a Linux file system (ext2/3/4, XFS,
+    btrfs), an LVM physical volume, a swap area, an ISO 9660 CD/DVD image, or partitions of those,
+    whatever the layout (bare, MBR, GPT) or container. This is such an image's one finding: the
+    container rules (VMR010-VMR015) do not judge a disk that holds no Windows.
 
     ## Why is this bad?
-    The disk cannot boot as a VM-role or Azure OS disk; it may be a data disk uploaded by mistake.
+    The disk cannot boot as a VM-role or Azure OS disk; it may be a data disk, a Linux disk or an
+    installation medium uploaded by mistake. Converting its format would not help.
 
     ## Example
-    A VHD with one NTFS volume holding only application data.
+    A VHD with one NTFS volume holding only application data; `disk.img` holding an ext4 file
+    system; a Windows installation ISO.
 
     ## Use instead
-    Point the linter at the OS disk (the VHD the role boots from).
+    Point the linter at the OS disk (the VHD the role boots from). From an ISO, install Windows in
+    a VM, generalize it with sysprep, and upload that VM's OS disk.
 
     ## References
     - Prepare a Windows VHD or VHDX to upload to Azure: https://learn.microsoft.com/en-us/azure/virtual-machines/windows/prepare-for-upload-vhd-image
@@ -412,10 +498,24 @@ class NoWindowsInstallation(ImageRule):
     name = "no-windows-installation"
     severity = Severity.HIGH
     profiles = BOTH
-    parts = ("volume",)
+    parts = ("partitions",)
     references = refs("azure-prepare-vhd", "sysprep-generalize")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        if facts.windows_found:
+            return
+        if facts.contents:
+            contents = "; ".join(facts.contents)
+            yield self.finding(
+                subject,
+                "disk",
+                f"no Windows installation on the image: it has no NTFS volume; it holds {contents}. A VM-role or "
+                "Azure image must be a Windows OS disk",
+                evidence={"contents": contents},
+            )
+            return
+        if "volume" not in facts.parts_read:
+            raise NotApplicable(missing_part_reason(facts, "volume"))
         if not facts.windows_found:
             yield self.finding(
                 subject,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,8 @@ from harness.facts.image import (
     WinlogonInfo,
 )
 from harness.readers.errors import Unreadable
-from harness.readers.image.container import ContainerInfo, open_disk
+from harness.readers.image.container import ContainerInfo, ForeignImage, open_disk
+from harness.readers.image.detect import detect, detect_volume, not_an_image
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
 from harness.readers.image.partitions import Partition, PartitionTable, read_partitions
 from harness.readers.image.regf import DIRTY_NOTE, Hive, Key
@@ -117,6 +119,8 @@ class _Reader:
         self.hive_parts: dict[str, tuple[str, str]] = {}
         #: Set when the control set Select names cannot be reached (its parts are then not read).
         self.control_set_damaged = False
+        #: What a disk without an NTFS volume holds, in words (ImageFacts.contents).
+        self.contents: list[str] = []
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def stage(self, text: str) -> None:
@@ -310,15 +314,23 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     started = time.perf_counter()
     bytes_before = FileSource.total_bytes_read
     progress("reading the container")
-    disk = open_disk(path, parent_dirs=options.parent_dirs)
+    try:
+        disk = open_disk(path, parent_dirs=options.parent_dirs)
+    except ForeignImage as exc:  # QCOW2, VMDK, VDI: recognised, not read (VMR013 names it and the conversion)
+        return _foreign_facts(path, exc)
     try:
         progress("reading the partition table")
-        table = read_partitions(disk)
+        table = _partition_table(reader, disk)
         reader.parts.update({"container", "partitions"})
         _note_problems(reader, "container", disk.info.notes)
         _note_problems(reader, "partition table", table.notes)
         volume_info = _open_windows_volume(reader, table, disk)
-        facts = ImageFacts(container=_container_facts(disk.info), partitions=_table_facts(table), volume=volume_info)
+        facts = ImageFacts(
+            container=_container_facts(disk.info),
+            partitions=_table_facts(table),
+            volume=volume_info,
+            contents=tuple(reader.contents),
+        )
         if reader.exists(f"{CONFIG}\\SYSTEM") or reader.exists(f"{CONFIG}\\SOFTWARE"):
             facts = _windows_facts(reader, facts, options)
     finally:
@@ -335,10 +347,61 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     )
 
 
+def _partition_table(reader: _Reader, disk: Any) -> PartitionTable:
+    """The disk's partition table. A disk without one that holds a non-Windows file system (ext4, XFS, an ISO
+    9660 image, ...) is an empty table with that in ``reader.contents`` (VMR018's one verdict); zeros or
+    unknown bytes are Unreadable with a named verdict (VMR001)."""
+    try:
+        return read_partitions(disk)
+    except Unreadable as exc:
+        found = detect(disk)
+        if found.non_windows:
+            reader.contents.append(f"{found.name} ({found.evidence})")
+            return PartitionTable(style="none", partitions=(), disk_guid=None)
+        verdict = not_an_image(found, disk.size)
+        if verdict is None:
+            raise
+        raise Unreadable(exc.path, verdict, location=exc.location) from None
+
+
+def _foreign_facts(path: Path, exc: ForeignImage) -> ImageFacts:
+    """Facts for another hypervisor's container: its format and nothing else (no part but the container read)."""
+    found = exc.detected
+    container = ContainerFacts(
+        path=os.path.abspath(path),
+        format=found.kind,
+        disk_type=None,
+        virtual_size=0,
+        file_size=os.path.getsize(path),
+        footer_cookie_ok=None,
+        footer_checksum_ok=None,
+        footer_copy_ok=None,
+        creator_application=None,
+        block_size=None,
+        logical_sector_size=None,
+        unique_id=None,
+        detected=f"{found.name} ({found.evidence})",
+    )
+    partitions = PartitionTableFacts(style="none", partitions=(), disk_guid=None)
+    return ImageFacts(container=container, partitions=partitions, parts_read=frozenset({"container"}))
+
+
+def _contents(table: PartitionTable, disk: Any) -> list[str]:
+    """What each partition of a disk without an NTFS volume holds, in words."""
+    out = []
+    for part in table.partitions:
+        found = detect_volume(table.source(disk, part))
+        what = f"{found.name} ({found.evidence})" if found is not None else "no file system this linter recognises"
+        out.append(f"partition {part.index} ({part.type_id}): {what}")
+    return out or ["a partition table with no partitions"]
+
+
 def _open_windows_volume(reader: _Reader, table: PartitionTable, disk: Any) -> VolumeInfo | None:
     """The first NTFS volume holding a Windows directory (else the first NTFS volume)."""
     chosen: tuple[Partition, NtfsVolume, Inventory] | None = None
+    ntfs_seen = False
     for part, source in _ntfs_partitions(table, disk):
+        ntfs_seen = True
         reader.stage(f"reading the NTFS volume in partition {part.index}")
         started = time.perf_counter()
         try:
@@ -353,7 +416,10 @@ def _open_windows_volume(reader: _Reader, table: PartitionTable, disk: Any) -> V
         if inventory.lookup(f"{CONFIG}\\SYSTEM") is not None:
             break
     if chosen is None:
-        if not reader.problems:
+        if not ntfs_seen:  # not damage: a disk without Windows (VMR018 names what it holds)
+            if not reader.contents:
+                reader.contents.extend(_contents(table, disk))
+        elif not reader.problems:
             reader.problem("NTFS volume", "", "no NTFS volume in the image")
         return None
     part, volume, inventory = chosen

@@ -67,7 +67,7 @@ class ContainerFacts:
     """What the container says about itself. Rules read this (format, type, alignment, footer state)."""
 
     path: str
-    format: str  # "raw" | "vhd" | "vhdx"
+    format: str  # "raw" | "vhd" | "vhdx", or a container not read: "qcow2" | "vmdk" | "vdi"
     disk_type: str | None  # "fixed" | "dynamic" | "differencing" | None (raw)
     virtual_size: int
     file_size: int
@@ -80,6 +80,10 @@ class ContainerFacts:
     unique_id: str | None
     parent_chain: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: What content detection found when the format alone does not say it, in words: "a bare NTFS volume with a
+    #: stray VHD footer at its end (...)", "a QCOW2 image (version 3) ('QFI\\xfb' at offset 0)", "an ext4 file
+    #: system". None for an ordinary raw, VHD or VHDX disk.
+    detected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,9 @@ class ImageFacts:
     key_material: tuple[KeyMaterialFile, ...] = ()
     signature_matches: tuple[SignatureMatch, ...] = ()
     user_profiles: tuple[str, ...] = ()
+    #: What the disk holds when it has no NTFS volume at all, in words, one entry per partition (or one for a
+    #: disk without a partition table): ("partition 1 (0x83): an ext4 file system",). Empty otherwise.
+    contents: tuple[str, ...] = ()
     problems: tuple[ImageProblem, ...] = ()
     #: Which parts of the facts were read; rules skip (NotApplicable) when their part is missing.
     parts_read: frozenset[str] = frozenset()

@@ -13,7 +13,7 @@ import pytest
 
 from harness import __version__
 from harness.docs_sources import help_uri
-from harness.engine.artefact import DEPLOYMENT, Artefact, kind_of
+from harness.engine.artefact import DEPLOYMENT, IMAGE, Artefact, kind_of
 from harness.engine.evaluate import evaluate
 from harness.engine.finding import Finding
 from harness.engine.rule import Rule
@@ -96,6 +96,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(name=FIXTURES_NAME)
 
 
+def _kind(path: Path, state: RunState) -> str | None:
+    """The artefact kind of a collected file: by its name, except that a file named with ``--vmr-image`` is an
+    image whatever its name (the readers tell its format from its bytes)."""
+    kind = kind_of(path)
+    if kind is None and Path(path) in state.pairing.images:
+        return IMAGE
+    return kind
+
+
 class NotProbed(pytest.File):
     """A target file named as a path to collect rather than with --vmr-target: no items (the summary says how
     to probe it)."""
@@ -109,7 +118,7 @@ class ArtefactFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         state = self.config.stash[STATE]
-        kind = kind_of(self.path)
+        kind = _kind(self.path, state)
         assert kind is not None
         artefact = Artefact.from_path(self.path, kind, state.root)
         if kind == DEPLOYMENT:  # probed, not read: lint() leaves deployments out
@@ -391,10 +400,10 @@ class VmrolePlugin:
 
     # ---- collection ----------------------------------------------------------------------------
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-        kind = kind_of(file_path)
+        state = self.state
+        kind = _kind(file_path, state)
         if kind is None:
             return None
-        state = self.state
         if kind == DEPLOYMENT:
             # Probing contacts a deployment and sends it credentials: only for a target the user named with
             # --vmr-target (`vmrole probe` does), never for one found in a directory or named to lint (issue 9).

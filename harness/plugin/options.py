@@ -37,7 +37,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("package", "a .cspkg to lint (repeatable)", "list", metavar="PATH"),
     Option("csdef", "a ServiceDefinition .csdef to lint; also paired with every linted .cscfg", metavar="PATH"),
     Option("cscfg", "a ServiceConfiguration .cscfg to lint (repeatable)", "list", metavar="PATH"),
-    Option("image", "a disk image (.vhd, .vhdx, .img, .raw) to lint offline (repeatable)", "list", metavar="PATH"),
+    Option(
+        "image",
+        "a disk image to lint offline, any file name: its format is read from its bytes (repeatable)",
+        "list",
+        metavar="PATH",
+    ),
     Option(
         "image-profile",
         "image rules to apply: vmrole (WS2008 R2 VM role), azure (today's generalized-image upload), or auto "

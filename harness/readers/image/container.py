@@ -26,9 +26,18 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from harness.readers.errors import Unreadable
-from harness.readers.image.source import FileSource, clip
+from harness.readers.image.detect import (
+    Detected,
+    conversion_command,
+    detect,
+    detect_volume,
+    footer_offset,
+    not_an_image,
+    volume_extent,
+)
+from harness.readers.image.source import FileSource, SliceSource, clip
 
-__all__ = ["ContainerInfo", "Disk", "crc32c", "open_disk"]
+__all__ = ["ContainerInfo", "Disk", "ForeignImage", "crc32c", "open_disk"]
 
 SECTOR = 512
 KIB = 1024
@@ -130,6 +139,23 @@ class ContainerInfo:
     unique_id: str | None
     parent_chain: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: What content detection found when the format alone does not say it, in words: "a bare NTFS volume with
+    #: a stray VHD footer at its end (...)", "an ext4 file system". None for an ordinary raw, VHD or VHDX disk.
+    detected: str | None = None
+
+
+class ForeignImage(Unreadable):
+    """The file is another hypervisor's container (QCOW2, VMDK, VDI): recognised, not read. ``detected`` says
+    which; ``problem`` names it and gives the conversion command."""
+
+    def __init__(self, path: Path | str, detected: Detected) -> None:
+        self.detected = detected
+        name = Path(path).name
+        super().__init__(
+            path,
+            f"{detected.name} ({detected.evidence}), not a VHD, VHDX or raw disk: its contents are not read; "
+            f"convert it to a fixed VHD with `{conversion_command(detected.kind, name)}` and lint that",
+        )
 
 
 class Disk:
@@ -448,7 +474,10 @@ def _open_vhd(
     fs = file.size
     if fs < SECTOR:
         raise Unreadable(path, f"file is {fs} bytes: too short for a VHD (its footer alone is {SECTOR} bytes)")
-    tail = file.read_at(fs - SECTOR, SECTOR) if fs >= SECTOR else b""
+    footer_at = footer_offset(file)
+    footer_end = footer_at if footer_at is not None else fs
+    # A 511-byte footer (Virtual PC before 2004) is read as 512 bytes with a zero reserved byte at the end.
+    tail = file.read_at(footer_at, SECTOR).ljust(SECTOR, b"\x00") if footer_at is not None else b""
     end_footer = tail if tail[:8] == _VHD_COOKIE else None
     copy = file.read_at(0, SECTOR) if head[:8] == _VHD_COOKIE else None
     notes: list[str] = []
@@ -468,7 +497,7 @@ def _open_vhd(
         notes.append("VHD footer saved-state flag is set")
     type_code = _u32(footer, 60)
     disk_type = _VHD_TYPES.get(type_code)
-    footer_loc = f"footer at {fs - SECTOR:#x}" if end_footer is not None else "footer copy at 0x0"
+    footer_loc = f"footer at {footer_end:#x}" if end_footer is not None else "footer copy at 0x0"
     if disk_type is None:
         raise Unreadable(path, f"unsupported VHD disk type {type_code}", location=footer_loc)
     current_size = _u64(footer, 48)
@@ -498,7 +527,7 @@ def _open_vhd(
     if disk_type == "fixed":
         if end_footer is None:
             raise Unreadable(path, "fixed VHD without a footer at the end of the file", location=footer_loc)
-        data_len = fs - SECTOR
+        data_len = footer_end
         if current_size > data_len:
             raise Unreadable(
                 path,
@@ -511,7 +540,7 @@ def _open_vhd(
         return _FlatDisk(file, info(notes=tuple(notes)))
 
     # dynamic / differencing
-    data_end = fs - SECTOR if end_footer is not None else fs
+    data_end = footer_end
     header_off = _u64(footer, 16)
     if header_off + 1024 > fs:
         raise Unreadable(
@@ -551,10 +580,12 @@ def _open_vhd(
             location=hloc,
         )
     bat = _LazyTable(file, table_off, needed, "I", big_endian=True)
-    footer_copy_ok = copy is not None and end_footer is not None and copy == end_footer
+    footer_len = fs - footer_end
+    same = copy is not None and end_footer is not None and copy[:footer_len] == end_footer[:footer_len]
+    footer_copy_ok = same
     if copy is None:
         notes.append("no footer copy at offset 0")
-    elif end_footer is not None and copy != end_footer:
+    elif end_footer is not None and not same:
         notes.append("the footer copy at offset 0 differs from the footer at the end")
 
     parent: Disk | None = None
@@ -1068,35 +1099,97 @@ def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed:
         link = _ChainLink(file.identity, path.name)
         fs = file.size
         head = file.read_at(0, 8)
-        if head == _VHDX_SIGNATURE:
+        found = detect(file)
+        if found.kind == "vhdx":
             return _open_vhdx(path, file)
-        tail_cookie = file.read_at(fs - SECTOR, 8) if fs >= SECTOR else b""
-        if head == _VHD_COOKIE or tail_cookie == _VHD_COOKIE:
-            return _open_vhd(path, file, head, max_chain, (*chain, link), allowed)
+        if found.kind == "vhd":
+            stray = None if head == _VHD_COOKIE else _stray_footer(path, file)
+            if stray is None:
+                return _open_vhd(path, file, head, max_chain, (*chain, link), allowed)
+            return _raw(path, file, stray[0], stray[1])
+        if found.foreign:
+            raise ForeignImage(path, found)
         suffix = path.suffix.lower()
-        if suffix in (".vhd", ".avhd"):
-            raise Unreadable(path, "no VHD footer ('conectix') in the last 512 bytes: truncated or not a VHD")
-        if suffix in (".vhdx", ".avhdx"):
-            raise Unreadable(path, "no VHDX file identifier ('vhdxfile') at offset 0: not a VHDX")
-        if fs == 0:
-            raise Unreadable(path, "empty file")
+        verdict = not_an_image(found, fs)
+        if suffix in (".vhd", ".avhd") and not found.non_windows:
+            # The name breaks the tie: a partitioned disk or NTFS volume without a footer is a truncated VHD.
+            raise Unreadable(
+                path,
+                "no VHD footer ('conectix') in the last 512 bytes: truncated or not a VHD"
+                + (f" ({verdict})" if verdict else f" (the data is {found.name})"),
+            )
+        if suffix in (".vhdx", ".avhdx") and not found.non_windows:
+            raise Unreadable(
+                path,
+                "no VHDX file identifier ('vhdxfile') at offset 0: not a VHDX"
+                + (f" ({verdict})" if verdict else f" (the data is {found.name})"),
+            )
+        if found.kind == "empty":
+            raise Unreadable(path, verdict or "empty file")
         if fs % SECTOR:
-            raise Unreadable(path, f"raw image size {fs} is not a multiple of 512 bytes")
-        info = ContainerInfo(
-            path=os.path.abspath(path),
-            format="raw",
-            disk_type=None,
-            virtual_size=fs,
-            file_size=fs,
-            footer_cookie_ok=None,
-            footer_checksum_ok=None,
-            footer_copy_ok=None,
-            creator_application=None,
-            block_size=None,
-            logical_sector_size=SECTOR,
-            unique_id=None,
-        )
-        return _FlatDisk(file, info)
+            raise Unreadable(path, f"raw image size {fs} is not a multiple of 512 bytes ({found.name})")
+        # Zeros or unknown bytes still open as a raw disk (the partition reader then says what is missing and
+        # the extractor names the verdict with not_an_image): the disk bytes themselves are readable.
+        return _raw(path, file, fs, found.name if found.non_windows else None)
     except BaseException:
         file.close()
         raise
+
+
+def _stray_footer(path: Path, file: FileSource) -> tuple[int, str] | None:
+    """A VHD footer at the end of a file that is otherwise a bare NTFS volume or a raw disk: (the data length,
+    what was found in words), or None when the footer belongs to the data (a VHD, possibly truncated).
+
+    Stray when the footer's disk size disagrees with the data before it while the volume or partition table
+    at offset 0 fits that data: an NTFS volume (or a partition table) copied out of a fixed VHD together with
+    the footer, or a footer appended to the wrong file. A partitioned disk whose footer claims more than is
+    there and whose name is ``.vhd`` stays a truncated fixed VHD (the name breaks that tie)."""
+    end = footer_offset(file)
+    if end is None or end < SECTOR:
+        return None
+    footer = file.read_at(end, SECTOR)
+    data = SliceSource(file, 0, end, file.label)
+    content = detect_volume(data)
+    if content is None or content.kind not in ("ntfs", "partitioned"):
+        return None
+    extent = volume_extent(data)
+    if extent is None or extent > end:
+        return None  # the volume does not fit the data: a truncated VHD, as the footer says
+    current = _u64(footer, 48)
+    type_code = _u32(footer, 60)
+    if type_code == 2:
+        if current == end or (current < end and extent <= current):
+            return None
+        if current > end and content.kind != "ntfs" and path.suffix.lower() in (".vhd", ".avhd"):
+            return None
+    elif type_code in (3, 4):
+        header_off = _u64(footer, 16)
+        if header_off + 8 <= file.size and file.read_at(header_off, 8) == _VHD_SPARSE_COOKIE:
+            return None
+    what = "a bare NTFS volume" if content.kind == "ntfs" else content.name
+    kind = _VHD_TYPES.get(type_code, f"type {type_code}")
+    spans = "the volume spans" if content.kind == "ntfs" else "its partitions end at"
+    return end, (
+        f"{what} with a stray {kind} VHD footer at its end (the footer gives a disk of {current:,} bytes; the file "
+        f"holds {end:,} bytes before it and {spans} {extent:,})"
+    )
+
+
+def _raw(path: Path, file: FileSource, size: int, detected: str | None) -> Disk:
+    """A raw disk: the file's first ``size`` bytes (all of it, or the data before a stray footer)."""
+    info = ContainerInfo(
+        path=os.path.abspath(path),
+        format="raw",
+        disk_type=None,
+        virtual_size=size,
+        file_size=file.size,
+        footer_cookie_ok=None,
+        footer_checksum_ok=None,
+        footer_copy_ok=None,
+        creator_application=None,
+        block_size=None,
+        logical_sector_size=SECTOR,
+        unique_id=None,
+        detected=detected,
+    )
+    return _FlatDisk(file, info)
