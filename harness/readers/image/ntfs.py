@@ -1,11 +1,13 @@
 """A read-only NTFS reader in pure Python, built for one fast pass over the MFT.
 
-``NtfsVolume(source)`` checks the boot sector and locates ``$MFT`` (record 0, or its ``$MFTMirr`` copy when
-record 0 is damaged). ``inventory()`` then reads the whole MFT once, sequentially, in 1 MiB chunks, and keeps
-only compact data: arrays indexed by record number (sequence number and flags, size, link count) and one slot
-per name (record, name) grouped by parent reference. ``FileEntry`` objects and path strings are made lazily,
-when asked for; the folder tree (paths of folders only) is built once, on first use. ``read_file`` re-reads
-the one record it needs (and its extension records) instead of keeping run lists for every file.
+``NtfsVolume(source)`` checks the boot sector and locates ``$MFT`` (record 0, or its ``$MFTMirr`` copy when record 0
+is damaged) with all its extents: a fragmented ``$MFT`` lists its later ``$DATA`` extents in record 0's
+``$ATTRIBUTE_LIST``, and each extension record is read through the runs known before it. ``inventory()`` then reads
+the whole MFT once, sequentially, in 1 MiB chunks, and keeps only compact data: arrays indexed by record number
+(sequence number and flags, size, link count) and one slot per name (record, name) grouped by parent reference.
+``FileEntry`` objects and path strings are made lazily, when asked for; the folder tree (paths of folders only) is
+built once, on first use. ``read_file`` re-reads the one record it needs (and its extension records) instead of
+keeping run lists for every file.
 
 Speed (about 2.5 µs of CPU per record in CPython 3.11): the update sequence of every record of a chunk is
 verified and applied at once with strided ``memoryview`` slices; one ``struct.iter_unpack`` gives each
@@ -117,6 +119,7 @@ class _Attr(NamedTuple):
     highest_vcn: int
     real_size: int
     initialized_size: int
+    allocated_size: int
 
 
 _Parts = tuple[list[tuple[int, str]], int | None, bool]  # names (parent ref, name), $DATA size, has ADS
@@ -240,15 +243,16 @@ def _attributes(record: bytes, label: str, where: str) -> list[_Attr]:
         if nonres:
             if alen < 64:
                 raise Unreadable(label, f"{where}: non-resident attribute {atype:#x} is cut short", location=where)
-            low, high, runs_off, _alloc, real, init = _NONRES.unpack_from(record, p + 16)
-            if not 64 <= runs_off <= alen or low < 0 or high < low - 1 or real < 0 or init < 0:
+            low, high, runs_off, alloc, real, init = _NONRES.unpack_from(record, p + 16)
+            if not 64 <= runs_off <= alen or low < 0 or high < low - 1 or real < 0 or init < 0 or alloc < 0:
                 raise Unreadable(label, f"{where}: attribute {atype:#x} has a bad non-resident header", location=where)
-            out.append(_Attr(atype, name, aflags, False, record[p + runs_off : p + alen], low, high, real, init))
+            value = record[p + runs_off : p + alen]
+            out.append(_Attr(atype, name, aflags, False, value, low, high, real, init, alloc))
         else:
             if voff + vlen > alen:
                 raise Unreadable(label, f"{where}: attribute {atype:#x} value overruns it", location=where)
             value = record[p + voff : p + voff + vlen]
-            out.append(_Attr(atype, name, aflags, True, value, 0, -1, vlen, vlen))
+            out.append(_Attr(atype, name, aflags, True, value, 0, -1, vlen, vlen, vlen))
         p += alen
     return out
 
@@ -382,56 +386,129 @@ class NtfsVolume:
     # ---- $MFT -------------------------------------------------------------------------------------------
 
     def _locate_mft(self) -> list[_Run]:
+        """The whole run list of ``$MFT``'s unnamed ``$DATA``, however many extents it has.
+
+        Record 0 holds the first extent (VCN 0). A fragmented ``$MFT`` has an ``$ATTRIBUTE_LIST`` whose
+        ``$DATA`` entries name the extension records holding the later extents. No document promises that all
+        of those records lie in the first extent: libfsntfs, ntfs-3g (``ntfs_mft_load``) and the Linux driver
+        (``ntfs_read_inode_mount``) all read them as this does, in order of lowest VCN, each through the runs
+        known so far. So an extension record must lie before the part of the ``$MFT`` it describes; one that
+        does not, a gap or overlap between extents, a run outside the volume or more extents than the
+        ``$MFT``'s clusters are Unreadable, naming the record. Every extent adds at least one cluster and no
+        extent may reach past the allocated size, so the loop and the run list are bounded by the volume."""
         rs = self.record_size
-        fixed = _fixup(self.source.read_at(self._mft_lcn * self.cluster_size, rs), rs)
+        cs = self.cluster_size
+        fixed = _fixup(self.source.read_at(self._mft_lcn * cs, rs), rs)
         if isinstance(fixed, str):
-            mirror = _fixup(self.source.read_at(self._mirr_lcn * self.cluster_size, rs), rs)
+            mirror = _fixup(self.source.read_at(self._mirr_lcn * cs, rs), rs)
             if isinstance(mirror, str):
                 raise self._fail(f"$MFT record 0 {fixed}, and its $MFTMirr copy {mirror}", "MFT record 0")
             self.notes.append(f"$MFT record 0 {fixed}: its $MFTMirr copy was used")
             fixed = mirror
         where = "MFT record 0"
         attrs = _attributes(fixed, self.label_text, where)
-        extents = [a for a in attrs if a.type == _DATA and not a.name and not a.resident]
-        if not extents:
+        extents = [a for a in attrs if a.type == _DATA and not a.name]
+        first = next((a for a in extents if a.lowest_vcn == 0), None)
+        if first is None or first.resident:
+            if any(not a.resident for a in extents):
+                raise self._fail("$MFT $DATA does not start at VCN 0", where)
             raise self._fail("$MFT has no non-resident $DATA attribute", where)
-        first = min(extents, key=lambda a: a.lowest_vcn)
-        if first.lowest_vcn != 0:
-            raise self._fail("$MFT $DATA does not start at VCN 0", where)
-        runs = decode_runs(first.value, self.total_clusters, self.label_text, where)
+        if first.flags & (_COMPRESSED | _ENCRYPTED):
+            raise self._fail(f"$MFT $DATA is compressed or encrypted (flags {first.flags:#06x})", where)
         self._mft_size = min(first.real_size, first.initialized_size)
-        if self._mft_size > self.volume_size or self._mft_size < 16 * self.record_size:
+        if self._mft_size > self.volume_size or self._mft_size < 16 * rs:
             raise self._fail(f"$MFT size {first.real_size} is impossible for this volume", where)
-        if any(a.type == _ATTRIBUTE_LIST for a in attrs):
-            # A very fragmented $MFT keeps further $DATA extents in extension records, which the first
-            # extent must reach (they sit at low record numbers).
-            self._mft_runs = runs
-            listed = self._attribute_list(next(a for a in attrs if a.type == _ATTRIBUTE_LIST), where)
-            for atype, name, low, ref in listed:
-                if atype != _DATA or name or low == 0:
-                    continue
+        if first.allocated_size > self.volume_size or first.allocated_size < self._mft_size:
+            raise self._fail(f"$MFT allocated size {first.allocated_size} is impossible for this volume", where)
+        limit = -(-first.allocated_size // cs)  # clusters the extents may describe
+        runs = decode_runs(first.value, self.total_clusters, self.label_text, where)
+        self._mft_runs = runs
+        self._mft_starts = [r.vcn for r in runs]
+        next_vcn = self._extent_end(first, runs, 0, limit, where)
+        listed = next((a for a in attrs if a.type == _ATTRIBUTE_LIST), None)
+        if listed is not None:
+            entries = sorted(
+                (low, ref)
+                for atype, name, low, ref in self._attribute_list(listed, where)
+                if atype == _DATA and not name and low != 0
+            )
+            if len(entries) > limit:
+                raise self._fail(
+                    f"$ATTRIBUTE_LIST names {len(entries)} $DATA extents, more than the $MFT's {limit} clusters", where
+                )
+            base_seq = _HEADER.unpack_from(fixed, 0)[3]
+            for low, ref in entries:
                 ext_no = ref & _REF_MASK
-                ext_where = f"MFT record {ext_no} ($MFT extension)"
+                ext_where = f"MFT record {ext_no} ($MFT extent at VCN {low})"
+                if low != next_vcn:
+                    gap = "overlaps the previous one" if low < next_vcn else f"leaves a gap after VCN {next_vcn - 1}"
+                    raise self._fail(f"{ext_where}: the extent {gap}", ext_where)
+                if (ext_no + 1) * rs > next_vcn * cs:
+                    raise self._fail(
+                        f"{ext_where}: the record lies in the part of the $MFT it or a later extent describes "
+                        f"(byte {ext_no * rs:#x}, only the first {next_vcn * cs:#x} bytes are known so far)",
+                        ext_where,
+                    )
                 ext = self._record(ext_no, ext_where)
-                for a in _attributes(ext, self.label_text, ext_where):
-                    if a.type == _DATA and not a.name and not a.resident and a.lowest_vcn == low:
-                        runs = runs + decode_runs(a.value, self.total_clusters, self.label_text, ext_where, low)
-        covered = sum(r.length for r in runs) * self.cluster_size
+                _s, _uo, _uc, seq, _l, _ao, flags, _used, ext_base = _HEADER.unpack_from(ext, 0)
+                if not flags & 1 or ext_base & _REF_MASK != 0 or (ext_base >> 48 and ext_base >> 48 != base_seq):
+                    raise self._fail(f"{ext_where}: not an extension record of $MFT (base {ext_base:#x})", ext_where)
+                if ref >> 48 and ref >> 48 != seq:
+                    raise self._fail(
+                        f"{ext_where}: sequence number {seq}, the list says {ref >> 48} (stale)", ext_where
+                    )
+                part = next(
+                    (
+                        a
+                        for a in _attributes(ext, self.label_text, ext_where)
+                        if a.type == _DATA and not a.name and a.lowest_vcn == low
+                    ),
+                    None,
+                )
+                if part is None or part.resident:
+                    raise self._fail(f"{ext_where}: the record holds no $DATA extent at VCN {low}", ext_where)
+                if part.flags & (_COMPRESSED | _ENCRYPTED):
+                    raise self._fail(f"{ext_where}: the extent is compressed or encrypted", ext_where)
+                added = decode_runs(part.value, self.total_clusters, self.label_text, ext_where, low)
+                next_vcn = self._extent_end(part, added, low, limit, ext_where)
+                self._mft_runs += added  # in place: linear in the runs, however many extents
+                self._mft_starts += [r.vcn for r in added]
+        runs = self._mft_runs
+        covered = next_vcn * cs
         if any(r.lcn < 0 for r in runs):
             raise self._fail("$MFT $DATA has a sparse run", where)
         if covered < self._mft_size:
             raise self._fail(f"$MFT run list covers {covered} bytes, less than its size {self._mft_size}", where)
         return runs
 
+    def _extent_end(self, part: _Attr, runs: list[_Run], low: int, limit: int, where: str) -> int:
+        """The VCN after one ``$MFT`` extent: at least one cluster, as its header says, within the allocation."""
+        end = runs[-1].vcn + runs[-1].length if runs else low
+        if end == low:
+            raise self._fail(f"{where}: $MFT extent at VCN {low} has no runs", where)
+        if part.highest_vcn >= 0 and end != part.highest_vcn + 1:
+            raise self._fail(
+                f"{where}: $MFT extent runs end at VCN {end - 1}, its header says {part.highest_vcn}", where
+            )
+        if end > limit:
+            raise self._fail(f"{where}: $MFT extent reaches VCN {end - 1}, past its {limit} allocated clusters", where)
+        return end
+
     def _mft_bytes(self, offset: int, length: int, where: str) -> bytes:
-        """Bytes of the $MFT stream, through its run list."""
+        """Bytes of the $MFT stream, through its run list (found by bisection: thousands of runs are fine)."""
         cs = self.cluster_size
+        runs = self._mft_runs
         parts: list[bytes] = []
         end = offset + length
-        for run in self._mft_runs:
+        i = max(0, bisect_right(self._mft_starts, offset // cs) - 1)
+        while i < len(runs):
+            run = runs[i]
+            i += 1
             start = run.vcn * cs
             stop = start + run.length * cs
-            if stop <= offset or start >= end:
+            if start >= end:
+                break
+            if stop <= offset:
                 continue
             a = max(offset, start)
             b = min(end, stop)
@@ -455,7 +532,7 @@ class NtfsVolume:
         if attr.resident:
             data = attr.value
         else:
-            if attr.real_size > 16 * 1024 * 1024:
+            if attr.real_size > min(16 * 1024 * 1024, self.volume_size):
                 raise self._fail(f"{where}: $ATTRIBUTE_LIST of {attr.real_size} bytes", where)
             runs = decode_runs(attr.value, self.total_clusters, self.label_text, where)
             data = self._read_runs(runs, attr.real_size, attr.initialized_size, attr.real_size)
