@@ -53,6 +53,7 @@ import re
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,12 @@ OUT = REPO / "bench" / "out"
 ANCHORS_VENV = REPO / "bench" / ".anchors-venv"
 
 FORMATS = ("raw", "vhd-fixed", "vhd-dynamic", "vhdx")
+#: Cases run only when named in ``--formats``: a format's image after a transformation. ``raw-fragmented-mft``:
+#: the raw image with its $MFT cut into thousands of scattered runs held in extension records, as on a long-lived
+#: server (``harness.testing.ntfs_fragment``: runs of 6-18 clusters, extension records 16, 20, 27 and the free
+#: records after them).
+VARIANTS = {"raw-fragmented-mft": "raw"}
+FRAGMENT_RUN_LENGTHS = (6, 18)
 DEFAULT_OURS = "{vmrole} lint {image} --no-allure --report-dir {tmp} -q -q"
 TARGET_QUERY_FUNCTIONS = "osinfo,users,services,applications,firewall.rules"
 #: Exit codes that mean "the tool did its job" (the lint exits 1 when it has findings).
@@ -186,7 +193,28 @@ def factory_image(fmt: str, count: int, seed: int, cache: Path) -> Path:
     from harness.testing import images, windows
 
     spec = images.generate_many_files(windows.windows_server_2008r2_vmrole(), count, seed=seed)
+    if fmt in VARIANTS:
+        return fragmented_mft_image(Path(images.build_image(spec, VARIANTS[fmt], cache_dir=cache)), spec)
     return Path(images.build_image(spec, fmt, cache_dir=cache))
+
+
+def fragmented_mft_image(raw: Path, spec: object) -> Path:
+    """A sparse copy of the raw factory image whose $MFT is fragmented into extension records (built once)."""
+    from harness.testing import images
+    from harness.testing.ntfs_fragment import fragment_mft
+
+    out = raw.with_name(f"{raw.stem}-fragmented-mft{raw.suffix}")
+    done = out.with_name(out.name + ".json")
+    if out.exists() and done.exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    subprocess.run(["cp", "--sparse=always", str(raw), str(tmp)], check=True)
+    offset, _size = images.volume_extent(spec)  # type: ignore[arg-type]
+    info = fragment_mft(tmp, offset=offset, run_lengths=FRAGMENT_RUN_LENGTHS, chain=(16, 20, 27), seed=1)
+    tmp.rename(out)
+    done.write_text(json.dumps(asdict(info)))
+    print(f"  {out.name}: $MFT in {info.runs} runs, {len(info.extension_records)} extension records", flush=True)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,7 +415,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m bench.image_suite", description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=3, help="timed warm runs per tool and format (median reported)")
-    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
+    p.add_argument(
+        "--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join((*FORMATS, *VARIANTS))}"
+    )
     p.add_argument("--files", type=int, default=200_000, help="files in the generated image")
     p.add_argument("--seed", type=int, default=2011)
     p.add_argument("--image", help="bench this image file instead of a generated one (one format)")
@@ -411,7 +441,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
     if unknown_tools:
         p.error(f"unknown tools: {', '.join(sorted(unknown_tools))}")
     formats = [f for f in a.formats.split(",") if f]
-    unknown = set(formats) - set(FORMATS)
+    unknown = set(formats) - set(FORMATS) - set(VARIANTS)
     if unknown:
         p.error(f"unknown formats: {', '.join(sorted(unknown))}")
     return main(
