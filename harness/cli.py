@@ -59,6 +59,12 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-junit", action="store_true", help="do not write DIR/junit.xml")
     p.add_argument("--no-allure", action="store_true", help="do not write DIR/allure-results")
     p.add_argument("--config", metavar="INI", help="a pytest ini file with vmr_* keys (default: none)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="lint only shard I of N (CI matrices): a stable split by path, a csdef/cscfg/cspkg set or an image "
+        "never split; merge the shards' vmrole.json with `vmrole report merge`",
+    )
     p.add_argument("-n", "--workers", metavar="N", help="run rules in N processes (pytest-xdist)")
     p.add_argument("-q", "--quiet", action="count", default=0)
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -95,6 +101,8 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
         args += ["--vmr-baseline", ns.baseline]
     if ns.create_baseline:
         args.append("--vmr-create-baseline")
+    if ns.shard:
+        args += ["--vmr-shard", ns.shard]
     report_dir = Path(ns.report_dir)
     args += ["--vmr-report-dir", str(report_dir)]
     for fmt in ns.format:
@@ -131,6 +139,14 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
         return int(pytest.ExitCode.USAGE_ERROR)
+    if ns.shard:
+        from harness.shards import Shard
+
+        try:
+            Shard.parse(ns.shard)
+        except ValueError as exc:
+            print(f"vmrole lint: --shard: {exc}", file=sys.stderr)
+            return int(pytest.ExitCode.USAGE_ERROR)
     # Without positional paths pytest would collect the whole working directory: name the artefacts.
     paths = ns.paths or named
     _prefetch_images(ns, paths)
@@ -153,6 +169,13 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
     images = [
         p for p in dict.fromkeys([*ns.image, *paths]) if (p in named or kind_of(Path(p)) == IMAGE) and Path(p).is_file()
     ]
+    if ns.shard:  # only this shard's images (the plugin keys them the same way: root = the working directory)
+        from harness.shards import Shard, set_key
+        from harness.subjects import Pairing
+
+        shard = Shard.parse(ns.shard)
+        anchors = [Path(os.path.abspath(p)) for p in paths]
+        images = [p for p in images if shard.holds(set_key(Path(p), Pairing(), Path(os.getcwd()), anchors))]
     if not images:
         return  # a service-model lint does not pay for importing the image readers
     from harness.extraction.extract import ExtractOptions
@@ -241,6 +264,20 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return run_demo(Path(ns.work_dir), Path(ns.report_dir), live=not ns.no_live)
 
 
+def cmd_report(ns: argparse.Namespace) -> int:
+    from harness.reports.merge import MergeError, merge_reports
+
+    try:
+        written, exit_code, summary = merge_reports([Path(p) for p in ns.reports], Path(ns.report_dir))
+    except MergeError as exc:
+        print(f"vmrole report merge: {exc}", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
+    print(f"vmrole report merge: {summary}")
+    for name, path in sorted(written.items()):
+        print(f"{name} report: {path}")
+    return exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmrole", description="vmrole-harness: lint and test Windows Azure VM roles")
     parser.add_argument("--version", action="version", version=f"vmrole-harness {__version__}")
@@ -285,6 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rules.add_argument("--check", action="store_true", help="with --docs: exit 1 if the pages in DIR are stale")
 
+    report = sub.add_parser("report", help="work with reports: `vmrole report merge` joins the shards' reports")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    merge = report_sub.add_parser(
+        "merge",
+        help="merge the vmrole.json reports of CI shards into one SARIF, HTML, JUnit XML and JSON",
+        description="Read the JSON reports of several `vmrole lint --shard I/N` runs (validated against the "
+        "report schema; same tool version, fail-on and rule definitions) and write one vmrole.sarif, "
+        "vmrole.html, junit.xml and vmrole.json into --report-dir, the verdict recomputed from the merged "
+        "findings. Exit 0 pass, 1 findings at or above fail-on, 4 a malformed or mismatching report "
+        "(nothing written).",
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT", help="the shards' vmrole.json files")
+    merge.add_argument("--report-dir", default=REPORT_DIR, metavar="DIR", help="where reports go (default reports)")
+
     from harness.fabric.cli import add_parser as add_fabric_parser
 
     add_fabric_parser(sub)
@@ -311,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_rules(ns)
     if ns.command == "probe":
         return cmd_probe(ns, extra)
+    if ns.command == "report":
+        return cmd_report(ns)
     if ns.command == "demo":
         return cmd_demo(ns)
     if ns.command == "fabric":

@@ -397,6 +397,8 @@ class VmrolePlugin:
         self.state = state
         #: what the controller gathers from reports (works the same with and without xdist)
         self.collected = Collected()
+        #: --vmr-shard: the artefacts seen while collecting and the keys of those in this shard
+        self.shard_seen: dict[Path, str] = {}
 
     # ---- collection ----------------------------------------------------------------------------
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -413,7 +415,39 @@ class VmrolePlugin:
                 return None
         elif not state.discover and Path(file_path) not in state.explicit:
             return None
+        elif state.shard is not None and not self._in_shard(Path(file_path)):
+            return None  # another shard's: not even read
         return ArtefactFile.from_parent(parent, path=file_path)
+
+    def _in_shard(self, path: Path) -> bool:
+        from harness.shards import set_key
+
+        state = self.state
+        assert state.shard is not None
+        key = self.shard_seen.get(path)
+        if key is None:
+            anchors = [state.invocation_dir / a.split("::", 1)[0] for a in self.config.args]
+            key = self.shard_seen[path] = set_key(path, state.pairing, state.root, anchors)
+        return state.shard.holds(key)
+
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
+        """--vmr-shard: other shards' artefacts were never collected (pytest_collect_file); a plain test file
+        is kept by the shard of its path the same way. Say how many artefacts this shard has."""
+        state = self.state
+        if state.shard is None:
+            return
+        keep, drop = [], []
+        for item in items:
+            if isinstance(item, RuleItem) or self._in_shard(Path(item.path)):
+                keep.append(item)
+            else:
+                drop.append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+        artefacts = {p for p in self.shard_seen if kind_of(p) is not None or p in state.pairing.images}
+        mine = sum(1 for p in artefacts if state.shard.holds(self.shard_seen[p]))
+        state.notes.append(f"shard {state.shard}: {mine} of {len(artefacts)} artefacts")
 
     # ---- running -------------------------------------------------------------------------------
     # trylast: the innermost wrapper, so that a plain test's failure is masked before any other wrapper
@@ -548,7 +582,10 @@ class VmrolePlugin:
             return
         state = self.state
         collected = self.collected
-        if not collected.items and not state.create_baseline:
+        if state.shard is not None and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            # an empty shard passes, and still writes its (empty) reports for `vmrole report merge`
+            session.exitstatus = exitstatus = pytest.ExitCode.OK
+        elif not collected.items and not state.create_baseline:
             return
         from harness.engine.catalogue import rule_by_id
 

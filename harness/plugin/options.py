@@ -98,6 +98,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("create-baseline", "write every finding of this run to the --vmr-baseline file", "bool", False),
     Option("report-dir", "write SARIF, JSON and HTML reports to this directory", metavar="DIR"),
     Option("report", "report formats for --vmr-report-dir (default: sarif,json,html)", "list"),
+    Option(
+        "shard",
+        "lint only shard I of N (e.g. 2/3): artefacts are split by a stable hash of their set's path relative to "
+        "the root, a csdef/cscfg/cspkg set or an image never split; merge the shards' JSON reports with "
+        "`vmrole report merge`",
+        metavar="I/N",
+    ),
     Option("today", "the date used for waiver and account expiry (YYYY-MM-DD; default: today, UTC)"),
 )
 

@@ -19,6 +19,7 @@ from harness.plugin import options
 from harness.plugin.baseline import BaselineError, load_baseline
 from harness.plugin.waivers import Waiver, WaiverError, load_waivers
 from harness.reports.model import BASELINED, FAILED, REPORTED, WAIVED, FindingResult
+from harness.shards import Shard
 from harness.subjects import ImageSettings, Pairing
 
 REPORT_FORMATS = ("sarif", "json", "html")
@@ -70,6 +71,8 @@ class RunState:
     report_formats: tuple[str, ...]
     destructive: bool = False
     allow_cleartext_credentials: bool = False
+    #: --vmr-shard I/N: only this shard's artefacts are collected (None: all)
+    shard: Shard | None = None
     # Shown in the terminal summary (controller side), even when nothing was collected.
     notes: list[str] = field(default_factory=list)
 
@@ -201,6 +204,12 @@ class RunState:
             if kind_of(named) == DEPLOYMENT and named not in pairing.targets:
                 notes.append(_not_probed(arg.split("::", 1)[0]))
 
+        shard_opt = options.get(config, "shard")
+        try:
+            shard = Shard.parse(shard_opt) if shard_opt else None
+        except ValueError as exc:
+            raise pytest.UsageError(f"--vmr-shard: {exc}") from None
+
         return cls(
             root=Path(config.rootpath),
             invocation_dir=inv,
@@ -220,6 +229,7 @@ class RunState:
             report_formats=formats,
             destructive=options.get(config, "destructive"),
             allow_cleartext_credentials=options.get(config, "allow-cleartext-credentials"),
+            shard=shard,
             notes=notes,
         )
 
