@@ -279,3 +279,29 @@ def test_a_bad_report_is_named_and_nothing_is_written(
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert str(bad) in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_the_built_in_schema_check_agrees_with_jsonschema() -> None:
+    """Without the jsonschema package (a runtime install) merge checks reports with a built-in subset."""
+    from harness.reports.jsonreport import schema
+    from harness.reports.merge import _errors, validation_errors
+
+    report_schema = schema()
+    golden = json.loads((REPO / "tests" / "reports" / "golden" / "vmrole.json").read_text("utf-8"))
+    golden.update(started="2026-12-07T21:00:00Z", finished="2026-12-07T21:00:01Z")  # the golden's placeholders
+    assert validation_errors(golden) == [] and _errors(golden, report_schema, report_schema, "") == []
+    breakages: list[Callable[[dict], object]] = [
+        lambda d: d.pop("items"),
+        lambda d: d.update(fail_on="severe"),
+        lambda d: d.update(schema_version=2),
+        lambda d: d["findings"][0].update(severity=3),
+        lambda d: d["findings"][0].pop("fingerprint"),
+        lambda d: d["rules"][0].update(extra=1),
+        lambda d: d["items"][0].update(outcome="maybe"),
+        lambda d: d["artefacts"].append("x"),
+    ]
+    for breaking in breakages:
+        broken = json.loads(json.dumps(golden))
+        breaking(broken)
+        assert validation_errors(broken), broken
+        assert _errors(broken, report_schema, report_schema, ""), broken
