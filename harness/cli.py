@@ -12,6 +12,7 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -278,8 +279,17 @@ def cmd_report(ns: argparse.Namespace) -> int:
     return exit_code
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad option; here 2 means interrupted and a usage error is 4 (README, exit codes).
+    Sub-commands' parsers are of the same class (add_subparsers uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(4, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmrole", description="vmrole-harness: lint and test Windows Azure VM roles")
+    parser = _Parser(prog="vmrole", description="vmrole-harness: lint and test Windows Azure VM roles")
     parser.add_argument("--version", action="version", version=f"vmrole-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

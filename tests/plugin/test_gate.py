@@ -92,3 +92,16 @@ def test_the_run_date_drives_account_expiry(pytester):
     soon.stdout.fnmatch_lines(["*[[]low[]] VMR533*"])
     expired = pytester.runpytest(*args, "--vmr-today", "2027-07-01")
     expired.stdout.fnmatch_lines(["*[[]medium[]] VMR533*"])
+
+
+@pytest.mark.parametrize(
+    "argv", [["lint", "--bogus"], ["lint", "--fail-on"], ["fabric", "bogus"], [], ["report", "merge"]], ids=str
+)
+def test_a_bad_command_line_is_a_usage_error_exit_4(argv, capsys):
+    """README: 2 means interrupted, 4 a usage error; argparse's own exit code would be 2."""
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 4
+    assert "error:" in capsys.readouterr().err
