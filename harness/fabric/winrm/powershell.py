@@ -967,6 +967,14 @@ class PowerShell:
             raise self._not_found(raw, cmdlet)
         return reg, found
 
+    def _property_key(self, args: dict[str, Any], cmdlet: str) -> tuple[Registry, str]:
+        """The registry key an *-ItemProperty cmdlet names (-Path/-LiteralPath); only the registry provider has
+        item properties here."""
+        raw = str(args.get("Path") or args.get("LiteralPath") or "")
+        if not is_registry_path(raw):
+            raise self._provider_only(cmdlet)
+        return self._regkey(raw, cmdlet)
+
     def _reg_data(self, kind: str, data: Any) -> Any:
         if kind == "REG_EXPAND_SZ":  # the registry provider expands %VAR%
             return self.g.expand(str(data))
@@ -1024,10 +1032,7 @@ class PowerShell:
         )
 
     def _c_get_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
-        raw = str(args.get("Path") or args.get("LiteralPath") or "")
-        if not is_registry_path(raw):
-            raise self._provider_only(cmdlet)
-        reg, key = self._regkey(raw, cmdlet)
+        reg, key = self._property_key(args, cmdlet)
         values = reg.keys[key]
         if args.get("Name") is not None:
             try:
@@ -1063,10 +1068,7 @@ class PowerShell:
             ) from None
 
     def _c_set_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
-        raw = str(args.get("Path") or args.get("LiteralPath") or "")
-        if not is_registry_path(raw):
-            raise self._provider_only(cmdlet)
-        reg, key = self._regkey(raw, cmdlet)
+        reg, key = self._property_key(args, cmdlet)
         name = str(args.get("Name") or "")
         try:
             _, (kind, _) = reg.value(key, name)
@@ -1077,10 +1079,7 @@ class PowerShell:
         return [self._regprops(key, {name: [kind, data]})] if args.get("PassThru") else []
 
     def _c_new_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
-        raw = str(args.get("Path") or args.get("LiteralPath") or "")
-        if not is_registry_path(raw):
-            raise self._provider_only(cmdlet)
-        reg, key = self._regkey(raw, cmdlet)
+        reg, key = self._property_key(args, cmdlet)
         name = str(args.get("Name") or "")
         try:
             reg.value(key, name)
@@ -1100,10 +1099,7 @@ class PowerShell:
         return [self._regprops(key, {name: [kind, data]})]
 
     def _c_remove_itemproperty(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
-        raw = str(args.get("Path") or args.get("LiteralPath") or "")
-        if not is_registry_path(raw):
-            raise self._provider_only(cmdlet)
-        reg, key = self._regkey(raw, cmdlet)
+        reg, key = self._property_key(args, cmdlet)
         name = str(args.get("Name") or "")
         try:
             reg.delete_value(key, name)
