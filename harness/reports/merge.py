@@ -44,77 +44,11 @@ class MergeError(Exception):
 
 
 # ---- validation --------------------------------------------------------------------------------------------
-_TYPES: dict[str, Any] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "boolean": bool,
-    "null": type(None),
-}
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, _TYPES[name])
-
-
-def _errors(value: Any, node: dict[str, Any], root: dict[str, Any], where: str) -> list[str]:
-    """The subset of JSON Schema 2020-12 the report schema uses (when the jsonschema package is absent)."""
-    if "$ref" in node:
-        ref = node["$ref"]
-        target: Any = root
-        for part in ref.removeprefix("#/").split("/"):
-            target = target[part]
-        errors = _errors(value, target, root, where)
-        node = {k: v for k, v in node.items() if k != "$ref"}
-    else:
-        errors = []
-    types = node.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(_is_type(value, t) for t in names):
-            return [*errors, f"{where}: {value!r:.60} is not of type {' or '.join(names)}"]
-    if "const" in node and value != node["const"]:
-        errors.append(f"{where}: {value!r:.60} is not {node['const']!r}")
-    if "enum" in node and value not in node["enum"]:
-        errors.append(f"{where}: {value!r:.60} is not one of {node['enum']}")
-    if isinstance(value, (int, float)) and "minimum" in node and value < node["minimum"]:
-        errors.append(f"{where}: {value} is less than {node['minimum']}")
-    if isinstance(value, str):
-        if len(value) < node.get("minLength", 0):
-            errors.append(f"{where}: {value!r} is too short")
-        if "pattern" in node and not re.search(node["pattern"], value):
-            errors.append(f"{where}: {value!r:.60} does not match {node['pattern']!r}")
-    if isinstance(value, dict):
-        props = node.get("properties", {})
-        errors += [f"{where}: {key!r} is a required property" for key in node.get("required", ()) if key not in value]
-        for key, item in value.items():
-            if key in props:
-                errors += _errors(item, props[key], root, f"{where}/{key}")
-            elif node.get("additionalProperties") is False:
-                errors.append(f"{where}: additional property {key!r} is not allowed")
-            elif isinstance(node.get("additionalProperties"), dict):
-                errors += _errors(item, node["additionalProperties"], root, f"{where}/{key}")
-    if isinstance(value, list) and isinstance(node.get("items"), dict):
-        for i, item in enumerate(value):
-            errors += _errors(item, node["items"], root, f"{where}/{i}")
-    for sub in node.get("allOf", ()):
-        errors += _errors(value, sub, root, where)
-    if "if" in node and not _errors(value, node["if"], root, where):
-        errors += _errors(value, node.get("then", {}), root, where)
-    return errors
-
-
 def validation_errors(document: Any) -> list[str]:
     """Where ``document`` breaks the report schema (empty: it conforms)."""
+    import jsonschema
+
     report_schema = schema()
-    try:
-        import jsonschema
-    except ImportError:  # a runtime install without the dev extras: the built-in subset above
-        return _errors(document, report_schema, report_schema, "")
     validator = jsonschema.validators.validator_for(report_schema)(report_schema)
     return sorted(f"/{'/'.join(map(str, e.absolute_path))}: {e.message:.200}" for e in validator.iter_errors(document))
 

@@ -281,15 +281,12 @@ def test_a_bad_report_is_named_and_nothing_is_written(
     assert not out.exists()
 
 
-def test_the_built_in_schema_check_agrees_with_jsonschema() -> None:
-    """Without the jsonschema package (a runtime install) merge checks reports with a built-in subset."""
-    from harness.reports.jsonreport import schema
-    from harness.reports.merge import _errors, validation_errors
+def test_the_merge_schema_check_accepts_the_golden_report_and_rejects_breakages() -> None:
+    from harness.reports.merge import validation_errors
 
-    report_schema = schema()
     golden = json.loads((REPO / "tests" / "reports" / "golden" / "vmrole.json").read_text("utf-8"))
     golden.update(started="2026-12-07T21:00:00Z", finished="2026-12-07T21:00:01Z")  # the golden's placeholders
-    assert validation_errors(golden) == [] and _errors(golden, report_schema, report_schema, "") == []
+    assert validation_errors(golden) == []
     breakages: list[Callable[[dict], object]] = [
         lambda d: d.pop("items"),
         lambda d: d.update(fail_on="severe"),
@@ -304,4 +301,3 @@ def test_the_built_in_schema_check_agrees_with_jsonschema() -> None:
         broken = json.loads(json.dumps(golden))
         breaking(broken)
         assert validation_errors(broken), broken
-        assert _errors(broken, report_schema, report_schema, ""), broken
