@@ -22,8 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.ascii import parse_ascii_int
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG, kind_of
-from harness.subjects import Pairing, sibling_definition
+from harness.subjects import Pairing, name_prefix, sibling_definition
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,9 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         """``I/N`` with 1 <= I <= N; raises ValueError with the reason."""
         index_s, sep, total_s = text.strip().partition("/")
-        try:
-            index, total = int(index_s), int(total_s)
-        except ValueError:
-            raise ValueError(f"expected I/N (e.g. 1/3), got {text!r}") from None
+        index, total = parse_ascii_int(index_s, max_digits=9), parse_ascii_int(total_s, max_digits=9)
+        if index is None or total is None:
+            raise ValueError(f"expected I/N (e.g. 1/3), got {text!r}")
         if not sep or total < 1 or not 1 <= index <= total:
             raise ValueError(f"expected I/N with 1 <= I <= N, got {text!r}")
         return cls(index, total)
@@ -66,11 +66,6 @@ def _relative(path: Path, root: Path, anchors: Iterable[Path]) -> str:
     return path.name
 
 
-def _prefix(name: str, marker: str) -> str | None:
-    idx = name.lower().find(marker)
-    return None if idx < 0 else name[:idx]
-
-
 def set_of(path: Path, pairing: Pairing) -> Path:
     """The file that names the set ``path`` belongs to (``path`` itself for an image or an unpaired file)."""
     path = Path(os.path.abspath(path))
@@ -89,7 +84,7 @@ def set_of(path: Path, pairing: Pairing) -> Path:
         except OSError:
             return path
         stem = path.name[: -len(path.suffix)]
-        matches = [p for p in siblings if _prefix(p.name, "servicedefinition") in (stem, stem + "__", stem + ".")]
+        matches = [p for p in siblings if name_prefix(p.name, "servicedefinition") in (stem, stem + "__", stem + ".")]
         if len(matches) > 1:
             source = [p for p in matches if ".build." not in p.name.lower()]
             matches = source if len(source) == 1 else []

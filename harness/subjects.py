@@ -104,21 +104,23 @@ def _read(artefact: Artefact, image: ImageSettings) -> Any:
     raise Unreadable(artefact.path, f"unsupported artefact kind {artefact.kind!r}")
 
 
-def _prefix(name: str, marker: str) -> str | None:
+def name_prefix(name: str, marker: str) -> str | None:
+    """The part of a file name before ``marker`` (case-insensitive), e.g. ``X__`` of ``X__ServiceDefinition.csdef``;
+    None without the marker."""
     idx = name.lower().find(marker)
     return None if idx < 0 else name[:idx]
 
 
 def sibling_definition(cscfg: Path) -> Path | None:
     """The csdef next to ``cscfg`` with the same name prefix, or None."""
-    prefix = _prefix(cscfg.name, "serviceconfiguration")
+    prefix = name_prefix(cscfg.name, "serviceconfiguration")
     if prefix is None:
         prefix = ""
     try:
         siblings = sorted(p for p in cscfg.parent.iterdir() if p.suffix.lower() == ".csdef" and p.is_file())
     except OSError:
         return None
-    candidates = [p for p in siblings if _prefix(p.name, "servicedefinition") == prefix]
+    candidates = [p for p in siblings if name_prefix(p.name, "servicedefinition") == prefix]
     if not candidates and len(siblings) == 1 and prefix == "":
         candidates = siblings
     if len(candidates) > 1:
