@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.facts.live.platform import READY
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.live.context import LiveContext
     from harness.live.target import Target
@@ -46,7 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 DESTRUCTIVE_MARK = "vmrole_destructive"
 ONE_INSTANCE_MARK = "vmrole_one_instance"
 ROLE_MARK = "vmrole_role"
-READY = "ReadyRole"
 NO_TARGET = "no-target"
 TARGET_OPTION = "--vmr-target"
 
