@@ -39,6 +39,7 @@ from harness.facts.image import (
     WinlogonInfo,
 )
 from harness.readers.errors import Unreadable
+from harness.readers.image.blob import BlobSource
 from harness.readers.image.container import ContainerInfo, ForeignImage, open_disk
 from harness.readers.image.detect import detect, detect_volume, not_an_image
 from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
@@ -313,6 +314,7 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     reader = _Reader(path, progress)
     started = time.perf_counter()
     bytes_before = FileSource.total_bytes_read
+    fetched_before, requests_before = BlobSource.total_bytes_fetched, BlobSource.total_requests
     progress("reading the container")
     try:
         disk = open_disk(path, parent_dirs=options.parent_dirs)
@@ -337,6 +339,9 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
         disk.close()
     reader.stats["total s"] = time.perf_counter() - started
     reader.stats["bytes read"] = float(FileSource.total_bytes_read - bytes_before)
+    if BlobSource.total_requests != requests_before:  # an image in blob storage: what crossed the network
+        reader.stats["bytes fetched"] = float(BlobSource.total_bytes_fetched - fetched_before)
+        reader.stats["requests"] = float(BlobSource.total_requests - requests_before)
     from dataclasses import replace
 
     return replace(

@@ -105,6 +105,16 @@ def _kind(path: Path, state: RunState) -> str | None:
     return kind
 
 
+def _blob_artefact(artefact: Artefact) -> Artefact:
+    """A blob image's placeholder is known by its URL without query (identity) and blob name (display)."""
+    from harness.plugin.blobimages import display_of
+
+    label = display_of(artefact.path)
+    if label is None:
+        return artefact
+    return Artefact(artefact.kind, label, artefact.path, label.rsplit("/", 1)[-1])
+
+
 class NotProbed(pytest.File):
     """A target file named as a path to collect rather than with --vmr-target: no items (the summary says how
     to probe it)."""
@@ -121,6 +131,8 @@ class ArtefactFile(pytest.File):
         kind = _kind(self.path, state)
         assert kind is not None
         artefact = Artefact.from_path(self.path, kind, state.root)
+        if kind == IMAGE and Path(self.path) in state.pairing.images:
+            artefact = _blob_artefact(artefact)
         if kind == DEPLOYMENT:  # probed, not read: lint() leaves deployments out
             try:
                 live = _live_subject(self.config, artefact)
@@ -210,6 +222,10 @@ def _crash_masker(subject: Any) -> Masker:
         return ctx.masker
     masker = Masker()
     from harness.facts.servicemodel import EnvironmentVariable, SettingValue
+    from harness.readers.image.blob import registered_secrets
+
+    for secret in registered_secrets():  # blob images' SAS tokens and account keys
+        masker.add_value(secret)
 
     for facts in (getattr(subject, "configuration", None), getattr(subject, "definition", None)):
         if facts is None:
@@ -264,6 +280,12 @@ class RuleItem(pytest.Item):
                 notes.append(
                     f"{self.subject.artefact.display}: read {read / 2**20:,.1f} MiB of a "
                     f"{facts.container.file_size / 2**20:,.0f} MiB image in {facts.stats.get('total s', 0):.2f} s"
+                    + (
+                        f" (fetched {facts.stats['bytes fetched'] / 2**20:,.1f} MiB in {facts.stats['requests']:,.0f}"
+                        " requests)"
+                        if "bytes fetched" in facts.stats
+                        else ""
+                    )
                 )
             self.vmr_notes.extend(n for n in notes if n not in self.vmr_notes)
 

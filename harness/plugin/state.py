@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,7 +188,7 @@ class RunState:
             packages=tuple(path_of(p) for p in options.get(config, "package")),
             cscfgs=tuple(path_of(p) for p in options.get(config, "cscfg")),
             targets=tuple(path_of(p) for p in options.get(config, "target")),
-            images=tuple(path_of(p) for p in options.get(config, "image")),
+            images=tuple(_image_path(p, path_of) for p in options.get(config, "image")),
             image=image_settings,
         )
         declared = (*pairing.packages, *pairing.cscfgs, *pairing.targets, *pairing.images)
@@ -278,3 +279,12 @@ class RunState:
                 continue
             return waiver
         return None
+
+
+def _image_path(value: str, path_of: Callable[[str], Path]) -> Path:
+    """An --vmr-image value: a file, or a blob URL (https://, http://, azure://) collected as its placeholder."""
+    if value.lower().startswith(("https://", "http://", "azure://")):
+        from harness.plugin.blobimages import placeholder
+
+        return placeholder(value)
+    return path_of(value)

@@ -1,0 +1,572 @@
+"""Images in Azure blob storage, read in place: a ByteSource over ranged ``Get Blob`` requests.
+
+Linting an image reads a small part of it (the partition table, the NTFS ``$MFT``, the hives, the first bytes of
+some files: about 250 MB of an 888 MiB image with 200,000 files). ``BlobSource`` fetches just those parts:
+
+- **aligned, coalesced ranges**: a read is widened to whole blocks (:data:`BLOCK`, 1 MiB); the blocks not cached
+  are fetched in as few requests as the read needs (one per run of adjacent missing blocks);
+- **read-ahead**: a read that continues the previous one (the ``$MFT`` pass) doubles a read-ahead window, up to
+  :data:`MAX_READ_AHEAD`, so a sequential scan costs a few dozen requests, not one per block;
+- **a bounded cache**: least recently used blocks, at most ``cache_bytes`` (default 64 MiB);
+- **retries**: connection errors, timeouts, 408, 429 and 5xx answers are retried (:data:`ATTEMPTS` attempts,
+  exponential backoff, ``Retry-After`` honoured up to :data:`MAX_BACKOFF`); every request has a connect and a
+  read timeout, so a stalled server is an Unreadable in bounded time;
+- **one version of the blob**: ``Get Blob Properties`` gives the size, type and ETag; every ``Get Blob`` carries
+  ``If-Match: <that ETag>``, so a blob rewritten while it is read is reported (412), never mixed.
+
+REST reference: https://learn.microsoft.com/rest/api/storageservices/get-blob and .../get-blob-properties
+(``x-ms-range``, ``If-Match``, ``x-ms-version``); SAS: https://learn.microsoft.com/azure/storage/common/storage-sas-overview.
+
+Where an image is: ``https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB`` (or ``http://`` for the Azurite
+emulator), with a SAS token as the query (``?{env:NAME}``, ``?{file:PATH}``, a literal token, or none: then
+:data:`SAS_ENV` if set, else anonymous), or ``azure://ACCOUNT/CONTAINER/BLOB``, read with azure-storage-blob and
+azure-identity's ``DefaultAzureCredential`` (or :data:`KEY_ENV`, or a SAS as above). The SAS is resolved above the
+readers (the plugin, which owns secret references) and handed to :func:`register`; readers never see a reference.
+Everything shown (labels, messages) is the URL without its query; no message quotes a token.
+
+The image pipeline is file-based (pytest collects files; the extraction worker opens a path), so a blob image is
+collected as a small *placeholder file* :func:`register` writes: :func:`open_registered` turns a registered
+placeholder's path into its ``BlobSource``. Only placeholders registered in this process are opened this way
+(fork-inherited by the extraction worker); a file on disk never makes the harness contact a URL by its content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.readers.errors import Unreadable
+from harness.readers.image.source import FileSource, clip
+
+__all__ = [
+    "ATTEMPTS",
+    "BLOCK",
+    "KEY_ENV",
+    "SAS_ENV",
+    "BlobRef",
+    "BlobSource",
+    "is_blob_url",
+    "open_registered",
+    "parse_blob_url",
+    "register",
+    "registered_secrets",
+]
+
+#: Environment variables (documented in README "Lint an image in blob storage").
+SAS_ENV = "VMROLE_BLOB_SAS"
+KEY_ENV = "VMROLE_BLOB_ACCOUNT_KEY"
+#: ``azure://ACCOUNT/...`` is read from ``https://ACCOUNT.blob.core.windows.net`` unless this names another
+#: endpoint (``{account}`` is replaced): ``http://127.0.0.1:10000/{account}`` for Azurite.
+ENDPOINT_ENV = "VMROLE_BLOB_ENDPOINT"
+#: Seconds one request may wait for the server (connect, then each read); default :data:`TIMEOUT`.
+TIMEOUT_ENV = "VMROLE_BLOB_TIMEOUT"
+
+#: The REST API version sent (the newest the Azurite emulator accepts; Azure accepts it too).
+API_VERSION = "2025-11-05"
+BLOCK = 1024 * 1024
+MAX_READ_AHEAD = 32 * BLOCK
+MAX_REQUEST = 64 * BLOCK
+CACHE_BYTES = 64 * BLOCK
+TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
+ATTEMPTS = 4
+BACKOFF = 0.5
+MAX_BACKOFF = 8.0
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_SCHEMES = ("https://", "http://", "azure://")
+_PLACEHOLDER_MAGIC = "vmrole blob image placeholder"
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where a blob image is. ``label`` is what is shown: the URL without its query."""
+
+    scheme: str  # "https" | "http" | "azure"
+    account: str
+    container: str
+    blob: str
+    label: str
+    #: The query as given: a SAS token, a ``{env:NAME}``/``{file:PATH}`` reference, or "" (none given).
+    query: str = ""
+
+    @property
+    def name(self) -> str:
+        """The blob's own name (its last path segment): what test ids and summaries show."""
+        return self.blob.rsplit("/", 1)[-1]
+
+    @property
+    def http_url(self) -> str:
+        """The blob's URL without query (https/http only)."""
+        return self.label
+
+
+def is_blob_url(text: str | os.PathLike[str]) -> bool:
+    return isinstance(text, str) and text.lower().startswith(_SCHEMES)
+
+
+def parse_blob_url(text: str) -> BlobRef:
+    """A blob image location; ValueError naming the problem (never quoting the query)."""
+    lower = text.lower()
+    if not lower.startswith(_SCHEMES):
+        raise ValueError("not a blob URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB or azure://...)")
+    base, _, query = text.partition("?")
+    parts = urllib.parse.urlsplit(base)
+    scheme = parts.scheme.lower()
+    segments = [urllib.parse.unquote(s) for s in parts.path.split("/") if s]
+    if not parts.netloc:
+        raise ValueError(f"{base}: no host")
+    if scheme == "azure":
+        account = parts.netloc
+        label = f"azure://{account}/{'/'.join(segments)}"
+    else:
+        host = parts.hostname or ""
+        if host.endswith(".blob.core.windows.net") or ("." in host and not _is_ip(host)):
+            account = host.split(".", 1)[0]
+        else:  # path-style (Azurite, an IP endpoint): /ACCOUNT/CONTAINER/BLOB
+            if not segments:
+                raise ValueError(f"{base}: no account in the path")
+            account, segments = segments[0], segments[1:]
+        label = base
+    if len(segments) < 2:
+        raise ValueError(f"{label}: expected .../CONTAINER/BLOB")
+    return BlobRef(scheme, account, segments[0], "/".join(segments[1:]), label, query)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    return True
+
+
+# ---- the range reader -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Properties:
+    size: int
+    etag: str
+    blob_type: str  # "PageBlob" | "BlockBlob" | "AppendBlob" | ""
+
+
+class _Refused(Exception):
+    """An answer not worth retrying (a 4xx): the message says what it means, without the token."""
+
+
+class _Transient(Exception):
+    """A timeout, a dropped connection or a 5xx: retried."""
+
+    def __init__(self, text: str, retry_after: float | None = None) -> None:
+        super().__init__(text)
+        self.retry_after = retry_after
+
+
+Transport = Any  # has properties() -> Properties, get(offset, length, etag) -> bytes, close()
+
+
+class BlobSource(FileSource):
+    """A blob as a ByteSource (see the module docstring). A FileSource to the container readers: ``path`` is the
+    placeholder the pipeline collected, ``label`` the URL without query, ``identity`` a hash of that URL.
+
+    Counts ``bytes_read`` (returned to readers, as FileSource does) and ``bytes_fetched`` / ``requests`` (on the
+    wire), per source and per process (the class totals the extractor's stats read)."""
+
+    total_bytes_fetched: ClassVar[int] = 0
+    total_requests: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        ref: BlobRef,
+        transport: Transport,
+        *,
+        path: Path | None = None,
+        cache_bytes: int = CACHE_BYTES,
+        block: int = BLOCK,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ref = ref
+        self.label = ref.label
+        self.path = path if path is not None else Path(ref.name)
+        self.identity = (0, int.from_bytes(hashlib.sha256(ref.label.encode()).digest()[:8], "big"))
+        self.bytes_read = 0
+        self.bytes_fetched = 0
+        self.requests = 0
+        self._fd = None
+        self._transport = transport
+        self._block = block
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_limit = max(cache_bytes // block, 1)
+        self._sleep = sleep
+        self._last_block = -2
+        self._read_ahead = 0
+        self._lock = threading.Lock()
+        props = self._retrying("Get Blob Properties", transport.properties)
+        self.size = props.size
+        self.etag = props.etag
+        self.blob_type = props.blob_type
+
+    # -- reading --
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        n = clip(self, offset, length)
+        if n == 0:
+            return b""
+        bs = self._block
+        first, last = offset // bs, (offset + n - 1) // bs
+        with self._lock:
+            self._fill(first, last)
+            if first == last:
+                data = self._cache[first][offset - first * bs : offset - first * bs + n]
+            else:
+                parts = [self._cache[b] for b in range(first, last + 1)]
+                start = offset - first * bs
+                data = b"".join(parts)[start : start + n]
+            for b in range(first, last + 1):
+                self._cache.move_to_end(b)
+            self._evict()
+        self.bytes_read += n
+        FileSource.total_bytes_read += n
+        return data
+
+    def _fill(self, first: int, last: int) -> None:
+        bs = self._block
+        nblocks = (self.size + bs - 1) // bs
+        sequential = first in (self._last_block, self._last_block + 1)
+        self._read_ahead = min(max(self._read_ahead * 2, 1), MAX_READ_AHEAD // bs) if sequential else 0
+        self._last_block = last
+        missing = [b for b in range(first, last + 1) if b not in self._cache]
+        if self._read_ahead and (not missing or missing[-1] == last):
+            # extend the last run past the read while the next blocks are not cached (a sequential scan)
+            stop = min(last + self._read_ahead, nblocks - 1)
+            b = last + 1
+            while b <= stop and b not in self._cache:
+                if not missing or missing[-1] == b - 1:
+                    missing.append(b)
+                b += 1
+        runs: list[list[int]] = []
+        for b in missing:
+            if runs and runs[-1][1] == b - 1 and (b - runs[-1][0] + 1) * bs <= MAX_REQUEST:
+                runs[-1][1] = b
+            else:
+                runs.append([b, b])
+        for a, z in runs:
+            start = a * bs
+            end = min((z + 1) * bs, self.size)
+            data: bytes = self._retrying(f"Get Blob bytes {start}-{end - 1}", self._getter(start, end - start))
+            if len(data) != end - start:
+                raise Unreadable(
+                    self.path, f"{self.label}: the server sent {len(data):,} bytes for a {end - start:,}-byte range"
+                )
+            self.bytes_fetched += len(data)
+            BlobSource.total_bytes_fetched += len(data)
+            for b in range(a, z + 1):
+                self._cache[b] = data[(b - a) * bs : (b - a + 1) * bs]
+
+    def _getter(self, start: int, length: int) -> Callable[[], bytes]:
+        transport, etag = self._transport, self.etag
+
+        def get() -> bytes:
+            data: bytes = transport.get(start, length, etag)
+            return data
+
+        return get
+
+    def _evict(self) -> None:
+        while len(self._cache) > self._cache_limit:
+            self._cache.popitem(last=False)
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        delay = BACKOFF
+        problem = ""
+        for attempt in range(ATTEMPTS):
+            self.requests += 1
+            BlobSource.total_requests += 1
+            try:
+                return call()
+            except _Refused as exc:
+                raise Unreadable(self.path, f"{self.label}: {what}: {exc}") from None
+            except _Transient as exc:
+                problem = str(exc)
+                if attempt + 1 < ATTEMPTS:
+                    wait = min(exc.retry_after if exc.retry_after is not None else delay, MAX_BACKOFF)
+                    self._sleep(wait)
+                    delay *= 2
+        raise Unreadable(self.path, f"{self.label}: {what}: {problem} ({ATTEMPTS} attempts)")
+
+    # -- FileSource's other duties --
+
+    def close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        self._cache.clear()
+
+    def __del__(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"BlobSource({self.label!r}, size={self.size})"
+
+
+# ---- transports ---------------------------------------------------------------------------------------------------
+
+
+def _timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else TIMEOUT
+    except ValueError:
+        value = TIMEOUT
+    return value if 0 < value <= 3600 else TIMEOUT
+
+
+def _status_problem(status: int, code: str, etag: str) -> str:
+    named = f"{status} {code}".strip()
+    if status == 404:
+        return f"{named}: no such blob or container"
+    if status == 403:
+        return (
+            f"{named}: access denied (the SAS token is expired, not yet valid, lacks read permission or does not "
+            "match; or no credential was given for a private container)"
+        )
+    if status == 401:
+        return f"{named}: not authenticated (no valid credential for this account)"
+    if status == 412:
+        return (
+            f"{named}: the blob changed while it was being read (its ETag is no longer {etag}); nothing read from "
+            "the new version was used: lint it again once it is no longer being written"
+        )
+    if status == 416:
+        return f"{named}: range not satisfiable (the blob is smaller than its properties said: it changed)"
+    return f"{named}: unexpected answer"
+
+
+class HttpTransport:
+    """Azure Blob REST over ``requests`` (no SDK between us and the bytes): HEAD for the properties, GET with
+    ``x-ms-range`` and ``If-Match``. ``requests``' exceptions quote the URL with its query, so only their type is
+    ever shown."""
+
+    def __init__(self, ref: BlobRef, sas: str = "", *, timeout: float | None = None) -> None:
+        import requests
+
+        self._requests = requests
+        self._url = ref.http_url + (f"?{sas.lstrip('?')}" if sas else "")
+        self._timeout = (min(CONNECT_TIMEOUT, timeout or _timeout()), timeout or _timeout())
+        self._session: Any = None
+        self._pid = -1
+
+    def _http(self) -> Any:
+        if self._session is None or self._pid != os.getpid():  # a forked worker opens its own connections
+            self._session = self._requests.Session()
+            self._session.trust_env = False  # REQUESTS_CA_BUNDLE, proxies from the environment: not for blobs
+            self._pid = os.getpid()
+        return self._session
+
+    def _send(self, method: str, headers: dict[str, str], etag: str = "") -> Any:
+        headers = {"x-ms-version": API_VERSION, **headers}
+        try:
+            response = self._http().request(method, self._url, headers=headers, timeout=self._timeout, stream=False)
+        except self._requests.Timeout:
+            raise _Transient(f"no answer within {self._timeout[1]:g} s") from None
+        except self._requests.ConnectionError as exc:
+            raise _Transient(f"connection failed ({_reason(exc)})") from None
+        except self._requests.RequestException as exc:
+            raise _Refused(f"request failed ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (200, 206):
+            return response
+        code = response.headers.get("x-ms-error-code", "")
+        if status in RETRY_STATUS:
+            raise _Transient(f"{status} {code}".strip(), _retry_after(response.headers.get("Retry-After")))
+        raise _Refused(_status_problem(status, code, etag))
+
+    def properties(self) -> Properties:
+        response = self._send("HEAD", {})
+        try:
+            size = int(response.headers.get("Content-Length", ""))
+        except ValueError:
+            raise _Refused("Get Blob Properties gave no Content-Length") from None
+        etag = response.headers.get("ETag", "")
+        if not etag:
+            raise _Refused("Get Blob Properties gave no ETag: the blob cannot be pinned to one version")
+        return Properties(size, etag, response.headers.get("x-ms-blob-type", ""))
+
+    def get(self, offset: int, length: int, etag: str) -> bytes:
+        response = self._send("GET", {"x-ms-range": f"bytes={offset}-{offset + length - 1}", "If-Match": etag}, etag)
+        got = response.headers.get("ETag", etag)
+        if got != etag:
+            raise _Refused(_status_problem(412, "ETagChanged", etag))
+        data: bytes = response.content
+        return data
+
+    def close(self) -> None:
+        if self._session is not None and self._pid == os.getpid():
+            self._session.close()
+        self._session = None
+
+
+def _reason(exc: Exception) -> str:
+    """A connection error in words without the URL: the innermost cause's type (ConnectionRefusedError, ...)."""
+    inner: BaseException = exc
+    for _ in range(10):
+        nxt = getattr(inner, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    return type(inner).__name__
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+class SdkTransport:
+    """``azure://`` blobs through azure-storage-blob's BlobClient (its own retries off: ours count and bound them),
+    with a SAS, an account key or azure-identity's DefaultAzureCredential."""
+
+    def __init__(self, ref: BlobRef, credential: Any, *, timeout: float | None = None) -> None:
+        try:
+            from azure.storage.blob import BlobClient
+        except ImportError:  # pragma: no cover - a runtime dependency
+            raise _Refused("azure-storage-blob is not installed") from None
+        endpoint = os.environ.get(ENDPOINT_ENV) or "https://{account}.blob.core.windows.net"
+        t = timeout or _timeout()
+        self._client = BlobClient(
+            endpoint.replace("{account}", ref.account),
+            ref.container,
+            ref.blob,
+            credential=credential,
+            api_version=API_VERSION,
+            retry_total=0,
+            connection_timeout=min(CONNECT_TIMEOUT, t),
+            read_timeout=t,
+            max_single_get_size=MAX_REQUEST,
+            max_chunk_get_size=MAX_REQUEST,
+        )
+
+    def _call(self, call: Callable[[], Any], etag: str = "") -> Any:
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+        try:
+            return call()
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _Transient(f"connection failed or timed out ({type(exc).__name__})") from None
+        except HttpResponseError as exc:
+            status = exc.status_code or 0
+            code = str(getattr(exc, "error_code", None) or "")
+            if status in RETRY_STATUS:
+                raise _Transient(f"{status} {code}".strip()) from None
+            raise _Refused(_status_problem(status, code, etag)) from None
+        except Exception as exc:  # credential errors (azure-identity) and the like: their type, no text
+            raise _Refused(f"{type(exc).__name__} (no usable credential? see {KEY_ENV} / az login)") from None
+
+    def properties(self) -> Properties:
+        props = self._call(self._client.get_blob_properties)
+        return Properties(int(props.size), str(props.etag), str(props.blob_type or "").split(".")[-1])
+
+    def get(self, offset: int, length: int, etag: str) -> bytes:
+        from azure.core import MatchConditions
+
+        def download() -> bytes:
+            stream = self._client.download_blob(
+                offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+            return bytes(stream.readall())
+
+        data: bytes = self._call(download, etag)
+        return data
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# ---- placeholders: how a blob image travels through the file-based pipeline ---------------------------------------
+
+_REGISTERED: dict[str, tuple[BlobRef, str, str]] = {}  # placeholder realpath -> (ref, sas, account key)
+
+
+def register(ref: BlobRef, sas: str = "", account_key: str = "", *, directory: Path | None = None) -> Path:
+    """A placeholder file for ``ref`` (same path for the same URL in every process of the run: pytest node ids
+    and xdist workers agree), registered with the resolved secret so that :func:`open_registered` (in this
+    process or a forked worker) reads the blob. The file holds the label only; the secret stays in memory."""
+    digest = hashlib.sha256(ref.label.encode()).hexdigest()[:16]
+    base = directory or Path(tempfile.gettempdir()) / f"vmrole-blob-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder = base / digest
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = ref.name if ref.name not in ("", ".", "..") else "blob"
+    path = folder / name
+    text = json.dumps({_PLACEHOLDER_MAGIC: ref.label})
+    if not path.is_file() or path.read_text("utf-8", errors="replace") != text:
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    _REGISTERED[os.path.realpath(path)] = (ref, sas, account_key)
+    return path
+
+
+def registered_label(path: Path | str) -> str | None:
+    """The URL (without query) a placeholder stands for, or None for any other path."""
+    entry = _REGISTERED.get(os.path.realpath(path))
+    return entry[0].label if entry else None
+
+
+def registered_secrets() -> list[str]:
+    """Every SAS and key registered in this process (for the run's maskers)."""
+    return [s for _, sas, key in _REGISTERED.values() for s in (sas, key) if s]
+
+
+def open_registered(path: Path | str) -> BlobSource | None:
+    """The BlobSource a registered placeholder stands for, or None when ``path`` is not one."""
+    entry = _REGISTERED.get(os.path.realpath(path))
+    if entry is None:
+        return None
+    ref, sas, key = entry
+    return open_blob(ref, sas, key, path=Path(path))
+
+
+def open_blob(ref: BlobRef, sas: str = "", account_key: str = "", *, path: Path | None = None) -> BlobSource:
+    """A BlobSource for ``ref`` with an already resolved SAS or account key (Unreadable when it cannot be read)."""
+    where = path if path is not None else Path(ref.name)
+    try:
+        if ref.scheme == "azure":
+            credential: Any
+            if sas:
+                from azure.core.credentials import AzureSasCredential
+
+                credential = AzureSasCredential(sas.lstrip("?"))
+            elif account_key:
+                credential = {"account_name": ref.account, "account_key": account_key}
+            else:
+                try:
+                    from azure.identity import DefaultAzureCredential
+                except ImportError:
+                    raise Unreadable(
+                        where,
+                        f"{ref.label}: azure:// without a SAS or {KEY_ENV} signs in with azure-identity, which is "
+                        "not installed (pip install 'vmrole-harness[blob]')",
+                    ) from None
+                credential = DefaultAzureCredential()
+            transport: Any = SdkTransport(ref, credential)
+        else:
+            transport = HttpTransport(ref, sas)
+        return BlobSource(ref, transport, path=where)
+    except _Refused as exc:
+        raise Unreadable(where, f"{ref.label}: {exc}") from None
