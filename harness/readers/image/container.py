@@ -35,7 +35,7 @@ from harness.readers.image.detect import (
     not_an_image,
     volume_extent,
 )
-from harness.readers.image.source import FileSource, SliceSource, clip
+from harness.readers.image.source import FileSource, SliceSource, clip, open_file
 
 __all__ = ["ContainerInfo", "Disk", "ForeignImage", "crc32c", "open_disk"]
 
@@ -1094,7 +1094,7 @@ def open_disk(path: Path | str, *, max_chain: int = 16, parent_dirs: Iterable[st
 
 
 def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed) -> Disk:
-    file = FileSource(path)
+    file = open_file(path)  # a registered blob image's placeholder opens the blob
     try:
         link = _ChainLink(file.identity, path.name)
         fs = file.size
