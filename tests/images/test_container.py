@@ -705,7 +705,7 @@ def test_vhdx_bat_and_metadata(images: Images, tmp_path: Path) -> None:
     item_off = meta_off + int.from_bytes(table[32 + 32 * params_entry + 16 : 32 + 32 * params_entry + 20], "little")
     flags = int.from_bytes(raw[item_off + 4 : item_off + 8], "little")
     diff = corrupt_copy(src, tmp_path / "p.vhdx", patch={item_off + 4: (flags | 2).to_bytes(4, "little")})
-    _expect_unreadable(diff, "VHDX differencing disks are not supported")
+    _expect_unreadable(diff, "differencing VHDX (HasParent set) without a parent locator")
     bs = corrupt_copy(src, tmp_path / "bs.vhdx", patch={item_off: (3 * MIB).to_bytes(4, "little")})
     _expect_unreadable(bs, "invalid VHDX block size")
     nometa = corrupt_copy(src, tmp_path / "m.vhdx", patch={meta_off: b"metadatX"})

@@ -20,7 +20,7 @@ import sys
 import uuid
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -669,6 +669,17 @@ def _parent_candidates(path: Path, file: FileSource, header: bytes) -> tuple[lis
             relative.append(text)
         else:
             absolute.append(text)
+    name = header[64:576].decode("utf-16-be", "replace").split("\x00", 1)[0].strip()
+    candidates, shown = _candidate_paths(path, relative, absolute, [name] if name else [])
+    return candidates, shown, notes
+
+
+def _candidate_paths(
+    path: Path, relative: list[str], absolute: list[str], names: list[str]
+) -> tuple[list[Path], list[str]]:
+    """Parent candidates in the contract's order: relative locators (from the child's directory), absolute
+    locators, the recorded parent names next to the child, the absolute locators' file names next to the
+    child; and the strings shown for them (Windows absolute paths are shown as not usable here)."""
     child_dir = path.absolute().parent
     sources: dict[Path, list[str]] = {}
     unusable: list[str] = []
@@ -685,8 +696,7 @@ def _parent_candidates(path: Path, file: FileSource, header: bytes) -> tuple[lis
             unusable.append(f"{ab} (absolute Windows locator, not usable here)")
         else:
             add(Path(ab), "absolute locator")
-    name = header[64:576].decode("utf-16-be", "replace").split("\x00", 1)[0].strip()
-    if name:
+    for name in names:
         base = re.split(r"[\\/]", name)[-1]
         if base:
             add(child_dir / base, "parent name in the header")
@@ -694,9 +704,8 @@ def _parent_candidates(path: Path, file: FileSource, header: bytes) -> tuple[lis
         base = re.split(r"[\\/]", ab)[-1]
         if base:
             add(child_dir / base, "absolute locator's file name next to the child")
-    candidates = list(sources)
     shown = [f"{p} ({', '.join(src)})" for p, src in sources.items()] + unusable
-    return candidates, shown, notes
+    return list(sources), shown
 
 
 def _stat_regular(candidate: Path) -> tuple[os.stat_result | None, str | None]:
@@ -780,11 +789,33 @@ def _open_vhd_parent(
     path: Path, file: FileSource, header: bytes, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed
 ) -> tuple[Disk, Path]:
     candidates, shown, notes = _parent_candidates(path, file, header)
-    found: Path | None = None
-    st: os.stat_result | None = None
+
+    def accept(parent: Disk, found: Path) -> str | None:
+        if parent.info.format != "vhd":
+            raise Unreadable(path, f"parent {found} is a {parent.info.format} image, not a VHD")
+        return None
+
+    return _open_parent(path, candidates, shown, notes, max_chain, chain, allowed, accept)
+
+
+def _open_parent(
+    path: Path,
+    candidates: list[Path],
+    shown: list[str],
+    notes: list[str],
+    max_chain: int,
+    chain: tuple[_ChainLink, ...],
+    allowed: _Allowed,
+    accept: Callable[[Disk, Path], str | None],
+) -> tuple[Disk, Path]:
+    """Open the first candidate that is allowed, a regular file with VHD/VHDX bytes, and that ``accept``
+    takes (it returns why not, or None; a VHDX parent whose DataWriteGuid is not the child's parent_linkage
+    is not the parent, and the search goes on). Unreadable naming every path tried when none is, and on a
+    cycle or a chain deeper than ``max_chain``."""
     outside = False
     for n, cand in enumerate(candidates):
         refusal = _parent_refusal(cand, path, allowed)
+        st: os.stat_result | None = None
         if refusal is None:
             st, refusal = _stat_regular(cand)
             if st is not None and not _looks_like_vhd(cand):
@@ -792,35 +823,36 @@ def _open_vhd_parent(
                     None,
                     "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)",
                 )
-            if st is not None:
-                found = cand
-                break
+        if st is not None:
+            key = (st.st_dev, st.st_ino)
+            names = [link.name for link in chain]
+            if any(link.key == key for link in chain):
+                raise Unreadable(path, "cyclic differencing chain: " + " → ".join([*names, cand.name]))
+            if len(chain) > max_chain:
+                raise Unreadable(
+                    path,
+                    f"differencing chain longer than {max_chain} parents: " + " → ".join([*names, cand.name, "…"]),
+                )
+            parent = _open(cand, max_chain=max_chain, chain=chain, allowed=allowed)
+            try:
+                refusal = accept(parent, cand)
+            except BaseException:
+                parent.close()
+                raise
+            if refusal is None:
+                return parent, cand
+            parent.close()
         outside = outside or refusal == _OUTSIDE
         if refusal:
             shown[n] += f" [{refusal}]"
-    if found is None or st is None:
-        detail = "; ".join(shown) if shown else "no parent locator or parent name in the header"
-        extra = f" ({'; '.join(notes)})" if notes else ""
-        hint = (
-            "; a parent is opened only from the child's own directory or a directory allowed with "
-            "--vmr-image-parent-dir"
-            if outside
-            else ""
-        )
-        raise Unreadable(path, f"parent of differencing disk not found; tried: {detail}{extra}{hint}")
-    key = (st.st_dev, st.st_ino)
-    names = [link.name for link in chain]
-    if any(link.key == key for link in chain):
-        raise Unreadable(path, "cyclic differencing chain: " + " → ".join([*names, found.name]))
-    if len(chain) > max_chain:
-        raise Unreadable(
-            path, f"differencing chain longer than {max_chain} parents: " + " → ".join([*names, found.name, "…"])
-        )
-    parent = _open(found, max_chain=max_chain, chain=chain, allowed=allowed)
-    if parent.info.format != "vhd":
-        parent.close()
-        raise Unreadable(path, f"parent {found} is a {parent.info.format} image, not a VHD")
-    return parent, found
+    detail = "; ".join(shown) if shown else "no parent locator or parent name in the header"
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    hint = (
+        "; a parent is opened only from the child's own directory or a directory allowed with --vmr-image-parent-dir"
+        if outside
+        else ""
+    )
+    raise Unreadable(path, f"parent of differencing disk not found; tried: {detail}{extra}{hint}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -834,6 +866,7 @@ _META_PAGE83 = uuid.UUID("beca12ab-b2e6-4523-93ef-c309e000c746")
 _META_LOGICAL_SECTOR = uuid.UUID("8141bf1d-a96f-4709-ba47-f233a8faab5f")
 _META_PHYSICAL_SECTOR = uuid.UUID("cda348c7-445d-4471-9cc9-e9885251c556")
 _META_PARENT_LOCATOR = uuid.UUID("a8d35f2d-b30b-454d-abf7-d3d84834ab0c")
+_VHDX_PARENT_LOCATOR_TYPE = uuid.UUID("b04aefb7-d19e-4a81-b789-25b8e9445913")
 _META_NAMES = {
     _META_FILE_PARAMETERS: "file parameters",
     _META_VIRTUAL_DISK_SIZE: "virtual disk size",
@@ -859,49 +892,86 @@ def _with_zero_checksum(data: bytes) -> bytes:
 
 
 class _VhdxDisk(_SparseDisk):
-    """Fixed and dynamic VHDX. Payload block N's BAT entry is at N + N // chunk_ratio: a sector-bitmap entry
-    follows every ``chunk_ratio`` payload entries."""
+    """Fixed, dynamic and differencing VHDX. Payload block N's BAT entry is at N + N // chunk_ratio: a sector
+    bitmap entry follows every ``chunk_ratio`` payload entries. In a differencing disk, blocks not in the file
+    read through to the parent, and a partially present block's sector bitmap (one bit per logical sector,
+    least significant bit first) says sector by sector whether the child or the parent holds the data."""
 
-    def __init__(self, file: FileSource, info: ContainerInfo, bat: _LazyTable, block_size: int, chunk_ratio: int):
-        super().__init__(file, info, None)
+    def __init__(
+        self,
+        file: FileSource,
+        info: ContainerInfo,
+        bat: _LazyTable,
+        block_size: int,
+        chunk_ratio: int,
+        parent: Disk | None = None,
+    ) -> None:
+        super().__init__(file, info, parent)
         self._bat = bat
         self._block_size = block_size
         self._chunk_ratio = chunk_ratio
+        self._sector = info.logical_sector_size or SECTOR
+        self._runs = _RunCache()
+
+    def _block_offset(self, index: int, block: int, what: str, needed: int) -> int:
+        entry = self._bat[index]
+        base = (entry >> 20) * MIB
+        if base < MIB:
+            raise Unreadable(
+                self._file.path,
+                f"BAT entry {index} ({what}) points into the VHDX header area (offset {base:#x})",
+                location=f"BAT entry {index}",
+            )
+        if base + needed > self._file.size:
+            raise Unreadable(
+                self._file.path,
+                f"BAT entry {index} ({what}) points past the end of the file (block at offset {base:#x} "
+                f"ends at {base + needed:#x} > file size {self._file.size:#x})",
+                location=f"BAT entry {index}",
+            )
+        return base
 
     def _segments(self, block: int, start: int, end: int) -> Iterable[tuple[int, int, int]]:
-        index = block + block // self._chunk_ratio
-        entry = self._bat[index]
-        state = entry & 7
-        if state in (0, 1, 2, 3):  # not present, undefined, zero, unmapped: zeros without a parent
+        cr = self._chunk_ratio
+        index = block + block // cr
+        state = self._bat[index] & 7
+        if state == 2:  # PAYLOAD_BLOCK_ZERO: zeros, in a differencing disk too
             return ((_ZERO, -1, end - start),)
-        if state == 6:
-            base = (entry >> 20) * MIB
-            if base < MIB:
-                raise Unreadable(
-                    self._file.path,
-                    f"BAT entry {index} (block {block}) points into the VHDX header area (offset {base:#x})",
-                    location=f"BAT entry {index}",
-                )
-            needed = min(self._block_size, self.size - block * self._block_size)
-            if base + needed > self._file.size:
-                raise Unreadable(
-                    self._file.path,
-                    f"BAT entry {index} (block {block}) points past the end of the file (block at offset {base:#x} "
-                    f"ends at {base + needed:#x} > file size {self._file.size:#x})",
-                    location=f"BAT entry {index}",
-                )
-            return ((_FILE, base + start, end - start),)
-        if state == 7:
+        if state in (0, 1, 3):  # not present, undefined, unmapped: the parent's data, or zeros without one
+            return ((_ZERO if self._parent is None else _PARENT, -1, end - start),)
+        if state not in (6, 7):
+            raise Unreadable(
+                self._file.path,
+                f"BAT entry {index} (block {block}) has invalid state {state}",
+                location=f"BAT entry {index}",
+            )
+        if state == 7 and self._parent is None:
             raise Unreadable(
                 self._file.path,
                 f"BAT entry {index} (block {block}) is partially present in a VHDX without a parent",
                 location=f"BAT entry {index}",
             )
-        raise Unreadable(
-            self._file.path,
-            f"BAT entry {index} (block {block}) has invalid state {state}",
-            location=f"BAT entry {index}",
-        )
+        needed = min(self._block_size, self.size - block * self._block_size)
+        base = self._block_offset(index, block, f"block {block}", needed)
+        if state == 6:
+            return ((_FILE, base + start, end - start),)
+        cached = self._runs.get(block)
+        if cached is None:
+            chunk = block // cr
+            sb_index = chunk * (cr + 1) + cr
+            sb_state = self._bat[sb_index] & 7
+            if sb_state != 6:
+                raise Unreadable(
+                    self._file.path,
+                    f"BAT entry {index} (block {block}) is partially present but the sector bitmap entry of its "
+                    f"chunk (BAT entry {sb_index}) is in state {sb_state}, not present",
+                    location=f"BAT entry {sb_index}",
+                )
+            sb_base = self._block_offset(sb_index, block, f"sector bitmap of chunk {chunk}", MIB)
+            per_block = self._block_size // self._sector // 8
+            bitmap = self._file.read_at(sb_base + (block % cr) * per_block, per_block)
+            cached = self._runs.put(block, bitmap_runs(bitmap, _ceil_div(needed, self._sector), msb_first=False))
+        return _bitmap_segments(cached[0], cached[1], base, self._sector, start, end)
 
 
 def _vhdx_header_problem(raw: bytes) -> str | None:
@@ -949,7 +1019,7 @@ def _vhdx_region_table(raw: bytes, fs: int) -> tuple[dict[uuid.UUID, tuple[int, 
     return regions, None
 
 
-def _open_vhdx(path: Path, file: FileSource) -> Disk:
+def _open_vhdx(path: Path, file: FileSource, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed) -> Disk:
     fs = file.size
     if fs < 320 * KIB:
         raise Unreadable(path, f"file too small for a VHDX ({fs:#x} bytes; headers and region tables need 0x50000)")
@@ -1033,8 +1103,11 @@ def _open_vhdx(path: Path, file: FileSource) -> Disk:
 
     params = item(_META_FILE_PARAMETERS, 8)
     block_size, flags = _le32(params, 0), _le32(params, 4)
-    if flags & 2 or _META_PARENT_LOCATOR in items:
-        raise Unreadable(path, "VHDX differencing disks are not supported", location=mloc)
+    differencing = bool(flags & 2)
+    if differencing and _META_PARENT_LOCATOR not in items:
+        raise Unreadable(path, "differencing VHDX (HasParent set) without a parent locator", location=mloc)
+    if not differencing and _META_PARENT_LOCATOR in items:
+        notes.append("VHDX parent locator present but HasParent not set: read as a disk without a parent")
     if block_size < MIB or block_size > 256 * MIB or block_size & (block_size - 1):
         raise Unreadable(
             path, f"invalid VHDX block size {block_size:#x} (must be a power of two, 1–256 MiB)", location=mloc
@@ -1054,7 +1127,10 @@ def _open_vhdx(path: Path, file: FileSource) -> Disk:
 
     chunk_ratio = (1 << 23) * lss // block_size
     data_blocks = _ceil_div(virtual_size, block_size)
-    total = data_blocks + (data_blocks - 1) // chunk_ratio if data_blocks else 0
+    if differencing:  # the last entry is the sector bitmap of the last chunk (MS-VHDX 2.5)
+        total = _ceil_div(data_blocks, chunk_ratio) * (chunk_ratio + 1)
+    else:
+        total = data_blocks + (data_blocks - 1) // chunk_ratio if data_blocks else 0
     bat_off, bat_len = regions[_REGION_BAT]
     if 8 * total > bat_len:
         raise Unreadable(
@@ -1063,7 +1139,20 @@ def _open_vhdx(path: Path, file: FileSource) -> Disk:
             location=f"BAT region at {bat_off:#x}",
         )
     bat = _LazyTable(file, bat_off, total, "Q", big_endian=False)
-    disk_type = "fixed" if flags & 1 else "dynamic"
+    disk_type = "differencing" if differencing else "fixed" if flags & 1 else "dynamic"
+    parent: Disk | None = None
+    parent_chain: tuple[str, ...] = ()
+    if differencing:
+        links = _vhdx_parent_locator(path, items[_META_PARENT_LOCATOR], mloc)
+        parent, parent_path = _open_vhdx_parent(path, links, max_chain, chain, allowed)
+        parent_chain = (os.path.abspath(parent_path), *parent.info.parent_chain)
+        if parent.size != virtual_size:
+            notes.append(f"parent {parent_path.name} is {parent.size:#x} bytes, this disk {virtual_size:#x}")
+        if parent.info.logical_sector_size != lss:
+            notes.append(
+                f"parent {parent_path.name} has {parent.info.logical_sector_size}-byte logical sectors, this disk {lss}"
+            )
+        notes.extend(f"parent {parent_path.name}: {n}" for n in parent.info.notes)
     info = ContainerInfo(
         path=os.path.abspath(path),
         format="vhdx",
@@ -1077,10 +1166,97 @@ def _open_vhdx(path: Path, file: FileSource) -> Disk:
         block_size=block_size,
         logical_sector_size=lss,
         unique_id=data_write_guid,
-        parent_chain=(),
+        parent_chain=parent_chain,
         notes=tuple(notes),
     )
-    return _VhdxDisk(file, info, bat, block_size, chunk_ratio)
+    return _VhdxDisk(file, info, bat, block_size, chunk_ratio, parent)
+
+
+@dataclass(frozen=True)
+class _VhdxParentLinks:
+    """What a VHDX parent locator says: the DataWriteGuids the parent may have, and where to look."""
+
+    linkage: tuple[uuid.UUID, ...]
+    relative: list[str]
+    absolute: list[str]
+
+
+def _vhdx_parent_locator(path: Path, item: bytes, mloc: str) -> _VhdxParentLinks:
+    """Parse the parent locator metadata item (MS-VHDX 2.6.2.6): a 20-byte header (LocatorType, reserved,
+    KeyValueCount), ``KeyValueCount`` 12-byte entries (key offset, value offset, key length, value length;
+    offsets from the start of the item), then UTF-16LE keys and values. Everything is checked against the
+    item's own length (at most 64 KiB, so at most ~5,000 entries)."""
+    loc = f"{mloc}, parent locator"
+    if len(item) < 20:
+        raise Unreadable(
+            path, f"VHDX parent locator is {len(item)} bytes, shorter than its 20-byte header", location=loc
+        )
+    kind = uuid.UUID(bytes_le=item[:16])
+    if kind != _VHDX_PARENT_LOCATOR_TYPE:
+        raise Unreadable(path, f"VHDX parent locator has unknown type {kind} (expected the VHDX type)", location=loc)
+    count = int.from_bytes(item[18:20], "little")
+    if 20 + 12 * count > len(item):
+        raise Unreadable(
+            path,
+            f"VHDX parent locator claims {count} key-value entries but its {len(item)} bytes hold at most "
+            f"{(len(item) - 20) // 12}",
+            location=loc,
+        )
+    values: dict[str, str] = {}
+
+    def text(i: int, what: str, off: int, length: int) -> str:
+        if length == 0 or length % 2 or off < 20 + 12 * count or off + length > len(item):
+            raise Unreadable(
+                path,
+                f"VHDX parent locator entry {i}: {what} at offset {off}, {length} bytes, lies outside the locator "
+                f"({len(item)} bytes) or is not whole UTF-16 characters",
+                location=loc,
+            )
+        try:
+            return item[off : off + length].decode("utf-16-le")
+        except UnicodeDecodeError:
+            raise Unreadable(path, f"VHDX parent locator entry {i}: {what} is not valid UTF-16", location=loc) from None
+
+    for i in range(count):
+        e = item[20 + 12 * i : 32 + 12 * i]
+        key = text(i, "key", _le32(e, 0), int.from_bytes(e[8:10], "little"))
+        value = text(i, f"value of {key!r}", _le32(e, 4), int.from_bytes(e[10:12], "little"))
+        if key in values:
+            raise Unreadable(path, f"VHDX parent locator entry {i} repeats the key {key!r}", location=loc)
+        values[key] = value
+    linkage: list[uuid.UUID] = []
+    for key in ("parent_linkage", "parent_linkage2"):
+        if key in values:
+            try:
+                linkage.append(uuid.UUID(values[key].strip()))
+            except ValueError:
+                raise Unreadable(
+                    path, f"VHDX parent locator {key} {values[key][:80]!r} is not a GUID", location=loc
+                ) from None
+    if not linkage or "parent_linkage" not in values:
+        raise Unreadable(path, "VHDX parent locator has no parent_linkage", location=loc)
+    relative = [values["relative_path"]] if values.get("relative_path") else []
+    absolute = [values[k] for k in ("absolute_win32_path", "volume_path") if values.get(k)]
+    return _VhdxParentLinks(tuple(linkage), relative, absolute)
+
+
+def _open_vhdx_parent(
+    path: Path, links: _VhdxParentLinks, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed
+) -> tuple[Disk, Path]:
+    """The parent named by the locator whose DataWriteGuid is the child's parent_linkage (or parent_linkage2):
+    a candidate with another DataWriteGuid is not the parent (changed since the child was made, or another
+    disk of the same name) and the search goes on."""
+    candidates, shown = _candidate_paths(path, links.relative, links.absolute, [])
+    expected = " or ".join(str(g) for g in links.linkage)
+
+    def accept(parent: Disk, found: Path) -> str | None:
+        if parent.info.format != "vhdx":
+            return f"not the parent: a {parent.info.format} image, a VHDX's parent must be a VHDX"
+        if parent.info.unique_id is None or uuid.UUID(parent.info.unique_id) not in links.linkage:
+            return f"not the parent: its DataWriteGuid {parent.info.unique_id} is not the parent_linkage {expected}"
+        return None
+
+    return _open_parent(path, candidates, shown, [], max_chain, chain, allowed, accept)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1101,7 +1277,7 @@ def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed:
         head = file.read_at(0, 8)
         found = detect(file)
         if found.kind == "vhdx":
-            return _open_vhdx(path, file)
+            return _open_vhdx(path, file, max_chain, (*chain, link), allowed)
         if found.kind == "vhd":
             stray = None if head == _VHD_COOKIE else _stray_footer(path, file)
             if stray is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from harness.readers.errors import Unreadable
 from harness.readers.image.source import ByteSource, SliceSource
 
-__all__ = ["Partition", "PartitionTable", "read_partitions"]
+__all__ = ["Partition", "PartitionTable", "container_sector_size", "read_partitions"]
 
 _MBR_SIGNATURE = b"\x55\xaa"
 _EXTENDED_TYPES = (0x05, 0x0F, 0x85)
@@ -70,9 +70,31 @@ def _is_ntfs_boot(sector: bytes) -> bool:
     return sector[3:11] == b"NTFS    "
 
 
-def read_partitions(disk: ByteSource) -> PartitionTable:
+def container_sector_size(disk: ByteSource) -> int | None:
+    """The logical sector size the disk's container declares: a VHDX's LogicalSectorSize metadata (512 or
+    4096), 512 for a VHD (the format has no other); None for a raw image or a plain byte source, whose sector
+    size only the partition table itself can tell."""
+    info = getattr(disk, "info", None)
+    fmt = getattr(info, "format", None)
+    if fmt == "vhd":
+        return 512
+    if fmt == "vhdx":
+        size = getattr(info, "logical_sector_size", None)
+        return size if size in (512, 4096) else None
+    return None
+
+
+def read_partitions(disk: ByteSource, *, sector_size: int | None = None) -> PartitionTable:
     """Read the disk's partition table. Unreadable if there is none (and no NTFS volume at offset 0), if it
-    is damaged beyond its backup, or if a partition reaches past the end of the disk."""
+    is damaged beyond its backup, or if a partition reaches past the end of the disk.
+
+    LBAs (MBR, EBR and GPT alike) count logical sectors of ``sector_size`` bytes: by default what the
+    container declares (:func:`container_sector_size`: a 4Kn VHDX puts its GPT header at byte 4096); for a raw
+    image, where the GPT header is found (LBA 1 at 512, else at 4096), and 512 for an MBR."""
+    if sector_size is None:
+        sector_size = container_sector_size(disk)
+    if sector_size not in (None, 512, 4096):
+        raise ValueError(f"sector size must be 512 or 4096, not {sector_size}")
     if disk.size < 512:
         raise Unreadable(disk.label, f"disk too small for a partition table ({disk.size} bytes)")
     mbr = disk.read_at(0, 512)
@@ -89,17 +111,17 @@ def read_partitions(disk: ByteSource) -> PartitionTable:
         notes = []
         if any(e[1] not in (0, _PROTECTIVE) for e in entries):
             notes.append("hybrid MBR: MBR partitions besides the protective entry are ignored")
-        return _read_gpt(disk, notes)
+        return _read_gpt(disk, notes, sector_size)
     if not has_signature:
-        for ss in (512, 4096):
+        for ss in (512, 4096) if sector_size is None else (sector_size,):
             if disk.size >= 2 * ss and disk.read_at(ss, 8) == _GPT_SIGNATURE:
-                return _read_gpt(disk, ["no protective MBR (no 0x55AA signature)"])
+                return _read_gpt(disk, ["no protective MBR (no 0x55AA signature)"], ss)
         raise Unreadable(
             disk.label,
             "no partition table (no 0x55AA boot signature at offset 0x1fe) and no NTFS boot sector at offset 0",
             location="sector 0",
         )
-    return _read_mbr(disk, mbr, entries)
+    return _read_mbr(disk, mbr, entries, sector_size or 512)
 
 
 def _mbr_entry(sector: bytes, slot: int) -> tuple[int, int, int, int]:
@@ -118,7 +140,7 @@ def _check_bounds(disk: ByteSource, index: int, start: int, size: int, where: st
         )
 
 
-def _read_mbr(disk: ByteSource, mbr: bytes, entries: list[tuple[int, int, int, int]]) -> PartitionTable:
+def _read_mbr(disk: ByteSource, mbr: bytes, entries: list[tuple[int, int, int, int]], ss: int) -> PartitionTable:
     notes: list[str] = []
     parts: list[Partition] = []
     extended: tuple[int, int] | None = None
@@ -127,7 +149,7 @@ def _read_mbr(disk: ByteSource, mbr: bytes, entries: list[tuple[int, int, int, i
             continue
         if status not in (0x00, 0x80):
             notes.append(f"MBR entry {slot} has an invalid status byte {status:#04x}")
-        start, size = lba * 512, count * 512
+        start, size = lba * ss, count * ss
         _check_bounds(disk, slot, start, size, f"MBR entry {slot}")
         if lba == 0:
             raise Unreadable(disk.label, f"MBR entry {slot} starts at LBA 0 (over the MBR itself)", location="MBR")
@@ -139,7 +161,7 @@ def _read_mbr(disk: ByteSource, mbr: bytes, entries: list[tuple[int, int, int, i
             continue
         parts.append(Partition(slot, start, size, f"0x{ptype:02x}", None, status == 0x80))
     if extended is not None:
-        parts.extend(_read_logical(disk, extended, notes))
+        parts.extend(_read_logical(disk, extended, notes, ss))
     _note_overlaps(parts, notes)
     if not parts:
         notes.append("MBR has no partitions")
@@ -147,7 +169,7 @@ def _read_mbr(disk: ByteSource, mbr: bytes, entries: list[tuple[int, int, int, i
     return PartitionTable("mbr", tuple(parts), f"0x{disk_sig:08x}", tuple(notes))
 
 
-def _read_logical(disk: ByteSource, extended: tuple[int, int], notes: list[str]) -> list[Partition]:
+def _read_logical(disk: ByteSource, extended: tuple[int, int], notes: list[str], ss: int) -> list[Partition]:
     """Walk the EBR chain inside the extended partition: entry 0 of each EBR is a logical partition (relative
     to that EBR), entry 1 links to the next EBR (relative to the extended partition's start)."""
     ext_lba, ext_count = extended
@@ -168,17 +190,17 @@ def _read_logical(disk: ByteSource, extended: tuple[int, int], notes: list[str])
                 f"EBR at LBA {ebr_lba} lies outside the extended partition (LBA {ext_lba}–{ext_lba + ext_count - 1})",
                 location=f"EBR at LBA {ebr_lba}",
             )
-        ebr = disk.read_at(ebr_lba * 512, 512)
+        ebr = disk.read_at(ebr_lba * ss, 512)
         if len(ebr) < 512 or ebr[510:512] != _MBR_SIGNATURE:
             raise Unreadable(
                 disk.label, f"EBR at LBA {ebr_lba} has no 0x55AA signature", location=f"EBR at LBA {ebr_lba}"
             )
         status, ptype, rel, count = _mbr_entry(ebr, 0)
         if ptype != 0 and count != 0:
-            start = (ebr_lba + rel) * 512
-            size = count * 512
+            start = (ebr_lba + rel) * ss
+            size = count * ss
             _check_bounds(disk, index, start, size, f"EBR at LBA {ebr_lba}")
-            if start + size > (ext_lba + ext_count) * 512 or rel == 0:
+            if start + size > (ext_lba + ext_count) * ss or rel == 0:
                 notes.append(f"logical partition {index} is not inside its extended partition")
             out.append(Partition(index, start, size, f"0x{ptype:02x}", None, status == 0x80))
             index += 1
@@ -237,19 +259,30 @@ def _gpt_at(disk: ByteSource, ss: int, lba: int) -> tuple[dict[str, int | str], 
     return fields, array
 
 
-def _read_gpt(disk: ByteSource, notes: list[str]) -> PartitionTable:
-    # The logical sector size is where the header is found: 512 first, then 4096 (4Kn VHDX).
-    ss = 512
-    if disk.read_at(512, 8) != _GPT_SIGNATURE and disk.size >= 8192 and disk.read_at(4096, 8) == _GPT_SIGNATURE:
-        ss = 4096
+def _read_gpt(disk: ByteSource, notes: list[str], declared: int | None) -> PartitionTable:
+    # A container's sector size is the one (a 4Kn VHDX's header is at byte 4096, its LBAs count 4096 bytes);
+    # a raw image's is where the header is found: 512 first, then 4096.
+    if declared is not None:
+        ss = declared
+    else:
+        ss = 512
+        if disk.read_at(512, 8) != _GPT_SIGNATURE and disk.size >= 8192 and disk.read_at(4096, 8) == _GPT_SIGNATURE:
+            ss = 4096
     last_lba = disk.size // ss - 1
     primary = _gpt_at(disk, ss, 1)
     if isinstance(primary, str):
         backup = _gpt_at(disk, ss, last_lba)
         if isinstance(backup, str):
+            other = 4096 if ss == 512 else 512
+            hint = ""
+            if declared is not None and disk.size >= 2 * other and disk.read_at(other, 8) == _GPT_SIGNATURE:
+                hint = (
+                    f" (a GPT header is at byte {other}: the table was written for {other}-byte sectors but the "
+                    f"container declares {ss}-byte logical sectors)"
+                )
             raise Unreadable(
                 disk.label,
-                f"GPT unreadable: primary header at LBA 1: {primary}; backup header at LBA {last_lba}: {backup}",
+                f"GPT unreadable: primary header at LBA 1: {primary}; backup header at LBA {last_lba}: {backup}{hint}",
                 location="GPT header",
             )
         notes.append(f"GPT primary header at LBA 1 is invalid ({primary}); backup header at LBA {last_lba} used")
