@@ -314,6 +314,12 @@ def test_vmrole_lint_of_a_blob_matches_the_file_and_shows_no_token(
     assert json_findings(tmp_path / "blob") == json_findings(tmp_path / "local")
     report = json.loads((tmp_path / "blob" / "vmrole.json").read_text("utf-8"))
     assert [a["identity"] for a in report["artefacts"]] == [url]
+    read = report["artefacts"][0]["read"]
+    assert read["bytes_fetched"] >= read["bytes_read"] > 0 and read["requests"] >= 2
+    from harness.reports import jsonreport
+
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(report, jsonreport.schema())
     assert "requests)" in remote.stdout and "fetched" in remote.stdout  # bytes fetched and requests, per image
     assert scan_for(signature, [remote.stdout, remote.stderr], tmp_path / "blob") == []
 
