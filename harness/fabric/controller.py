@@ -33,7 +33,7 @@ from harness.fabric.layout import (
     write_json_atomic,
     write_text_atomic,
 )
-from harness.fabric.lifecycle import Instances, wait_until
+from harness.fabric.lifecycle import Instances
 from harness.fabric.ports import allocate
 from harness.fabric.procs import pid_alive, process_identity
 from harness.fabric.spec import DeploymentSpec, SpecError, build_spec
@@ -90,7 +90,9 @@ class Controller:
         self.instances: Instances | None = None
         self.faults: Faults | None = None
         self.service_certs: dict[str, tuple[Path, Path, str]] = {}
-        self.arm: Any = None  # the ARM face, with --api vmss (harness/fabric/arm/face.py)
+        self.hosted: Any = None  # HostedServices, once started
+        self.uploaded_cscfg: str = spec.cscfg_text  # the cscfg as given (main() keeps a UTF-8 file's BOM)
+        self.instances_layout: Layout = layout  # where the Production deployment's instance folders are
 
     # ---- preparation --------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -152,9 +154,50 @@ class Controller:
         text = certs.rewrite_thumbprints(self.spec.cscfg_text, self.thumbprints)
         return point_storage_at(text, connection_string)
 
-    def instance_config(self, inst: Any) -> dict[str, Any]:
-        il = self.layout.instance(inst.id)
-        role = self.spec.role(inst.role)
+    # ---- deployments created through the management API (harness/fabric/deployments.py) --------
+    def effective_configuration(self, cscfg_text: str, spec: DeploymentSpec) -> str:
+        """The fabric's copy of an uploaded cscfg: service certificates it generated (made now for roles that
+        declare new ones), storage settings pointing at its Azurite."""
+        from harness.fabric import certs
+        from harness.fabric.settings import point_storage_at
+
+        for role in spec.roles:
+            for name in role.certificates:
+                if name not in self.service_certs:
+                    self.service_certs[name] = certs.service_certificate(
+                        self.ca, name, self.layout.certs / f"svc-{name}"
+                    )
+                self.thumbprints[name] = self.service_certs[name][2]
+        text = certs.rewrite_thumbprints(cscfg_text, self.thumbprints)
+        return point_storage_at(text, self.azurite.connection_string)
+
+    def deployment_instances(self, spec: DeploymentSpec, layout: Layout) -> Instances:
+        """A new deployment's instances, prepared (folders, configs) in ``layout`` but not started."""
+        write_text_atomic(layout.cscfg, self.effective_configuration(spec.cscfg_text, spec))
+        password = self.layout.secrets / "winrm-password"
+        write_text_atomic(layout.secrets / "winrm-password", password.read_text())
+        os.chmod(layout.secrets / "winrm-password", 0o600)
+        configs = {inst.id: self.instance_config(inst, spec, layout) for inst in spec.instances}
+        instances = Instances(spec, layout, configs, step_seconds=self.step_seconds, on_change=self.write_ready)
+        for inst in spec.instances:
+            instances.prepare(inst)
+        return instances
+
+    def production_changed(self, deployment: Any) -> None:
+        """A swap made ``deployment`` the Production one: the state file and faults follow it."""
+        self.spec = deployment.spec
+        self.instances = deployment.instances
+        self.haproxy = deployment.haproxy
+        self.instances_layout = deployment.layout
+
+    def instance_config(
+        self, inst: Any, spec: DeploymentSpec | None = None, layout: Layout | None = None
+    ) -> dict[str, Any]:
+        """``spec``/``layout``: a deployment created through the management API (default: the fabric's own)."""
+        spec = spec or self.spec
+        layout = layout or self.layout
+        il = layout.instance(inst.id)
+        role = spec.role(inst.role)
         endpoints = []
         for ep in role.endpoints:
             if ep.serves != "app":  # answered by the instance's WinRM listener, not by the app
@@ -173,7 +216,7 @@ class Controller:
             "id": inst.id,
             "role": inst.role,
             "index": inst.index,
-            "deployment_id": self.spec.deployment_id,
+            "deployment_id": spec.deployment_id,
             "host": "127.0.0.1",
             "endpoints": endpoints,
             "agent_port": inst.agent_port,
@@ -183,7 +226,7 @@ class Controller:
                 "cert": str(self.winrm_cert[0]),
                 "key": str(self.winrm_cert[1]),
                 "username": WINRM_USER,
-                "password_file": str(self.layout.secrets / "winrm-password"),
+                "password_file": str(layout.secrets / "winrm-password"),
                 "delay_ms_file": str(il.winrm_delay),
             },
             "drives": {
@@ -192,17 +235,18 @@ class Controller:
                 "local": {s.name: str(il.local_storage(s.name)) for s in role.local_storage},
             },
             "status_file": str(il.status),
-            "internal_network": self.internal_network(),
+            "internal_network": self.internal_network(spec),
             "app_command": None,
             "services": [dict(s) for s in DEFAULT_SERVICES],
         }
 
-    def internal_network(self) -> dict[str, list[Any]]:
+    def internal_network(self, spec: DeploymentSpec | None = None) -> dict[str, list[Any]]:
         """``"<instance ip>:<declared port>" -> ["127.0.0.1", listening port]`` for every internal endpoint:
         how the emulated guests route the deployment's internal network."""
+        spec = spec or self.spec
         routes: dict[str, list[Any]] = {}
-        for inst in self.spec.instances:
-            for ep in self.spec.role(inst.role).endpoints:
+        for inst in spec.instances:
+            for ep in spec.role(inst.role).endpoints:
                 if ep.kind == "InternalEndpoint" and ep.declared_port:
                     routes[f"{inst.internal_ip}:{ep.declared_port}"] = ["127.0.0.1", inst.endpoint_ports[ep.name]]
         return routes
@@ -251,11 +295,14 @@ class Controller:
         self.haproxy.start(config_path)
 
         (https_port,) = allocate(1)
+        from harness.fabric.deployments import HostedServices
+
+        self.hosted = HostedServices(self)
         self.mgmt_faults = FaultState()
         # HTTPS with the management certificate only, as Azure: no plain-HTTP listener (issue 9: it took
         # reboot/reimage from any local user).
         self.mgmt = ManagementServer(
-            self,
+            self.hosted,
             subscription_id=SUBSCRIPTION_ID,
             http_port=None,
             https_port=https_port,
@@ -273,8 +320,6 @@ class Controller:
 
         self.control = ControlServer(self, (self.layout.secrets / "control-token").read_text().strip())
         self.control.start()
-        if self.arm is not None:
-            self.arm.start()
         for inst in self.spec.instances:
             self.instances.set_ready(inst.id, True)
         self._wait_for_rotation()
@@ -293,21 +338,9 @@ class Controller:
 
     def _wait_for_rotation(self) -> None:
         """Ready means every Ready instance is in its load balancer's rotation, not merely started."""
-        from harness.fabric.haproxy import backend_name
+        from harness.fabric.deployments import wait_for_rotation
 
-        api = self.haproxy.runtime
-        expected = {
-            backend_name(ep.role, ep.name): {i.id for i in self.spec.instances if i.role == ep.role}
-            for ep in self.spec.input_endpoints
-            if ep.protocol != "udp"
-        }
-
-        def all_in() -> bool:
-            return all(api.in_rotation(backend) >= servers for backend, servers in expected.items())
-
-        if not wait_until(all_in, ROTATION_DEADLINE, 0.05):
-            missing = {b: sorted(s - api.in_rotation(b)) for b, s in expected.items() if not api.in_rotation(b) >= s}
-            raise RuntimeError(f"instances not in load-balancer rotation after {ROTATION_DEADLINE:.0f} s: {missing}")
+        wait_for_rotation(self.haproxy, self.spec, ROTATION_DEADLINE)
 
     def _start_one(self, instance_id: str) -> None:
         assert self.instances is not None
@@ -320,7 +353,7 @@ class Controller:
         self.write_state("stopping")
         if self.faults is not None:
             self.faults.stop()
-        for part in (self.control, self.mgmt, self.arm):
+        for part in (self.control, self.mgmt):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.shutdown()
@@ -331,6 +364,8 @@ class Controller:
                 shutil.rmtree(self.layout.haproxy_socket.parent, ignore_errors=True)
         if self.instances is not None:
             self.instances.stop_all()
+        if self.hosted is not None:  # deployments created through the management API
+            self.hosted.stop_all()
         for folder in self.layout.ntlm_user_dirs():  # left by instances that were killed
             shutil.rmtree(folder, ignore_errors=True)
         if self.azurite is not None:
@@ -353,7 +388,7 @@ class Controller:
                     "role": inst.role,
                     "pid": self.instances.pid(inst.id) if self.instances else None,
                     "status": self.instances.status(inst.id) if self.instances else platform.UNKNOWN,
-                    "dir": str(self.layout.instance(inst.id).root),
+                    "dir": str(self.instances_layout.instance(inst.id).root),
                     "endpoints": dict(inst.endpoint_ports),
                     "instance_endpoints": dict(inst.instance_public_ports),
                     "agent_port": inst.agent_port,
@@ -368,6 +403,8 @@ class Controller:
                 pids.append(pid)
         if self.instances is not None:
             pids += self.instances.pids()
+        if self.hosted is not None:
+            pids += self.hosted.extra_pids()
         data = {
             "format": FORMAT,
             "version": 1,
@@ -432,72 +469,24 @@ class Controller:
             # what `fabric down` checks before signalling a recorded pid (it may be another process by then)
             "identities": {str(pid): ident for pid in pids if (ident := process_identity(pid)) is not None},
         }
-        if self.arm is not None:
-            data["arm"] = self.arm.describe()
         self.runtime = data
         write_json_atomic(self.layout.fabric_json, data)
 
     # ---- Lifecycle protocol (for the management API) ------------------------------------------
     def deployment(self) -> views.DeploymentView:
+        """The Production deployment; its Configuration is the cscfg as given, not the fabric's rewritten copy."""
         assert self.instances is not None
-        spec = self.spec
-        instances = []
-        for inst in spec.instances:
-            role = spec.role(inst.role)
-            endpoint_views = []
-            for ep in role.endpoints:
-                if ep.kind == "InternalEndpoint":  # not on the VIP: Get Deployment does not list them
-                    continue
-                if ep.kind == "InputEndpoint":
-                    endpoint_views.append(
-                        views.InstanceEndpointView(
-                            ep.name,
-                            "udp" if ep.protocol == "udp" else "tcp",
-                            ep.public_port,
-                            ep.local_port or 0,
-                            "127.0.0.1",
-                        )
-                    )
-                else:
-                    endpoint_views.append(
-                        views.InstanceEndpointView(
-                            ep.name, ep.protocol, inst.instance_public_ports[ep.name], ep.local_port or 0, "127.0.0.1"
-                        )
-                    )
-            status = self.instances.status(inst.id)
-            instances.append(
-                views.InstanceView(
-                    role_name=inst.role,
-                    instance_name=inst.id,
-                    status=status,
-                    upgrade_domain=inst.upgrade_domain,
-                    fault_domain=inst.fault_domain,
-                    size=role.vmsize,
-                    ip_address=inst.internal_ip,
-                    power_state=self.instances.power.get(inst.id, platform.STARTED),
-                    endpoints=tuple(endpoint_views),
-                )
-            )
-        inputs = tuple(
-            views.InputEndpointView(
-                e.role, e.name, "udp" if e.protocol == "udp" else "tcp", e.public_port, e.local_port or 0, "127.0.0.1"
-            )
-            for e in spec.input_endpoints
-        )
-        return views.DeploymentView(
-            service_name=spec.service_name,
-            name=spec.deployment_name,
+        if self.hosted is not None:
+            return self.hosted.deployment()
+        from harness.fabric.deployments import deployment_view
+
+        return deployment_view(
+            self.spec,
+            self.instances,
             slot="Production",
-            private_id=spec.deployment_id,
             status=platform.RUNNING,
-            label=spec.deployment_name,
-            url=f"http://{spec.service_name.lower()}.cloudapp.net/",
-            configuration=getattr(self, "effective_cscfg", spec.cscfg_text),
-            sdk_version="1.7.30602.1703",
-            vip="127.0.0.1",
-            instances=tuple(instances),
-            input_endpoints=inputs,
-            roles=tuple((r.name, "WA-GUEST-OS-2.12_201208-02") for r in spec.roles),
+            label=self.spec.deployment_name,
+            configuration=self.uploaded_cscfg,
         )
 
     def start_operation(self, kind: str, instance_id: str) -> str:
@@ -519,18 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name")
     parser.add_argument("--step-seconds", type=float, default=0.3)
     parser.add_argument("--watch-pid", type=int, help="stop the fabric when this process (the starter) is gone")
-    parser.add_argument("--api", choices=("classic", "vmss"), default="classic")
-    parser.add_argument("--template", help="an ARM template (scale set + load balancer) instead of a csdef")
-    parser.add_argument("--image", help="the image the scale set runs (its name, e.g. web.vhd)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = Layout(Path(args.state).resolve())
     make_private_dir(layout.root)
     try:
-        if args.template:  # its scale sets and load balancer become the service model
-            from harness.fabric.arm.template import service_model
-
-            args.csdef, args.cscfg = service_model(Path(args.template), layout.root / "template")
         spec = build_spec(
             csdef=Path(args.csdef) if args.csdef else None,
             cscfg=Path(args.cscfg) if args.cscfg else None,
@@ -544,11 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     controller = Controller(
         layout, spec, image_dir=Path(args.image_dir) if args.image_dir else None, step_seconds=args.step_seconds
     )
-
-    if args.api == "vmss":
-        from harness.fabric.arm.face import ArmFace
-
-        controller.arm = ArmFace(controller, subscription=SUBSCRIPTION_ID, image=args.image)
+    if args.cscfg:  # Get Deployment shows the configuration as given (a UTF-8 BOM too), not as the spec reads it
+        raw = Path(args.cscfg).read_bytes()
+        with contextlib.suppress(UnicodeDecodeError):
+            controller.uploaded_cscfg = raw.decode("utf-8")
 
     def on_signal(signum: int, frame: Any) -> None:
         controller.stopping.set()

@@ -115,15 +115,6 @@ def _blob_artefact(artefact: Artefact) -> Artefact:
     return Artefact(artefact.kind, label, artefact.path, label.rsplit("/", 1)[-1])
 
 
-def _blob_read(subject: Any) -> dict[str, Any]:
-    """``{"read": {...}}`` for an image read from blob storage (bytes read, fetched, requests, seconds), else {}."""
-    stats = getattr(getattr(subject, "facts", None), "stats", None) or {}
-    if "bytes fetched" not in stats:
-        return {}
-    keys = {"bytes_read": "bytes read", "bytes_fetched": "bytes fetched", "requests": "requests", "seconds": "total s"}
-    return {"read": {k: round(float(stats.get(v, 0)), 3) for k, v in keys.items()}}
-
-
 class NotProbed(pytest.File):
     """A target file named as a path to collect rather than with --vmr-target: no items (the summary says how
     to probe it)."""
@@ -494,12 +485,7 @@ class VmrolePlugin:
             # Plain JSON-able data: xdist ships it from the worker to the controller unchanged.
             report.vmr = {
                 "rule": item.rule.id,
-                "artefact": {
-                    "identity": artefact.identity,
-                    "kind": artefact.kind,
-                    "path": str(artefact.path),
-                    **_blob_read(item.subject),
-                },
+                "artefact": {"identity": artefact.identity, "kind": artefact.kind, "path": str(artefact.path)},
                 "findings": [
                     {
                         "finding": r.finding.to_dict(),
@@ -580,9 +566,7 @@ class VmrolePlugin:
             return
         collected = self.collected
         art = data["artefact"]
-        collected.artefacts.setdefault(
-            art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"], art.get("read"))
-        )
+        collected.artefacts.setdefault(art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"]))
         collected.rule_ids.add(data["rule"])
         for entry in data["findings"]:
             collected.findings.append(

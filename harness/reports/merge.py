@@ -117,9 +117,7 @@ def merge_documents(named: Sequence[tuple[Path, dict[str, Any]]]) -> RunResult:
                 )
             rules.setdefault(rule["id"], (path, rule))
         for art in doc["artefacts"]:
-            artefacts.setdefault(
-                art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"], art.get("read"))
-            )
+            artefacts.setdefault(art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"]))
         for entry in doc["items"]:
             if entry["nodeid"] in items:
                 raise MergeError(

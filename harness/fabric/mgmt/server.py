@@ -48,14 +48,17 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from harness.fabric.deployments import ApiProblem, Deployment, HostedService, HostedServices
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
+from harness.fabric.mgmt.operations import Router
 from harness.fabric.mgmt.tls import accept_any_client_certificate
 from harness.fabric.views import Conflict, DeploymentView, Lifecycle
 from harness.facts.live.platform import IN_PROGRESS
@@ -73,7 +76,7 @@ HANDSHAKE_TIMEOUT = 10.0
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX32 = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{32}(?![0-9a-fA-F])")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
-MAX_BODY = 1 << 20  # the API takes no request bodies; a longer one is refused (400) and the connection closed
+MAX_BODY = 1 << 20  # request bodies (Create Deployment's base64 configuration) above this: 400, connection closed
 _BODY_ERRORS = {
     "chunked": "Chunked request bodies are not supported.",
     "malformed": "The Content-Length header is not valid.",
@@ -378,7 +381,7 @@ class ManagementServer:
         request_id = uuid.uuid4().hex
         status = 500
         try:
-            self._drain_body(h)
+            body = self._read_body(h)
             if not self._authenticated(h):
                 raise _ApiError(403, "ForbiddenError", FORBIDDEN_MESSAGE)
             if method not in _VERBS:  # a verb no Service Management resource takes
@@ -402,8 +405,14 @@ class ManagementServer:
             version = (h.headers.get("x-ms-version") or "").strip()
             if not _VERSION.match(version):
                 raise _ApiError(400, "MissingOrIncorrectVersionHeader", VERSION_MESSAGE)
-            status, body, request_id = self._route(h, method, version, request_id)
-            self._send(h, status, body, request_id)
+            status, answer, request_id = self._route(h, method, version, request_id, body)
+            self._send(h, status, answer, request_id)
+        except ApiProblem as e:
+            status = e.status
+            self._send(h, e.status, mx.error_body(e.code, e.message), request_id)
+        except Conflict as e:
+            status = 409
+            self._send(h, 409, mx.error_body("ConflictError", self._conflict_message(e)), request_id)
         except _ApiError as e:
             status = e.status
             self._send(h, e.status, mx.error_body(e.code, e.message), request_id)
@@ -416,14 +425,19 @@ class ManagementServer:
             log.debug("%s %s %s -> %s (x-ms-request-id %s)", scheme, method, h.path, status, request_id)
 
     @staticmethod
-    def _drain_body(h: _Handler) -> None:
+    def _read_body(h: _Handler) -> bytes:
         try:
             length = request_body_length(h.headers, MAX_BODY)
         except BadBodyLength as exc:
             h.close_connection = True  # the body cannot be skipped reliably: do not read the next request from it
             raise _ApiError(400, "BadRequest", _BODY_ERRORS[exc.reason]) from None
-        if length > 0:
-            h.rfile.read(length)
+        if length <= 0:
+            return b""
+        body = h.rfile.read(length)
+        if len(body) < length:  # the client went away mid-body
+            h.close_connection = True
+            raise _ApiError(400, "BadRequest", _BODY_ERRORS["malformed"])
+        return body
 
     def _authenticated(self, h: _Handler) -> bool:
         if h.server.scheme == "https" and self.require_client_cert:
@@ -460,7 +474,9 @@ class ManagementServer:
         if body and h.command != "HEAD":
             h.wfile.write(body)
 
-    def _route(self, h: _Handler, method: str, version: str, request_id: str) -> tuple[int, bytes, str]:
+    def _route(
+        self, h: _Handler, method: str, version: str, request_id: str, body: bytes = b""
+    ) -> tuple[int, bytes, str]:
         url = urlsplit(h.path)
         parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
         query = {k.lower(): v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -473,6 +489,8 @@ class ManagementServer:
         if len(rest) < 2 or [p.lower() for p in rest[:2]] != ["services", "hostedservices"]:
             raise _not_found("The requested resource does not exist.")
         rest = rest[2:]
+        if isinstance(self.lifecycle, HostedServices):
+            return self._route_services(h, rest, method, version, request_id, query, body)
         dep = self.lifecycle.deployment()
         if not rest:
             self._accept(method, "GET", version, V_GET)
@@ -498,6 +516,54 @@ class ManagementServer:
                 rid = self._start_operation(dep, rest[4], query, version)
                 return 202, b"", rid
         raise _not_found("The requested resource does not exist.")
+
+    def _route_services(
+        self,
+        h: _Handler,
+        rest: list[str],
+        method: str,
+        version: str,
+        request_id: str,
+        query: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, bytes, str]:
+        """The fabric's hosted services and deployments (``operations.py``)."""
+        services = self.lifecycle
+        assert isinstance(services, HostedServices)
+
+        def accept(got: str, allowed: str, oldest: str) -> None:
+            self._accept(got, allowed, version, oldest)
+
+        def render(svc: HostedService, embed: bool, attrs: str) -> str:
+            port = h.server.server_address[1]
+            with services.lock:
+                deps = sorted(svc.slots.values(), key=lambda d: d.slot)
+            rendered = (
+                [mx.deployment_element(d.view(), locked=d.locked, created=d.created, modified=d.modified) for d in deps]
+                if embed
+                else None
+            )
+            return mx.service_element(
+                svc.name,
+                label=svc.label,
+                description=svc.description,
+                service_url=f"{h.server.scheme}://{LOOPBACK}:{port}/{self.subscription_id}/services/hostedservices/"
+                f"{svc.name}",
+                location=svc.location,
+                created=svc.created,
+                modified=svc.modified,
+                deployments=rendered,
+                attrs=attrs,
+            )
+
+        def instance_op(dep: Deployment, instance: str, q: dict[str, str]) -> str:
+            return self._start_operation(dep.view(), instance, q, version, dep.instances.start_operation)
+
+        reply = Router(services).hosted_services(rest, method, query, body, accept, render, instance_op)
+        if reply.request_id is not None:
+            with self._lock:
+                self._in_flight.add(reply.request_id)
+        return reply.status, reply.body, reply.request_id or request_id
 
     @staticmethod
     def _accept(method: str, allowed: str, version: str, oldest: str) -> None:
@@ -530,7 +596,14 @@ class ManagementServer:
             attrs=attrs,
         )
 
-    def _start_operation(self, dep: DeploymentView, instance: str, query: dict[str, str], version: str) -> str:
+    def _start_operation(
+        self,
+        dep: DeploymentView,
+        instance: str,
+        query: dict[str, str],
+        version: str,
+        start: Callable[[str, str], str] | None = None,
+    ) -> str:
         comp = query.get("comp", "").lower()
         kind = _OPERATION_KINDS.get(comp)
         if kind is None:
@@ -548,7 +621,7 @@ class ManagementServer:
         if instance not in {i.instance_name for i in dep.instances}:
             raise _not_found(f"The role instance '{instance}' was not found in deployment '{dep.name}'.")
         try:
-            rid = self.lifecycle.start_operation(kind, instance)
+            rid = (start or self.lifecycle.start_operation)(kind, instance)
         except Conflict as e:
             raise _ApiError(409, "ConflictError", self._conflict_message(e)) from e
         except KeyError as e:

@@ -225,11 +225,36 @@ def hosted_service_element(
     deployments: list[Node] | None,
     attrs: str = "",
 ) -> Node:
+    return service_element(
+        dep.service_name,
+        label=dep.service_name,
+        description="",
+        service_url=service_url,
+        location=location,
+        created=created,
+        modified=modified,
+        deployments=deployments,
+        attrs=attrs,
+    )
+
+
+def service_element(
+    name: str,
+    *,
+    label: str,
+    description: str,
+    service_url: str,
+    location: str,
+    created: str,
+    modified: str,
+    deployments: list[Node] | None,
+    attrs: str = "",
+) -> Node:
     props = el(
         "HostedServiceProperties",
-        el("Description"),
+        el("Description", description or None),
         el("Location", location),
-        el("Label", b64(dep.service_name)),
+        el("Label", b64(label)),
         el("Status", "Created"),
         el("DateCreated", created),
         el("DateLastModified", modified),
@@ -238,11 +263,16 @@ def hosted_service_element(
     return el(
         "HostedService",
         el("Url", service_url),
-        el("ServiceName", dep.service_name),
+        el("ServiceName", name),
         props,
         el("Deployments", _children(deployments)) if deployments is not None else None,
         attrs=attrs,
     )
+
+
+def availability_body(available: bool, reason: str) -> bytes:
+    """Check Cloud Service Name Availability: ``<AvailabilityResponse><Result/><Reason/>``."""
+    return _root("AvailabilityResponse", el("Result", available), el("Reason", reason or None))
 
 
 def hosted_services_body(nodes: list[Node]) -> bytes:
