@@ -2,7 +2,8 @@
 
 ``python -m bench image [OPTIONS]`` runs the image-suite benchmark against virt-inspector and target-query;
 everything after the word ``image`` goes to it (``python -m bench image --help``). It is not in the default set:
-its anchors are large and ``./dev bench image`` installs them.
+its anchors are large and ``./dev bench image`` installs them. ``python -m bench blob`` lints the same image from a
+local Azurite and from disk (bench/blob_lint.py; ``python -m bench.blob_lint --help`` for its options).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main() -> int:
         "which",
         nargs="*",
         default=["lint", "rotation", "live"],
-        help="benchmarks to run: lint, rotation, live, image (image takes its own options after it)",
+        help="benchmarks to run: lint, rotation, live, blob, image (image takes its own options after it)",
     )
     args = parser.parse_args(argv)
     repeat = args.repeat or 5
@@ -39,6 +40,10 @@ def main() -> int:
         status |= rotation.main(repeat=30)
     if "live" in args.which:
         status |= live_suite.main(repeat=max(1, min(repeat, 3)))
+    if "blob" in args.which:  # an image in (Azurite) blob storage vs on disk: not in the default set (~2 min)
+        from bench import blob_lint
+
+        status |= blob_lint.main([])
     if image_args is not None:
         from bench import image_suite
 

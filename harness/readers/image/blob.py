@@ -3,16 +3,21 @@
 Linting an image reads a small part of it (the partition table, the NTFS ``$MFT``, the hives, the first bytes of
 some files: about 250 MB of an 888 MiB image with 200,000 files). ``BlobSource`` fetches just those parts:
 
-- **aligned, coalesced ranges**: a read is widened to whole blocks (:data:`BLOCK`, 1 MiB); the blocks not cached
+- **aligned, coalesced ranges**: a read is widened to whole blocks (:data:`BLOCK`, 128 KiB); the blocks not cached
   are fetched in as few requests as the read needs (one per run of adjacent missing blocks);
-- **read-ahead**: a read that continues the previous one (the ``$MFT`` pass) doubles a read-ahead window, up to
-  :data:`MAX_READ_AHEAD`, so a sequential scan costs a few dozen requests, not one per block;
+- **read-ahead**: a read that continues the previous one (the ``$MFT`` pass, which NTFS reads in 1 MiB pieces, in
+  as many extents as the volume gave it) grows a read-ahead window up to :data:`MAX_READ_AHEAD` (1 MiB);
 - **a bounded cache**: least recently used blocks, at most ``cache_bytes`` (default 64 MiB);
 - **retries**: connection errors, timeouts, 408, 429 and 5xx answers are retried (:data:`ATTEMPTS` attempts,
   exponential backoff, ``Retry-After`` honoured up to :data:`MAX_BACKOFF`); every request has a connect and a
   read timeout, so a stalled server is an Unreadable in bounded time;
 - **one version of the blob**: ``Get Blob Properties`` gives the size, type and ETag; every ``Get Blob`` carries
   ``If-Match: <that ETag>``, so a blob rewritten while it is read is reported (412), never mixed.
+
+The sizes are measured, not guessed: replaying the reads of a local lint of the 200,000-file benchmark image
+(2,657 reads, 242.7 MB; the ``$MFT`` in ten extents of 13-65 MB, then ~2,400 reads under 4 KiB), 128 KiB blocks
+with 1 MiB of read-ahead fetch 1.08x those bytes in about 235 requests; 1 MiB blocks with 32 MiB of read-ahead
+fetched 2.2x (read-ahead running past the end of each ``$MFT`` extent, small reads pulling whole megabytes).
 
 REST reference: https://learn.microsoft.com/rest/api/storageservices/get-blob and .../get-blob-properties
 (``x-ms-range``, ``If-Match``, ``x-ms-version``); SAS: https://learn.microsoft.com/azure/storage/common/storage-sas-overview.
@@ -73,10 +78,10 @@ TIMEOUT_ENV = "VMROLE_BLOB_TIMEOUT"
 
 #: The REST API version sent (the newest the Azurite emulator accepts; Azure accepts it too).
 API_VERSION = "2025-11-05"
-BLOCK = 1024 * 1024
-MAX_READ_AHEAD = 32 * BLOCK
-MAX_REQUEST = 64 * BLOCK
-CACHE_BYTES = 64 * BLOCK
+BLOCK = 128 * 1024
+MAX_READ_AHEAD = 1024 * 1024
+MAX_REQUEST = 64 * 1024 * 1024
+CACHE_BYTES = 64 * 1024 * 1024
 TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 ATTEMPTS = 4
@@ -210,7 +215,7 @@ class BlobSource(FileSource):
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_limit = max(cache_bytes // block, 1)
         self._sleep = sleep
-        self._last_block = -2
+        self._next = -1  # where the last read ended
         self._read_ahead = 0
         self._lock = threading.Lock()
         props = self._retrying("Get Blob Properties", transport.properties)
@@ -227,7 +232,7 @@ class BlobSource(FileSource):
         bs = self._block
         first, last = offset // bs, (offset + n - 1) // bs
         with self._lock:
-            self._fill(first, last)
+            self._fill(offset, offset + n)
             if first == last:
                 data = self._cache[first][offset - first * bs : offset - first * bs + n]
             else:
@@ -241,20 +246,24 @@ class BlobSource(FileSource):
         FileSource.total_bytes_read += n
         return data
 
-    def _fill(self, first: int, last: int) -> None:
+    def _fill(self, offset: int, end: int) -> None:
         bs = self._block
+        first, last = offset // bs, (end - 1) // bs
         nblocks = (self.size + bs - 1) // bs
-        sequential = first in (self._last_block, self._last_block + 1)
-        self._read_ahead = min(max(self._read_ahead * 2, 1), MAX_READ_AHEAD // bs) if sequential else 0
-        self._last_block = last
+        # Sequential: this read starts where the last one ended, or a little after (a dynamic VHD's block bitmap
+        # sits between its data blocks). Anything else (a hive cell, a file's first bytes) resets the window.
+        sequential = 0 <= self._next <= offset <= self._next + bs
+        self._next = end
         missing = [b for b in range(first, last + 1) if b not in self._cache]
-        if self._read_ahead and (not missing or missing[-1] == last):
-            # extend the last run past the read while the next blocks are not cached (a sequential scan)
+        if not sequential:
+            self._read_ahead = 0
+        elif missing:  # the scan went past what was read ahead: read further ahead next time
+            self._read_ahead = min(max(self._read_ahead * 2, 1), MAX_READ_AHEAD // bs)
+        if self._read_ahead and missing and missing[-1] == last:
             stop = min(last + self._read_ahead, nblocks - 1)
             b = last + 1
             while b <= stop and b not in self._cache:
-                if not missing or missing[-1] == b - 1:
-                    missing.append(b)
+                missing.append(b)
                 b += 1
         runs: list[list[int]] = []
         for b in missing:
@@ -561,7 +570,7 @@ def open_blob(ref: BlobRef, sas: str = "", account_key: str = "", *, path: Path 
                     raise Unreadable(
                         where,
                         f"{ref.label}: azure:// without a SAS or {KEY_ENV} signs in with azure-identity, which is "
-                        "not installed (pip install 'vmrole-harness[blob]')",
+                        "not installed (pip install azure-identity)",
                     ) from None
                 credential = DefaultAzureCredential()
             transport: Any = SdkTransport(ref, credential)
