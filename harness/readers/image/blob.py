@@ -286,6 +286,8 @@ class BlobSource(FileSource):
 
     def _getter(self, start: int, length: int) -> Callable[[], bytes]:
         transport, etag = self._transport, self.etag
+        if transport is None:
+            raise Unreadable(self.path, f"{self.label}: read after close")
 
         def get() -> bytes:
             data: bytes = transport.get(start, length, etag)
