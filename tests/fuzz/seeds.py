@@ -381,6 +381,39 @@ def seeds_ntfs(work: Path) -> dict[str, bytes]:
         (links / "Windows" / f"{'long-hard-link-name-' * 5}{i:02d}.dll").hardlink_to(first)
     volume = ntfs_build.build_volume(links, work / "vol-links.img", 3 * MIB, cluster=4096)
     out["volume-attribute-list"] = _trace_ntfs(volume.read_bytes())
+    # Compressed files as Windows stores them: LZNT1 (ntfs-3g's compressor) and WOF chunks (wimlib's compressors)
+    from harness.testing import ntfs_compressed
+
+    if ntfs_compressed.unavailable() is None:
+        files = {"Windows/System32/config/SYSTEM": b"regf" + b"compressible text " * 400, "b.bin": bytes(9000)}
+        volume = ntfs_compressed.build_lznt1_volume(files, work / "vol-lznt1.img", 3 * MIB)
+        out["volume-lznt1"] = _trace_ntfs(volume.read_bytes())
+        fmts = {"Windows/System32/config/SYSTEM": "xpress4k", "b.bin": "lzx"}
+        volume = ntfs_compressed.build_wof_volume(files, work / "vol-wof.img", 3 * MIB, fmt=fmts)
+        out["volume-wof"] = _trace_ntfs(volume.read_bytes())
+    return out
+
+
+def seeds_decompress() -> dict[str, bytes]:
+    """One unit or chunk per format, compressed by the real tools' code: LZNT1 units cut from an ntfs-3g
+    volume are not needed, a hand-made stream in the [MS-XCA] layout is (a literal run then a match);
+    XPRESS and LZX chunks by wimlib's compressors (harness.testing.ntfs_compressed)."""
+    from harness.testing import ntfs_compressed
+
+    text = b"".join(b"line %d of a compressible file\r\n" % i for i in range(1200))
+    out = {}
+    # LZNT1: a compressed chunk (header 0xB000 | size-1) of 8 literals then a 3-byte copy of offset 8
+    chunk = bytes([0x00]) + b"ABCDEFGH" + bytes([0x01]) + (0x7000).to_bytes(2, "little")
+    out["lznt1-literals-and-copy"] = (
+        bytes([0]) + (65536 - 11).to_bytes(2, "little") + ((0xB000 | (len(chunk) - 1)).to_bytes(2, "little") + chunk)
+    )
+    if ntfs_compressed.unavailable() != "libwim (wimlib) is not installed":
+        for fmt, selector in (("xpress4k", 1), ("xpress8k", 2), ("xpress16k", 3), ("lzx", 4)):
+            _n, size = ntfs_compressed.WOF_FORMATS[fmt]
+            stream = ntfs_compressed.wof_stream(text[:size], fmt)
+            out[f"{fmt}-chunk"] = bytes([selector]) + bytes(2) + stream
+            short = ntfs_compressed.wof_stream(text[: size - 100], fmt)
+            out[f"{fmt}-short-chunk"] = bytes([selector]) + (100).to_bytes(2, "little") + short
     return out
 
 
@@ -417,6 +450,7 @@ BUILDERS: dict[str, Callable[..., dict[str, bytes]]] = {
     "container": seeds_container,
     "partitions": seeds_partitions,
     "ntfs": seeds_ntfs,
+    "decompress": seeds_decompress,
     "regf": seeds_regf,
     "firewall": seeds_firewall,
     "unattend": seeds_unattend,

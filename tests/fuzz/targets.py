@@ -457,6 +457,37 @@ def _ntfs(data: bytes) -> object:
     )  # fmt: skip
 
 
+#: First input byte → (decompressor, output size): an NTFS compression unit (64 KiB, 4 KiB clusters), a WOF chunk
+DECOMPRESS_FORMATS = (("lznt1", 65536), ("xpress", 4096), ("xpress", 8192), ("xpress", 16384), ("lzx", 32768))
+
+
+def _decompress(data: bytes) -> object:
+    """One unit or chunk: byte 0 picks the format, bytes 1-2 cut the output size (the last chunk of a file is
+    short), the rest is the compressed data."""
+    from harness.readers.image import decompress
+
+    if len(data) < 3:
+        return None
+    name, chunk = DECOMPRESS_FORMATS[data[0] % len(DECOMPRESS_FORMATS)]
+    size = chunk - int.from_bytes(data[1:3], "little") % chunk
+    body = data[3:]
+    if name == "lznt1":
+        out = decompress.lznt1(body, size)
+    elif name == "lzx":
+        out = decompress.lzx(body, size)
+    else:
+        out = decompress.xpress_huffman(body, size, chunk)
+    if len(out) > size or (name != "lznt1" and len(out) != size):
+        raise AssertionError(f"{name}: {len(out)} bytes for a {size}-byte unit")
+    return digest(name, size, out)
+
+
+def _corrupt_data() -> tuple[type[BaseException], ...]:
+    from harness.readers.image.decompress import CorruptData
+
+    return (CorruptData,)
+
+
 def _regf(data: bytes) -> object:
     from harness.readers.errors import Unreadable
     from harness.readers.image.regf import Hive, values_of
@@ -818,6 +849,12 @@ def _targets() -> dict[str, Target]:
             "ntfs", "harness.readers.image.ntfs.NtfsVolume(source).inventory(), walk, lookup, read_file  "
             "(in-memory sparse ByteSource)", "harness.readers.errors.Unreadable", _ntfs, unreadable,
             (IMAGE + "ntfs.py",), max_len=256 * 1024,
+        ),
+        Target(
+            "decompress", "harness.readers.image.decompress: lznt1 / xpress_huffman / lzx (libfwnt, wimlib) on one "
+            "compression unit or WOF chunk (byte 0: format, bytes 1-2: output size cut)",
+            "harness.readers.image.decompress.CorruptData", _decompress, _corrupt_data,
+            (IMAGE + "decompress.py",), max_len=64 * 1024,
         ),
         Target(
             "regf", "harness.readers.image.regf.Hive(data, label): key, subkeys, values, as_python, check_cells",
