@@ -42,7 +42,7 @@ from harness.readers.errors import Unreadable
 from harness.readers.image.blob import BlobSource
 from harness.readers.image.container import ContainerInfo, ForeignImage, open_disk
 from harness.readers.image.detect import detect, detect_volume, not_an_image
-from harness.readers.image.ntfs import FileEntry, Inventory, NtfsVolume
+from harness.readers.image.ntfs import EncryptedFile, FileEntry, Inventory, NtfsVolume
 from harness.readers.image.partitions import Partition, PartitionTable, read_partitions
 from harness.readers.image.regf import DIRTY_NOTE, Hive, Key
 from harness.readers.image.regf import values_of as regf_values_of
@@ -122,13 +122,20 @@ class _Reader:
         self.control_set_damaged = False
         #: What a disk without an NTFS volume holds, in words (ImageFacts.contents).
         self.contents: list[str] = []
+        #: Volume paths of EFS-encrypted files met while reading (ImageFacts.encrypted_files): not damage.
+        self.encrypted: list[str] = []
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def stage(self, text: str) -> None:
         self.progress(text)
 
     def problem(self, part: str, path: str, exc: Unreadable | str, *, key: str = "", offset: str = "") -> None:
-        """Record a part that could not be read; the same damage (part, path, offset) met twice is one problem."""
+        """Record a part that could not be read; the same damage (part, path, offset) met twice is one problem.
+        An EFS-encrypted file is not damage: it is listed in ImageFacts.encrypted_files instead."""
+        if isinstance(exc, EncryptedFile):
+            if path not in self.encrypted:
+                self.encrypted.append(path)
+            return
         if isinstance(exc, str):
             text = exc
         else:  # a reader that named no location may still have said where in words ("key node at offset 0x140")
@@ -347,6 +354,7 @@ def extract(path: Path, options: ExtractOptions | None = None, progress: Progres
     return replace(
         facts,
         problems=tuple(reader.problems),
+        encrypted_files=tuple(reader.encrypted),
         parts_read=frozenset(reader.parts),
         stats=dict(reader.stats),
     )

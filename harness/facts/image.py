@@ -271,6 +271,9 @@ class ImageFacts:
     #: disk without a partition table): ("partition 1 (0x83): an ext4 file system",). Empty otherwise.
     contents: tuple[str, ...] = ()
     problems: tuple[ImageProblem, ...] = ()
+    #: Volume paths of EFS-encrypted files the extractor needed (read_file raised EncryptedFile): their contents
+    #: cannot be read without the owner's key, which is not damage, so they are not in ``problems``.
+    encrypted_files: tuple[str, ...] = ()
     #: Which parts of the facts were read; rules skip (NotApplicable) when their part is missing.
     parts_read: frozenset[str] = frozenset()
     stats: dict[str, float] = field(default_factory=dict)
