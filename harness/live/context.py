@@ -10,6 +10,7 @@ from harness.live.masking import Masker, withhold_auth_tokens
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.facts.live.deployment import DeploymentFacts, ModelFacts, ReadinessFacts
+    from harness.live.backends import Backend, Operations
     from harness.live.management import ManagementClient
     from harness.live.target import Target
     from harness.live.winrm_pool import WinRMPool
@@ -19,8 +20,8 @@ class LiveContext:
     """One per target and process. Probes share its clients (one WinRM shell per instance, one
     management session) and its cached Get Deployment.
 
-    The deployment source (:mod:`harness.live.deployment_source`, the classic Service Management API through
-    :attr:`management`) is the only back end the probes reach, and only through :meth:`deployment`,
+    The deployment source (:mod:`harness.live.deployment_source`, over the back end the target's
+    ``management.api`` names: :attr:`backend`) is what the probes reach, and only through :meth:`deployment`,
     :meth:`model`, :meth:`wait_ready` and :attr:`management` (operations on one instance)."""
 
     def __init__(self, target: Target, *, destructive: bool = False) -> None:
@@ -33,6 +34,7 @@ class LiveContext:
         self.evidence_texts: dict[str, str] = {}
         self.charts: dict[str, dict[str, Any]] = {}
         self._management: ManagementClient | None = None
+        self._backend: Backend | None = None
         self._winrm: WinRMPool | None = None
         self._deployment: DeploymentFacts | None = None
         #: the probe running now (LiveSubject sets it): dependency records name where they were first seen
@@ -42,7 +44,21 @@ class LiveContext:
 
     # ---- clients --------------------------------------------------------------------------
     @property
-    def management(self) -> ManagementClient:
+    def backend(self) -> Backend:
+        """The management back end the target names (``management.api``: asm or vmss)."""
+        if self._backend is None:
+            from harness.live.backends import backend_for
+
+            self._backend = backend_for(self)
+        return self._backend
+
+    @property
+    def management(self) -> Operations:
+        """Operations on one instance (reboot, reimage), through the back end."""
+        return self.backend.operations()
+
+    def management_client(self) -> ManagementClient:
+        """The classic Service Management client (``management.api: asm`` only)."""
         if self._management is None:
             from harness.live.management import ManagementClient, RetryPolicy
 
@@ -104,3 +120,5 @@ class LiveContext:
     def close(self) -> None:
         if self._winrm is not None:
             self._winrm.close()
+        if self._backend is not None:
+            self._backend.close()

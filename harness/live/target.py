@@ -32,17 +32,47 @@ class SecretRef:
         return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
 
 
+#: ``management.api``: which management back end reaches the deployment (harness/live/backends/).
+ASM, VMSS = "asm", "vmss"
+MANAGEMENT_APIS = (ASM, VMSS)
+#: Azure Resource Manager in Azure's public cloud (``management.url`` of an ``api: vmss`` target by default).
+ARM_PUBLIC_URL = "https://management.azure.com"
+#: ``management.credential.kind`` of an ``api: vmss`` target: the azure-identity credential used.
+CREDENTIAL_KINDS = ("default", "cli", "managed_identity", "workload_identity", "client_secret")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """How an ARM back end gets its tokens (azure-identity). ``secret`` (client_secret) is a reference;
+    ``token_file`` (workload_identity) is the federated token's file."""
+
+    kind: str = "default"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    secret: SecretRef | None = None
+    token_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class Management:
     url: str
     subscription_id: str
-    service: str
+    service: str  # asm: the cloud service; vmss: the scale set's name (as shown in reports)
     slot: str | None = None
     deployment: str | None = None
     certificate: SecretRef | None = None  # the certificate is not secret, but may share the file with the key
     key: SecretRef | None = None
     ca: Path | None = None
     verify: bool = True
+    api: str = ASM
+    # ---- api: vmss (Azure Resource Manager) ----
+    resource_group: str | None = None
+    scale_set: str | None = None
+    #: the load balancer in front of the scale set; None: the one the scale set's network profile names
+    load_balancer: str | None = None
+    credential: Credential = field(default_factory=Credential)
+    #: the Microsoft Entra authority host (a non-public cloud, or the local fabric's token endpoint)
+    authority: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -142,7 +172,8 @@ class Target:
     def masker(self) -> Masker:
         """A masker knowing every secret this target can resolve right now."""
         masker = Masker()
-        for ref in (self.management.key, self.winrm.password, self.storage.connection_string):
+        refs = (self.management.key, self.management.credential.secret, self.winrm.password)
+        for ref in (*refs, self.storage.connection_string):
             if ref is None:
                 continue
             try:
@@ -240,43 +271,16 @@ TOP_KEYS = {
 }  # fmt: skip
 
 
-def load_target(path: Path) -> Target:
-    path = Path(path)
-    r = _Reader(path.resolve())
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise TargetError(f"target file {path}: cannot read it ({exc.strerror or exc})") from None
-    if size > MAX_TARGET_FILE:
-        raise TargetError(f"target file {path}: {size} bytes, over the {MAX_TARGET_FILE} byte limit")
-    try:
-        data = yaml.safe_load(path.read_bytes()[:MAX_TARGET_FILE])
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise TargetError(f"target file {path}: not valid YAML{at}") from None
-    if not isinstance(data, dict):
-        raise TargetError(f"target file {path}: expected a mapping at the top level")
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        raise TargetError(f"target file {path}: unknown keys {sorted(unknown, key=str)}")  # YAML keys: any type
+ASM_KEYS = {"api", "url", "subscription_id", "service", "slot", "deployment", "certificate", "key", "ca", "verify"}
+VMSS_KEYS = {
+    "api", "url", "subscription_id", "resource_group", "scale_set", "load_balancer", "credential", "authority",
+    "ca", "verify",
+}  # fmt: skip
+CREDENTIAL_KEYS = {"kind", "tenant_id", "client_id", "secret", "token_file"}
 
-    management_keys = {"url", "subscription_id", "service", "slot", "deployment", "certificate", "key", "ca", "verify"}
-    m = r.section(data, "management", management_keys, required=True)
-    url = r.text(m, "url", "management", required=True)
-    assert url is not None
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # e.g. "Invalid IPv6 URL" (found by fuzzing); not echoed: it may hold credentials
-        raise r.fail("management.url", "is not a valid URL (expected http(s)://host:port)") from None
-    if "@" in parts.netloc:  # user:password@host: a secret written in the file, and shown wherever the URL is
-        raise r.fail(
-            "management.url",
-            "credentials in the URL are not accepted (secrets are not written in the target file): the "
-            "management API authenticates with management.certificate and management.key ({file: PATH} or {env: VAR})",
-        )
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise r.fail("management.url", f"expected http(s)://host:port, got {url!r}")
+
+def _asm_management(r: _Reader, m: dict[str, Any], url: str) -> Management:
+    """``management`` of the classic Service Management API (``api: asm``, the default)."""
     slot, deployment = r.text(m, "slot", "management"), r.text(m, "deployment", "management")
     if (slot is None) == (deployment is None):
         raise r.fail("management", "give exactly one of slot and deployment")
@@ -298,6 +302,99 @@ def load_target(path: Path) -> Target:
     )
     if management.scheme == "https" and management.certificate is None:
         raise r.fail("management.certificate", "an https management endpoint needs the management certificate")
+    return management
+
+
+def _vmss_management(r: _Reader, m: dict[str, Any], url: str) -> Management:
+    """``management`` of an ARM VM scale set (``api: vmss``): subscription, resource group, scale set, the
+    load balancer (optional) and the azure-identity credential; ``url``/``authority``/``ca`` for another cloud."""
+    authority = r.text(m, "authority", "management")
+    if authority is not None:
+        try:
+            parts = urllib.parse.urlsplit(authority if "//" in authority else f"https://{authority}")
+        except ValueError:
+            raise r.fail("management.authority", "is not a valid host or URL") from None
+        if parts.scheme != "https" or not parts.netloc or "@" in parts.netloc:
+            raise r.fail("management.authority", "expected an https authority host (https://login.example)")
+    if urllib.parse.urlsplit(url).scheme != "https":
+        raise r.fail("management.url", "Azure Resource Manager is reached over https only (bearer tokens)")
+    c = m.get("credential") or {}
+    if not isinstance(c, dict):
+        raise r.fail("management.credential", "must be a mapping (kind, tenant_id, client_id, secret, token_file)")
+    if set(c) - CREDENTIAL_KEYS:
+        raise r.fail("management.credential", f"unknown keys {sorted(set(c) - CREDENTIAL_KEYS, key=str)}")
+    kind = (r.text(c, "kind", "management.credential") or "default").lower()
+    if kind not in CREDENTIAL_KINDS:
+        raise r.fail("management.credential.kind", f"must be one of {', '.join(CREDENTIAL_KINDS)}")
+    credential = Credential(
+        kind=kind,
+        tenant_id=r.text(c, "tenant_id", "management.credential"),
+        client_id=r.text(c, "client_id", "management.credential"),
+        secret=r.secret(c, "secret", "management.credential", required=kind == "client_secret"),
+        token_file=r.file(c["token_file"], "management.credential.token_file") if c.get("token_file") else None,
+    )
+    if kind == "client_secret" and (credential.tenant_id is None or credential.client_id is None):
+        raise r.fail("management.credential", "client_secret needs tenant_id and client_id")
+    if kind != "client_secret" and credential.secret is not None:
+        raise r.fail("management.credential.secret", f"applies to kind client_secret only (kind is {kind})")
+    scale_set = r.text(m, "scale_set", "management", required=True) or ""
+    return Management(
+        url=url.rstrip("/"),
+        subscription_id=r.text(m, "subscription_id", "management", required=True) or "",
+        service=scale_set,
+        api=VMSS,
+        resource_group=r.text(m, "resource_group", "management", required=True),
+        scale_set=scale_set,
+        load_balancer=r.text(m, "load_balancer", "management"),
+        credential=credential,
+        authority=authority,
+        ca=r.file(m["ca"], "management.ca") if m.get("ca") is not None else None,
+        verify=r.flag(m, "verify", "management", True),
+    )
+
+
+def load_target(path: Path) -> Target:
+    path = Path(path)
+    r = _Reader(path.resolve())
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise TargetError(f"target file {path}: cannot read it ({exc.strerror or exc})") from None
+    if size > MAX_TARGET_FILE:
+        raise TargetError(f"target file {path}: {size} bytes, over the {MAX_TARGET_FILE} byte limit")
+    try:
+        data = yaml.safe_load(path.read_bytes()[:MAX_TARGET_FILE])
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise TargetError(f"target file {path}: not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"target file {path}: expected a mapping at the top level")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise TargetError(f"target file {path}: unknown keys {sorted(unknown, key=str)}")  # YAML keys: any type
+
+    m = r.section(data, "management", ASM_KEYS | VMSS_KEYS, required=True)
+    api = (r.text(m, "api", "management") or ASM).lower()
+    if api not in MANAGEMENT_APIS:
+        raise r.fail("management.api", f"must be one of {', '.join(MANAGEMENT_APIS)} (got {api!r})")
+    other = set(m) - (ASM_KEYS if api == ASM else VMSS_KEYS)
+    if other:
+        raise r.fail("management", f"keys {sorted(other, key=str)} do not apply to api: {api}")
+    url = r.text(m, "url", "management", required=api == ASM) or ARM_PUBLIC_URL
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. "Invalid IPv6 URL" (found by fuzzing); not echoed: it may hold credentials
+        raise r.fail("management.url", "is not a valid URL (expected http(s)://host:port)") from None
+    if "@" in parts.netloc:  # user:password@host: a secret written in the file, and shown wherever the URL is
+        raise r.fail(
+            "management.url",
+            "credentials in the URL are not accepted (secrets are not written in the target file): the "
+            "management API authenticates with management.certificate and management.key ({file: PATH} or {env: VAR})",
+        )
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise r.fail("management.url", f"expected http(s)://host:port, got {url!r}")
+    management = _asm_management(r, m, url) if api == ASM else _vmss_management(r, m, url)
 
     w = r.section(data, "winrm", {"endpoint", "scheme", "transport", "username", "password", "ca", "verify"})
     winrm = WinRM(

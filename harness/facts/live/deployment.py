@@ -90,6 +90,15 @@ class InstanceFacts:
     state_details: str = ""
     error_code: str = ""
     host_name: str = ""
+    #: a scale-set VM (management api ``vmss``): its instance id and computer name (``name`` is the computer
+    #: name, what the guest and its answers call itself); empty for a classic role instance
+    instance_id: str = ""
+    computer_name: str = ""
+
+    @property
+    def label(self) -> str:
+        """How findings name the instance: ``web000002 (instance 2)`` for a scale-set VM, else its name."""
+        return f"{self.name} (instance {self.instance_id})" if self.instance_id else self.name
 
     def endpoint(self, name: str) -> InstanceEndpointFacts | None:
         return next((e for e in self.endpoints if e.name == name), None)
@@ -131,10 +140,16 @@ class DeploymentFacts:
     configuration_xml: str = field(default="", repr=False)
     configuration: ServiceConfiguration | None = field(default=None, repr=False)
     configuration_error: str | None = None
-    #: The raw Get Deployment XML for evidence (masked; <Configuration> replaced by a placeholder).
+    #: The raw Get Deployment XML for evidence (masked; <Configuration> replaced by a placeholder); for a scale
+    #: set, the ARM JSON documents read (masked).
     xml: str = field(default="", repr=False)
     request_id: str = ""
     fetch_seconds: float = 0.0
+    #: the management back end that gave these facts (``asm`` or ``vmss``)
+    api: str = "asm"
+    #: role -> instance count the deployment asks for when it has no ServiceConfiguration (a scale set's
+    #: capacity); empty: read the counts from ``configuration``
+    expected_counts: tuple[tuple[str, int], ...] = ()
 
     @property
     def host_name(self) -> str:
@@ -181,6 +196,7 @@ class InstanceReadiness:
     power_state: str = ""
     state_details: str = ""
     error_code: str = ""
+    instance_id: str = ""  # a scale-set VM's instance id (see InstanceFacts)
 
 
 @dataclass(frozen=True)
