@@ -317,6 +317,32 @@ _TABLE = (
         "Rebuild Role Instance (Service Management REST API, archived)",
         f"{_LEARN}/previous-versions/azure/reference/dn627518(v=azure.100)",
     ),
+    # ---- VM scale sets (management.api: vmss) --------------------------------------------------------
+    Source(
+        "vmss-vm-reimage",
+        "Virtual Machine Scale Set VMs - Reimage (Azure REST API)",
+        f"{_LEARN}/rest/api/compute/virtual-machine-scale-set-vms/reimage",
+    ),
+    Source(
+        "vmss-vm-restart",
+        "Virtual Machine Scale Set VMs - Restart (Azure REST API)",
+        f"{_LEARN}/rest/api/compute/virtual-machine-scale-set-vms/restart",
+    ),
+    Source(
+        "vm-reimage",
+        "Virtual Machines - Reimage (Azure REST API): the OS disk is reset, its deleteOption decides the old one",
+        f"{_LEARN}/rest/api/compute/virtual-machines/reimage",
+    ),
+    Source(
+        "vm-temporary-disk",
+        "Introduction to Azure managed disks - Temporary disk",
+        f"{_LEARN}/azure/virtual-machines/managed-disks-overview#temporary-disk",
+    ),
+    Source(
+        "vmss-attached-disks",
+        "Azure Virtual Machine Scale Sets and attached data disks",
+        f"{_LEARN}/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-attached-disks",
+    ),
     Source(
         "arm-deployment-models",
         "Azure Resource Manager vs. classic deployment",

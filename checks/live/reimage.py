@@ -83,12 +83,16 @@ class ReimageOperationFailed(_OperationRule):
     ## Example
     The operation ends ``Failed`` with ``InternalError``, or stays ``InProgress`` past the deadline.
 
+    On a VM scale set (``management.api: vmss``) the operation is the scale-set VM's reimage, followed through
+    its long-running-operation poller.
+
     ## Use instead
     Fix what the operation error names (image, configuration), then reimage again.
 
     ## References
     - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
     - Cloud Services REST APIs (Service Management, classic): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/
+    - Virtual Machine Scale Set VMs - Reimage (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/reimage
     """
 
     id = "VMR700"
@@ -97,7 +101,7 @@ class ReimageOperationFailed(_OperationRule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = refs("sm-reimage", "sm-cloud-services-api")
+    references = refs("sm-reimage", "sm-cloud-services-api", "vmss-vm-reimage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = present(subject.reimage, "reimage")
@@ -128,6 +132,7 @@ class ReimageInstanceNotReady(_OperationRule):
     ## References
     - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
     - Get Deployment (Service Management REST API) — InstanceStatus: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
+    - Virtual Machine Scale Set VMs - Reimage (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/reimage
     """
 
     id = "VMR701"
@@ -136,7 +141,7 @@ class ReimageInstanceNotReady(_OperationRule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = refs("sm-reimage", "sm-get-deployment")
+    references = refs("sm-reimage", "sm-get-deployment", "vmss-vm-reimage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = present(subject.reimage, "reimage")
@@ -154,8 +159,9 @@ class ReimageOsMarkerSurvived(Rule):
     Writes ``C:\\vmrole-probe\\marker-<uuid>.txt`` before the reimage and looks for it after.
 
     ## Why is this bad?
-    A reimage recreates the OS drive from the image. A marker still there means the instance was not
-    reimaged, although the operation said Succeeded: repairs and Guest OS updates do not reach it.
+    A reimage recreates the OS drive from the image (a scale-set VM's reimage resets its OS disk the same
+    way). A marker still there means the instance was not reimaged, although the operation said Succeeded:
+    repairs and Guest OS updates do not reach it.
 
     ## Example
     The marker is found after an operation that reported Succeeded.
@@ -165,6 +171,8 @@ class ReimageOsMarkerSurvived(Rule):
 
     ## References
     - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Virtual Machine Scale Set VMs - Reimage (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/reimage
+    - Virtual Machines - Reimage (Azure REST API): the OS disk is reset, its deleteOption decides the old one: https://learn.microsoft.com/en-us/rest/api/compute/virtual-machines/reimage
     """
 
     id = "VMR702"
@@ -173,7 +181,7 @@ class ReimageOsMarkerSurvived(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive")
-    references = refs("sm-reimage")
+    references = refs("sm-reimage", "vmss-vm-reimage", "vm-reimage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -198,7 +206,9 @@ class ReimageLocalStorageLost(Rule):
     ## Why is this bad?
     Such local storage is normally kept on a reimage. Losing it is allowed (the platform may have moved the
     VM to other hardware), so this is a warning: an application relying on it will rebuild its cache or
-    lose data it should have kept in blob storage.
+    lose data it should have kept in blob storage. A scale-set VM has the same contract for its temporary
+    disk (not guaranteed across a reimage, a redeploy or a move to other hardware), while its managed data
+    disks are kept.
 
     ## Example
     ``<LocalStorage name="AppData" cleanOnRoleRecycle="false" />`` empty after the reimage.
@@ -210,6 +220,8 @@ class ReimageLocalStorageLost(Rule):
     - Configure local storage resources (Cloud Services classic) — cleanOnRoleRecycle: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
     - Rebuild Role Instance (Service Management REST API, archived) — a rebuild re-creates local storage: https://learn.microsoft.com/en-us/previous-versions/azure/reference/dn627518(v=azure.100)
+    - Introduction to Azure managed disks - Temporary disk: https://learn.microsoft.com/en-us/azure/virtual-machines/managed-disks-overview#temporary-disk
+    - Azure Virtual Machine Scale Sets and attached data disks: https://learn.microsoft.com/en-us/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-attached-disks
     """
 
     id = "VMR703"
@@ -218,7 +230,9 @@ class ReimageLocalStorageLost(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive", "local-storage")
-    references = refs("cloud-services-local-storage", "sm-reimage", "sm-rebuild")
+    references = refs(
+        "cloud-services-local-storage", "sm-reimage", "sm-rebuild", "vm-temporary-disk", "vmss-attached-disks"
+    )
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -241,8 +255,9 @@ class ReimageBlobMarkerLost(Rule):
     to a SAS URL), and checks both still exist after.
 
     ## Why is this bad?
-    Blob storage is where a stateless VM role must keep its state; losing a blob across a reimage means
-    the storage account (or the configuration pointing at it) is not durable.
+    Blob storage is where a stateless VM role (or scale-set VM) must keep its state: a reimage resets the
+    instance's disks and leaves storage accounts alone, so losing a blob across a reimage means the storage
+    account (or the configuration pointing at it) is not durable.
 
     ## Example
     The service's storage connection string points at a development or temporary account that is reset.
@@ -253,6 +268,7 @@ class ReimageBlobMarkerLost(Rule):
     ## References
     - Azure Storage redundancy: https://learn.microsoft.com/en-us/azure/storage/common/storage-redundancy
     - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
+    - Virtual Machine Scale Set VMs - Reimage (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/reimage
     """
 
     id = "VMR704"
@@ -261,7 +277,7 @@ class ReimageBlobMarkerLost(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive", "storage")
-    references = refs("storage-redundancy", "sm-reimage")
+    references = refs("storage-redundancy", "sm-reimage", "vmss-vm-reimage")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
@@ -395,6 +411,7 @@ class RebootOperationFailed(_OperationRule):
     ## References
     - Reboot Role Instance (Service Management REST API, archived): https://learn.microsoft.com/en-us/previous-versions/azure/reference/gg441298(v=azure.100)
     - Get Deployment (Service Management REST API) — InstanceStatus: https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-get-deployment
+    - Virtual Machine Scale Set VMs - Restart (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/restart
     """
 
     id = "VMR710"
@@ -403,7 +420,7 @@ class RebootOperationFailed(_OperationRule):
     applies_to = KINDS
     requires = ("reboot",)
     tags = ("live", "reboot", "destructive")
-    references = refs("sm-reboot", "sm-get-deployment")
+    references = refs("sm-reboot", "sm-get-deployment", "vmss-vm-restart")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = present(subject.reboot, "reboot")
