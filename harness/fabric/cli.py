@@ -124,16 +124,26 @@ def describe(data: dict) -> str:
         " (mutual TLS)",
         f"  blob storage    http://127.0.0.1:{data['azurite'].get('blob_port')}/devstoreaccount1",
     ]
+    vip = data.get("vip") or "127.0.0.1"
+    lines.append(f"  VIP             {vip} (this deployment's own loopback address)")
     for ep in data["input_endpoints"]:
         scheme = {"http": "http://", "https": "https://"}.get(ep["protocol"], f"{ep['protocol']}://")
-        where = f"{scheme}127.0.0.1:{ep['public_port']}"
-        lines.append(f"  {ep['role']}/{ep['name']:<10} {where}  (declared port {ep['declared_port']})")
+        where = f"{scheme}{vip}:{ep['public_port']}"
+        declared = "declared port" if ep["public_port"] == ep["declared_port"] else "FALLBACK from declared port"
+        lines.append(f"  {ep['role']}/{ep['name']:<10} {where}  ({declared} {ep['declared_port']})")
     for inst in data["instances"]:
         winrm = inst["winrm"]
         lines.append(
             f"  {inst['id']:<16} {inst.get('status', '?'):<16} pid {inst.get('pid')}  agent {inst['agent_port']}"
             f"  winrm https {winrm['https_port']} / http {winrm['http_port']}"
         )
+        public = inst.get("instance_endpoints") or {}
+        if public:
+            shown = ", ".join(f"{name} {vip}:{port}" for name, port in public.items())
+            lines.append(f"  {'':<16} instance endpoints: {shown}")
+    for fb in data.get("port_fallbacks", []):
+        declared = fb["declared"] if fb["declared"] is not None else "(none)"
+        lines.append(f"  port fallback   {fb['where']}: declared {declared} -> {vip}:{fb['actual']} ({fb['reason']})")
     for fault in data.get("faults", []):
         lines.append(f"  fault {fault['id']} {fault['kind']} on {fault['target']} ({fault['remaining']} s left)")
     for note in data.get("notes", []):

@@ -189,25 +189,34 @@ def down(state_dir: Path = DEFAULT_STATE, timeout: float = DOWN_TIMEOUT) -> Down
     if not any(is_recorded_process(pid, recorded[pid]) for pid in ours):
         for folder in layout.ntlm_user_dirs():  # the WinRM password, left by instances that were killed
             shutil.rmtree(folder, ignore_errors=True)
-    ports = _ports(state)
+    listeners = _listeners(state)
     deadline = time.monotonic() + 5
-    while ours and any(is_listening(p) for p in ports) and time.monotonic() < deadline:
+    while ours and any(is_listening(p, h) for h, p in listeners) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return DownReport(
-        stopped=sorted(ours), killed=killed, ports_still_open=[p for p in ports if is_listening(p)], gone=gone
-    )
+    still_open = sorted({p for h, p in listeners if is_listening(p, h)})
+    return DownReport(stopped=sorted(ours), killed=killed, ports_still_open=still_open, gone=gone)
 
 
-def _ports(state: dict[str, Any]) -> list[int]:
-    ports = [e.get("public_port") for e in state.get("input_endpoints", [])]
+def _listeners(state: dict[str, Any]) -> list[tuple[str, int]]:
+    """(address, port) of every listener the fabric recorded: public endpoints on its VIP, the rest on
+    127.0.0.1."""
+    recorded_vip = state.get("vip")
+    vip = recorded_vip if isinstance(recorded_vip, str) and recorded_vip else "127.0.0.1"
+    public = [e.get("public_port") for e in state.get("input_endpoints", [])]
+    ports = []
     for inst in state.get("instances", []):
         ports += list((inst.get("endpoints") or {}).values())
-        ports += list((inst.get("instance_endpoints") or {}).values())
+        public += list((inst.get("instance_endpoints") or {}).values())
         ports += [inst.get("agent_port"), *((inst.get("winrm") or {}).values())]
     mgmt = state.get("management") or {}
     ports += [mgmt.get("http_port"), mgmt.get("https_port"), (state.get("azurite") or {}).get("blob_port")]
     ports.append((state.get("controller") or {}).get("control_port"))
-    return sorted({p for p in ports if isinstance(p, int) and p > 0})
+
+    def valid(p: Any) -> bool:
+        return isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
+
+    out = {(vip, p) for p in public if valid(p)} | {("127.0.0.1", p) for p in ports if valid(p)}
+    return sorted(out)
 
 
 class Fabric:
@@ -271,7 +280,16 @@ class Fabric:
     def vip_url(self, endpoint: str, path: str = "/") -> str:
         ep = self.endpoint(endpoint)
         scheme = "https" if ep["protocol"] == "https" else "http"
-        return f"{scheme}://127.0.0.1:{ep['public_port']}{path}"
+        return f"{scheme}://{self.vip}:{ep['public_port']}{path}"
+
+    @property
+    def vip(self) -> str:
+        """The deployment's own loopback address, where its public endpoints listen."""
+        return str(self.data.get("vip") or "127.0.0.1")
+
+    def instance_endpoint(self, instance_id: str, name: str) -> tuple[str, int]:
+        """(VIP, public port) of an InstanceInputEndpoint of one instance."""
+        return self.vip, int(self.instance(instance_id)["instance_endpoints"][name])
 
     @property
     def ca_file(self) -> str:

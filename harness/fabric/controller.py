@@ -119,12 +119,16 @@ class Controller:
         shutil.move(str(client_key), secret_key)
         os.chmod(secret_key, 0o600)
         self.mgmt_client = (client_pem, secret_key)
-        self.winrm_cert = certs.issue_server_cert(ca, ["localhost", "127.0.0.1"], self.layout.certs / "winrm")
+        # clients reach WinRM at 127.0.0.1 (its own port) or at the VIP (an InstanceInputEndpoint)
+        names = ["localhost", "127.0.0.1", self.spec.vip]
+        self.winrm_cert = certs.issue_server_cert(ca, names, self.layout.certs / "winrm")
         thumbprints: dict[str | tuple[str, str], str] = {}
         for role in self.spec.roles:
             for name in role.certificates:
                 if name not in self.service_certs:
-                    pem, key, thumb = certs.service_certificate(ca, name, self.layout.certs / f"svc-{name}")
+                    pem, key, thumb = certs.service_certificate(
+                        ca, name, self.layout.certs / f"svc-{name}", names=names
+                    )
                     self.service_certs[name] = (pem, key, thumb)
                 thumbprints[name] = self.service_certs[name][2]
         self.thumbprints = thumbprints
@@ -391,6 +395,7 @@ class Controller:
                     "dir": str(self.instances_layout.instance(inst.id).root),
                     "endpoints": dict(inst.endpoint_ports),
                     "instance_endpoints": dict(inst.instance_public_ports),
+                    "instance_declared_ports": dict(inst.instance_declared_ports),
                     "agent_port": inst.agent_port,
                     "winrm": {"https_port": inst.winrm_https_port, "http_port": inst.winrm_http_port},
                     "internal_ip": inst.internal_ip,
@@ -415,7 +420,9 @@ class Controller:
             "deployment_id": spec.deployment_id,
             "slot": "Production",
             "subscription_id": SUBSCRIPTION_ID,
-            "vip": "127.0.0.1",
+            "vip": spec.vip,
+            # declared public ports the VIP could not bind: where they answer instead, and why
+            "port_fallbacks": [f.to_json() for f in spec.port_fallbacks],
             "notes": list(spec.notes),
             "controller": {
                 "pid": os.getpid(),
@@ -518,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             cscfg=Path(args.cscfg) if args.cscfg else None,
             package=Path(args.package) if args.package else None,
             name=args.name,
+            vip_seed=str(layout.root),  # the same state folder gets the same VIP while it is free
         )
     except SpecError as exc:
         write_json_atomic(layout.fabric_json, {"format": FORMAT, "version": 1, "state": "failed", "error": str(exc)})

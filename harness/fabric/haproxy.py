@@ -2,7 +2,9 @@
 
 Design:
 
-* Every frontend binds ``<vip>:<public port>`` and runs **mode tcp** (also for http/https endpoints): an L4
+* Every frontend binds ``<vip>:<public port>`` (the deployment's own loopback address and, where it could be
+  bound, the declared port; the servers behind are the instances' listeners on ``server_host``, 127.0.0.1)
+  and runs **mode tcp** (also for http/https endpoints): an L4
   load balancer like Azure's, so TLS is end to end and clients see the instance's own certificate.
 * Distribution: ``balance hash src_port`` + ``hash-type consistent`` (valid in 2.6, checked with
   ``haproxy -c``). Azure hashes the 5-tuple; on loopback only the client's source port varies, so hashing
@@ -185,7 +187,8 @@ class LbSpec:
     instance_endpoints: tuple[LbInstanceEndpoint, ...] = ()
     probe: ProbeProfile = field(default_factory=ProbeProfile)
     name: str = "local"
-    vip: str = LOOPBACK
+    vip: str = LOOPBACK  # where the frontends bind
+    server_host: str = LOOPBACK  # where the instances listen
     maxconn: int = 1024
     timeouts: Timeouts = field(default_factory=Timeouts)
     log_traffic: bool = True  # one tcplog line per connection on stdout (-> haproxy.log)
@@ -288,6 +291,7 @@ def render_config(spec: Any, layout: Any = None, *, probe: ProbeProfile | None =
         probe=spec.probe,
         name=spec.name,
         vip=spec.vip,
+        server_host=spec.server_host,
         maxconn=spec.maxconn,
         timeouts=spec.timeouts,
         log_traffic=spec.log_traffic,
@@ -340,6 +344,7 @@ def spec_from_deployment(deployment: Any, socket_path: Path | str, *, probe: Pro
         instance_endpoints=tuple(instance_eps),
         probe=probe or ProbeProfile(),
         name=str(getattr(deployment, "deployment_name", "") or "local"),
+        vip=str(getattr(deployment, "vip", "") or LOOPBACK),
     )
 
 

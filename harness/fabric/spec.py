@@ -1,8 +1,12 @@
 """What to run: a deployment spec built from a service model (csdef + cscfg, or a .cspkg).
 
 The spec is pure data, derived from the typed facts of the service-model readers; the controller turns it
-into processes. Ports are allocated here (never the declared ones: the declared ports stay in the spec as
-``declared_port``/``local_port`` for reports and the management API).
+into processes. The deployment's public endpoints live on its own VIP address (``harness.fabric.ports.claim_vip``)
+at the ports the service definition declares: an InputEndpoint's ``port``, and for an InstanceInputEndpoint
+the ``n``-th port of its ``AllocatePublicPortFrom`` range for the role's ``n``-th instance. A declared port
+that cannot be bound (below 1024 without the privilege, taken by another program, declared twice, or a
+range too short) is replaced by an allocated one on the VIP and recorded in ``port_fallbacks`` (declared,
+actual, reason). The instances' own listeners, agents and WinRM are allocated ports on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG, Artefact
-from harness.fabric.ports import allocate
+from harness.fabric.ports import VipError, allocate, bind_problem, claim_vip
 from harness.facts.servicemodel import (
     INPUT,
     INSTANCE_INPUT,
@@ -44,7 +48,7 @@ class EndpointSpec:
     local_port: int | None  # the role's declared local port (informational)
     certificate: str | None = None
     ignore_role_instance_status: bool = False
-    public_port: int = 0  # allocated VIP port (INPUT only)
+    public_port: int = 0  # the port on the VIP (INPUT only): the declared one, or its fallback
     #: "app" (the role's app answers), or the instance's own WinRM listener when an InstanceInputEndpoint
     #: maps local port 5986 ("winrm-https") or 5985 ("winrm-http"), as one declares WinRM on Azure.
     serves: str = "app"
@@ -72,6 +76,25 @@ class InstanceSpec:
     #: The instance's address on the deployment's internal network (Get Deployment's IpAddress). Nothing
     #: listens on it: the emulated guests route <ip>:<declared internal port> to the instance's listener.
     internal_ip: str = "127.0.0.1"
+    #: InstanceInputEndpoint name -> the public port the csdef's range gives this instance (None: no range)
+    instance_declared_ports: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PortFallback:
+    """A declared public port the deployment could not bind, and the port it answers on instead."""
+
+    where: str  # "WebVM/HttpIn" (an InputEndpoint) or "WebVM_IN_0/Direct" (an InstanceInputEndpoint)
+    declared: int | None
+    actual: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"where": self.where, "declared": self.declared, "actual": self.actual, "reason": self.reason}
+
+
+class PortCheck(Protocol):
+    def __call__(self, host: str, port: int, *, udp: bool = False) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,8 @@ class DeploymentSpec:
     csdef_text: str  # the csdef text (from the package when deployed from a .cspkg)
     cscfg_text: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    vip: str = "127.0.0.1"  # the deployment's own loopback address: every public endpoint listens there
+    port_fallbacks: tuple[PortFallback, ...] = ()
 
     def role(self, name: str) -> RoleSpec:
         for role in self.roles:
@@ -196,13 +221,65 @@ def _ports_needed(definition: ServiceDefinition, configuration: ServiceConfigura
         inputs = sum(ep.kind == INPUT for ep in role.endpoints)
         instance_inputs = sum(ep.kind == INSTANCE_INPUT for ep in role.endpoints)
         internals = sum(ep.kind == INTERNAL for ep in role.endpoints)
-        total += inputs + count * (inputs + 2 * instance_inputs + internals + 3)
+        total += count * (inputs + instance_inputs + internals + 3)
     return total
 
 
+class _PublicPorts:
+    """Public ports on the VIP: the declared port when it can be bound, else an allocated one (recorded)."""
+
+    def __init__(self, vip: str, check: PortCheck) -> None:
+        self.vip = vip
+        self.check = check
+        self.taken: set[int] = set()
+        self.fallbacks: list[PortFallback] = []
+
+    def resolve(self, where: str, declared: int | None, *, udp: bool, missing: str | None = None) -> int:
+        reason: str | None
+        if declared is None or not 0 < declared < 65536:
+            reason = missing or f"declared port {declared} is not a port number"
+        elif declared in self.taken:
+            reason = f"port {declared} is already used by another endpoint of the deployment"
+        else:
+            reason = self.check(self.vip, declared, udp=udp)
+        if reason is None:
+            assert declared is not None
+            self.taken.add(declared)
+            return declared
+        while True:
+            (port,) = allocate(1, udp=udp, host=self.vip)
+            if port not in self.taken:
+                break
+        self.taken.add(port)
+        self.fallbacks.append(PortFallback(where, declared, port, reason))
+        return port
+
+
+def _range_port(ep: Any, index: int) -> tuple[int | None, str | None]:
+    """The public port of an InstanceInputEndpoint's range for the role's ``index``-th instance, or why none."""
+    rng = ep.public_port_range
+    low = parse_int(rng.min) if rng is not None else None
+    if low is None:
+        return None, "no AllocatePublicPortFrom range declared"
+    high = parse_int(rng.max) if rng.max is not None else low
+    if high is None or low + index > high:
+        return low + index, f"the declared range {rng.min}-{rng.max} has no port for instance {index}"
+    return low + index, None
+
+
 def build_spec(
-    *, csdef: Path | None = None, cscfg: Path | None = None, package: Path | None = None, name: str | None = None
+    *,
+    csdef: Path | None = None,
+    cscfg: Path | None = None,
+    package: Path | None = None,
+    name: str | None = None,
+    vip: str | None = None,
+    vip_seed: str | None = None,
+    port_check: PortCheck = bind_problem,
 ) -> DeploymentSpec:
+    """The deployment spec. ``vip``: the address to bind the public endpoints on; by default one is claimed
+    for this process (``claim_vip(vip_seed)``, the seed defaulting to the deployment id). ``port_check``
+    says why a declared port cannot be bound (``bind_problem``; tests may inject another)."""
     if (csdef is None) == (package is None):
         raise SpecError("give either a .cspkg (--package) or a .csdef (--csdef) with its .cscfg")
     if package is None and cscfg is None:
@@ -221,6 +298,11 @@ def build_spec(
     service_name = definition.name or "Service"
     digest = hashlib.sha256((identity + cscfg_text).encode()).hexdigest()
     deployment_id = digest[:32]
+    try:
+        address = vip if vip is not None else claim_vip(vip_seed or deployment_id).address
+    except VipError as exc:
+        raise SpecError(str(exc)) from None
+    public = _PublicPorts(address, port_check)
     roles: list[RoleSpec] = []
     instances: list[InstanceSpec] = []
     for role in definition.roles:
@@ -249,7 +331,11 @@ def build_spec(
                     local_port=parse_int(ep.local_port) or (parse_int(ep.port) if ep.kind == INPUT else None),
                     certificate=ep.certificate,
                     ignore_role_instance_status=(ep.ignore_role_instance_status or "").lower() == "true",
-                    public_port=next(pool) if ep.kind == INPUT else 0,
+                    public_port=(
+                        public.resolve(f"{role.name}/{ep.name}", parse_int(ep.port), udp=protocol == "udp")
+                        if ep.kind == INPUT
+                        else 0
+                    ),
                     serves=_serves(ep.kind, parse_int(ep.local_port)),
                 )
             )
@@ -270,7 +356,19 @@ def build_spec(
         for index in range(count):
             ports = pool
             endpoint_ports = {e.name: next(ports) for e in endpoints}
-            instance_public = {e.name: next(ports) for e in endpoints if e.kind == INSTANCE_INPUT}
+            instance_public: dict[str, int] = {}
+            instance_declared: dict[str, int | None] = {}
+            for ep in role.endpoints:
+                if ep.kind != INSTANCE_INPUT:
+                    continue
+                declared, missing = _range_port(ep, index)
+                instance_declared[ep.name] = declared if missing is None else None
+                instance_public[ep.name] = public.resolve(
+                    f"{role.name}_IN_{index}/{ep.name}",
+                    declared if missing is None else None,
+                    udp=(ep.protocol or "").lower() == "udp",
+                    missing=missing,
+                )
             agent, winrm_https, winrm_http = next(ports), next(ports), next(ports)
             winrm = {"winrm-https": winrm_https, "winrm-http": winrm_http}
             endpoint_ports.update({e.name: winrm[e.serves] for e in endpoints if e.serves in winrm})
@@ -283,6 +381,7 @@ def build_spec(
                     fault_domain=index % 2,
                     endpoint_ports=endpoint_ports,
                     instance_public_ports=instance_public,
+                    instance_declared_ports=instance_declared,
                     agent_port=agent,
                     winrm_https_port=winrm_https,
                     winrm_http_port=winrm_http,
@@ -300,4 +399,6 @@ def build_spec(
         csdef_text=csdef_text,
         cscfg_text=cscfg_text,
         notes=tuple(notes),
+        vip=address,
+        port_fallbacks=tuple(public.fallbacks),
     )

@@ -70,7 +70,7 @@ def test_https_vip_serves_the_cscfg_certificate(fabric):
     ep = fabric.endpoint("HttpsIn")
     ctx = ssl.create_default_context(cafile=fabric.ca_file)
     ctx.check_hostname = False
-    with socket.create_connection(("127.0.0.1", ep["public_port"])) as raw, ctx.wrap_socket(raw) as tls:
+    with socket.create_connection((fabric.vip, ep["public_port"])) as raw, ctx.wrap_socket(raw) as tls:
         der = tls.getpeercert(binary_form=True)
     assert hashlib.sha1(der).hexdigest().upper() == fabric.data["certificates"]["SSL"]
 
@@ -313,7 +313,9 @@ def test_second_up_on_the_same_state_is_refused(fabric):
 def test_down_leaves_nothing_behind(tmp_path):
     fab = up(tmp_path / "f", step_seconds=0.1)
     pids = fab.data["pids"]
-    ports = [e["public_port"] for e in fab.data["input_endpoints"]] + [i["agent_port"] for i in fab.data["instances"]]
+    vip = fab.vip  # public endpoints listen on the deployment's VIP, the rest on 127.0.0.1
+    ports = [(vip, e["public_port"]) for e in fab.data["input_endpoints"]]
+    ports += [("127.0.0.1", i["agent_port"]) for i in fab.data["instances"]]
     report = down(tmp_path / "f")
     assert report.killed == [] and report.ports_still_open == []
     import os
@@ -321,7 +323,7 @@ def test_down_leaves_nothing_behind(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert not any(is_listening(p) for p in ports)
+    assert not any(is_listening(p, host) for host, p in ports)
 
 
 def test_management_timeout_fault_holds_requests_until_rolled_back(fabric):
@@ -391,7 +393,7 @@ def test_ctrl_c_on_a_foreground_fabric_stops_everything(tmp_path):
     for pid in data["pids"]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert not is_listening(data["input_endpoints"][0]["public_port"])
+    assert not is_listening(data["input_endpoints"][0]["public_port"], data["vip"])
 
 
 def test_cert_mismatch_fault_serves_another_certificate_on_one_instance(fabric):
