@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from harness.readers.errors import Unreadable
 from harness.readers.image.ntfs import (
+    EncryptedFile,
     FileEntry,
     Inventory,
     NtfsVolume,
@@ -504,20 +505,29 @@ def test_mft_run_list_past_the_end(small: bytes) -> None:
         NtfsVolume(BytesSource(image))
 
 
-@pytest.mark.parametrize(("flag", "word"), [(0x0001, "compressed"), (0x4000, "encrypted")])
-def test_compressed_and_encrypted_are_refused(small: bytes, flag: int, word: str) -> None:
-    image = bytearray(small)
-    raw = RawVolume(image)
-    for path in ("big.bin", "Users/a.txt"):  # non-resident and resident
-        rec = _record_of(small, path)
-        data = raw.attribute(rec, 0x80)
-        flags = int.from_bytes(raw.fixed_record(rec)[data + 12 : data + 14], "little")
-        raw.patch(rec, data + 12, (flags | flag).to_bytes(2, "little"))
-        vol, inv = _inventory_of(image)
-        entry = inv.lookup(path)
-        assert entry is not None
-        with pytest.raises(Unreadable, match=f"is {word}; not read"):
-            vol.read_file(entry, 100)
+def test_encrypted_is_refused_and_a_false_compressed_flag_is_caught(small: bytes) -> None:
+    """EFS-encrypted data is refused as such (EncryptedFile, not damage); the compressed flag on data that
+    has no compression unit is damage for non-resident data, and resident data is read as is (Windows never
+    compresses resident data). Real compressed volumes: tests/images/test_ntfs_compressed.py."""
+    for flag in (0x0001, 0x4000):
+        image = bytearray(small)
+        raw = RawVolume(image)
+        for path in ("big.bin", "Users/a.txt"):  # non-resident and resident
+            rec = _record_of(small, path)
+            data = raw.attribute(rec, 0x80)
+            flags = int.from_bytes(raw.fixed_record(rec)[data + 12 : data + 14], "little")
+            raw.patch(rec, data + 12, (flags | flag).to_bytes(2, "little"))
+            vol, inv = _inventory_of(image)
+            entry = inv.lookup(path)
+            assert entry is not None
+            if flag == 0x4000:
+                with pytest.raises(EncryptedFile, match="is EFS-encrypted"):
+                    vol.read_file(entry, 100)
+            elif raw.fixed_record(rec)[data + 8]:  # non-resident
+                with pytest.raises(Unreadable, match="bad compression unit 0"):
+                    vol.read_file(entry, 100)
+            else:
+                assert vol.read_file(entry, 100) == _inventory_of(bytearray(small))[0].read_file(entry, 100)
 
 
 # ---- the tree logic on synthetic scans -------------------------------------------------------------------

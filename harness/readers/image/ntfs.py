@@ -43,9 +43,18 @@ from itertools import accumulate
 from typing import NamedTuple
 
 from harness.readers.errors import Unreadable
+from harness.readers.image import decompress
 from harness.readers.image.source import ByteSource
 
-__all__ = ["BootSector", "FileEntry", "Inventory", "NtfsVolume", "decode_runs", "parse_boot_sector"]
+__all__ = [
+    "BootSector",
+    "EncryptedFile",
+    "FileEntry",
+    "Inventory",
+    "NtfsVolume",
+    "decode_runs",
+    "parse_boot_sector",
+]
 
 ROOT = 5  # MFT record of the root folder
 _REF_MASK = (1 << 48) - 1
@@ -57,17 +66,28 @@ _MAX_CLUSTER = 2 * 1024 * 1024
 _EXAMPLES = 5  # record numbers quoted per kind of note
 
 # attribute types
+_STANDARD_INFORMATION = 0x10
 _ATTRIBUTE_LIST = 0x20
 _FILE_NAME = 0x30
 _VOLUME_NAME = 0x60
 _DATA = 0x80
+_REPARSE_POINT = 0xC0
+_LOGGED_UTILITY_STREAM = 0x100
 _END = 0xFFFFFFFF
 
 # record header flags, attribute flags, name spaces
 _IS_DIR = 0x02
 _COMPRESSED = 0x00FF
 _ENCRYPTED = 0x4000
+_FILE_ATTRIBUTE_ENCRYPTED = 0x4000  # in $STANDARD_INFORMATION's file attributes
 _DOS = 2
+
+# WOF (Windows Overlay Filter) system compression: a reparse point names the format, the data is in a named stream
+_IO_REPARSE_TAG_WOF = 0x80000017
+_WOF_PROVIDER_WIM = 1
+_WOF_PROVIDER_FILE = 2
+_WOF_STREAM = "WofCompressedData"
+_WOF_FORMATS = {0: ("XPRESS4K", 12), 1: ("LZX", 15), 2: ("XPRESS8K", 13), 3: ("XPRESS16K", 14)}  # name, log2 chunk
 
 # per-record flag bits kept in the inventory
 _F_USED = 1
@@ -101,6 +121,10 @@ class FileEntry:
     has_ads: bool  # a named $DATA stream exists (alternate data streams are never read)
 
 
+class EncryptedFile(Unreadable):
+    """The file's contents are EFS-encrypted: not damage, but its bytes cannot be read without the user's key."""
+
+
 class _Run(NamedTuple):
     vcn: int
     lcn: int  # -1: sparse (reads as zeros)
@@ -120,6 +144,7 @@ class _Attr(NamedTuple):
     real_size: int
     initialized_size: int
     allocated_size: int
+    compression_unit: int = 0  # log2 of clusters per compression unit (non-resident only)
 
 
 _Parts = tuple[list[tuple[int, str]], int | None, bool]  # names (parent ref, name), $DATA size, has ADS
@@ -247,7 +272,8 @@ def _attributes(record: bytes, label: str, where: str) -> list[_Attr]:
             if not 64 <= runs_off <= alen or low < 0 or high < low - 1 or real < 0 or init < 0 or alloc < 0:
                 raise Unreadable(label, f"{where}: attribute {atype:#x} has a bad non-resident header", location=where)
             value = record[p + runs_off : p + alen]
-            out.append(_Attr(atype, name, aflags, False, value, low, high, real, init, alloc))
+            unit = record[p + 34]
+            out.append(_Attr(atype, name, aflags, False, value, low, high, real, init, alloc, unit))
         else:
             if voff + vlen > alen:
                 raise Unreadable(label, f"{where}: attribute {atype:#x} value overruns it", location=where)
@@ -874,8 +900,10 @@ class NtfsVolume:
         return b"".join(parts)
 
     def read_file(self, entry: FileEntry, limit: int) -> bytes:
-        """The first ``limit`` bytes of the file's unnamed $DATA (its contents). Unreadable for folders,
-        compressed or encrypted files, and damaged records or run lists."""
+        """The first ``limit`` bytes of the file's unnamed $DATA (its contents), as Windows would return them:
+        NTFS-compressed (LZNT1) and WOF-compressed (XPRESS4K/8K/16K, LZX) files are decompressed, only the
+        compression units or chunks ``limit`` reaches. Raises :class:`EncryptedFile` (an Unreadable) for an
+        EFS-encrypted file and Unreadable for folders, damaged records, run lists or compressed data."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
         where = f"MFT record {entry.record}"
@@ -884,13 +912,13 @@ class NtfsVolume:
             raise self._fail(f"{what} is a folder; not read", where)
         fixed = self._record(entry.record, where)
         attrs = _attributes(fixed, self.label_text, where)
-        extents = [a for a in attrs if a.type == _DATA and not a.name]
         listed = next((a for a in attrs if a.type == _ATTRIBUTE_LIST), None)
         if listed is not None:
             seen = {entry.record}
-            for atype, name, _low, ref in self._attribute_list(listed, where):
+            wanted = (_DATA, _REPARSE_POINT, _LOGGED_UTILITY_STREAM)
+            for atype, _name, _low, ref in self._attribute_list(listed, where):
                 ext_no = ref & _REF_MASK
-                if atype != _DATA or name or ext_no in seen:
+                if atype not in wanted or ext_no in seen:
                     continue
                 seen.add(ext_no)
                 ext_where = f"MFT record {ext_no} (extension of {entry.record})"
@@ -898,17 +926,50 @@ class NtfsVolume:
                 ext_base = _HEADER.unpack_from(ext, 0)[8] & _REF_MASK
                 if ext_base != entry.record:
                     raise self._fail(f"{ext_where} belongs to record {ext_base}", ext_where)
-                extents += [a for a in _attributes(ext, self.label_text, ext_where) if a.type == _DATA and not a.name]
+                attrs += [a for a in _attributes(ext, self.label_text, ext_where) if a.type in wanted]
+        extents = sorted((a for a in attrs if a.type == _DATA and not a.name), key=lambda a: a.lowest_vcn)
+        if self._encrypted(attrs, extents):
+            raise EncryptedFile(
+                self.label_text,
+                f"{what} is EFS-encrypted: its contents cannot be read without the owner's key (not damage)",
+                location=where,
+            )
+        wof = self._wof_format(attrs, what, where)
+        if wof is not None:
+            return self._read_wof(attrs, extents, wof, limit, what, where)
         if not extents:
             return b""
-        extents.sort(key=lambda a: a.lowest_vcn)
         head = extents[0]
-        if head.flags & _ENCRYPTED:
-            raise self._fail(f"{what} is encrypted; not read", where)
-        if head.flags & _COMPRESSED:
-            raise self._fail(f"{what} is compressed; not read", where)
         if head.resident:
-            return head.value[:limit]
+            return head.value[:limit]  # resident data is stored as is, even with the compressed flag
+        runs = self._stream_runs(extents, what, where)
+        try:
+            if head.flags & _COMPRESSED:
+                return self._read_lznt1(runs, head, limit, what)
+            return self._read_runs(runs, head.real_size, head.initialized_size, limit)
+        except Unreadable as exc:
+            raise self._fail(f"{what}: {exc.problem}", where) from None
+
+    @staticmethod
+    def _encrypted(attrs: list[_Attr], extents: list[_Attr]) -> bool:
+        """EFS: the $DATA's encrypted flag, an ``$EFS`` logged utility stream, or the file attribute says so."""
+        if extents and extents[0].flags & _ENCRYPTED:
+            return True
+        for a in attrs:
+            if a.type == _LOGGED_UTILITY_STREAM and a.name == "$EFS":
+                return True
+            if (
+                a.type == _STANDARD_INFORMATION
+                and a.resident
+                and len(a.value) >= 0x24
+                and struct.unpack_from("<I", a.value, 0x20)[0] & _FILE_ATTRIBUTE_ENCRYPTED
+            ):
+                return True
+        return False
+
+    def _stream_runs(self, extents: list[_Attr], what: str, where: str) -> list[_Run]:
+        """The joined run list of a non-resident stream's extents (sorted by lowest VCN), checked."""
+        head = extents[0]
         if head.lowest_vcn != 0:
             raise self._fail(f"{what}: $DATA does not start at VCN 0", where)
         runs: list[_Run] = []
@@ -923,10 +984,181 @@ class NtfsVolume:
                 raise self._fail(f"{what}: run list ends at VCN {next_vcn - 1}, not {part.highest_vcn}", where)
         if head.real_size > next_vcn * self.cluster_size:
             raise self._fail(f"{what}: size {head.real_size} is larger than its run list ({next_vcn} clusters)", where)
-        try:
-            return self._read_runs(runs, head.real_size, head.initialized_size, limit)
-        except Unreadable as exc:
-            raise self._fail(f"{what}: {exc.problem}", where) from None
+        return runs
+
+    # ---- NTFS compression (LZNT1) -------------------------------------------------------------------------
+
+    def _read_lznt1(self, runs: list[_Run], head: _Attr, limit: int, what: str) -> bytes:
+        """An NTFS-compressed stream: compression units of 2^unit clusters, each stored as is (all clusters
+        allocated), sparse (zeros), or LZNT1-compressed in its first clusters with the rest sparse. Only the
+        units ``limit`` reaches are read; bytes past the initialized size read as zeros."""
+        cs = self.cluster_size
+        if not 1 <= head.compression_unit <= 16 or (cs << head.compression_unit) > 1 << 21:
+            raise self._fail(f"bad compression unit {head.compression_unit} for {cs}-byte clusters", None)
+        unit_clusters = 1 << head.compression_unit
+        unit_bytes = unit_clusters * cs
+        want = max(0, min(head.real_size, limit))
+        valid = min(head.initialized_size, want)
+        starts = [r.vcn for r in runs]
+        end_vcn = runs[-1].vcn + runs[-1].length if runs else 0
+        out: list[bytes] = []
+        for u in range(-(-valid // unit_bytes)):
+            first = u * unit_clusters
+            pieces = self._pieces(runs, starts, first, min(unit_clusters, max(0, end_vcn - first)))
+            allocated = sum(n for lcn, n in pieces if lcn >= 0)
+            left = valid - u * unit_bytes  # bytes of the stream still wanted from here
+            if allocated == 0:
+                out.append(bytes(unit_bytes))
+            elif allocated == unit_clusters or (
+                all(lcn >= 0 for lcn, _n in pieces) and allocated * cs >= min(left, unit_bytes)
+            ):
+                out.append(self._clusters(pieces, unit_bytes))  # stored as is (a last unit may be short)
+            else:
+                stored = self._clusters([p for p in pieces if p[0] >= 0], allocated * cs)
+                try:
+                    data = decompress.lznt1(stored, unit_bytes)
+                except decompress.CorruptData as exc:
+                    raise self._fail(f"compression unit at VCN {first}: {exc}", None) from None
+                out.append(data + bytes(unit_bytes - len(data)) if len(data) < unit_bytes else data)
+        data = b"".join(out)
+        return data[:valid] + bytes(want - valid) if want > valid else data[:valid]
+
+    @staticmethod
+    def _pieces(runs: list[_Run], starts: list[int], vcn: int, count: int) -> list[tuple[int, int]]:
+        """(LCN or -1 for sparse, clusters) covering ``count`` clusters from ``vcn`` through the runs."""
+        pieces: list[tuple[int, int]] = []
+        i = max(0, bisect_right(starts, vcn) - 1)
+        end = vcn + count
+        while vcn < end and i < len(runs):
+            run = runs[i]
+            i += 1
+            if run.vcn + run.length <= vcn:
+                continue
+            n = min(end, run.vcn + run.length) - vcn
+            pieces.append((run.lcn + (vcn - run.vcn) if run.lcn >= 0 else -1, n))
+            vcn += n
+        return pieces
+
+    def _clusters(self, pieces: list[tuple[int, int]], length: int) -> bytes:
+        """``length`` bytes from the pieces' clusters (sparse pieces read as zeros); short if they hold less."""
+        cs = self.cluster_size
+        parts: list[bytes] = []
+        got = 0
+        for lcn, n in pieces:
+            if got >= length:
+                break
+            size = min(n * cs, length - got)
+            if lcn < 0:
+                parts.append(bytes(size))
+            else:
+                data = self.source.read_at(lcn * cs, size)
+                if len(data) != size:
+                    raise self._fail(f"data at cluster {lcn} lies past the end of the source", None)
+                parts.append(data)
+            got += size
+        return b"".join(parts)
+
+    # ---- WOF system compression ---------------------------------------------------------------------------
+
+    def _wof_format(self, attrs: list[_Attr], what: str, where: str) -> tuple[str, int] | None:
+        """(format name, log2 chunk size) when the file is WOF-compressed (reparse tag IO_REPARSE_TAG_WOF with
+        the file provider), else None. A WOF file the reader cannot decode is Unreadable, saying why."""
+        point = next((a for a in attrs if a.type == _REPARSE_POINT), None)
+        if point is None or not point.resident or len(point.value) < 8:
+            return None
+        tag, length = struct.unpack_from("<IH", point.value, 0)
+        if tag != _IO_REPARSE_TAG_WOF:
+            return None
+        body = point.value[8 : 8 + length]
+        if len(body) < 8:
+            raise self._fail(f"{what}: WOF reparse point of {len(body)} bytes is cut short", where)
+        version, provider = struct.unpack_from("<II", body, 0)
+        if provider == _WOF_PROVIDER_WIM:
+            raise self._fail(f"{what} is backed by a WIM file outside the volume (WIMBoot); not read", where)
+        if version != 1 or provider != _WOF_PROVIDER_FILE or len(body) < 16:
+            raise self._fail(f"{what}: unknown WOF reparse point (version {version}, provider {provider})", where)
+        file_version, fmt = struct.unpack_from("<II", body, 8)
+        if file_version != 1 or fmt not in _WOF_FORMATS:
+            raise self._fail(
+                f"{what}: unknown WOF compression format {fmt} (file provider version {file_version})", where
+            )
+        return _WOF_FORMATS[fmt]
+
+    def _read_wof(
+        self, attrs: list[_Attr], extents: list[_Attr], wof: tuple[str, int], limit: int, what: str, where: str
+    ) -> bytes:
+        """A WOF-compressed file: the unnamed $DATA (sparse) gives the size; ``WofCompressedData`` holds a
+        table of chunk offsets (4 bytes each, 8 over 4 GiB; relative to the table's end; none for the first
+        chunk) then the chunks, each compressed or, when that saved nothing, stored as is. Only the chunks
+        ``limit`` reaches are read and decompressed."""
+        name, order = wof
+        size = extents[0].real_size if extents and extents[0].lowest_vcn == 0 else 0
+        want = max(0, min(size, limit))
+        if want == 0:
+            return b""
+        parts = sorted((a for a in attrs if a.type == _DATA and a.name == _WOF_STREAM), key=lambda a: a.lowest_vcn)
+        if not parts:
+            raise self._fail(f"{what} is WOF-compressed ({name}) but has no {_WOF_STREAM} stream", where)
+        if parts[0].flags & (_COMPRESSED | _ENCRYPTED):
+            raise self._fail(f"{what}: its {_WOF_STREAM} stream is itself compressed or encrypted", where)
+        stored_size = parts[0].real_size
+        chunk = 1 << order
+        n_chunks = -(-size // chunk)
+        need = -(-want // chunk)
+        entry = 4 if size <= 0xFFFFFFFF else 8
+        table = (n_chunks - 1) * entry
+        if table > stored_size:
+            raise self._fail(
+                f"{what}: {_WOF_STREAM} of {stored_size} bytes cannot hold the chunk table of a {size}-byte file",
+                where,
+            )
+
+        def stream(length: int) -> bytes:
+            if parts[0].resident:
+                return parts[0].value[:length]
+            runs = self._stream_runs(parts, what, where)
+            try:
+                return self._read_runs(runs, stored_size, parts[0].initialized_size, length)
+            except Unreadable as exc:
+                raise self._fail(f"{what}: {_WOF_STREAM}: {exc.problem}", where) from None
+
+        entries = min(need, n_chunks - 1)
+        raw_table = stream(table if need == n_chunks else entries * entry)
+        offsets = [0, *struct.unpack_from(f"<{entries}{'I' if entry == 4 else 'Q'}", raw_table, 0)]
+        if need == n_chunks:
+            offsets.append(stored_size - table)
+        for i in range(need):
+            if not offsets[i] <= offsets[i + 1] <= stored_size - table:
+                raise self._fail(
+                    f"{what}: {_WOF_STREAM} chunk {i} has a bad offset table entry "
+                    f"({offsets[i]}..{offsets[i + 1]} of {stored_size - table} bytes)",
+                    where,
+                )
+            if offsets[i + 1] - offsets[i] > min(chunk, size - i * chunk):
+                raise self._fail(
+                    f"{what}: {_WOF_STREAM} chunk {i} is stored in {offsets[i + 1] - offsets[i]} bytes, "
+                    f"more than its {min(chunk, size - i * chunk)} uncompressed",
+                    where,
+                )
+        data = stream(table + offsets[need])
+        if len(data) != table + offsets[need]:
+            raise self._fail(f"{what}: {_WOF_STREAM} is shorter than its chunk table says", where)
+        out: list[bytes] = []
+        for i in range(need):
+            expected = min(chunk, size - i * chunk)
+            piece = data[table + offsets[i] : table + offsets[i + 1]]
+            if len(piece) == expected:
+                out.append(piece)  # stored as is: compression saved nothing
+                continue
+            try:
+                out.append(
+                    decompress.lzx(piece, expected)
+                    if name == "LZX"
+                    else decompress.xpress_huffman(piece, expected, chunk)
+                )
+            except decompress.CorruptData as exc:
+                raise self._fail(f"{what}: {name} chunk {i} of {_WOF_STREAM}: {exc}", where) from None
+        return b"".join(out)[:want]
 
 
 class Inventory:
