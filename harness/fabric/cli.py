@@ -23,6 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     up_p.add_argument("--image-dir", help="a folder used as every instance's initial OS drive (C:)")
     up_p.add_argument("--step-seconds", type=float, default=0.3, help="how long each lifecycle status lasts")
     up_p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C brings everything down")
+    up_p.add_argument(
+        "--api",
+        choices=("classic", "vmss"),
+        default="classic",
+        help="vmss: also serve the deployment as a VM scale set over ARM (harness/fabric/arm)",
+    )
+    up_p.add_argument("--template", help="an ARM template (scale set + load balancer) instead of --csdef/--cscfg")
+    up_p.add_argument("--image", help="the image the scale set runs, e.g. web.vhd (its name in the ARM resources)")
 
     for name, text in (("status", "describe the running deployment"), ("down", "stop it and everything it started")):
         p = fsub.add_parser(name, help=text)
@@ -96,6 +104,9 @@ def _up(ns: argparse.Namespace, state: Path) -> int:
             image_dir=Path(ns.image_dir) if ns.image_dir else None,
             step_seconds=ns.step_seconds,
             tied=ns.foreground,  # in the background the fabric outlives this command
+            api=ns.api,
+            template=Path(ns.template) if ns.template else None,
+            image=ns.image,
         )
     except KeyboardInterrupt:  # up() has already stopped whatever it had started
         print("vmrole fabric: interrupted while starting; everything started was stopped", file=sys.stderr)
@@ -144,6 +155,11 @@ def describe(data: dict) -> str:
     for fb in data.get("port_fallbacks", []):
         declared = fb["declared"] if fb["declared"] is not None else "(none)"
         lines.append(f"  port fallback   {fb['where']}: declared {declared} -> {vip}:{fb['actual']} ({fb['reason']})")
+    arm = data.get("arm") or {}
+    if arm:
+        lines.append(f"  ARM endpoint    {arm['endpoint']} (subscription {arm['subscription_id']})")
+        lines.append(f"  resource group  {arm['resource_group']}: scale sets {', '.join(arm['scale_sets'])}")
+        lines.append(f"  token endpoint  {arm['token_endpoint']} (client {arm['client_id']}, secret in secrets/)")
     for fault in data.get("faults", []):
         lines.append(f"  fault {fault['id']} {fault['kind']} on {fault['target']} ({fault['remaining']} s left)")
     for note in data.get("notes", []):

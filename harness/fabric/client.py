@@ -43,14 +43,18 @@ def up(
     step_seconds: float = 0.3,
     timeout: float = UP_TIMEOUT,
     tied: bool = True,
+    api: str = "classic",
+    template: Path | None = None,
+    image: str | None = None,
 ) -> Fabric:
     """Start a fabric for the model (default: the bundled sample VM-role service) and wait until ready.
 
     ``tied`` (the default for library and test use) makes the fabric stop by itself when this process
     ends, even if it is killed before it could call ``down()``; `vmrole fabric up` passes False so the
-    fabric outlives the command.
+    fabric outlives the command. ``api="vmss"`` adds the ARM face (harness/fabric/arm); ``template`` (an ARM
+    template) replaces the service model, ``image`` names the image the scale set runs.
     """
-    if csdef is None and package is None:
+    if csdef is None and package is None and template is None:
         csdef, cscfg = sample_model()
     layout = Layout(Path(state_dir).resolve())
     current = _state(layout)
@@ -65,6 +69,12 @@ def up(
         if value is not None:
             args += [flag, str(Path(value).resolve())]
     args += ["--step-seconds", str(step_seconds)]
+    if api != "classic":
+        args += ["--api", api]
+    if template is not None:
+        args += ["--template", str(Path(template).resolve())]
+    if image is not None:
+        args += ["--image", str(image)]
     if tied:
         args += ["--watch-pid", str(os.getpid())]
     logfile = os.fdopen(os.open(layout.controller_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")

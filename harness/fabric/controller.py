@@ -90,6 +90,7 @@ class Controller:
         self.instances: Instances | None = None
         self.faults: Faults | None = None
         self.service_certs: dict[str, tuple[Path, Path, str]] = {}
+        self.arm: Any = None  # the ARM face, with --api vmss (harness/fabric/arm/face.py)
         self.hosted: Any = None  # HostedServices, once started
         self.uploaded_cscfg: str = spec.cscfg_text  # the cscfg as given (main() keeps a UTF-8 file's BOM)
         self.instances_layout: Layout = layout  # where the Production deployment's instance folders are
@@ -324,6 +325,8 @@ class Controller:
 
         self.control = ControlServer(self, (self.layout.secrets / "control-token").read_text().strip())
         self.control.start()
+        if self.arm is not None:
+            self.arm.start()
         for inst in self.spec.instances:
             self.instances.set_ready(inst.id, True)
         self._wait_for_rotation()
@@ -357,7 +360,7 @@ class Controller:
         self.write_state("stopping")
         if self.faults is not None:
             self.faults.stop()
-        for part in (self.control, self.mgmt):
+        for part in (self.control, self.mgmt, self.arm):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.shutdown()
@@ -476,6 +479,8 @@ class Controller:
             # what `fabric down` checks before signalling a recorded pid (it may be another process by then)
             "identities": {str(pid): ident for pid in pids if (ident := process_identity(pid)) is not None},
         }
+        if self.arm is not None:
+            data["arm"] = self.arm.describe()
         self.runtime = data
         write_json_atomic(self.layout.fabric_json, data)
 
@@ -515,11 +520,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name")
     parser.add_argument("--step-seconds", type=float, default=0.3)
     parser.add_argument("--watch-pid", type=int, help="stop the fabric when this process (the starter) is gone")
+    parser.add_argument("--api", choices=("classic", "vmss"), default="classic")
+    parser.add_argument("--template", help="an ARM template (scale set + load balancer) instead of a csdef")
+    parser.add_argument("--image", help="the image the scale set runs (its name, e.g. web.vhd)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = Layout(Path(args.state).resolve())
     make_private_dir(layout.root)
     try:
+        if args.template:  # its scale sets and load balancer become the service model
+            from harness.fabric.arm.template import service_model
+
+            args.csdef, args.cscfg = service_model(Path(args.template), layout.root / "template")
         spec = build_spec(
             csdef=Path(args.csdef) if args.csdef else None,
             cscfg=Path(args.cscfg) if args.cscfg else None,
@@ -538,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         raw = Path(args.cscfg).read_bytes()
         with contextlib.suppress(UnicodeDecodeError):
             controller.uploaded_cscfg = raw.decode("utf-8")
+
+    if args.api == "vmss":
+        from harness.fabric.arm.face import ArmFace
+
+        controller.arm = ArmFace(controller, subscription=SUBSCRIPTION_ID, image=args.image)
 
     def on_signal(signum: int, frame: Any) -> None:
         controller.stopping.set()

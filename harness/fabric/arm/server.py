@@ -1,0 +1,507 @@
+"""The ARM REST server of the local fabric (HTTPS, the fabric's CA; 127.0.0.1 only).
+
+Served (``{rg}`` the resource group, names compared case-insensitively as ARM does):
+
+| method | path | api-version |
+|---|---|---|
+| GET | ``/{tenant}/v2.0/.well-known/openid-configuration``, ``/{tenant}/discovery/v2.0/keys`` | — |
+| POST | ``/{tenant}/oauth2/v2.0/token`` (client credentials) | — |
+| GET | ``/subscriptions/{s}[/resourceGroups/{rg}]/providers/Microsoft.Compute/virtualMachineScaleSets`` | Compute |
+| GET | ``…/virtualMachineScaleSets/{vmss}`` and ``…/{vmss}/instanceView`` | Compute |
+| GET | ``…/{vmss}/virtualMachines``, ``…/virtualMachines/{id}`` (``$expand``), ``…/{id}/instanceView`` | Compute |
+| POST | ``…/virtualMachines/{id}/reimage|restart|powerOff|start|deallocate`` → 202 + async headers | Compute |
+| GET | ``/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{op}[?monitor=true]`` | Compute |
+| GET | ``…/virtualMachines/{id}/networkInterfaces`` | Network 2018-10-01 |
+| GET | ``…/providers/Microsoft.Network/loadBalancers[/{lb}]``, ``…/publicIPAddresses[/{ip}]`` | Network |
+
+Every ARM request needs a bearer token of the fabric's tenant (``tokens.py``; else 401 with
+``WWW-Authenticate``), then: the subscription (404 ``SubscriptionNotFound``), the api-version (400
+``MissingApiVersionParameter`` / ``InvalidApiVersionParameter`` / ``NoRegisteredProviderFound``), the throttle
+(429, ``throttle.py``), the management faults the fabric injects (``mgmt-409`` → 409 ``Conflict`` on POSTs,
+``mgmt-500`` → 500 ``InternalExecutionError``, ``mgmt-timeout`` → held, then dropped), the resource group and
+resource (404). Every answer carries ``x-ms-request-id`` and ``x-ms-correlation-request-id``; the token
+request's body and the ``Authorization`` header are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import socket
+import socketserver
+import ssl
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from harness.fabric import views
+from harness.fabric.arm import errors, lro
+from harness.fabric.arm.errors import ArmError
+from harness.fabric.arm.resources import LOCATION, Names, View
+from harness.fabric.arm.throttle import Buckets
+from harness.fabric.arm.tokens import Issuer, OAuthError
+from harness.fabric.mgmt.faults import TIMEOUT, FaultState
+from harness.net import BadBodyLength, request_body_length
+
+log = logging.getLogger("harness.fabric.arm")
+
+LOOPBACK = "127.0.0.1"
+COMPUTE_VERSIONS = ("2026-04-01",)
+NETWORK_VERSIONS = ("2026-03-01",)
+VMSS_NIC_VERSIONS = ("2018-10-01",)
+MAX_BODY = 64 * 1024
+IDLE_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 10.0
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+
+_SUB = r"/subscriptions/(?P<sub>[^/]+)"
+_RG = _SUB + r"/resourcegroups/(?P<rg>[^/]+)"
+_VMSS = _RG + r"/providers/microsoft\.compute/virtualmachinescalesets"
+_NET = _RG + r"/providers/microsoft\.network"
+# (method, pattern, handler name, api family, read|write)
+ROUTES = [
+    ("GET", _SUB + r"/providers/microsoft\.compute/virtualmachinescalesets", "vmss_list_all", "compute"),
+    (
+        "GET",
+        _SUB + r"/providers/microsoft\.compute/locations/(?P<loc>[^/]+)/operations/(?P<op>[^/]+)",
+        "operation",
+        "compute",
+    ),
+    ("GET", _VMSS, "vmss_list", "compute"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)", "vmss_get", "compute"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/instanceview", "vmss_instance_view", "compute"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines", "vm_list", "compute"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)", "vm_get", "compute"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/instanceview", "vm_instance_view", "compute"),
+    (
+        "POST",
+        _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/(?P<action>reimage|restart|poweroff|start|deallocate)",
+        "vm_action",
+        "compute",
+    ),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/networkinterfaces", "vm_nics", "vmss-nic"),
+    ("GET", _NET + r"/loadbalancers", "lb_list", "network"),
+    ("GET", _NET + r"/loadbalancers/(?P<lb>[^/]+)", "lb_get", "network"),
+    ("GET", _NET + r"/publicipaddresses", "pip_list", "network"),
+    ("GET", _NET + r"/publicipaddresses/(?P<pip>[^/]+)", "pip_get", "network"),
+]
+_COMPILED = [(m, re.compile(p + r"/?$", re.IGNORECASE), h, fam) for m, p, h, fam in ROUTES]
+_VERSIONS = {"compute": COMPUTE_VERSIONS, "network": NETWORK_VERSIONS, "vmss-nic": VMSS_NIC_VERSIONS}
+_TYPES = {"compute": "virtualMachineScaleSets", "network": "loadBalancers", "vmss-nic": "virtualMachineScaleSets"}
+_ACTIONS = {
+    "reimage": "reimage",
+    "restart": "restart",
+    "poweroff": "powerOff",
+    "start": "start",
+    "deallocate": "deallocate",
+}
+_IDENTITY = re.compile(
+    r"^/(?P<tenant>[^/]+)/(?:(?P<oidc>v2\.0/\.well-known/openid-configuration)|(?P<jwks>discovery/v2\.0/keys)"
+    r"|(?P<token>oauth2/v2\.0/token))/?$"
+)
+
+
+class Answer:
+    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+class ArmServer:
+    """``backend``: the controller (``spec``, ``instances``, ``winrm_user``)."""
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        names: Names,
+        issuer: Issuer,
+        cert: str,
+        key: str,
+        port: int,
+        faults: FaultState | None = None,
+        throttle: dict[str, tuple[float, float]] | None = None,
+        retry_after: int = 1,
+        created: float | None = None,
+    ) -> None:
+        import time
+
+        from harness.fabric.arm import throttle as throttle_mod
+
+        self.backend = backend
+        self.names = names
+        self.issuer = issuer
+        self.port = port
+        self.faults = faults or FaultState()
+        self.buckets = Buckets(throttle or dict(throttle_mod.DEFAULTS))
+        self.retry_after = retry_after
+        self.view = View(backend, names, created or time.time())
+        self.operations = lro.Operations(backend)
+        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.tls.load_cert_chain(cert, key)
+        self._stop = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        self.issuer.authority = self.base_url
+        self._server = _Server(self.port, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="arm-api", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with self._server.connections_lock:
+                for conn in list(self._server.connections):
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
+
+    def describe(self) -> dict[str, Any]:
+        """What fabric.json says of the ARM face (no secret: the client secret stays in secrets/)."""
+        return {
+            "endpoint": self.base_url,
+            "authority": self.base_url,
+            "tenant_id": self.issuer.tenant,
+            "client_id": self.issuer.client_id,
+            "token_endpoint": f"{self.base_url}/{self.issuer.tenant}/oauth2/v2.0/token",
+            "subscription_id": self.names.subscription,
+            "resource_group": self.names.group,
+            "location": LOCATION,
+            "scale_sets": self.view.vmss_names(),
+            "load_balancer": self.view.lb_name(),
+            "public_ip": self.view.pip_name(),
+            "api_versions": {"compute": COMPUTE_VERSIONS[0], "network": NETWORK_VERSIONS[0]},
+        }
+
+    # ---- dispatch ---------------------------------------------------------------------------------
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> Answer:
+        parts = urlsplit(target)
+        path = parts.path
+        query = parse_qs(parts.query, keep_blank_values=True)
+        ident = _IDENTITY.match(path)
+        if ident and not path.lower().startswith("/subscriptions/"):
+            return self._identity(method, ident, body, headers)
+        try:
+            return self._arm(method, path, query, headers)
+        except ArmError as exc:
+            return Answer(exc.status, exc.body(), exc.headers)
+
+    def _identity(self, method: str, m: re.Match[str], body: bytes, headers: Any) -> Answer:
+        tenant = m.group("tenant")
+        if m.group("token"):
+            if method != "POST":
+                return Answer(405, {"error": "invalid_request", "error_description": "Use POST."})
+            ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/x-www-form-urlencoded":
+                return Answer(
+                    400,
+                    OAuthError(
+                        400,
+                        "invalid_request",
+                        "AADSTS900561: The endpoint only accepts POST requests with a form body.",
+                    ).body(),
+                )
+            try:
+                form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+                return Answer(200, self.issuer.token_response(tenant, form), {"Cache-Control": "no-store"})
+            except UnicodeDecodeError:
+                return Answer(400, OAuthError(400, "invalid_request", "AADSTS900144: malformed form body.").body())
+            except OAuthError as exc:
+                return Answer(exc.status, exc.body())
+        if method != "GET":
+            return Answer(405, {"error": "invalid_request", "error_description": "Use GET."})
+        if tenant != self.issuer.tenant:
+            return Answer(
+                400, {"error": "invalid_tenant", "error_description": f"AADSTS90002: Tenant '{tenant}' not found."}
+            )
+        if m.group("oidc"):
+            return Answer(200, self.issuer.openid_configuration(tenant))
+        return Answer(200, self.issuer.jwks())
+
+    def _arm(self, method: str, path: str, query: dict[str, list[str]], headers: Any) -> Answer:
+        self.issuer.verify(headers.get("Authorization"))
+        route = None
+        path_matched = False
+        for m, pattern, handler, family in _COMPILED:
+            match = pattern.match(path)
+            if match:
+                path_matched = True
+                if m == method:
+                    route = (match, handler, family)
+                    break
+        sub_match = re.match(_SUB + r"(/|$)", path, re.IGNORECASE)
+        if sub_match and sub_match.group("sub").lower() != self.names.subscription.lower():
+            raise errors.subscription_not_found(sub_match.group("sub"))
+        if route is None:
+            if path_matched:
+                raise errors.method_not_allowed(method)
+            if sub_match:
+                self._check_group(path)
+            raise errors.ArmError(
+                404,
+                "InvalidResourceType",
+                "The resource type could not be found in the namespace 'Microsoft.Compute' for api-version "
+                f"'{_one(query, 'api-version') or ''}'.",
+            )
+        match, handler, family = route
+        self._check_version(query, family)
+        kind = "reads" if method == "GET" else "writes"
+        allowed, value = self.buckets.take(kind)
+        if not allowed:
+            raise errors.throttled(kind[:-1], self.names.subscription, value)
+        fault = self.faults.for_request(method)
+        if fault is not None:
+            if fault.kind == TIMEOUT:
+                self.faults.hold(fault, self._stop)
+                raise _Drop()
+            raise errors.conflict() if fault.status_code == 409 else errors.internal_error()
+        if "rg" in match.groupdict():
+            self._check_group(path)
+        answer: Answer = getattr(self, handler)(query=query, **match.groupdict())
+        answer.headers[f"x-ms-ratelimit-remaining-subscription-{kind}"] = str(value)
+        return answer
+
+    def _check_group(self, path: str) -> None:
+        m = re.match(_RG + r"(/|$)", path, re.IGNORECASE)
+        if m and m.group("rg").lower() != self.names.group.lower():
+            raise errors.resource_group_not_found(m.group("rg"))
+
+    def _check_version(self, query: dict[str, list[str]], family: str) -> None:
+        version = _one(query, "api-version")
+        supported = _VERSIONS[family]
+        if version is None:
+            raise errors.missing_api_version()
+        if not _VERSION.match(version):
+            raise errors.invalid_api_version(version, supported)
+        if version not in supported:
+            raise errors.no_registered_provider(version, _TYPES[family], supported, LOCATION)
+
+    # ---- Compute ------------------------------------------------------------------------------------
+    def _vmss_name(self, vmss: str) -> str:
+        for name in self.view.vmss_names():
+            if name.lower() == vmss.lower():
+                return name
+        raise errors.resource_not_found("Microsoft.Compute/virtualMachineScaleSets", vmss, self.names.group)
+
+    def _member(self, vmss: str, vm: str) -> Any:
+        inst = self.view.member(self._vmss_name(vmss), vm)
+        if inst is None:
+            raise errors.not_found_entity()
+        return inst
+
+    def vmss_list_all(self, query: Any, sub: str) -> Answer:
+        return Answer(200, {"value": [self.view.vmss(n) for n in self.view.vmss_names()]})
+
+    def vmss_list(self, query: Any, sub: str, rg: str) -> Answer:
+        return self.vmss_list_all(query, sub)
+
+    def vmss_get(self, query: Any, sub: str, rg: str, vmss: str) -> Answer:
+        return Answer(200, self.view.vmss(self._vmss_name(vmss)))
+
+    def vmss_instance_view(self, query: Any, sub: str, rg: str, vmss: str) -> Answer:
+        return Answer(200, self.view.vmss_instance_view(self._vmss_name(vmss)))
+
+    def vm_list(self, query: Any, sub: str, rg: str, vmss: str) -> Answer:
+        name = self._vmss_name(vmss)
+        expand = _expand(query)
+        return Answer(200, {"value": [self.view.vm(i, expand=expand) for i in self.view.members(name)]})
+
+    def vm_get(self, query: Any, sub: str, rg: str, vmss: str, vm: str) -> Answer:
+        return Answer(200, self.view.vm(self._member(vmss, vm), expand=_expand(query)))
+
+    def vm_instance_view(self, query: Any, sub: str, rg: str, vmss: str, vm: str) -> Answer:
+        return Answer(200, self.view.vm_instance_view(self._member(vmss, vm)))
+
+    def vm_action(self, query: Any, sub: str, rg: str, vmss: str, vm: str, action: str) -> Answer:
+        inst = self._member(vmss, vm)
+        try:
+            op = self.operations.begin(_ACTIONS[action.lower()], inst.id)
+        except views.Conflict:
+            raise errors.conflict() from None
+        version = COMPUTE_VERSIONS[0]
+        status_url = (
+            f"{self.base_url}/subscriptions/{self.names.subscription}/providers/Microsoft.Compute/locations/"
+            f"{LOCATION}/operations/{op.id}"
+        )
+        return Answer(
+            202,
+            None,
+            {
+                "Azure-AsyncOperation": f"{status_url}?p={op.id}&api-version={version}",
+                "Location": f"{status_url}?p={op.id}&monitor=true&api-version={version}",
+                "Retry-After": str(self.retry_after),
+            },
+        )
+
+    def operation(self, query: Any, sub: str, loc: str, op: str) -> Answer:
+        found = self.operations.get(op)
+        if found is None or loc.lower() != LOCATION:
+            raise errors.not_found_entity()
+        if _one(query, "monitor") == "true":
+            if found.status == lro.IN_PROGRESS:
+                return Answer(
+                    202,
+                    None,
+                    {"Location": f"{self.base_url}{_path_of(found, self)}", "Retry-After": str(self.retry_after)},
+                )
+            if found.status == lro.FAILED and found.error is not None:
+                raise ArmError(
+                    500 if found.error[0] == "InternalExecutionError" else 400, found.error[0], found.error[1]
+                )
+            return Answer(200, None)
+        from harness.fabric.arm.resources import _iso
+
+        body: dict[str, Any] = {"startTime": _iso(found.started), "status": found.status, "name": found.id}
+        headers = {}
+        if found.status == lro.IN_PROGRESS:
+            headers["Retry-After"] = str(self.retry_after)
+        else:
+            body["endTime"] = _iso(found.ended)
+        if found.status == lro.FAILED and found.error is not None:
+            body["error"] = {"code": found.error[0], "message": found.error[1]}
+        return Answer(200, body, headers)
+
+    # ---- Network ------------------------------------------------------------------------------------
+    def vm_nics(self, query: Any, sub: str, rg: str, vmss: str, vm: str) -> Answer:
+        return Answer(200, {"value": [self.view.network_interface(self._member(vmss, vm))]})
+
+    def lb_list(self, query: Any, sub: str, rg: str) -> Answer:
+        return Answer(200, {"value": [self.view.load_balancer()]})
+
+    def lb_get(self, query: Any, sub: str, rg: str, lb: str) -> Answer:
+        if lb.lower() != self.view.lb_name().lower():
+            raise errors.resource_not_found("Microsoft.Network/loadBalancers", lb, self.names.group)
+        return Answer(200, self.view.load_balancer())
+
+    def pip_list(self, query: Any, sub: str, rg: str) -> Answer:
+        return Answer(200, {"value": [self.view.public_ip()]})
+
+    def pip_get(self, query: Any, sub: str, rg: str, pip: str) -> Answer:
+        if pip.lower() != self.view.pip_name().lower():
+            raise errors.resource_not_found("Microsoft.Network/publicIPAddresses", pip, self.names.group)
+        return Answer(200, self.view.public_ip())
+
+
+def _path_of(op: lro.ArmOperation, server: ArmServer) -> str:
+    return (
+        f"/subscriptions/{server.names.subscription}/providers/Microsoft.Compute/locations/{LOCATION}/operations/"
+        f"{op.id}?p={op.id}&monitor=true&api-version={COMPUTE_VERSIONS[0]}"
+    )
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    for key, values in query.items():
+        if key.lower() == name.lower() and values:
+            return values[0]
+    return None
+
+
+def _expand(query: dict[str, list[str]]) -> bool:
+    return (_one(query, "$expand") or "").lower() == "instanceview"
+
+
+class _Drop(Exception):
+    """A timeout fault: close the connection without an answer."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, api: ArmServer) -> None:
+        self.api = api
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__((LOOPBACK, port), _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        return self.api.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # no getfqdn() lookup
+        self.server_name = LOOPBACK
+        self.server_port = int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("ARM connection from %s failed", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.add(self.request)
+        # one small answer per request: without NODELAY Nagle + delayed ACK add ~40 ms to each keep-alive one
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request.settimeout(HANDSHAKE_TIMEOUT)
+        self.request.do_handshake()
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.request)
+
+    def log_message(self, format: str, *args: Any) -> None:  # the request line only: never headers or bodies
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _any(self) -> None:
+        request_id = str(uuid.uuid4())
+        correlation = self.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
+        try:
+            length = request_body_length(self.headers, MAX_BODY)
+        except BadBodyLength as exc:
+            self.close_connection = True
+            answer = Answer(400, errors.bad_request(f"The request body is not valid ({exc}).").body())
+        else:
+            body = self.rfile.read(length) if length else b""
+            try:
+                answer = self.server.api.handle(self.command, self.path, self.headers, body)
+            except _Drop:
+                self.close_connection = True
+                return
+            except Exception:  # never a traceback on the wire
+                log.exception("ARM request %s %s failed", self.command, urlsplit(self.path).path)
+                answer = Answer(500, errors.internal_error().body())
+        payload = b"" if answer.body is None else json.dumps(answer.body).encode("utf-8")
+        self.send_response(answer.status)
+        headers = {
+            "Cache-Control": "no-cache",
+            "Pragma": "no-cache",
+            "x-ms-request-id": request_id,
+            "x-ms-correlation-request-id": correlation,
+            "x-ms-routing-request-id": f"LOCAL:{request_id}",
+            "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+            "X-Content-Type-Options": "nosniff",
+            **answer.headers,
+        }
+        if answer.body is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        headers["Content-Length"] = str(len(payload))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any
