@@ -238,16 +238,15 @@ def test_azure_scheme_with_an_account_key(azurite: Any, image_cache: Path, monke
         extract(missing)
 
 
-@needs_images
-def test_a_blob_rewritten_mid_read_is_reported_not_mixed(azurite: Any, image_cache: Path) -> None:
-    path = build_image(BAD, "vhd-fixed", cache_dir=image_cache)
-    url = upload(azurite, path, "rewritten.vhd", "BlockBlob")
+def test_a_blob_rewritten_mid_read_is_reported_not_mixed(azurite: Any, tmp_path: Path) -> None:
+    original = tmp_path / "rewritten.vhd"
+    original.write_bytes(random.Random(3).randbytes(3 * 1024 * 1024))
+    url = upload(azurite, original, "rewritten.vhd", "BlockBlob")
     source = blob.open_blob(parse_blob_url(url), sas_for("rewritten.vhd"))
     first = source.read_at(0, 4096)
-    assert first == path.read_bytes()[:4096]
-    azurite.blob_client().get_blob_client("images", "rewritten.vhd").upload_blob(
-        b"\1" * source.size, blob_type="BlockBlob", overwrite=True
-    )
+    assert first == original.read_bytes()[:4096]
+    client = azurite.blob_client().get_blob_client("images", "rewritten.vhd")
+    client.upload_blob(b"\1" * source.size, blob_type="BlockBlob", overwrite=True)
     assert source.read_at(0, 4096) == first  # cached: the version being read
     with pytest.raises(Unreadable) as info:
         source.read_at(source.size - 4096, 4096)
