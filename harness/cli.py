@@ -66,7 +66,12 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
         help="lint only shard I of N (CI matrices): a stable split by path, a csdef/cscfg/cspkg set or an image "
         "never split; merge the shards' vmrole.json with `vmrole report merge`",
     )
-    p.add_argument("-n", "--workers", metavar="N", help="run rules in N processes (pytest-xdist)")
+    p.add_argument(
+        "-n",
+        "--workers",
+        metavar="N",
+        help="run in N processes (pytest-xdist; auto: one per core); each image is still read once",
+    )
     p.add_argument("-q", "--quiet", action="count", default=0)
     p.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -113,7 +118,10 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
     if not ns.no_allure:
         args += ["--alluredir", str(report_dir / "allure-results"), "--clean-alluredir"]
     if ns.workers:
-        args += ["-n", ns.workers, "--dist", "loadfile"]
+        # Lint items need nothing of each other (an image is read once for the whole run, harness.extraction.
+        # shared_reads): `load` hands them out in batches, where loadfile's scheduler costs the controller
+        # O(files) per item. A probe keeps a target's items on one worker (stages run once per process).
+        args += ["-n", ns.workers, "--dist", "loadfile" if getattr(ns, "target", None) else "load"]
     verbosity = ns.verbose - ns.quiet
     if verbosity > 0:
         args.append("-" + "v" * verbosity)
@@ -167,11 +175,24 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
     # Nor from the environment or an ini file (--config): a lint run contacts nothing (issue 9).
     args = [*lint_args(ns, paths, extra), "-o", "vmr_target="]
     saved = os.environ.pop("VMR_TARGET", None)
+    scratch = None
+    if ns.workers:
+        # xdist makes the controller create pytest's numbered temp folder, and at exit pytest then deletes the
+        # older numbered folders of every other pytest run of this user (tens of thousands of files on a busy
+        # machine, seconds of the lint's time): the workers get a private folder instead, removed here.
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="vmrole-lint-")
+        args += ["--basetemp", os.path.join(scratch, "tmp")]
     try:
         return int(pytest.main(args))
     finally:
         if saved is not None:
             os.environ["VMR_TARGET"] = saved
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:

@@ -19,12 +19,14 @@ import multiprocessing.connection
 import os
 import resource
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.extraction import shared_reads
 from harness.extraction.extract import ExtractOptions, extract
 from harness.facts.image import ImageFacts
 from harness.readers.errors import Unreadable
@@ -82,6 +84,7 @@ _PENDING: dict[tuple[str, ExtractOptions], _Job] = {}
 
 
 def _start(path: Path, options: ExtractOptions, memory_limit: int) -> _Job:
+    shared_reads.log_read(path)
     ctx = _context()
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, str(path), options, memory_limit), daemon=True)
@@ -123,9 +126,16 @@ def read_image_isolated(
 ) -> ImageFacts:
     """ImageFacts for ``path``, read in a worker process. Raises Unreadable for any failure.
 
-    ``timeout`` counts from the moment the worker started (a prefetched worker has had a head start).
+    ``timeout`` counts from the moment the worker started (a prefetched worker has had a head start). In a
+    run of several processes (:mod:`harness.extraction.shared_reads`) the image is read by one of them only.
     """
     options = options or ExtractOptions()
+    if shared_reads.DIRECTORY is not None:
+        return shared_reads.read_once(path, options, timeout, lambda: _read_here(path, options, timeout, memory_limit))
+    return _read_here(path, options, timeout, memory_limit)
+
+
+def _read_here(path: Path, options: ExtractOptions, timeout: float, memory_limit: int) -> ImageFacts:
     job = _PENDING.pop(_key(path, options), None)
     if job is None or job.memory_limit != memory_limit:
         if job is not None:
@@ -133,6 +143,42 @@ def read_image_isolated(
             job.proc.join(5)
         job = _start(path, options, memory_limit)
     return _collect(job, path, timeout)
+
+
+def claim_ahead(paths: list[Path], options: ExtractOptions, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> int:
+    """In a run of several processes: claim these images and start reading them now (each published when this
+    process's collection reaches it). Images another process claimed first are left to it. Returns how many."""
+    started = 0
+    for path in paths:
+        if Path(path).is_file() and shared_reads.claim_ahead(shared_reads.key_of(path, options)):
+            prefetch(path, options, memory_limit=memory_limit)
+            started += 1
+    return started
+
+
+def publish_prefetched(timeout: float) -> int:
+    """In a run of several processes, from the process that started reading images but does not collect (the
+    xdist controller behind `vmrole lint -n N`): claim what :func:`prefetch` started and publish each outcome
+    from a thread as its read ends, for the collecting processes. Returns how many reads it hands over."""
+    jobs = []
+    for key in list(_PENDING):
+        path, options = Path(key[0]), key[1]
+        name = shared_reads.key_of(path, options)
+        if shared_reads.claim(name):
+            jobs.append((path, name, _PENDING.pop(key)))
+
+    def hand_over() -> None:
+        for path, name, job in jobs:
+            outcome: tuple[Any, ...]
+            try:
+                outcome = ("ok", _collect(job, path, timeout))
+            except Unreadable as exc:
+                outcome = ("unreadable", exc.problem, exc.location)
+            shared_reads.publish(name, outcome)
+
+    if jobs:  # the thread only waits on pipes: every reader process was forked before it started
+        threading.Thread(target=hand_over, name="vmrole-image-hand-over", daemon=True).start()
+    return len(jobs)
 
 
 def _collect(job: _Job, path: Path, timeout: float) -> ImageFacts:

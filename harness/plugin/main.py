@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +42,8 @@ PLUGIN = pytest.StashKey["VmrolePlugin"]()
 #: the name the run's plugin object is registered under (``config.pluginmanager.get_plugin(PLUGIN_NAME)``)
 PLUGIN_NAME = "vmrole-harness"
 FIXTURES_NAME = "vmrole-fixtures"
+#: the xdist worker input naming the run's shared image-read directory
+SHARE_KEY = "vmr_shared_reads"
 
 SEVERITY_MARKERS = ("critical", "high", "medium", "low", "info")
 MAX_REPORTED_LINES = 20
@@ -79,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = VmrolePlugin(config, state)
     config.stash[PLUGIN] = plugin
     config.pluginmanager.register(plugin, PLUGIN_NAME)
+    plugin.share_image_reads()
     # vmrole_target, vmrole_host … and the vmrole_destructive / vmrole_one_instance markers, for user tests
     if not config.pluginmanager.is_registered(fixtures):
         config.pluginmanager.register(fixtures, FIXTURES_NAME)
@@ -92,6 +98,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if plugin is not None:
         del config.stash[PLUGIN]
         config.pluginmanager.unregister(plugin)
+        plugin.stop_sharing_image_reads()
     if config.pluginmanager.get_plugin(FIXTURES_NAME) is not None:
         config.pluginmanager.unregister(name=FIXTURES_NAME)
 
@@ -113,6 +120,15 @@ def _blob_artefact(artefact: Artefact) -> Artefact:
     if label is None:
         return artefact
     return Artefact(artefact.kind, label, artefact.path, label.rsplit("/", 1)[-1])
+
+
+def _blob_read(subject: Any) -> dict[str, Any]:
+    """``{"read": {...}}`` for an image read from blob storage (bytes read, fetched, requests, seconds), else {}."""
+    stats = getattr(getattr(subject, "facts", None), "stats", None) or {}
+    if "bytes fetched" not in stats:
+        return {}
+    keys = {"bytes_read": "bytes read", "bytes_fetched": "bytes fetched", "requests": "requests", "seconds": "total s"}
+    return {"read": {k: round(float(stats.get(v, 0)), 3) for k, v in keys.items()}}
 
 
 class NotProbed(pytest.File):
@@ -256,6 +272,8 @@ class RuleItem(pytest.Item):
         self.add_marker("vmrole")
         self.add_marker(f"vmr_{severity.label}")
         self.vmr_charts: list[dict[str, Any]] = []
+        #: an image's one-line progress message (shown once per image by the controller)
+        self.vmr_progress: str | None = None
         if subject.artefact.kind == DEPLOYMENT:
             # one worker per deployment: stages run once and destructive probes never overlap
             self.add_marker(pytest.mark.xdist_group(name=f"vmr-live-{subject.artefact.identity}"))
@@ -288,6 +306,9 @@ class RuleItem(pytest.Item):
                     )
                 )
             self.vmr_notes.extend(n for n in notes if n not in self.vmr_notes)
+            self.vmr_progress = f"image {self.subject.artefact.display}: profile {profile}" + (
+                f", read {read / 2**20:,.1f} MiB in {facts.stats.get('total s', 0):.2f} s" if read is not None else ""
+            )
 
     def runtest(self) -> None:
         try:
@@ -421,6 +442,64 @@ class VmrolePlugin:
         self.collected = Collected()
         #: --vmr-shard: the artefacts seen while collecting and the keys of those in this shard
         self.shard_seen: dict[Path, str] = {}
+        #: the xdist controller's directory where each image is read once for the whole run (shared_reads)
+        self.share_dir: Path | None = None
+        self._shared_before: tuple[Path | None] | None = None
+        #: images whose progress line the terminal has shown
+        self.images_shown: set[str] = set()
+
+    # ---- many processes, one read per image ---------------------------------------------------
+    def share_image_reads(self) -> None:
+        """Under pytest-xdist every worker collects every artefact; an image is read by one process of the run
+        (:mod:`harness.extraction.shared_reads`). Only for runs that lint images (named, or found with
+        --vmr-discover), so that a test suite's own image reads stay their own."""
+        config, state = self.config, self.state
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None:
+            directory = workerinput.get(SHARE_KEY)
+            if not directory:
+                return
+            self._use_shared(Path(directory))
+            images = list(state.pairing.images)
+            if images:  # this worker's share of the named images starts reading now, before collection
+                from harness.extraction.extract import ExtractOptions
+                from harness.extraction.worker import claim_ahead
+
+                index = int(str(workerinput.get("workerid", "gw0")).removeprefix("gw") or 0)
+                count = max(1, int(workerinput.get("workercount", 1)))
+                image = state.pairing.image
+                options = ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
+                claim_ahead(images[index::count], options)
+            return
+        if config.getoption("dist", default="no") == "no" or not (state.pairing.images or state.discover):
+            return
+        self.share_dir = Path(tempfile.mkdtemp(prefix="vmrole-run-"))
+        self._use_shared(self.share_dir)
+        if "harness.extraction.worker" in sys.modules:  # `vmrole lint` started reading images: hand them over
+            from harness.extraction.worker import publish_prefetched
+
+            publish_prefetched(state.pairing.image.timeout)
+
+    def _use_shared(self, directory: Path | None) -> None:
+        from harness.extraction import shared_reads
+
+        if self._shared_before is None:
+            self._shared_before = (shared_reads.DIRECTORY,)
+        shared_reads.use(directory)
+
+    def stop_sharing_image_reads(self) -> None:
+        if self._shared_before is not None:
+            from harness.extraction import shared_reads
+
+            shared_reads.use(self._shared_before[0])
+        if self.share_dir is not None:
+            shutil.rmtree(self.share_dir, ignore_errors=True)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist, on the controller: tell each worker where the run's images are read once."""
+        if self.share_dir is not None:
+            node.workerinput[SHARE_KEY] = str(self.share_dir)
 
     # ---- collection ----------------------------------------------------------------------------
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -485,7 +564,12 @@ class VmrolePlugin:
             # Plain JSON-able data: xdist ships it from the worker to the controller unchanged.
             report.vmr = {
                 "rule": item.rule.id,
-                "artefact": {"identity": artefact.identity, "kind": artefact.kind, "path": str(artefact.path)},
+                "artefact": {
+                    "identity": artefact.identity,
+                    "kind": artefact.kind,
+                    "path": str(artefact.path),
+                    **_blob_read(item.subject),
+                },
                 "findings": [
                     {
                         "finding": r.finding.to_dict(),
@@ -497,6 +581,7 @@ class VmrolePlugin:
                 ],
                 "notes": item.vmr_notes,
                 "charts": item.vmr_charts,
+                "progress": item.vmr_progress,
             }
         elif plain:
             report.vmr_test = self._test_data(item, report)
@@ -566,7 +651,16 @@ class VmrolePlugin:
             return
         collected = self.collected
         art = data["artefact"]
-        collected.artefacts.setdefault(art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"]))
+        progress = data.get("progress")
+        if progress and art["identity"] not in self.images_shown:
+            self.images_shown.add(art["identity"])
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                terminal.ensure_newline()
+                terminal.write_line(f"vmrole: {progress}")
+        collected.artefacts.setdefault(
+            art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"], art.get("read"))
+        )
         collected.rule_ids.add(data["rule"])
         for entry in data["findings"]:
             collected.findings.append(
