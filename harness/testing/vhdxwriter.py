@@ -182,6 +182,10 @@ def write_vhdx(
     if virtual_size <= 0 or virtual_size % lss:
         raise ValueError(f"virtual size {virtual_size} is not a positive multiple of {lss}")
     differencing = parent_locator_item is not None
+    # A given DataWriteGuid makes the file reproducible: the other identifiers are derived from it.
+    dwg = data_write_guid or uuid.uuid4()
+    fwg = uuid.uuid5(dwg, "FileWriteGuid") if data_write_guid else uuid.uuid4()
+    page83 = uuid.uuid5(dwg, "page 83") if data_write_guid else uuid.uuid4()
     chunk_ratio = (1 << 23) * lss // block_size
     data_blocks = -(-virtual_size // block_size)
     bitmap_blocks = -(-data_blocks // chunk_ratio)
@@ -225,7 +229,7 @@ def write_vhdx(
             4,
         ),
         (META_VIRTUAL_DISK_SIZE, virtual_size.to_bytes(8, "little"), 6),
-        (META_PAGE83, uuid.uuid4().bytes_le, 6),
+        (META_PAGE83, page83.bytes_le, 6),
         (META_LOGICAL_SECTOR, lss.to_bytes(4, "little"), 6),
         (META_PHYSICAL_SECTOR, physical_sector_size.to_bytes(4, "little"), 6),
     ]
@@ -246,9 +250,6 @@ def write_vhdx(
     ident[0:8] = b"vhdxfile"
     name = creator.encode("utf-16-le")[:510]
     ident[8 : 8 + len(name)] = name
-
-    dwg = data_write_guid or uuid.uuid4()
-    fwg = uuid.uuid4()
 
     def header(seq: int) -> bytes:
         h = bytearray(4 * KIB)
@@ -330,14 +331,15 @@ def write_differencing_vhdx(
     parent_linkage: uuid.UUID | None = None,
     absolute_path: str | None = None,
     data_write_guid: uuid.UUID | None = None,
+    absent_fill: int = _ABSENT_FILL,
 ) -> Path:
     """Write ``child`` as a differencing VHDX on top of the VHDX ``parent`` and return its path.
 
     ``writes`` maps disk offsets to data, both multiples of the parent's logical sector size; later entries
     win. A block all of whose sectors are written is FULLY_PRESENT, one with some sectors written is
-    PARTIALLY_PRESENT (its sector bitmap says which; the other sectors hold 0xEE filler that must never be
-    read), blocks in ``zero_blocks`` are PAYLOAD_BLOCK_ZERO (or, with writes, fully present over zeros), every
-    other block reads through to the parent.
+    PARTIALLY_PRESENT (its sector bitmap says which; the other sectors hold ``absent_fill`` bytes, 0xEE by
+    default, that must never be read), blocks in ``zero_blocks`` are PAYLOAD_BLOCK_ZERO (or, with writes, fully
+    present over zeros), every other block reads through to the parent.
     ``locator`` replaces the parent locator's key-value entries (default: ``parent_linkage`` = the parent's
     DataWriteGuid or ``parent_linkage``, ``relative_path`` from the child's directory and
     ``absolute_win32_path`` = ``absolute_path`` or the parent's absolute path). The parent is read before
@@ -368,7 +370,7 @@ def write_differencing_vhdx(
     blocks: dict[int, tuple[int, bytes | None, bytes | None]] = {n: (ZERO, None, None) for n in zero_blocks}
     for n in sorted({s // spb for s in sectors}):
         zeroed = n in zero_blocks  # written sectors over zeros: the whole block is in the file
-        data = bytearray(block_size) if zeroed else bytearray([_ABSENT_FILL]) * block_size
+        data = bytearray(block_size) if zeroed else bytearray([absent_fill]) * block_size
         bitmap = bytearray(spb // 8)
         present = 0
         last_sector = min(spb, -(-(virtual_size - n * block_size) // lss))

@@ -132,6 +132,60 @@ def seeds_mgmt() -> dict[str, bytes]:
         "no-token": f"GET {base} HTTP/1.1\r\nx-ms-version: 2014-06-01\r\n\r\n",
         "bad-length": f"GET {base} HTTP/1.1\r\n{head}Content-Length: x1\r\n\r\n",
     }
+    ns = 'xmlns="http://schemas.microsoft.com/windowsazure"'
+    config = base64.b64encode(
+        b'\xef\xbb\xbf<?xml version="1.0"?>\r\n<ServiceConfiguration serviceName="ContosoVMRole" '
+        b'xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration">'
+        b'<Role name="WebVM"><Instances count="2" /></Role></ServiceConfiguration>'
+    ).decode()
+    label = base64.b64encode(b"label").decode()
+    dep = f"{base}/ContosoVMRole/deployments/c0ffee00c0ffee00c0ffee00c0ffee00"
+
+    def post(path: str, body: str, method: str = "POST") -> str:
+        length = len(body.encode())
+        xml_head = f"{head}Content-Type: application/xml\r\nContent-Length: {length}\r\n"
+        return f"{method} {path} HTTP/1.1\r\n{xml_head}\r\n{body}"
+
+    bodies = {
+        "create-deployment": post(
+            f"{base}/ContosoVMRole/deploymentslots/staging",
+            f"<CreateDeployment {ns}><Name>staged</Name><PackageUrl>http://127.0.0.1:10000/devstoreaccount1/"
+            f"packages/app.cspkg</PackageUrl><Label>{label}</Label><Configuration>{config}</Configuration>"
+            "<StartDeployment>true</StartDeployment><TreatWarningsAsError>false</TreatWarningsAsError>"
+            "</CreateDeployment>",
+        ),
+        "change-config": post(
+            f"{dep}/?comp=config",
+            f"<ChangeConfiguration {ns}><Configuration>{config}</Configuration><Mode>Auto</Mode></ChangeConfiguration>",
+        ),
+        "status": post(
+            f"{dep}/?comp=status", f"<UpdateDeploymentStatus {ns}><Status>Suspended</Status></UpdateDeploymentStatus>"
+        ),
+        "swap": post(
+            f"{base}/ContosoVMRole",
+            f"<Swap {ns}><Production>c0ffee00c0ffee00c0ffee00c0ffee00</Production>"
+            "<SourceDeployment>b</SourceDeployment></Swap>",
+        ),
+        "create-service": post(
+            base,
+            f"<CreateHostedService {ns}><ServiceName>other</ServiceName><Label>{label}</Label>"
+            "<Description>d</Description><Location>West US</Location></CreateHostedService>",
+        ),
+        "update-service": post(
+            f"{base}/ContosoVMRole",
+            f"<UpdateHostedService {ns}><Label>{label}</Label><Description>x</Description></UpdateHostedService>",
+            "PUT",
+        ),
+        "delete-deployment": f"DELETE {dep} HTTP/1.1\r\n{head}\r\n",
+        "isavailable": f"GET {base}/operations/isavailable/other HTTP/1.1\r\n{head}\r\n",
+        "entities": post(
+            f"{dep}/?comp=status",
+            '<!DOCTYPE s [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            "<UpdateDeploymentStatus><Status>&b;</Status></UpdateDeploymentStatus>",
+        ),
+        "not-xml": post(f"{dep}/?comp=config", "<ChangeConfiguration><Configuration>"),
+    }
+    reqs.update(bodies)
     return {k: v.encode() for k, v in reqs.items()}
 
 
@@ -278,7 +332,22 @@ def seeds_partitions(work: Path) -> dict[str, bytes]:
     bare = bytearray(disk)
     bare[:512] = _ntfs_boot(disk // 512)
     out["bare-ntfs"] = bytes(bare)
+    out["gpt-4k"] = _gpt_4k_disk(work / "gpt4k.img", disk)
     return {k: sparse_encode(v) for k, v in out.items()}
+
+
+def _gpt_4k_disk(path: Path, size: int) -> bytes:
+    """A GPT for 4096-byte logical sectors (header at byte 4096), written by fdisk -b 4096: sfdisk 2.38 writes
+    512-byte-sector tables into files whatever its script says."""
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    fdisk = _tool("fdisk")
+    if fdisk is None:
+        raise FileNotFoundError("fdisk")
+    # g: new GPT; n: partition 1 at LBA 256-511, t 11: Microsoft basic data; n: partition 2 after it; w: write.
+    script = "g\nn\n1\n256\n511\nt\n11\nn\n2\n512\n767\nw\n"
+    subprocess.run([fdisk, "-b", "4096", str(path)], input=script, text=True, check=True, capture_output=True)
+    return path.read_bytes()
 
 
 def _qemu(*args: str | Path) -> None:
@@ -322,6 +391,44 @@ def seeds_container(work: Path) -> dict[str, bytes]:
             absolute_path_override="/tmp/does-not-exist/parent.vhd" if locator == "absolute" else None,
         )  # fmt: skip
         out[f"vhd-diff-{locator}"] = sparse_encode(child.read_bytes(), name=3)
+    out.update(seeds_container_vhdx(work))
+    return out
+
+
+def seeds_container_vhdx(work: Path) -> dict[str, bytes]:
+    """Differencing VHDX seeds (512 and 4096-byte sectors, fully and partially present blocks, a zero block)
+    over ``parent.vhdx``, the small dynamic VHDX the container target puts in its sandbox, and one whose
+    locator names the input itself (a cycle). Written by harness/testing/vhdxwriter.py with fixed identifiers,
+    so rerunning gives the same bytes."""
+    import uuid
+
+    from harness.testing.vhdxwriter import write_base_vhdx, write_differencing_vhdx
+
+    out: dict[str, bytes] = {}
+    raw = _raw_with_data(work / "vparent.raw", 4 * MIB)
+    parent = write_base_vhdx(work / "parent.vhdx", raw, data_write_guid=uuid.UUID(int=0x5EED))
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    (DATA_DIR / "parent.vhdx.sprs").write_bytes(sparse_encode(parent.read_bytes(), name=2))
+    writes = {4096: b"\x11" * 1024, MIB: b"\x22" * 4096, 3 * MIB - 512: b"\x33" * 1024}
+    child = work / "disk.vhdx"  # the name a sparse input with selector 2 takes in the sandbox
+    write_differencing_vhdx(
+        parent, child, writes=writes, zero_blocks=[2], data_write_guid=uuid.UUID(int=0xC1D), absent_fill=0
+    )
+    out["vhdx-diff"] = sparse_encode(child.read_bytes(), name=2)
+    # 4096-byte sectors over the 512-byte parent (read, with a note): the 4K sector bitmap path.
+    raw4k = work / "v4k.raw"
+    raw4k.write_bytes(raw.read_bytes())
+    parent4k = write_base_vhdx(work / "p4k.vhdx", raw4k, logical_sector_size=4096, data_write_guid=uuid.UUID(int=4))
+    write_differencing_vhdx(
+        parent4k, child, writes={8192: b"\x44" * 8192}, locator=[("parent_linkage", str(uuid.UUID(int=0x5EED))),
+        ("relative_path", ".\\parent.vhdx")], data_write_guid=uuid.UUID(int=0x4C), absent_fill=0,
+    )  # fmt: skip
+    out["vhdx-diff-4k"] = sparse_encode(child.read_bytes(), name=2)
+    write_differencing_vhdx(
+        parent, child, locator=[("parent_linkage", str(uuid.UUID(int=0xC1C))), ("relative_path", "disk.vhdx")],
+        data_write_guid=uuid.UUID(int=0xC1C),
+    )  # fmt: skip
+    out["vhdx-diff-self"] = sparse_encode(child.read_bytes(), name=2)
     return out
 
 

@@ -382,16 +382,19 @@ _PARENT_READY = False
 
 
 def _container_setup() -> None:
-    """The sandbox holds ``parent.vhd`` (a small fixed VHD) so differencing seeds have a parent to find."""
+    """The sandbox holds ``parent.vhd`` (a small fixed VHD) and ``parent.vhdx`` (a small dynamic VHDX) so
+    differencing seeds have a parent to find."""
     global _PARENT_READY
     if _PARENT_READY:
         return
-    blob = DATA_DIR / "parent.vhd.sprs"
-    if blob.is_file():
+    for name in ("parent.vhd", "parent.vhdx"):
+        blob = DATA_DIR / f"{name}.sprs"
+        if not blob.is_file():
+            continue
         decoded = sparse_decode(blob.read_bytes())
         assert decoded is not None
         _name, size, chunks = decoded
-        with open(sandbox() / "parent.vhd", "wb") as fh:
+        with open(sandbox() / name, "wb") as fh:
             fh.truncate(size)
             for off, chunk in chunks:
                 fh.seek(off)
@@ -624,6 +627,105 @@ class _MgmtFake:
         return None
 
 
+MGMT_OPERATION = "0123456789abcdef0123456789abcdef"
+
+
+class _MgmtDeployment:
+    """The one deployment of :class:`_MgmtServices` (the surface the management router uses)."""
+
+    name = "c0ffee00c0ffee00c0ffee00c0ffee00"
+    slot = "Production"
+    locked = False
+    created = modified = "2026-01-01T00:00:00Z"
+
+    def __init__(self) -> None:
+        self.instances = _MgmtFake()
+
+    def view(self) -> Any:
+        return self.instances.deployment()
+
+
+def _mgmt_services() -> Any:
+    """The fabric's hosted services (harness.fabric.deployments.HostedServices) with one stateless deployment:
+    the real routing, body parsing (defusedxml) and base64/cscfg checks run; nothing starts, sleeps or changes,
+    so answers are deterministic."""
+    import threading
+
+    from harness.fabric.deployments import (
+        HostedService,
+        HostedServices,
+        bad_request,
+        conflict,
+        decode_base64_text,
+        not_found,
+    )
+
+    class Services(HostedServices):
+        def __init__(self) -> None:  # no controller: nothing to start
+            self.lock = threading.RLock()
+            self.operations = {}
+            self.retired = []
+            self.dep = _MgmtDeployment()
+            svc = HostedService("ContosoVMRole", "Contoso", created=self.dep.created, modified=self.dep.created)
+            svc.slots["Production"] = self.dep  # type: ignore[assignment]
+            self.services = {"contosovmrole": svc}
+
+        def deployment(self) -> Any:
+            return self.dep.view()
+
+        def operation(self, request_id: str) -> Any:
+            return self.dep.instances.operation(request_id.replace("-", "").lower())
+
+        def find(self, service: str, *, slot: str | None = None, name: str | None = None) -> Any:
+            self.service(service)
+            if slot is not None and slot.lower() != "production":
+                raise not_found("No deployments were found.")
+            if slot is None and name != self.dep.name:
+                raise not_found(f"The deployment name '{name}' does not exist.")
+            return self.dep
+
+        def create_service(self, name: str, label: str, description: str, location: str) -> None:
+            if name.lower() in self.services:
+                raise conflict("The specified DNS name is already taken.")
+
+        def update_service(self, name: str, label: str | None, description: str | None) -> None:
+            self.service(name)
+
+        def delete_service(self, name: str) -> None:
+            self.service(name)
+            raise conflict("The hosted service has deployments: delete them first.")
+
+        def update_status(self, service: str, name: str, status: str) -> str:
+            self.find(service, name=name)
+            if status.strip().lower() not in ("running", "suspended"):
+                raise bad_request("bad status")
+            return MGMT_OPERATION
+
+        def change_configuration(self, service: str, *, slot: str | None, name: str | None, encoded: str) -> str:
+            self.find(service, slot=slot, name=name)
+            decode_base64_text(encoded, "configuration")
+            return MGMT_OPERATION
+
+        def delete_deployment(self, service: str, *, slot: str | None, name: str | None) -> str:
+            self.find(service, slot=slot, name=name)
+            return MGMT_OPERATION
+
+        def swap(self, service: str, production: str | None, source: str) -> str:
+            self.service(service)
+            raise not_found(f"The deployment name '{source}' does not exist.")
+
+        def create_deployment(self, service: str, slot: str, **kw: Any) -> str:
+            self.service(service)
+            if slot.lower() not in ("production", "staging"):
+                raise bad_request("bad slot")
+            decode_base64_text(kw["encoded_configuration"], "configuration")
+            if slot.lower() == "production":
+                raise conflict("There is already a deployment in the Production slot.")
+            raise bad_request("The package URL is not a blob of this fabric's storage.")
+
+    return Services()
+
+
 MGMT_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 MGMT_TOKEN = "fuzz-token-0123456789"  # plain HTTP needs ``Authorization: Bearer <token>`` (the seeds send it)
 _MGMT: Any = None
@@ -684,7 +786,7 @@ def _mgmt(data: bytes) -> object:
 
     global _MGMT
     if _MGMT is None:
-        _MGMT = ManagementServer(_MgmtFake(), subscription_id=MGMT_SUBSCRIPTION, http_port=0, token=MGMT_TOKEN)
+        _MGMT = ManagementServer(_mgmt_services(), subscription_id=MGMT_SUBSCRIPTION, http_port=0, token=MGMT_TOKEN)
         _MGMT._created = "2026-01-01T00:00:00Z"
     server = _MGMT
 
@@ -879,9 +981,11 @@ def _targets() -> dict[str, Target]:
         ),
         Target(
             "mgmt", "harness.fabric.mgmt.server: _Handler.handle_one_request -> ManagementServer._handle/_route "
-            "(raw HTTP request bytes; the API never parses request bodies, it drains them)",
+            "-> mgmt.operations.Router (raw HTTP request bytes: request line, headers, XML bodies through "
+            "defusedxml, base64 configurations; a stateless stand-in for the fabric's hosted services)",
             "none escapes; client errors must be 4xx (an internal 500 with a logged exception is a crash)",
-            _mgmt, _none, ("harness/fabric/mgmt/server.py", "harness/fabric/mgmt/xml.py"),
+            _mgmt, _none,
+            ("harness/fabric/mgmt/server.py", "harness/fabric/mgmt/xml.py", "harness/fabric/mgmt/operations.py"),
         ),
         Target(
             "control", "harness.fabric.control: the control API's handler (raw HTTP request bytes: token check, "
