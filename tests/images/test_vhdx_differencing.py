@@ -11,9 +11,12 @@ for those; qemu-img checks the writer's 512-byte base disks.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,9 +25,13 @@ from typing import Any
 
 import pytest
 
+from harness.extraction.extract import extract
 from harness.readers.errors import Unreadable
 from harness.readers.image.container import open_disk
 from harness.readers.image.partitions import read_partitions
+from harness.testing import keymaterial as km
+from harness.testing.hivewriter import sz
+from harness.testing.images import ImageSpec, build_image, missing_tools, volume_extent
 from harness.testing.vhdxwriter import (
     FULLY_PRESENT,
     NOT_PRESENT,
@@ -39,7 +46,9 @@ from harness.testing.vhdxwriter import (
     write_differencing_vhdx,
     write_vhdx,
 )
+from harness.testing.windows import WINLOGON, windows_server_2008r2_vmrole
 
+REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 #: Not a multiple of the block size: the last block is short (and its chunk's bitmap is partial).
 SIZE = 6 * MIB + 3 * 4096
@@ -443,3 +452,114 @@ def test_4k_gpt_partition_table(tmp_path: Path) -> None:
             else:
                 with pytest.raises(Unreadable, match="written for 4096-byte sectors but the container declares 512"):
                     read_partitions(d)
+
+
+# ---- end to end: a checkpoint of a 4Kn Windows disk ------------------------------------------------------------
+
+
+def _four_k_disk(spec: ImageSpec, image_cache: Path, out: Path) -> Path:
+    """The factory's GPT disk for ``spec`` laid out again for 4096-byte logical sectors: the GPT written by
+    fdisk -b 4096 (header at byte 4096, LBAs in 4 KiB units) and the NTFS boot sector
+    saying 4096 bytes per sector, 1 sector per (4 KiB) cluster, hidden sectors and total sectors in 4 KiB
+    units, as mkntfs -s 4096 writes them."""
+    raw = build_image(spec, "raw", cache_dir=image_cache)
+    start, size = volume_extent(spec)
+    assert start % 4096 == 0 and size % 4096 == 0
+    with open(raw, "rb") as f:
+        f.seek(start)
+        volume = bytearray(f.read(size))
+    assert volume[3:11] == b"NTFS    " and volume[13] * 512 == 4096
+    volume[11:13] = (4096).to_bytes(2, "little")
+    volume[13] = 1
+    volume[28:32] = (start // 4096).to_bytes(4, "little")
+    volume[40:48] = (size // 4096 - 1).to_bytes(8, "little")
+    volume[size - 4096 : size - 4096 + 512] = volume[:512]  # the backup boot sector: the last logical sector
+    disk = spec.disk_size
+    with open(out, "wb") as f:
+        f.truncate(disk)
+    # fdisk -b 4096 (sfdisk 2.38 writes 512-byte-sector tables into files whatever its script says): g a new
+    # GPT, n partition 1 over the volume's 4 KiB LBAs, t 11 Microsoft basic data, w write.
+    first, last = start // 4096, (start + size) // 4096 - 1
+    subprocess.run(
+        ["fdisk", "-b", "4096", str(out)],
+        input=f"g\nn\n1\n{first}\n{last}\nt\n11\nw\n".encode(),
+        check=True,
+        capture_output=True,
+    )
+    with open(out, "r+b") as f:
+        f.seek(start)
+        f.write(volume)
+    return out
+
+
+def _lint_findings(image: Path, tmp_path: Path, *extra: str) -> tuple[int, set[tuple[str, str]]]:
+    """`vmrole lint --image IMAGE` in a subprocess: exit code and (rule id, message) of every finding."""
+    reports = tmp_path / f"reports-{image.name}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "harness.cli", "lint", "--image", str(image), "--report-dir", str(reports)]
+    command += [*extra, "--format", "json", "--no-junit", "--no-allure", "-q"]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output
+    found: set[tuple[str, str]] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "rule_id" in node and "message" in node:
+                found.add((str(node["rule_id"]), str(node["message"]).replace(image.name, "IMAGE")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads((reports / "vmrole.json").read_text("utf-8")))
+    return proc.returncode, found
+
+
+def test_4k_checkpoint_lints_like_its_flattened_disk(image_cache: Path, tmp_path: Path) -> None:
+    """A 4Kn Windows disk as a base VHDX (4096-byte logical sectors) and a checkpoint holding every 4 KiB page
+    where a badly prepared image differs: `vmrole lint --image child.avhdx` gives the findings of the
+    flattened disk (flattened by libvhdi, independently) but for the container's own format findings."""
+    missing = missing_tools()
+    if missing or shutil.which("fdisk") is None:
+        pytest.skip(f"image tools missing: {missing}")
+    good_spec = windows_server_2008r2_vmrole().with_changes(partition_style="gpt")
+    bad_spec = good_spec.with_changes(
+        files={"inetpub/wwwroot/site.pfx": km.pfx_bytes()},
+        hives={"SOFTWARE": {WINLOGON: {"DefaultPassword": sz("Hunter2!x")}}},
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    good_raw = _four_k_disk(good_spec, image_cache, work / "good.raw")
+    bad_raw = _four_k_disk(bad_spec, image_cache, work / "bad.raw")
+    good, bad = good_raw.read_bytes(), bad_raw.read_bytes()
+    writes = {
+        off: bad[off : off + 4096]
+        for off in range(0, len(bad), 4096)
+        if bad[off : off + 4096] != good[off : off + 4096]
+    }
+    assert writes
+    vm = tmp_path / "vm"
+    vm.mkdir()
+    base = write_base_vhdx(vm / "base.vhdx", good_raw, logical_sector_size=4096)
+    child = write_differencing_vhdx(base, vm / "checkpoint.avhdx", writes=writes)
+    del good
+    flat = work / "flattened.raw"
+    flat.write_bytes(_libvhdi_read([base, child]))
+    assert flat.read_bytes() == bad
+    with open_disk(child) as d:
+        assert d.info.logical_sector_size == 4096
+        table = read_partitions(d)
+        assert table.style == "gpt" and table.partitions[0].start == 1 * MIB
+
+    # Content rules find the same problems; the format rules judge each container (VMR012: a chain to merge,
+    # VMR013: VHDX or raw rather than a fixed VHD) by design.
+    code, child_found = _lint_findings(child, tmp_path)
+    _, flat_found = _lint_findings(flat, tmp_path)
+    content = {f for f in flat_found if not f[0].startswith("VMR01")}
+    assert {r for r, _ in content} == {"VMR211", "VMR310"}, flat_found
+    assert {f for f in child_found if not f[0].startswith("VMR01")} == content
+    assert {r for r, _ in child_found if r.startswith("VMR01")} == {"VMR012", "VMR013"}, child_found
+    assert code == 1
+    assert not extract(base).key_material  # the base alone holds no key: the checkpoint's pages are read
