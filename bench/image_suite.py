@@ -71,7 +71,10 @@ FORMATS = ("raw", "vhd-fixed", "vhd-dynamic", "vhdx")
 #: the raw image with its $MFT cut into thousands of scattered runs held in extension records, as on a long-lived
 #: server (``harness.testing.ntfs_fragment``: runs of 6-18 clusters, extension records 16, 20, 27 and the free
 #: records after them).
-VARIANTS = {"raw-fragmented-mft": "raw"}
+#: ``raw-compressed``: the same files on a fresh volume where every non-empty file is stored compressed as Windows
+#: stores it (harness.testing.ntfs_compressed, written through ntfs-3g): the hives (System32\config) in LZNT1
+#: compression units, every other file WOF-compressed, cycling XPRESS4K, XPRESS8K, XPRESS16K and LZX.
+VARIANTS = {"raw-fragmented-mft": "raw", "raw-compressed": "raw"}
 FRAGMENT_RUN_LENGTHS = (6, 18)
 DEFAULT_OURS = "{vmrole} lint {image} --no-allure --report-dir {tmp} -q -q"
 TARGET_QUERY_FUNCTIONS = "osinfo,users,services,applications,firewall.rules"
@@ -193,6 +196,8 @@ def factory_image(fmt: str, count: int, seed: int, cache: Path) -> Path:
     from harness.testing import images, windows
 
     spec = images.generate_many_files(windows.windows_server_2008r2_vmrole(), count, seed=seed)
+    if fmt == "raw-compressed":
+        return compressed_image(Path(images.build_image(spec, VARIANTS[fmt], cache_dir=cache)), spec)
     if fmt in VARIANTS:
         return fragmented_mft_image(Path(images.build_image(spec, VARIANTS[fmt], cache_dir=cache)), spec)
     return Path(images.build_image(spec, fmt, cache_dir=cache))
@@ -214,6 +219,42 @@ def fragmented_mft_image(raw: Path, spec: object) -> Path:
     tmp.rename(out)
     done.write_text(json.dumps(asdict(info)))
     print(f"  {out.name}: $MFT in {info.runs} runs, {len(info.extension_records)} extension records", flush=True)
+    return out
+
+
+def compressed_image(raw: Path, spec: object) -> Path:
+    """A sparse copy of the raw factory image whose volume is rebuilt with every file compressed (built once)."""
+    from harness.testing import images
+    from harness.testing.ntfs_compressed import build_tree_volume
+
+    out = raw.with_name(f"{raw.stem}-compressed{raw.suffix}")
+    done = out.with_name(out.name + ".json")
+    if out.exists() and done.exists():
+        return out
+    offset, size = images.volume_extent(spec)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="vmr-compressed-", dir=raw.parent) as work:
+        tree = Path(work, "tree")
+        tree.mkdir()
+        images.write_tree(spec, tree)  # type: ignore[arg-type]
+        part = Path(work, "volume.ntfs")
+        label = getattr(spec, "volume_label", "")
+        counts = build_tree_volume(
+            tree,
+            part,
+            size,
+            lznt1_dirs=lambda rel: rel.lower() == "windows/system32/config",
+            mkntfs_args=("-p", str(offset // 512), "-H", "255", "-S", "63", *(("-L", label) if label else ())),
+        )
+        tmp = out.with_name(out.name + ".tmp")
+        subprocess.run(["cp", "--sparse=always", str(raw), str(tmp)], check=True)
+        subprocess.run(
+            ["dd", f"if={part}", f"of={tmp}", "bs=1M", f"seek={offset}", "oflag=seek_bytes", "conv=notrunc,sparse"],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        tmp.rename(out)
+    done.write_text(json.dumps(counts))
+    print(f"  {out.name}: {counts}", flush=True)
     return out
 
 

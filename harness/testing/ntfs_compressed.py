@@ -24,11 +24,18 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["WOF_FORMATS", "build_lznt1_volume", "build_wof_volume", "unavailable", "wof_stream"]
+__all__ = [
+    "WOF_FORMATS",
+    "build_lznt1_volume",
+    "build_tree_volume",
+    "build_wof_volume",
+    "unavailable",
+    "wof_stream",
+]
 
 #: WOF compression format number → (name, chunk size): FILE_PROVIDER_EXTERNAL_INFO_V1.Algorithm
 WOF_FORMATS = {"xpress4k": (0, 4096), "lzx": (1, 32768), "xpress8k": (2, 8192), "xpress16k": (3, 16384)}
@@ -129,11 +136,11 @@ def _run(*args: str | Path) -> None:
         raise RuntimeError(f"{args[0]} failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}")
 
 
-def _mkntfs(volume: Path, size: int, cluster: int) -> None:
+def _mkntfs(volume: Path, size: int, cluster: int, *extra: str) -> None:
     volume.unlink(missing_ok=True)
     with volume.open("wb") as fh:
         fh.truncate(size)
-    _run(_tool("mkntfs") or "mkntfs", "-F", "-Q", "-q", "-s", "512", "-c", str(cluster), volume)
+    _run(_tool("mkntfs") or "mkntfs", "-F", "-Q", "-q", "-s", "512", "-c", str(cluster), *extra, volume)
 
 
 @contextmanager
@@ -150,6 +157,14 @@ def _mounted(volume: Path, *options: str) -> Iterator[Path]:
                 _run(fusermount, "-u", point)
             else:
                 _run(_tool("umount") or "umount", point)
+
+
+def _write_wof(target: Path, data: bytes, fmt: str) -> None:
+    """``target`` as ``compact /exe:FMT`` leaves it: WofCompressedData, sparse unnamed stream, reparse point."""
+    target.write_bytes(b"")
+    Path(f"{target}:WofCompressedData").write_bytes(wof_stream(data, fmt))
+    os.truncate(target, len(data))  # sparse: ntfs-3g allocates nothing for the extension
+    os.setxattr(target, "system.ntfs_reparse_data", _wof_reparse(fmt))
 
 
 def _mark_compressed(path: Path) -> None:
@@ -188,8 +203,50 @@ def build_wof_volume(
             target.write_bytes(b"")
             if not data:
                 continue
-            chosen = fmt if isinstance(fmt, str) else fmt[rel]
-            Path(f"{target}:WofCompressedData").write_bytes(wof_stream(data, chosen))
-            os.truncate(target, len(data))  # sparse: ntfs-3g allocates nothing for the extension
-            os.setxattr(target, "system.ntfs_reparse_data", _wof_reparse(chosen))
+            _write_wof(target, data, fmt if isinstance(fmt, str) else fmt[rel])
     return volume
+
+
+def build_tree_volume(
+    tree: Path,
+    volume: Path,
+    size: int,
+    *,
+    lznt1_dirs: Callable[[str], bool],
+    wof_formats: tuple[str, ...] = ("xpress4k", "xpress8k", "xpress16k", "lzx"),
+    mkntfs_args: tuple[str, ...] = (),
+) -> dict[str, int]:
+    """A raw NTFS volume holding ``tree`` with every non-empty file compressed: files in the folders
+    ``lznt1_dirs`` picks (relative ``/`` paths, "" for the root) in LZNT1 compression units, every other file
+    WOF-compressed, cycling through ``wof_formats``. Hard links become copies; empty files stay plain. Returns
+    counts by kind (``lznt1``, and one per WOF format, ``empty``, ``folders``)."""
+    _mkntfs(volume, size, 4096, *mkntfs_args)
+    counts = {"lznt1": 0, "empty": 0, "folders": 0, **dict.fromkeys(wof_formats, 0)}
+    n = 0
+    with _mounted(volume, "compression") as root:
+        for folder, subdirs, names in os.walk(tree):
+            subdirs.sort()
+            rel_dir = Path(folder).relative_to(tree).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir
+            dest = root / rel_dir
+            if rel_dir:
+                dest.mkdir()
+                counts["folders"] += 1
+            lznt1 = lznt1_dirs(rel_dir)
+            if lznt1:
+                _mark_compressed(dest)
+            for name in sorted(names):
+                data = Path(folder, name).read_bytes()
+                target = dest / name
+                if not data:
+                    target.write_bytes(b"")
+                    counts["empty"] += 1
+                elif lznt1:
+                    target.write_bytes(data)
+                    counts["lznt1"] += 1
+                else:
+                    fmt = wof_formats[n % len(wof_formats)]
+                    n += 1
+                    _write_wof(target, data, fmt)
+                    counts[fmt] += 1
+    return counts
