@@ -1,4 +1,4 @@
-"""Disk containers: raw, VHD (fixed, dynamic, differencing) and VHDX, read-only, in pure Python.
+"""Disk containers: raw, VHD and VHDX (fixed, dynamic, differencing), read-only, in pure Python.
 
 ``open_disk`` turns an image file into a ``Disk``: a ByteSource of the *virtual* disk bytes plus a
 ``ContainerInfo`` describing the container, so rules can report a bad footer or a differencing chain while
@@ -1263,9 +1263,10 @@ def _open_vhdx_parent(
 
 
 def open_disk(path: Path | str, *, max_chain: int = 16, parent_dirs: Iterable[str | os.PathLike[str]] = ()) -> Disk:
-    """Open an image read-only, choosing the container by content (not by name). Differencing VHDs open
+    """Open an image read-only, choosing the container by content (not by name). Differencing VHD/VHDX open
     their parents (at most ``max_chain`` of them), and only parents named .vhd/.vhdx, with VHD/VHDX bytes,
-    in the child's own directory or under one of ``parent_dirs``. Unreadable on anything malformed."""
+    in the child's own directory or under one of ``parent_dirs``; a differencing VHDX's parent must also carry the
+    DataWriteGuid its parent_linkage names. Unreadable on anything malformed."""
     return _open(Path(path), max_chain=max_chain, chain=(), allowed=_Allowed.of(parent_dirs))
 
 
