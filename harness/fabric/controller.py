@@ -188,6 +188,16 @@ class Controller:
             instances.prepare(inst)
         return instances
 
+    def submitted_cscfg(self, text: str | None = None) -> str:
+        """A configuration as the fabric's hosted service keeps it (Get Deployment): the cscfg as given (default:
+        the one the fabric started with), byte for byte (storage settings, BOM, line ends), but for the
+        thumbprints of the certificates the fabric made in place of the user's (whose keys it cannot have), as
+        one uploads the certificates to Azure before deploying a cscfg that names them."""
+        from harness.fabric import certs
+
+        given = self.uploaded_cscfg if text is None else text
+        return certs.rewrite_thumbprints(given, getattr(self, "thumbprints", {}))
+
     def production_changed(self, deployment: Any) -> None:
         """A swap made ``deployment`` the Production one: the state file and faults follow it."""
         self.spec = deployment.spec
@@ -498,7 +508,7 @@ class Controller:
             slot="Production",
             status=platform.RUNNING,
             label=self.spec.deployment_name,
-            configuration=self.uploaded_cscfg,
+            configuration=self.submitted_cscfg(),
         )
 
     def start_operation(self, kind: str, instance_id: str) -> str:

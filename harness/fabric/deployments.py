@@ -23,8 +23,10 @@ https://learn.microsoft.com/en-us/previous-versions/azure/reference/ee460804(v=a
   ``StoppedVM``), as Azure does; with it the deployment starts at once.
 
 Get Deployment's ``Configuration`` is the configuration as uploaded (the file given to ``fabric up``, or
-the decoded ``Configuration`` of Create Deployment / Change Configuration), never the fabric's rewritten
-copy (generated thumbprints, storage pointing at Azurite), which stays in the deployment's state folder.
+the decoded ``Configuration`` of Create Deployment / Change Configuration) byte for byte, but for the
+thumbprints of the certificates the fabric made in place of the user's (it cannot have their keys; on Azure
+they are uploaded before a cscfg naming them is deployed): ``Controller.submitted_cscfg``. The fabric's
+working copy (storage settings pointing at its Azurite) stays in the deployment's state folder.
 """
 
 from __future__ import annotations
@@ -293,7 +295,7 @@ class HostedServices:
             haproxy=controller.haproxy,
             slot=PRODUCTION,
             label=spec.deployment_name,
-            configuration=controller.uploaded_cscfg,
+            configuration=controller.submitted_cscfg(),
         )
         self.services[spec.service_name.lower()] = HostedService(spec.service_name, spec.service_name)
         self.services[spec.service_name.lower()].slots[PRODUCTION] = adopted
@@ -504,7 +506,7 @@ class HostedServices:
             effective = self.controller.effective_configuration(text, new_spec)
             write_text_atomic(dep.layout.cscfg, effective)
             with self.lock:
-                dep.configuration = text
+                dep.configuration = self.controller.submitted_cscfg(text)
                 dep.spec = dataclasses.replace(dep.spec, cscfg_text=text)
                 dep.status = before
                 dep.modified = _now()
@@ -673,7 +675,7 @@ class HostedServices:
             haproxy=None,
             slot=canonical,
             label=label,
-            configuration=text,
+            configuration=self.controller.submitted_cscfg(text),
             status=DEPLOYING,
         )
         with self.lock:

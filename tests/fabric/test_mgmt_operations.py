@@ -31,9 +31,11 @@ from harness.testing.cspkg import build_cspkg
 pytestmark = pytest.mark.xdist_group("fabric")
 
 SERVICE = "OpsDemo"
+USER_THUMBPRINT = "4CF78D149A067F24FC77BF1F0665077285027C98"  # the user's certificate: the fabric has no key for it
 CSDEF = """<?xml version="1.0" encoding="utf-8"?>
 <ServiceDefinition name="OpsDemo" xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceDefinition">
   <VirtualMachineRole name="WebVM" vmsize="Small">
+    <Certificates><Certificate name="Demo" storeLocation="LocalMachine" storeName="My" /></Certificates>
     <ConfigurationSettings><Setting name="StorageConnectionString" /><Setting name="Greeting" /></ConfigurationSettings>
     <Endpoints>
       <InputEndpoint name="HttpIn" protocol="http" port="8080" localPort="80" />
@@ -55,7 +57,9 @@ def cscfg(count: int, greeting: str) -> str:
         '      <Setting name="StorageConnectionString" value="DefaultEndpointsProtocol=https;AccountName=ops;'
         'AccountKey=$(Key)" />\r\n'
         f'      <Setting name="Greeting" value="{greeting}" />\r\n'
-        "    </ConfigurationSettings>\r\n  </Role>\r\n</ServiceConfiguration>\r\n"
+        "    </ConfigurationSettings>\r\n"
+        f'    <Certificates><Certificate name="Demo" thumbprint="{USER_THUMBPRINT}" thumbprintAlgorithm="sha1" />'
+        "</Certificates>\r\n  </Role>\r\n</ServiceConfiguration>\r\n"
     )
 
 
@@ -157,9 +161,12 @@ def test_get_deployment_echoes_the_configuration_as_uploaded(
     fabric: Fabric, sms: ServiceManagementService, model: tuple[Path, Path]
 ) -> None:
     dep = sms.get_deployment_by_slot(SERVICE, "production")
-    uploaded = model[1].read_bytes()
-    # the client decodes Azure's base64 (UTF-8): the BOM, CRLFs and the storage setting as given
-    assert dep.configuration == uploaded.decode("utf-8")
+    uploaded = model[1].read_bytes().decode("utf-8")
+    # the client decodes Azure's base64 (UTF-8): the BOM, CRLFs and the storage setting as given; only the
+    # thumbprint is the fabric's certificate (made in place of the user's, whose key it cannot have)
+    stand_in = fabric.data["certificates"]["Demo"]
+    assert stand_in != USER_THUMBPRINT
+    assert dep.configuration == uploaded.replace(USER_THUMBPRINT, stand_in)
     effective = fabric.layout.cscfg.read_text("utf-8")
     assert "AccountName=ops;" not in effective and "127.0.0.1" in effective  # the rewritten copy stays inside
     assert dep.status == "Running"
@@ -180,7 +187,7 @@ def test_create_change_suspend_start_swap_reboot_reimage_delete(
     assert statuses[-1] == "Suspended" and statuses[0] in ("Deploying", "Suspended")
     staged = sms.get_deployment_by_name(SERVICE, "staged")
     assert staged.deployment_slot == "Staging" and staged.label == "Staged build"
-    assert staged.configuration == staged_cfg
+    assert staged.configuration == staged_cfg.replace(USER_THUMBPRINT, fabric.data["certificates"]["Demo"])
     assert {i.instance_status for i in staged.role_instance_list} == {"StoppedVM"}
     assert {i.power_state for i in staged.role_instance_list} == {"Stopped"}
     assert len(staged.role_instance_list) == 3
@@ -206,7 +213,8 @@ def test_create_change_suspend_start_swap_reboot_reimage_delete(
     assert change.request_id.replace("-", "") in str(err.value)
     op, statuses = watch(sms, change.request_id, lambda: sms.get_deployment_by_name(SERVICE, "staged").status)
     assert op.status == "Succeeded" and "RunningTransitioning" in statuses and statuses[-1] == "Running"
-    assert sms.get_deployment_by_name(SERVICE, "staged").configuration == new_cfg
+    now = sms.get_deployment_by_name(SERVICE, "staged").configuration
+    assert now == new_cfg.replace(USER_THUMBPRINT, fabric.data["certificates"]["Demo"])
 
     # swap: the staged deployment takes the production slot and its VIP
     op = wait_operation(sms, sms.swap_deployment(SERVICE, production.name, "staged").request_id)
