@@ -23,6 +23,11 @@ code units and may hold unpaired surrogates). Lookups compare ``str.casefold()``
 in case (POSIX name space), the first wins. Sizes come from the unnamed ``$DATA`` (``$FILE_NAME``'s copy is
 often stale).
 
+Data: ``read_file`` returns a file's contents as Windows would: LZNT1 compression units (NTFS compression) and
+WOF system compression (``compact /exe:…``: a reparse point, a sparse unnamed ``$DATA`` with the real size, the
+chunks in ``WofCompressedData``) are decompressed by ``decompress.py``, only as far as the caller's limit
+reaches; an EFS-encrypted file raises :class:`EncryptedFile` (not damage: the bytes need the owner's key).
+
 Damage: a record whose update sequence does not verify, whose signature is wrong or whose attributes do not
 fit is skipped and counted in ``Inventory.notes``; a parent loop, an orphan (its parent record missing or
 reused) and a path deeper than 255 levels or longer than 32,767 characters are noted and left out of paths.
