@@ -111,6 +111,15 @@ def test_load_balancer_public_ip_and_nics_are_the_fabric(fabric: Fabric) -> None
             a["resource_group"], VMSS, index
         )
         assert nic.ip_configurations[0].private_ip_address == inst["internal_ip"]
+    nics = net.network_interfaces.list_virtual_machine_scale_set_network_interfaces(a["resource_group"], VMSS)
+    assert sorted(n.ip_configurations[0].private_ip_address for n in nics) == sorted(
+        i["internal_ip"] for i in fabric.instances
+    )
+    # instances are reached through the load balancer's NAT rules, not public IPs of their own
+    assert (
+        list(net.public_ip_addresses.list_virtual_machine_scale_set_public_ip_addresses(a["resource_group"], VMSS))
+        == []
+    )
 
 
 def test_reimage_one_instance_poller_succeeds_and_os_drive_is_reset(fabric: Fabric, client: Any) -> None:
@@ -298,6 +307,8 @@ def _served(fabric: Fabric) -> list[tuple[str, dict[str, str], Any]]:
             {"api-version": "2018-10-01"},
             list_schema(nm.NetworkInterface),
         ),
+        (vm_path(fabric, "/networkInterfaces"), {"api-version": "2018-10-01"}, list_schema(nm.NetworkInterface)),
+        (vm_path(fabric, "/publicipaddresses"), {"api-version": "2018-10-01"}, list_schema(nm.PublicIPAddress)),
         (f"{net}/loadBalancers/{a['load_balancer']}", network_v, schema(nm.LoadBalancer)),
         (f"{net}/loadBalancers", network_v, list_schema(nm.LoadBalancer)),
         (f"{net}/publicIPAddresses/{a['public_ip']}", network_v, schema(nm.PublicIPAddress)),
@@ -463,3 +474,10 @@ def test_published_lro_examples_202_with_location_then_200(fabric: Fabric, clien
     started.result(timeout=30)
     view = client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "0")
     assert [s.code for s in view.statuses] == ["ProvisioningState/succeeded", "PowerState/running"]
+    # reimage all disks is the fabric's rebuild: C:, E: and every local storage are reset
+    app = Path(fabric.instance("web_IN_0")["dir"]) / "drives" / "app"
+    (app / "data.txt").write_text("written after deployment")
+    client.virtual_machine_scale_set_vms.begin_reimage_all(group(fabric), VMSS, "0", polling_interval=0.2).result(
+        timeout=30
+    )
+    assert not (app / "data.txt").exists()

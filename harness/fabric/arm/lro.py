@@ -1,10 +1,11 @@
 """Long-running operations of the ARM face, and their operation-status resources.
 
-``restart`` and ``reimage`` of a scale-set VM are the fabric's own reboot and reimage (``lifecycle.py``: the
-instance walks StoppingRole → StoppedVM → StartingVM → BusyRole → ReadyRole, a reimage copies the base image
-back onto C:); ``powerOff``, ``start`` and ``deallocate`` stop or start the instance process. Each returns an
-operation id; Compute answers ``202`` with ``Azure-AsyncOperation`` (the status resource: ``{"status":
-"InProgress" | "Succeeded" | "Failed"}``) and ``Location`` (``202`` until done, then ``200``), as described in
+``restart``, ``reimage`` and ``reimageAll`` of a scale-set VM are the fabric's reboot, reimage and rebuild
+(``lifecycle.py``: the instance walks StoppingRole → StoppedVM → StartingVM → BusyRole → ReadyRole, a reimage
+copies the base image back onto C:); ``powerOff``, ``start`` and ``deallocate`` stop or start the instance
+process. Each returns an operation id; Compute answers ``202`` with ``Azure-AsyncOperation`` (the status
+resource: ``{"status": "InProgress" | "Succeeded" | "Failed"}``) and ``Location`` (``202`` until done, then
+``200``), as described in
 https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/async-operations. One operation at a
 time runs per deployment: another gets ``409 Conflict`` (the fabric's lifecycle lock).
 """
@@ -20,8 +21,8 @@ from typing import Any
 from harness.fabric import views
 from harness.facts.live import platform
 
-KINDS = ("restart", "reimage", "powerOff", "start", "deallocate")
-_LIFECYCLE = {"restart": "reboot", "reimage": "reimage"}
+KINDS = ("restart", "reimage", "reimageAll", "powerOff", "start", "deallocate")
+_LIFECYCLE = {"restart": "reboot", "reimage": "reimage", "reimageAll": "rebuild"}
 IN_PROGRESS, SUCCEEDED, FAILED = "InProgress", "Succeeded", "Failed"
 KEEP = 256  # finished operations remembered (oldest forgotten first)
 

@@ -11,7 +11,8 @@ Served (``{rg}`` the resource group, names compared case-insensitively as ARM do
 | GET | ``…/{vmss}/virtualMachines``, ``…/virtualMachines/{id}`` (``$expand``), ``…/{id}/instanceView`` | Compute |
 | POST | ``…/virtualMachines/{id}/reimage|restart|powerOff|start|deallocate`` → 202 + async headers | Compute |
 | GET | ``/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{op}[?monitor=true]`` | Compute |
-| GET | ``…/virtualMachines/{id}/networkInterfaces`` | Network 2018-10-01 |
+| POST | ``…/virtualMachines/{id}/reimageall`` (the fabric's rebuild: local storage too) | Compute |
+| GET | ``…/{id}/networkInterfaces``, ``…/{vmss}/networkInterfaces``, ``…/{vmss}/publicipaddresses`` | 2018-10-01 |
 | GET | ``…/providers/Microsoft.Network/loadBalancers[/{lb}]``, ``…/publicIPAddresses[/{ip}]`` | Network |
 
 Every ARM request needs a bearer token of the fabric's tenant (``tokens.py``; else 401 with
@@ -62,7 +63,8 @@ _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = _SUB + r"/resourcegroups/(?P<rg>[^/]+)"
 _VMSS = _RG + r"/providers/microsoft\.compute/virtualmachinescalesets"
 _NET = _RG + r"/providers/microsoft\.network"
-# (method, pattern, handler name, api family, read|write)
+_ACTION_NAMES = ("reimage", "reimageall", "restart", "poweroff", "start", "deallocate")
+# (method, pattern, handler name, api family)
 ROUTES = [
     ("GET", _SUB + r"/providers/microsoft\.compute/virtualmachinescalesets", "vmss_list_all", "compute"),
     (
@@ -79,11 +81,13 @@ ROUTES = [
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/instanceview", "vm_instance_view", "compute"),
     (
         "POST",
-        _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/(?P<action>reimage|restart|poweroff|start|deallocate)",
+        _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/(?P<action>" + "|".join(_ACTION_NAMES) + ")",
         "vm_action",
         "compute",
     ),
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/networkinterfaces", "vm_nics", "vmss-nic"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/networkinterfaces", "vmss_nics", "vmss-nic"),
+    ("GET", _VMSS + r"/(?P<vmss>[^/]+)/publicipaddresses", "vmss_public_ips", "vmss-nic"),
     ("GET", _NET + r"/loadbalancers", "lb_list", "network"),
     ("GET", _NET + r"/loadbalancers/(?P<lb>[^/]+)", "lb_get", "network"),
     ("GET", _NET + r"/publicipaddresses", "pip_list", "network"),
@@ -94,6 +98,7 @@ _VERSIONS = {"compute": COMPUTE_VERSIONS, "network": NETWORK_VERSIONS, "vmss-nic
 _TYPES = {"compute": "virtualMachineScaleSets", "network": "loadBalancers", "vmss-nic": "virtualMachineScaleSets"}
 _ACTIONS = {
     "reimage": "reimage",
+    "reimageall": "reimageAll",
     "restart": "restart",
     "poweroff": "powerOff",
     "start": "start",
@@ -376,6 +381,15 @@ class ArmServer:
     # ---- Network ------------------------------------------------------------------------------------
     def vm_nics(self, query: Any, sub: str, rg: str, vmss: str, vm: str) -> Answer:
         return Answer(200, {"value": [self.view.network_interface(self._member(vmss, vm))]})
+
+    def vmss_nics(self, query: Any, sub: str, rg: str, vmss: str) -> Answer:
+        name = self._vmss_name(vmss)
+        return Answer(200, {"value": [self.view.network_interface(i) for i in self.view.members(name)]})
+
+    def vmss_public_ips(self, query: Any, sub: str, rg: str, vmss: str) -> Answer:
+        """Instance-level public IPs: the fabric's scale sets have none (they are reached through the LB's NAT)."""
+        self._vmss_name(vmss)
+        return Answer(200, {"value": []})
 
     def lb_list(self, query: Any, sub: str, rg: str) -> Answer:
         return Answer(200, {"value": [self.view.load_balancer()]})
