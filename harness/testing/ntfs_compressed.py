@@ -32,6 +32,7 @@ __all__ = [
     "WOF_FORMATS",
     "build_lznt1_volume",
     "build_tree_volume",
+    "build_wof_stream_volume",
     "build_wof_volume",
     "unavailable",
     "wof_stream",
@@ -161,10 +162,23 @@ def _mounted(volume: Path, *options: str) -> Iterator[Path]:
 
 def _write_wof(target: Path, data: bytes, fmt: str) -> None:
     """``target`` as ``compact /exe:FMT`` leaves it: WofCompressedData, sparse unnamed stream, reparse point."""
+    _write_wof_stream(target, len(data), wof_stream(data, fmt), fmt)
+
+
+def _write_wof_stream(target: Path, size: int, stream: bytes, fmt: str) -> None:
     target.write_bytes(b"")
-    Path(f"{target}:WofCompressedData").write_bytes(wof_stream(data, fmt))
-    os.truncate(target, len(data))  # sparse: ntfs-3g allocates nothing for the extension
+    Path(f"{target}:WofCompressedData").write_bytes(stream)
+    os.truncate(target, size)  # sparse: ntfs-3g allocates nothing for the extension
     os.setxattr(target, "system.ntfs_reparse_data", _wof_reparse(fmt))
+
+
+def build_wof_stream_volume(volume: Path, size: int, name: str, file_size: int, stream: bytes, fmt: str) -> Path:
+    """A raw NTFS volume holding one WOF file ``name`` of ``file_size`` bytes whose ``WofCompressedData`` is
+    ``stream`` as given (a caller-built chunk table: files over 4 GiB, hand-made damage)."""
+    _mkntfs(volume, size, 4096)
+    with _mounted(volume) as root:
+        _write_wof_stream(root / name, file_size, stream, fmt)
+    return volume
 
 
 def _mark_compressed(path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import random
 import struct
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness.readers.image.source import ByteSource, FileSource, SliceSource
 from harness.testing.ntfs_compressed import (
     WOF_FORMATS,
     build_lznt1_volume,
+    build_wof_stream_volume,
     build_wof_volume,
     unavailable,
     wof_stream,
@@ -306,6 +308,26 @@ def test_wof_stream_round_trip_through_the_decompressors(fmt: str) -> None:
         else:
             out += decompress.lzx(piece, size) if fmt == "lzx" else decompress.xpress_huffman(piece, size, chunk)
     assert out == data
+
+
+@needs_fuse
+def test_wof_file_over_4_gib_uses_8_byte_chunk_offsets(tmp_path: Path) -> None:
+    """Over 4 GiB the chunk table's entries are 8 bytes: a sparse 4 GiB + 96 KiB LZX file whose first chunks
+    differ, the rest zeros, read through its first chunks only."""
+    chunk = 32768
+    size = (1 << 32) + 3 * chunk
+    count = size // chunk
+    first = [b"".join(b"chunk %d line %d\r\n" % (c, i) for i in range(2000))[:chunk] for c in range(3)]
+    pieces = [wof_stream(data, "lzx") for data in first] + [wof_stream(bytes(chunk), "lzx")] * (count - 3)
+    offsets = list(itertools.accumulate(len(p) for p in pieces))[:-1]
+    stream = struct.pack(f"<{count - 1}Q", *offsets) + b"".join(pieces)
+    volume = build_wof_stream_volume(tmp_path / "big.ntfs", 64 * MIB, "big.bin", size, stream, "lzx")
+    ntfs_volume = NtfsVolume(FileSource(volume))
+    entry = ntfs_volume.inventory().lookup("big.bin")
+    assert entry is not None and entry.size == size
+    want = b"".join(first) + bytes(chunk)
+    assert ntfs_volume.read_file(entry, len(want)) == want
+    assert ntfs_volume.read_file(entry, 40_000) == want[:40_000]
 
 
 # ---- decompressors: garbage in, CorruptData out ------------------------------------------------------------------
