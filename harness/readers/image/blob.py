@@ -37,9 +37,11 @@ placeholder's path into its ``BlobSource``. Only placeholders registered in this
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -519,8 +521,7 @@ def register(ref: BlobRef, sas: str = "", account_key: str = "", *, directory: P
     and xdist workers agree), registered with the resolved secret so that :func:`open_registered` (in this
     process or a forked worker) reads the blob. The file holds the label only; the secret stays in memory."""
     digest = hashlib.sha256(ref.label.encode()).hexdigest()[:16]
-    base = directory or Path(tempfile.gettempdir()) / f"vmrole-blob-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    folder = base / digest
+    folder = (directory or _placeholder_base()) / digest
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = ref.name if ref.name not in ("", ".", "..") else "blob"
     path = folder / name
@@ -531,6 +532,27 @@ def register(ref: BlobRef, sas: str = "", account_key: str = "", *, directory: P
         os.replace(tmp, path)
     _REGISTERED[os.path.realpath(path)] = (ref, sas, account_key)
     return path
+
+
+def _placeholder_base() -> Path:
+    """``$TMPDIR/vmrole-blob-UID``, when it is this user's own private directory (not a link another user planted);
+    else a fresh private one (then xdist workers each have their own placeholder paths)."""
+    global _FALLBACK_BASE
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    base = Path(tempfile.gettempdir()) / f"vmrole-blob-{uid}"
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o700)
+    st = os.lstat(base)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:  # lstat: a symbolic link is not a directory here
+        if st.st_mode & 0o077:
+            os.chmod(base, 0o700)
+        return base
+    if _FALLBACK_BASE is None:  # one per process: the CLI and the plugin it runs agree
+        _FALLBACK_BASE = Path(tempfile.mkdtemp(prefix="vmrole-blob-"))
+    return _FALLBACK_BASE
+
+
+_FALLBACK_BASE: Path | None = None
 
 
 def registered_label(path: Path | str) -> str | None:
