@@ -282,9 +282,9 @@ def scan_for(token: str, texts: list[str], folder: Path) -> list[str]:
     return hits
 
 
-def vmrole(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def vmrole(args: list[str], env: dict[str, str], cwd: Path, allure: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "lint", *args, "--no-allure"],
+        [sys.executable, "-m", "harness.cli", "lint", *args, *([] if allure else ["--no-allure"])],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO), **env},
         capture_output=True,
@@ -349,6 +349,7 @@ def test_missing_expired_and_stalled_blobs_are_findings_in_bounded_time(
             ],
             env,
             tmp_path,
+            allure=True,  # allure results are scanned for the tokens too
         )
     finally:
         server.close()
@@ -365,6 +366,7 @@ def test_missing_expired_and_stalled_blobs_are_findings_in_bounded_time(
     for f in report["findings"]:
         assert f["artefact"] in f["message"]  # the finding names the URL (without its query)
     assert "Traceback" not in done.stdout + done.stderr
+    assert any((tmp_path / "r" / "allure-results").iterdir())
     for token in (expired, valid):
         signature = token.split("sig=", 1)[1].split("&", 1)[0]
         assert scan_for(signature, [done.stdout, done.stderr], tmp_path / "r") == []
