@@ -73,6 +73,9 @@ class Management:
     credential: Credential = field(default_factory=Credential)
     #: the Microsoft Entra authority host (a non-public cloud, or the local fabric's token endpoint)
     authority: str | None = None
+    #: the token audience of Resource Manager (a sovereign cloud's own; the public cloud's by default, which
+    #: is also what the local fabric expects)
+    audience: str = ARM_PUBLIC_URL
 
     @property
     def scheme(self) -> str:
@@ -274,7 +277,7 @@ TOP_KEYS = {
 ASM_KEYS = {"api", "url", "subscription_id", "service", "slot", "deployment", "certificate", "key", "ca", "verify"}
 VMSS_KEYS = {
     "api", "url", "subscription_id", "resource_group", "scale_set", "load_balancer", "credential", "authority",
-    "ca", "verify",
+    "audience", "ca", "verify",
 }  # fmt: skip
 CREDENTIAL_KEYS = {"kind", "tenant_id", "client_id", "secret", "token_file"}
 
@@ -348,6 +351,7 @@ def _vmss_management(r: _Reader, m: dict[str, Any], url: str) -> Management:
         load_balancer=r.text(m, "load_balancer", "management"),
         credential=credential,
         authority=authority,
+        audience=(r.text(m, "audience", "management") or ARM_PUBLIC_URL).rstrip("/"),
         ca=r.file(m["ca"], "management.ca") if m.get("ca") is not None else None,
         verify=r.flag(m, "verify", "management", True),
     )
@@ -566,9 +570,44 @@ def fabric_target_document(data: dict[str, Any], state_dir: Path) -> dict[str, A
     return document
 
 
-def target_for_fabric(fabric: Any) -> Target:
-    """A Target for a running :class:`harness.fabric.client.Fabric` (written next to its state)."""
+def fabric_vmss_management(data: dict[str, Any], scale_set: str | None = None) -> dict[str, Any]:
+    """The ``management`` section (``api: vmss``) for a fabric serving its deployment over ARM
+    (``vmrole fabric up --api vmss``): its ARM endpoint and token authority, the client secret by file."""
+    arm = data.get("arm") or {}
+    if not arm:
+        raise TargetError("the fabric serves no ARM face (start it with: vmrole fabric up --api vmss)")
+    names = list(arm.get("scale_sets") or [])
+    name = scale_set or (names[0] if names else "")
+    if scale_set is not None and scale_set not in names:
+        raise TargetError(f"the fabric has no scale set {scale_set!r} (it has {', '.join(names) or 'none'})")
+    return {
+        "api": VMSS,
+        "url": arm["endpoint"],
+        "authority": arm["authority"],
+        "subscription_id": arm["subscription_id"],
+        "resource_group": arm["resource_group"],
+        "scale_set": name,
+        "load_balancer": arm.get("load_balancer"),
+        "ca": {"file": arm["ca"]},
+        "credential": {
+            "kind": "client_secret",
+            "tenant_id": arm["tenant_id"],
+            "client_id": arm["client_id"],
+            "secret": {"file": arm["client_secret_file"]},
+        },
+    }
+
+
+def target_for_fabric(fabric: Any, *, api: str = ASM, scale_set: str | None = None) -> Target:
+    """A Target for a running :class:`harness.fabric.client.Fabric` (written next to its state); ``api: vmss``
+    reaches it through its ARM face (``scale_set``: which one, default the first)."""
     state = Path(fabric.layout.root)
-    path = state / "target.vmrtarget.yml"
-    path.write_text(yaml.safe_dump(fabric_target_document(fabric.data, state), sort_keys=False), "utf-8")
+    document = fabric_target_document(fabric.data, state)
+    name = "target.vmrtarget.yml"
+    if api == VMSS:
+        document["management"] = fabric_vmss_management(fabric.data, scale_set)
+        document["name"] = "local-fabric-vmss"
+        name = "target-vmss.vmrtarget.yml"
+    path = state / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
     return load_target(path)

@@ -435,6 +435,7 @@ def test_discovery_through_the_real_clients_gives_the_facts_the_rules_read(ctx: 
     assert '"computerName": "web000001"' in facts.xml and "RXhhbXBsZSBVc2VyRGF0YQ==" not in facts.xml
     assert all(auth in ("", f"Bearer {ACCESS_TOKEN}") for _, _, auth in arm.requests)
     assert ACCESS_TOKEN not in shown(ctx) and CLIENT_SECRET not in shown(ctx)
+    assert ctx.masker(f"Authorization: Bearer {ACCESS_TOKEN}") == "Authorization: Bearer ***"  # the token is known
 
 
 def test_readiness_waits_on_the_mapped_statuses(ctx: LiveContext, arm: Arm) -> None:

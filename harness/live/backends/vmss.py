@@ -246,20 +246,46 @@ def credential_for(target: Target) -> TokenCredential:
     return identity.DefaultAzureCredential(**kwargs)
 
 
+class MaskingCredential:
+    """The target's credential, telling the masker every token it hands out: a token that would reach any
+    text (an error message quoting a header, a log line) is masked like the target's secrets."""
+
+    def __init__(self, inner: Any, masker: Masker) -> None:
+        self.inner = inner
+        self.masker = masker
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        token = self.inner.get_token(*scopes, **kwargs)
+        self.masker.add(token.token)
+        return token
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        if not hasattr(self.inner, "get_token_info"):
+            return self.get_token(*scopes)
+        info = self.inner.get_token_info(*scopes, options=options)
+        self.masker.add(info.token)
+        return info
+
+    def close(self) -> None:
+        getattr(self.inner, "close", lambda: None)()
+
+
 class ArmClients:
     """The compute and network clients of one target, sharing one credential and one recorder."""
 
-    def __init__(self, target: Target, *, log: Callable[..., None], budget: float = REQUEST_BUDGET) -> None:
+    def __init__(
+        self, target: Target, *, log: Callable[..., None], budget: float = REQUEST_BUDGET, masker: Masker | None = None
+    ) -> None:
         from azure.mgmt.compute import ComputeManagementClient
         from azure.mgmt.network import NetworkManagementClient
 
         mgmt = target.management
         self.recorder = Recorder()
-        self.credential = credential_for(target)
+        self.credential = MaskingCredential(credential_for(target), masker or Masker())
         base_url = mgmt.url.rstrip("/")
         common: dict[str, Any] = {
             "base_url": base_url,
-            "credential_scopes": [f"{base_url}/.default"],
+            "credential_scopes": [f"{mgmt.audience}/.default"],
             "raw_response_hook": self.recorder,
             "polling_interval": POLLING_INTERVAL,
         }
@@ -330,11 +356,12 @@ def instance_status(provisioning: str, power: str, health: str = "") -> tuple[st
     return platform.UNKNOWN_STATUS, power_state, ""
 
 
-def nat_endpoint_name(rule: str, scale_set: str) -> str:
-    """The endpoint an inbound NAT rule stands for: an inbound NAT pool's rules are named ``<pool>.<n>``, and a
-    pool named ``<scale set>-<endpoint>`` (one load balancer in front of several scale sets, as a cloud service
-    with several roles becomes) is that endpoint: ``WebVM-WinRM.2`` of scale set WebVM is ``WinRM``."""
-    base = _NAT_POOL_SUFFIX.sub("", rule)
+def nat_endpoint_name(rule: str, scale_set: str, *, pool: bool = True) -> str:
+    """The endpoint a load balancer rule stands for: an inbound NAT pool's rules are named ``<pool>.<n>``
+    (``pool``), and a rule or pool named ``<scale set>-<endpoint>`` (one load balancer in front of several scale
+    sets, as a cloud service with several roles becomes) is that endpoint: ``WebVM-WinRM.2`` of scale set WebVM
+    is ``WinRM``, load-balancing rule ``WebVM-HttpIn`` is ``HttpIn``."""
+    base = _NAT_POOL_SUFFIX.sub("", rule) if pool else rule
     prefix = f"{scale_set}-"
     return (
         base[len(prefix) :]
@@ -409,7 +436,7 @@ def scale_set_facts(
     rules = [r for r in lb.get("loadBalancingRules") or () if _props(r).get("frontendPort") is not None]
     lb_endpoints = [
         InstanceEndpointFacts(
-            name=str(r.get("name") or ""),
+            name=nat_endpoint_name(str(r.get("name") or ""), name, pool=False),
             protocol=str(_props(r).get("protocol") or "tcp").lower(),
             public_port=as_int(_props(r).get("frontendPort")),
             local_port=as_int(_props(r).get("backendPort")),
@@ -615,7 +642,7 @@ class VmssBackend:
     def clients(self) -> ArmClients:
         if self._clients is None:
             try:
-                self._clients = ArmClients(self.target, log=self.ctx.log, budget=self.budget)
+                self._clients = ArmClients(self.target, log=self.ctx.log, budget=self.budget, masker=self.ctx.masker)
             except ImportError as exc:
                 raise StageError(
                     f"the ARM clients are not installed ({exc.name or exc}): pip install 'vmrole-harness[live]' "
