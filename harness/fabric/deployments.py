@@ -35,9 +35,11 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -125,6 +127,31 @@ def decode_base64_text(value: str, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise bad_request(f"The {what} is not UTF-8 or UTF-16 text.") from None
+
+
+def certificate_der(data_b64: str, certificate_format: str, password: str) -> bytes:
+    """The certificate of an Add Service Certificate body (base64 pfx + password, or base64 cer: DER or PEM),
+    as DER; 400 BadRequest naming the problem otherwise."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
+    try:
+        data = base64.b64decode("".join(data_b64.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("The certificate data is not valid base64.") from None
+    kind = certificate_format.strip().lower()
+    try:
+        if kind == "pfx":
+            _key, cert, _chain = pkcs12.load_key_and_certificates(data, password.encode("utf-8") or None)
+            if cert is None:
+                raise ValueError("the pfx holds no certificate")
+            return cert.public_bytes(Encoding.DER)
+        if kind == "cer":
+            loaded = x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") else None
+            return (loaded or x509.load_der_x509_certificate(data)).public_bytes(Encoding.DER)
+    except ValueError as exc:
+        raise bad_request(f"The certificate cannot be read as {kind}: {exc}") from None
+    raise bad_request(f"The certificate format '{certificate_format}' is not valid: give pfx or cer.")
 
 
 def deployment_view(
@@ -273,6 +300,8 @@ class HostedService:
     created: str = dataclasses.field(default_factory=_now)
     modified: str = dataclasses.field(default_factory=_now)
     slots: dict[str, Deployment] = dataclasses.field(default_factory=dict)
+    #: service certificates: SHA-1 thumbprint (upper-case hex) -> the certificate's DER (its public part)
+    certificates: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     def deployment_named(self, name: str) -> Deployment | None:
         return next((d for d in self.slots.values() if d.name == name), None)
@@ -297,8 +326,12 @@ class HostedServices:
             label=spec.deployment_name,
             configuration=controller.submitted_cscfg(),
         )
-        self.services[spec.service_name.lower()] = HostedService(spec.service_name, spec.service_name)
-        self.services[spec.service_name.lower()].slots[PRODUCTION] = adopted
+        first = HostedService(spec.service_name, spec.service_name)
+        first.slots[PRODUCTION] = adopted
+        for pem, _key, thumbprint in getattr(controller, "service_certs", {}).values():
+            # the certificates the fabric made for the cscfg, as if uploaded before the deployment
+            first.certificates[thumbprint.upper()] = ssl.PEM_cert_to_DER_cert(Path(pem).read_text("ascii"))
+        self.services[spec.service_name.lower()] = first
 
     # ---- the original single-deployment Lifecycle ------------------------------------------------
     def deployment(self) -> views.DeploymentView:
@@ -381,6 +414,36 @@ class HostedServices:
             if description is not None:
                 svc.description = description
             svc.modified = _now()
+
+    # ---- service certificates ----------------------------------------------------------------------
+    def add_certificate(self, service: str, data_b64: str, certificate_format: str, password: str) -> str:
+        """Add Service Certificate (pfx with its password, or cer): its public part is kept; an operation
+        that has already succeeded (the API answers 202 with its id)."""
+        svc = self.service(service)
+        der = certificate_der(data_b64, certificate_format, password)
+        thumbprint = hashlib.sha1(der).hexdigest().upper()
+        with self.lock:
+            svc.certificates[thumbprint] = der
+            op = Operation(uuid.uuid4().hex, "add-certificate", "", status=platform.SUCCEEDED)
+            self.operations[op.request_id] = op
+        return op.request_id
+
+    def certificate(self, service: str, algorithm: str, thumbprint: str) -> bytes:
+        svc = self.service(service)
+        with self.lock:
+            der = svc.certificates.get(thumbprint.upper()) if algorithm.lower() == "sha1" else None
+        if der is None:
+            raise not_found("The specified certificate does not exist.")
+        return der
+
+    def delete_certificate(self, service: str, algorithm: str, thumbprint: str) -> str:
+        self.certificate(service, algorithm, thumbprint)
+        svc = self.service(service)
+        with self.lock:
+            svc.certificates.pop(thumbprint.upper(), None)
+            op = Operation(uuid.uuid4().hex, "delete-certificate", "", status=platform.SUCCEEDED)
+            self.operations[op.request_id] = op
+        return op.request_id
 
     def delete_service(self, name: str) -> None:
         svc = self.service(name)

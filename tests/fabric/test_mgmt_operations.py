@@ -355,3 +355,87 @@ def test_concurrent_creates_for_one_slot_leave_one_deployment(
     assert wait_operation(sms, ok[0].request_id).status == "Succeeded"
     name = sms.get_deployment_by_slot(SERVICE, "staging").name
     assert wait_operation(sms, sms.delete_deployment(SERVICE, name).request_id).status == "Succeeded"
+
+
+def _pfx(password: bytes) -> tuple[bytes, bytes]:
+    """A PKCS#12 (certificate and key) and the certificate's DER."""
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        Encoding,
+        load_pem_private_key,
+        pkcs12,
+    )
+    from cryptography.x509 import load_pem_x509_certificate
+
+    issued = trustme.CA().issue_cert("svc.opsdemo.example")
+    cert = load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+    key = load_pem_private_key(issued.private_key_pem.bytes(), None)
+    data = pkcs12.serialize_key_and_certificates(b"svc", key, cert, None, BestAvailableEncryption(password))  # type: ignore[arg-type]
+    return data, cert.public_bytes(Encoding.DER)
+
+
+def test_service_certificates_add_list_get_delete(fabric: Fabric, sms: ServiceManagementService) -> None:
+    import hashlib
+
+    listed = {c.thumbprint: c for c in sms.list_service_certificates(SERVICE)}
+    assert fabric.data["certificates"]["Demo"] in listed  # the fabric's own, as if uploaded before deploying
+    pfx, der = _pfx(b"s3cret")
+    thumbprint = hashlib.sha1(der).hexdigest().upper()
+    result = sms.add_service_certificate(SERVICE, base64.b64encode(pfx).decode(), "pfx", "s3cret")
+    assert wait_operation(sms, result.request_id).status == "Succeeded"
+    listed = {c.thumbprint: c for c in sms.list_service_certificates(SERVICE)}
+    assert base64.b64decode(listed[thumbprint].data) == der and listed[thumbprint].thumbprint_algorithm == "sha1"
+    assert base64.b64decode(sms.get_service_certificate(SERVICE, "sha1", thumbprint).data) == der
+    with pytest.raises(AzureHttpError) as err:  # a wrong password: Azure's 400, nothing added
+        sms.add_service_certificate(SERVICE, base64.b64encode(pfx).decode(), "pfx", "wrong")
+    assert err.value.status_code == 400 and "<Code>BadRequest</Code>" in str(err.value)
+    assert wait_operation(sms, sms.delete_service_certificate(SERVICE, "sha1", thumbprint).request_id).status == (
+        "Succeeded"
+    )
+    with pytest.raises(AzureMissingResourceHttpError):
+        sms.get_service_certificate(SERVICE, "sha1", thumbprint)
+
+
+def test_management_certificates_decide_who_gets_in(
+    fabric: Fabric, sms: ServiceManagementService, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    issued = trustme.CA().issue_cert("ops@elsewhere")
+    pem = tmp_path / "other.pem"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    cert = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+    der = cert.public_bytes(Encoding.DER)
+    thumbprint = hashlib.sha1(der).hexdigest().upper()
+    other = client(fabric, str(pem))
+    with pytest.raises(AzureHttpError) as err:
+        other.list_hosted_services()
+    assert err.value.status_code == 403
+    public = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    sms.add_management_certificate(base64.b64encode(public).decode(), thumbprint, base64.b64encode(der).decode())
+    assert thumbprint in [c.subscription_certificate_thumbprint for c in sms.list_management_certificates()]
+    assert SERVICE in [s.service_name for s in other.list_hosted_services()]  # its holder is let in now
+    got = sms.get_management_certificate(thumbprint)
+    assert base64.b64decode(got.subscription_certificate_data) == der
+    sms.delete_management_certificate(thumbprint)
+    with pytest.raises(AzureHttpError) as err:
+        other.list_hosted_services()
+    assert err.value.status_code == 403 and "<Code>ForbiddenError</Code>" in str(err.value)
+
+
+def test_subscription_operations_list_the_changes_made(sms: ServiceManagementService) -> None:
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    sms.create_hosted_service("opsdemo-log", "log", location="West US")
+    sms.delete_hosted_service("opsdemo-log")
+    listed = sms.list_subscription_operations(start, end)
+    names = [(o.operation_name, o.operation_status.status) for o in listed.subscription_operations]
+    assert ("CreateHostedService", "Succeeded") in names and ("DeleteHostedService", "Succeeded") in names
+    objects = {o.operation_object_id for o in listed.subscription_operations if o.operation_name.endswith("Service")}
+    assert any(o.endswith("/services/hostedservices/opsdemo-log") for o in objects)
+    assert all(o.operation_caller.subscription_certificate_thumbprint for o in listed.subscription_operations)
+    past = sms.list_subscription_operations("2001-01-01T00:00:00Z", "2001-01-02T00:00:00Z")
+    assert list(past.subscription_operations) == []

@@ -55,6 +55,7 @@ class Reply:
     status: int
     body: bytes = b""
     request_id: str | None = None  # an operation's id (202) replaces the request's own
+    name: str = ""  # the operation's name in List Subscription Operations (a change), "" for a read
 
 
 def parse_body(body: bytes, root: str) -> Element:
@@ -95,8 +96,9 @@ def _label(doc: Element) -> str | None:
 class Router:
     """The operations above over ``services``; ``accept`` checks verb and version, ``url`` is the service URL."""
 
-    def __init__(self, services: HostedServices) -> None:
+    def __init__(self, services: HostedServices, certificate_url: Callable[[str, str], str]) -> None:
         self.services = services
+        self._certificate_url = certificate_url  # (service, thumbprint) -> the certificate's resource URL
 
     def hosted_services(
         self,
@@ -127,21 +129,23 @@ class Router:
                 accept(method, "PUT", V_SERVICE)
                 doc = parse_body(body, "UpdateHostedService")
                 self.services.update_service(svc.name, _label(doc), child_text(doc, "Description"))
-                return Reply(200)
+                return Reply(200, name="UpdateHostedService")
             if method == "DELETE":
                 accept(method, "DELETE", V_SERVICE)
                 self.services.delete_service(svc.name)
-                return Reply(200)
+                return Reply(200, name="DeleteHostedService")
             if method == "POST":
                 accept(method, "POST", V_ANY)
                 doc = parse_body(body, "Swap")
                 source = child_text(doc, "SourceDeployment", required=True) or ""
                 rid = self.services.swap(svc.name, child_text(doc, "Production"), source)
-                return Reply(202, request_id=rid)
+                return Reply(202, request_id=rid, name="SwapDeployment")
             accept(method, "GET", V_ANY)
             embed = query.get("embed-detail", "false").lower() == "true"
             return Reply(200, render(svc, embed, mx.ROOT_ATTRS).encode("utf-8"))
         kind = rest[1].lower()
+        if kind == "certificates" and len(rest) in (2, 3):
+            return self._certificates(svc, rest[2:], method, body, accept)
         if kind not in ("deploymentslots", "deployments") or len(rest) < 3:
             raise not_found("The requested resource does not exist.")
         slot, name = (rest[2], None) if kind == "deploymentslots" else (None, rest[2])
@@ -150,7 +154,8 @@ class Router:
         if len(rest) == 5 and rest[3].lower() == "roleinstances":
             accept(method, "POST", V_ANY)
             dep = self.services.find(svc.name, slot=slot, name=name)
-            return Reply(202, request_id=instance_op(dep, rest[4], query))
+            verb = query.get("comp", "").capitalize()
+            return Reply(202, request_id=instance_op(dep, rest[4], query), name=f"{verb}DeploymentRoleInstance")
         raise not_found("The requested resource does not exist.")
 
     def _create_service(self, body: bytes) -> Reply:
@@ -163,7 +168,41 @@ class Router:
             raise bad_request("The request body has no Label element.")
         location = child_text(doc, "Location") or child_text(doc, "AffinityGroup") or ""
         self.services.create_service(name, label, child_text(doc, "Description") or "", location)
-        return Reply(201)
+        return Reply(201, name="CreateHostedService")
+
+    def _certificates(
+        self,
+        svc: HostedService,
+        rest: list[str],
+        method: str,
+        body: bytes,
+        accept: Callable[[str, str, str], None],
+    ) -> Reply:
+        """List/Add Service Certificate(s) on ``<svc>/certificates``, Get/Delete on ``.../<algorithm>-<thumbprint>``."""
+        if not rest:
+            if method == "POST":
+                accept(method, "POST", V_ANY)
+                doc = parse_body(body, "CertificateFile")
+                rid = self.services.add_certificate(
+                    svc.name,
+                    child_text(doc, "Data", required=True) or "",
+                    child_text(doc, "CertificateFormat", required=True) or "",
+                    child_text(doc, "Password") or "",
+                )
+                return Reply(202, request_id=rid, name="AddCertificate")
+            accept(method, "GET", V_ANY)
+            with self.services.lock:
+                held = sorted(svc.certificates.items())
+            return Reply(200, mx.certificates_body(self._certificate_url, svc.name, held))
+        algorithm, dash, thumbprint = rest[0].partition("-")
+        if not dash:
+            raise not_found("The specified certificate does not exist.")
+        if method == "DELETE":
+            accept(method, "DELETE", V_ANY)
+            rid = self.services.delete_certificate(svc.name, algorithm, thumbprint)
+            return Reply(202, request_id=rid, name="DeleteCertificate")
+        accept(method, "GET", V_ANY)
+        return Reply(200, mx.certificate_body(self.services.certificate(svc.name, algorithm, thumbprint)))
 
     def _deployment(
         self,
@@ -181,13 +220,13 @@ class Router:
             doc = parse_body(body, "ChangeConfiguration")
             encoded = child_text(doc, "Configuration", required=True) or ""
             rid = self.services.change_configuration(svc.name, slot=slot, name=name, encoded=encoded)
-            return Reply(202, request_id=rid)
+            return Reply(202, request_id=rid, name="ChangeDeploymentConfiguration")
         if method == "POST" and comp == "status":
             accept(method, "POST", V_ANY)
             doc = parse_body(body, "UpdateDeploymentStatus")
             dep = self.services.find(svc.name, slot=slot, name=name)
             rid = self.services.update_status(svc.name, dep.name, child_text(doc, "Status", required=True) or "")
-            return Reply(202, request_id=rid)
+            return Reply(202, request_id=rid, name="UpdateDeploymentStatus")
         if method == "POST" and slot is not None and not comp:
             accept(method, "POST", V_ANY)
             doc = parse_body(body, "CreateDeployment")
@@ -200,7 +239,7 @@ class Router:
                 encoded_configuration=child_text(doc, "Configuration", required=True) or "",
                 start=_bool(child_text(doc, "StartDeployment")),
             )
-            return Reply(202, request_id=rid)
+            return Reply(202, request_id=rid, name="CreateDeployment")
         if method == "POST" and comp:
             raise ApiProblem(
                 400,
@@ -209,7 +248,8 @@ class Router:
             )
         if method == "DELETE":
             accept(method, "DELETE", V_ANY)
-            return Reply(202, request_id=self.services.delete_deployment(svc.name, slot=slot, name=name))
+            rid = self.services.delete_deployment(svc.name, slot=slot, name=name)
+            return Reply(202, request_id=rid, name="DeleteDeployment")
         accept(method, "GET", V_ANY)
         dep = self.services.find(svc.name, slot=slot, name=name)
         view = dep.view()

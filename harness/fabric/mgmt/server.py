@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from harness.fabric.deployments import ApiProblem, Deployment, HostedService, HostedServices
+from harness.fabric.deployments import ApiProblem, Deployment, HostedService, HostedServices, certificate_der
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
-from harness.fabric.mgmt.operations import Router
+from harness.fabric.mgmt.operations import Router, child_text, parse_body
 from harness.fabric.mgmt.tls import accept_any_client_certificate
 from harness.fabric.views import Conflict, DeploymentView, Lifecycle
 from harness.facts.live.platform import IN_PROGRESS
@@ -102,8 +102,50 @@ V_REBUILD = "2013-06-01"
 _MIN_VERSION = {"reboot": V_REBOOT_REIMAGE, "reimage": V_REBOOT_REIMAGE, "rebuild": V_REBUILD}
 
 
+V_SUBSCRIPTION_OPERATIONS = "2011-02-25"  # List Subscription Operations
+SUCCEEDED_TEXT = "Succeeded"
+
+
+def _iso(value: str | None, default: float) -> float:
+    """An ISO 8601 time (``2026-12-07T22:00:00Z``, fractions and offsets too) as epoch seconds; ``default`` when
+    absent; a value that is not a time is Azure's 400 for a bad query parameter."""
+    import datetime
+
+    if not value:
+        return default
+    try:
+        parsed = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _ApiError(
+            400,
+            "MissingOrInvalidRequiredQueryParameter",
+            "A required query parameter was not specified for this request or was specified incorrectly.",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def _iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def unsupported_version_message(version: str) -> str:
     return f"The x-ms-version header value '{version}' is not one of the supported version headers."
+
+
+@dataclass
+class _Change:
+    """A change made through the API, as List Subscription Operations reports it."""
+
+    request_id: str
+    object_id: str
+    name: str
+    caller_thumbprint: str
+    client_ip: str
+    started: float
+    http_status: int | None  # a synchronous operation's answer; None: read the operation's status
+    completed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +319,11 @@ class ManagementServer:
         self._in_flight: set[str] = set()  # operations started here that may still run (→ <Locked>)
         self._created = _now_iso()
         self.request_log: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)
+        # List Subscription Operations: the changes made through this API (newest last, bounded)
+        self.subscription_log: collections.deque[_Change] = collections.deque(maxlen=request_log_size)
+        # Add/Delete Management Certificate change the pinned set (when there is one): thumbprint -> created
+        pinned: set[bytes] = self._pinned or set()
+        self._cert_created = {hashlib.sha1(d).hexdigest().upper(): self._created for d in pinned}
 
     # -- lifecycle of the server ------------------------------------------------------------------------
 
@@ -486,6 +533,14 @@ class ManagementServer:
         if len(rest) == 2 and rest[0].lower() == "operations":
             self._accept(method, "GET", version, V_GET)
             return 200, self._operation(rest[1]), request_id
+        if len(rest) == 1 and rest[0].lower() == "operations":
+            self._accept(method, "GET", version, V_SUBSCRIPTION_OPERATIONS)
+            return 200, self._subscription_operations(query), request_id
+        if rest and rest[0].lower() == "certificates" and len(rest) <= 2:
+            status, answer, name = self._management_certificates(h, method, version, rest[1:], body)
+            if name:
+                self._record(h, request_id, name, status)
+            return status, answer, request_id
         if len(rest) < 2 or [p.lower() for p in rest[:2]] != ["services", "hostedservices"]:
             raise _not_found("The requested resource does not exist.")
         rest = rest[2:]
@@ -559,11 +614,124 @@ class ManagementServer:
         def instance_op(dep: Deployment, instance: str, q: dict[str, str]) -> str:
             return self._start_operation(dep.view(), instance, q, version, dep.instances.start_operation)
 
-        reply = Router(services).hosted_services(rest, method, query, body, accept, render, instance_op)
+        def certificate_url(service: str, thumbprint: str) -> str:
+            port = h.server.server_address[1]
+            base = f"{h.server.scheme}://{LOOPBACK}:{port}/{self.subscription_id}/services/hostedservices/{service}"
+            return f"{base}/certificates/sha1-{thumbprint}"
+
+        reply = Router(services, certificate_url).hosted_services(
+            rest, method, query, body, accept, render, instance_op
+        )
         if reply.request_id is not None:
             with self._lock:
                 self._in_flight.add(reply.request_id)
+        if reply.name:
+            self._record(h, reply.request_id or request_id, reply.name, None if reply.request_id else reply.status)
         return reply.status, reply.body, reply.request_id or request_id
+
+    # -- subscription: management certificates, operations ----------------------------------------------
+
+    def _caller(self, h: _Handler) -> str:
+        sock = h.request
+        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        return hashlib.sha1(der).hexdigest().upper() if der else ""
+
+    def _record(self, h: _Handler, request_id: str, name: str, http_status: int | None) -> None:
+        object_id = urlsplit(h.path).path.rstrip("/")
+        change = _Change(request_id, object_id, name, self._caller(h), h.client_address[0], time.time(), http_status)
+        if http_status is not None:
+            change.completed = change.started
+        with self._lock:
+            self.subscription_log.append(change)
+
+    def _subscription_operations(self, query: dict[str, str]) -> bytes:
+        """List Subscription Operations between StartTime and EndTime (ISO 8601; both optional here),
+        optionally only one ObjectIdFilter and one OperationResultFilter (Succeeded, Failed, InProgress)."""
+        start, end = _iso(query.get("starttime"), 0.0), _iso(query.get("endtime"), float("inf"))
+        object_filter = (query.get("objectidfilter") or "").rstrip("/").lower()
+        result_filter = (query.get("operationresultfilter") or "").lower()
+        with self._lock:
+            changes = list(self.subscription_log)
+        nodes = []
+        for c in changes:
+            if not start <= c.started <= end or (object_filter and c.object_id.lower() != object_filter):
+                continue
+            status, code = SUCCEEDED_TEXT, c.http_status
+            if c.http_status is None:
+                op = self.lifecycle.operation(c.request_id)
+                status, code = (op.status, op.http_status_code) if op is not None else (IN_PROGRESS, None)
+                if status == IN_PROGRESS:
+                    code = None
+                elif c.completed is None:
+                    c.completed = time.time()  # first seen finished
+            if result_filter and status.lower() != result_filter:
+                continue
+            nodes.append(
+                mx.subscription_operation_element(
+                    request_id=c.request_id,
+                    object_id=c.object_id,
+                    name=c.name,
+                    caller_thumbprint=c.caller_thumbprint,
+                    client_ip=c.client_ip,
+                    status=status,
+                    http_status=code,
+                    started=_iso_time(c.started),
+                    completed=_iso_time(c.completed) if c.completed is not None else None,
+                )
+            )
+        return mx.subscription_operations_body(nodes)
+
+    def _management_certificates(
+        self, h: _Handler, method: str, version: str, rest: list[str], body: bytes
+    ) -> tuple[int, bytes, str]:
+        """List/Add on ``certificates``, Get/Delete on ``certificates/<thumbprint>``: the pinned management
+        certificates (what authenticates a client). Adding one lets its holder in; deleting one shuts it out."""
+        if self._pinned is None:
+            raise _not_found("The requested resource does not exist.")
+        if not rest:
+            if method == "POST":
+                self._accept(method, "POST", version, V_GET)
+                doc = parse_body(body, "SubscriptionCertificate")
+                data = child_text(doc, "SubscriptionCertificateData", required=True) or ""
+                der = certificate_der(data, "cer", "")
+                thumbprint = hashlib.sha1(der).hexdigest().upper()
+                given = (child_text(doc, "SubscriptionCertificateThumbprint") or "").replace(" ", "").upper()
+                if given and given != thumbprint:
+                    raise _ApiError(400, "BadRequest", "The thumbprint does not match the certificate data.")
+                with self._lock:
+                    self._pinned.add(der)
+                    self._cert_created.setdefault(thumbprint, _now_iso())
+                return 201, b"", "AddSubscriptionCertificate"
+            self._accept(method, "GET", version, V_GET)
+            with self._lock:
+                held = sorted(self._pinned)
+            return 200, mx.subscription_certificates_body([self._management_certificate(d) for d in held]), ""
+        wanted = rest[0].replace(" ", "").upper()
+        with self._lock:
+            found = next((d for d in self._pinned if hashlib.sha1(d).hexdigest().upper() == wanted), None)
+        if found is None:
+            raise _not_found("The specified certificate does not exist.")
+        der = found
+        if method == "DELETE":
+            self._accept(method, "DELETE", version, V_GET)
+            with self._lock:
+                self._pinned.discard(der)
+                self._cert_created.pop(wanted, None)
+            return 200, b"", "RemoveSubscriptionCertificate"
+        self._accept(method, "GET", version, V_GET)
+        return 200, mx.subscription_certificate_body(self._management_certificate(der)), ""
+
+    def _management_certificate(self, der: bytes) -> str:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        public = (
+            x509.load_der_x509_certificate(der)
+            .public_key()
+            .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        )
+        thumbprint = hashlib.sha1(der).hexdigest().upper()
+        return mx.subscription_certificate_element(der, public, thumbprint, self._cert_created.get(thumbprint, ""))
 
     @staticmethod
     def _accept(method: str, allowed: str, version: str, oldest: str) -> None:

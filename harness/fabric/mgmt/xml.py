@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from xml.sax.saxutils import escape
 
 from harness.fabric.views import DeploymentView, InstanceEndpointView, InstanceView, OperationView
@@ -277,3 +277,88 @@ def availability_body(available: bool, reason: str) -> bytes:
 
 def hosted_services_body(nodes: list[Node]) -> bytes:
     return _root("HostedServices", _children(nodes))
+
+
+def certificates_body(url: Callable[[str, str], str], service: str, held: list[tuple[str, bytes]]) -> bytes:
+    """List Service Certificates: ``<Certificates><Certificate>`` with URL, thumbprint, algorithm and the
+    base64 .cer."""
+    return _root(
+        "Certificates",
+        _children(
+            el(
+                "Certificate",
+                el("CertificateUrl", url(service, thumbprint)),
+                el("Thumbprint", thumbprint),
+                el("ThumbprintAlgorithm", "sha1"),
+                el("Data", base64.b64encode(der).decode("ascii")),
+            )
+            for thumbprint, der in held
+        ),
+    )
+
+
+def certificate_body(der: bytes) -> bytes:
+    """Get Service Certificate: ``<Certificate><Data>`` (base64 .cer)."""
+    return _root("Certificate", el("Data", base64.b64encode(der).decode("ascii")))
+
+
+def subscription_certificate_element(der: bytes, public_key_der: bytes, thumbprint: str, created: str) -> Node:
+    return el(
+        "SubscriptionCertificate",
+        el("SubscriptionCertificatePublicKey", base64.b64encode(public_key_der).decode("ascii")),
+        el("SubscriptionCertificateThumbprint", thumbprint),
+        el("SubscriptionCertificateData", base64.b64encode(der).decode("ascii")),
+        el("Created", created),
+    )
+
+
+def subscription_certificates_body(nodes: list[Node]) -> bytes:
+    return _root("SubscriptionCertificates", _children(nodes))
+
+
+def subscription_certificate_body(node: Node) -> bytes:
+    return (node[: len("<SubscriptionCertificate")] + ROOT_ATTRS + node[len("<SubscriptionCertificate") :]).encode()
+
+
+def subscription_operations_body(operations: list[Node]) -> bytes:
+    """List Subscription Operations: the operations in the window, no continuation."""
+    return _root(
+        "SubscriptionOperationCollection",
+        el("SubscriptionOperations", _children(operations)),
+        el("ContinuationToken"),
+    )
+
+
+def subscription_operation_element(
+    *,
+    request_id: str,
+    object_id: str,
+    name: str,
+    caller_thumbprint: str,
+    client_ip: str,
+    status: str,
+    http_status: int | None,
+    started: str,
+    completed: str | None,
+) -> Node:
+    return el(
+        "SubscriptionOperation",
+        el("OperationId", dashed_request_id(request_id)),
+        el("OperationObjectId", object_id),
+        el("OperationName", name),
+        el("OperationParameters"),
+        el(
+            "OperationCaller",
+            el("UsedServiceManagementApi", True),
+            el("SubscriptionCertificateThumbprint", caller_thumbprint),
+            el("ClientIP", client_ip),
+        ),
+        el(
+            "OperationStatus",
+            el("ID", dashed_request_id(request_id)),
+            el("Status", status),
+            el("HttpStatusCode", http_status),
+        ),
+        el("OperationStartedTime", started),
+        el("OperationCompletedTime", completed),
+    )
