@@ -34,8 +34,8 @@ COMPUTE_VERSION = "2026-04-01"
 @pytest.fixture(scope="module")
 def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
     mp = pytest.MonkeyPatch()
-    # small read bucket (60, refilled 30/s) so the 429 test can empty it; the client's retries absorb the rest
-    mp.setenv("VMR_FABRIC_ARM_THROTTLE", "reads=60/30")
+    # small read bucket (60, refilled 10/s) so the 429 test can empty it even on a loaded machine
+    mp.setenv("VMR_FABRIC_ARM_THROTTLE", "reads=60/10")
     try:
         fab = up(tmp_path_factory.mktemp("fabric"), api="vmss", template=TEMPLATE, image="web-2026.vhd")
     finally:
@@ -154,8 +154,32 @@ def test_busy_instance_fails_its_health_probe(fabric: Fabric, client: Any) -> No
         assert view.vm_health.status.code == "HealthState/unhealthy"
     finally:
         fabric.clear_faults()
-    view = client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "2")
-    assert view.vm_health.status.code == "HealthState/healthy"
+    from harness.fabric.lifecycle import wait_until
+
+    def healthy() -> bool:
+        view = client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "2")
+        return bool(view.vm_health.status.code == "HealthState/healthy")
+
+    # back once the agent check puts it into HAProxy's rotation again
+    assert wait_until(healthy, float(fabric.data["haproxy"]["probe"]["removal_window_s"]) + 15, 0.2)
+
+
+@pytest.mark.slow  # the probe's removal window, then the instance's restart
+def test_crashed_instance_drops_out_of_the_probe_and_comes_back(fabric: Fabric, client: Any) -> None:
+    from harness.fabric.lifecycle import wait_until
+
+    def health() -> str:
+        return str(
+            client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "2").vm_health.status.code
+        )
+
+    window = float(fabric.data["haproxy"]["probe"]["removal_window_s"]) + 5
+    fabric.inject("crash", "web_IN_2", seconds=60)
+    try:
+        assert wait_until(lambda: health() == "HealthState/unhealthy", window, 0.2)
+    finally:
+        fabric.clear_faults()
+    assert wait_until(lambda: health() == "HealthState/healthy", window + 30, 0.2)
 
 
 def test_missing_expired_foreign_and_garbage_tokens_are_401(fabric: Fabric) -> None:
@@ -212,6 +236,7 @@ def test_api_version_missing_malformed_or_unsupported_is_400(fabric: Fabric) -> 
     assert caught.value.status_code == 400 and caught.value.error.code == "NoRegisteredProviderFound"
 
 
+@pytest.mark.slow  # empties the read bucket, then waits for it to refill: ~5 s
 def test_read_throttling_is_429_with_retry_after(fabric: Fabric) -> None:
     bearer = token(fabric)
     session = requests.Session()
@@ -219,7 +244,7 @@ def test_read_throttling_is_429_with_retry_after(fabric: Fabric) -> None:
     a = arm(fabric)
     url = a["endpoint"] + vm_path(fabric)
     throttled = None
-    for _ in range(400):
+    for _ in range(2000):
         answer = session.get(
             url,
             params={"api-version": COMPUTE_VERSION},
@@ -234,7 +259,7 @@ def test_read_throttling_is_429_with_retry_after(fabric: Fabric) -> None:
     assert throttled is not None, "the read bucket never emptied"
     assert throttled.json()["error"]["code"] == "SubscriptionRequestsThrottled"
     assert int(throttled.headers["Retry-After"]) >= 1
-    time.sleep(int(throttled.headers["Retry-After"]))
+    time.sleep(int(throttled.headers["Retry-After"]) + 3)  # 30+ tokens back for the tests that follow
 
 
 def test_management_faults_409_500_and_timeout(fabric: Fabric) -> None:
@@ -463,6 +488,7 @@ def test_published_lro_examples_202_with_location_then_200(fabric: Fabric, clien
             break
         time.sleep(0.2)
     assert codes[0] == 202 and codes[-1] == 200 and set(codes) == {200, 202}
+    statuses.append(session.get(status_url, headers=auth, verify=a["ca"], timeout=10).json()["status"])
     assert statuses[0] == "InProgress" and statuses[-1] == "Succeeded"
     published = example("VirtualMachineScaleSetVM_PowerOff_MinimumSet_Gen")
     poller = client.virtual_machine_scale_set_vms.begin_power_off(group(fabric), VMSS, "0", polling_interval=0.2)

@@ -12,7 +12,7 @@ scale-set VM ``n``):
 | ``<Instances count>`` | ``sku.capacity`` |
 | InputEndpoint | LB rule + probe (``frontendPort`` the reachable VIP port, ``backendPort`` the local port) |
 | InstanceInputEndpoint | inbound NAT pool + one NAT rule per instance (``<pool>.<instanceId>``) |
-| instance ready / busy (fault) | ``vmHealth`` HealthState/healthy / unhealthy (the LB probe fails) |
+| instance ready and in HAProxy's rotation / busy, crashed | ``vmHealth`` HealthState/healthy / unhealthy |
 | phase StoppingRole … BusyRole | ``ProvisioningState/updating``, PowerState stopping/stopped/starting/running |
 | internal address | the NIC's ``privateIPAddress`` |
 """
@@ -174,7 +174,22 @@ class View:
             return "Succeeded", "deallocated", False
         if status == platform.UNRESPONSIVE:
             return "Succeeded", "running", False
-        return "Succeeded", "running", status == platform.READY
+        return "Succeeded", "running", status == platform.READY and self.in_rotation(inst)
+
+    def in_rotation(self, inst: Any) -> bool:
+        """Whether the load balancer's health probe passes: the instance is in its HAProxy backend's rotation
+        (a crashed app drops out after the probe's removal window). True when the role has no balanced
+        endpoint or HAProxy cannot be asked."""
+        from harness.fabric.haproxy import backend_name
+
+        rules = [e for e in self.role(inst.role).endpoints if e.kind == "InputEndpoint" and e.protocol != "udp"]
+        haproxy = getattr(self.b, "haproxy", None)
+        if not rules or haproxy is None:
+            return True
+        try:
+            return inst.id in haproxy.runtime.in_rotation(backend_name(inst.role, rules[0].name))
+        except Exception:  # HAProxy restarting or gone: the instance's own status decides
+            return True
 
     def vm_instance_view(self, inst: Any) -> dict[str, Any]:
         provisioning, power, healthy = self.phase(inst)
