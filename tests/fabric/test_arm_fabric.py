@@ -221,6 +221,12 @@ def test_unknown_subscription_group_resource_and_instance_are_404(fabric: Fabric
 
 
 def test_api_version_missing_malformed_or_unsupported_is_400(fabric: Fabric) -> None:
+    import jsonschema
+    from azure.mgmt.compute import models as cm
+
+    from tests.fabric.arm_sdk_schema import schema
+
+    cloud_error = schema(cm.CloudError)  # Compute's published error body
     bearer = token(fabric)
     for params, code in (
         ({}, "MissingApiVersionParameter"),
@@ -230,6 +236,7 @@ def test_api_version_missing_malformed_or_unsupported_is_400(fabric: Fabric) -> 
         answer = raw(fabric, vm_path(fabric), token=bearer, **params)
         assert answer.status_code == 400, answer.text
         assert set(answer.json()) == {"error"} and answer.json()["error"]["code"] == code
+        assert list(jsonschema.Draft7Validator(cloud_error).iter_errors(answer.json())) == []
         assert answer.headers["x-ms-request-id"] and answer.headers["x-ms-correlation-request-id"]
     with pytest.raises(HttpResponseError) as caught:
         compute(fabric).virtual_machine_scale_sets.get(group(fabric), VMSS, api_version="2015-06-15")

@@ -150,3 +150,21 @@ def test_arm_token_checks(keys: list[rsa.RSAPrivateKey]) -> None:
         challenge = caught.value.headers["WWW-Authenticate"]
         assert challenge.startswith('Bearer authorization_uri="https://127.0.0.1:1/tenant-1", error="invalid_token"')
     assert issuer.verify(f"Bearer {issuer.issue(now=time.time() - 10)}").tenant == "tenant-1"
+
+
+def test_cli_up_with_a_bad_template_names_the_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "azuredeploy.json"
+    bad.write_text(
+        '{"resources": [{"type": "Microsoft.Compute/virtualMachineScaleSets", "name": "web", "sku": {"capacity": 99}}]}'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "fabric", "up", "--api", "vmss", "--template", str(bad),
+         "--state", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert f"{bad}: resources[0].sku.capacity: 99 is not a whole number from 1 to 20" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
