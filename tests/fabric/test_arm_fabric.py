@@ -41,8 +41,12 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
     finally:
         mp.undo()
     yield fab
+    from harness.fabric.ports import is_listening
+
+    port = int(arm(fab)["endpoint"].rsplit(":", 1)[1])
     report = fab.down()
     assert report.ports_still_open == [] and report.killed == []
+    assert not is_listening(port), "the ARM server outlived the fabric"
 
 
 @pytest.fixture(scope="module")
@@ -514,3 +518,28 @@ def test_published_lro_examples_202_with_location_then_200(fabric: Fabric, clien
         timeout=30
     )
     assert not (app / "data.txt").exists()
+
+
+@pytest.mark.slow  # a second fabric, through the command line
+def test_cli_up_status_down_with_the_arm_face(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    def vmrole(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "harness.cli", "fabric", *args, "--state", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    started = vmrole("up", "--api", "vmss", "--template", str(TEMPLATE), "--image", "web-2026.vhd")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "ARM endpoint    https://127.0.0.1:" in started.stdout
+        assert "scale sets web" in started.stdout and "token endpoint" in started.stdout
+        fab = Fabric(state)
+        vms = list(compute(fab).virtual_machine_scale_set_vms.list(group(fab), VMSS))
+        assert len(vms) == 3
+    finally:
+        stopped = vmrole("down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
