@@ -397,3 +397,26 @@ def test_http_transport_error_text_never_quotes_the_url_query() -> None:
     with pytest.raises(Unreadable) as info:
         BlobSource(ref, HttpTransport(ref, "sv=1&sig=TOPSECRETSIG", timeout=0.5), sleep=lambda s: None)
     assert "TOPSECRETSIG" not in str(info.value) and "connection failed" in info.value.problem
+
+
+def test_sas_references_resolve_as_target_secrets_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.plugin.blobimages import display_of, placeholder
+
+    def sas_of(path: Path) -> str:
+        return blob._REGISTERED[os.path.realpath(path)][1]
+
+    secret_file = tmp_path / "web.sas"
+    secret_file.write_text("?sv=1&sig=FROMFILE\n", "utf-8")
+    from_file = placeholder(f"https://acct.blob.core.windows.net/c/a.vhd?{{file:{secret_file}}}")
+    assert sas_of(from_file) == "sv=1&sig=FROMFILE"
+    assert display_of(from_file) == "https://acct.blob.core.windows.net/c/a.vhd" and from_file.name == "a.vhd"
+    assert "FROMFILE" not in from_file.read_text("utf-8")  # the placeholder holds the label only
+    monkeypatch.setenv("VMR_SAS_FOR_TEST", "sv=2&sig=FROMENVREF")
+    assert sas_of(placeholder("https://acct.blob.core.windows.net/c/b.vhd?{env:VMR_SAS_FOR_TEST}")).endswith("REF")
+    monkeypatch.setenv(blob.SAS_ENV, "sv=3&sig=FROMDEFAULT")
+    assert sas_of(placeholder("https://acct.blob.core.windows.net/c/c.vhd")) == "sv=3&sig=FROMDEFAULT"
+    assert sas_of(placeholder("https://acct.blob.core.windows.net/c/d.vhd?sv=4&sig=LITERAL")) == "sv=4&sig=LITERAL"
+    assert {"sv=1&sig=FROMFILE", "sv=4&sig=LITERAL"} <= set(blob.registered_secrets())
+    with pytest.raises(pytest.UsageError, match=r"cannot read secret file .*missing.sas") as info:
+        placeholder(f"https://acct.blob.core.windows.net/c/e.vhd?{{file:{tmp_path / 'missing.sas'}}}")
+    assert "sig=" not in str(info.value)
