@@ -255,6 +255,7 @@ class Deployment:
         self.status = status
         self.created = _now()
         self.modified = self.created
+        self.upgrade: Upgrade | None = None  # an upgrade in progress (Get Deployment's UpgradeStatus)
 
     @property
     def name(self) -> str:
@@ -289,6 +290,18 @@ class Deployment:
         self.instances.stop_all()
         for folder in self.layout.ntlm_user_dirs():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class Upgrade:
+    """An upgrade under way: its mode (Auto, Manual, Simultaneous), the domain it is at and that domain's
+    state (``Before``: a Manual upgrade waits for Walk Upgrade Domain; ``During``: it is being upgraded)."""
+
+    mode: str
+    domains: list[int]
+    role: str | None
+    domain: int = 0
+    state: str = "Before"
 
 
 @dataclass
@@ -602,6 +615,199 @@ class HostedServices:
                 )
         return spec
 
+    def _recycle(self, dep: Deployment, instance_ids: list[str]) -> None:
+        """Stop and start ``instance_ids`` together (an upgrade domain): StoppingRole → StoppedVM → StartingVM →
+        BusyRole → ReadyRole, out of rotation meanwhile."""
+        ins = dep.instances
+
+        def walk(status: str) -> None:
+            with ins.lock:
+                for i in instance_ids:
+                    ins.phase[i] = status
+            self.controller.write_ready()
+            time.sleep(ins.step_seconds)
+
+        for i in instance_ids:
+            ins.set_ready(i, False)
+        walk(platform.STOPPING)
+        _each(ins.stop, instance_ids)
+        walk(platform.STOPPED_VM)
+        walk(platform.STARTING_VM)
+        _each(ins.start, instance_ids)
+        walk(platform.BUSY)
+        for i in instance_ids:
+            ins.set_ready(i, True)
+        with ins.lock:
+            for i in instance_ids:
+                ins.phase.pop(i, None)
+        if dep.haproxy is not None:
+            wait_for_rotation(dep.haproxy, dep.spec)
+
+    def _domain(self, dep: Deployment, upgrade: Upgrade, domain: int) -> list[str]:
+        return [
+            i.id
+            for i in dep.spec.instances
+            if i.upgrade_domain == domain and (upgrade.role is None or i.role == upgrade.role)
+        ]
+
+    def upgrade_deployment(
+        self,
+        service: str,
+        *,
+        slot: str | None,
+        name: str | None,
+        mode: str,
+        package_url: str,
+        encoded_configuration: str,
+        label: str | None,
+        role: str | None,
+    ) -> str:
+        """Upgrade Deployment: the package must declare the deployment's roles and endpoints (the fabric does
+        not change a running deployment's topology); the configuration is checked as Change Configuration's.
+        Auto walks the upgrade domains in order, Simultaneous recycles every instance at once, Manual waits
+        for Walk Upgrade Domain on each domain."""
+        dep = self.find(service, slot=slot, name=name)
+        modes = {"auto": "Auto", "manual": "Manual", "simultaneous": "Simultaneous"}
+        chosen = modes.get(mode.strip().lower())
+        if chosen is None:
+            raise bad_request(f"The upgrade mode '{mode}' is not valid: give Auto, Manual or Simultaneous.")
+        if dep.upgrade is not None:
+            raise conflict("An upgrade of this deployment is already in progress: walk its upgrade domains first.")
+        if role and role not in {r.name for r in dep.spec.roles}:
+            raise bad_request(f"The role '{role}' is not a role of deployment '{dep.name}'.")
+        text = decode_base64_text(encoded_configuration, "configuration")
+        self._validated(dep.spec, text)
+        with tempfile.TemporaryDirectory(prefix="vmr-upgrade-") as tmp:
+            package = self._fetch_package(package_url, Path(tmp) / "package.cspkg")
+            self._same_topology(dep.spec, package)
+        selected = [i for i in dep.spec.instances if role is None or i.role == role]
+        upgrade = Upgrade(chosen, sorted({i.upgrade_domain for i in selected}), role or None)
+        op = self._begin(dep, "upgrade")
+
+        def work() -> None:
+            effective = self.controller.effective_configuration(text, dep.spec)
+            write_text_atomic(dep.layout.cscfg, effective)
+            with self.lock:
+                dep.configuration = self.controller.submitted_cscfg(text)
+                dep.spec = dataclasses.replace(dep.spec, cscfg_text=text)
+                dep.label = label if label is not None else dep.label
+                dep.status = RUNNING_TRANSITIONING
+                dep.upgrade = upgrade
+                dep.modified = _now()
+            try:
+                if chosen == "Simultaneous":
+                    upgrade.state = "During"
+                    self._recycle(dep, [i.id for i in selected])
+                elif chosen == "Auto":
+                    for domain in upgrade.domains:
+                        upgrade.domain, upgrade.state = domain, "During"
+                        self._recycle(dep, self._domain(dep, upgrade, domain))
+                else:
+                    upgrade.domain, upgrade.state = upgrade.domains[0], "Before"
+                    return  # Walk Upgrade Domain does the rest
+                with self.lock:
+                    dep.upgrade = None
+            finally:
+                with self.lock:
+                    dep.status = platform.RUNNING
+
+        return self._run(op, work)
+
+    def walk_upgrade_domain(self, service: str, *, slot: str | None, name: str | None, domain: str) -> str:
+        dep = self.find(service, slot=slot, name=name)
+        upgrade = dep.upgrade
+        if upgrade is None or upgrade.mode != "Manual":
+            raise bad_request(f"Deployment '{dep.name}' has no manual upgrade in progress.")
+        number = int(domain) if domain.strip().isdigit() else -1
+        if number != upgrade.domain or upgrade.state != "Before":
+            raise bad_request(f"The upgrade domain to walk is {upgrade.domain}, not '{domain}'.")
+        op = self._begin(dep, "walk")
+
+        def work() -> None:
+            with self.lock:
+                upgrade.state = "During"
+                dep.status = RUNNING_TRANSITIONING
+            try:
+                self._recycle(dep, self._domain(dep, upgrade, number))
+                later = [d for d in upgrade.domains if d > number]
+                with self.lock:
+                    if later:
+                        upgrade.domain, upgrade.state = later[0], "Before"
+                    else:
+                        dep.upgrade = None
+                    dep.modified = _now()
+            finally:
+                with self.lock:
+                    dep.status = platform.RUNNING
+
+        return self._run(op, work)
+
+    def _same_topology(self, spec: DeploymentSpec, package: Path) -> None:
+        from harness.engine.artefact import CSPKG, Artefact
+        from harness.readers.cspkg import read_package
+        from harness.readers.errors import Unreadable
+
+        try:
+            definition = read_package(Artefact.from_path(package, CSPKG)).definition
+        except Unreadable as exc:
+            problem = _without(exc, package.parent)
+            raise bad_request(f"The file provided is not a valid service package: {problem}") from None
+        if definition is None:
+            raise bad_request("The file provided is not a valid service package: it holds no service definition.")
+
+        def public(endpoints: Any) -> set[tuple[str, str]]:
+            return {(e.name, e.kind) for e in endpoints if e.kind != "InternalEndpoint"}
+
+        running = {r.name: public(r.endpoints) for r in spec.roles}
+        given = {r.name: public(r.endpoints) for r in definition.roles}
+        if given != running:
+            raise bad_request(
+                "The package declares other roles or endpoints than the deployment runs; the fabric upgrades "
+                "a deployment in place only (delete and create it to change its topology)."
+            )
+
+    def delete_role_instances(self, service: str, *, slot: str | None, name: str | None, names: list[str]) -> str:
+        """Delete Role Instances: the named instances stop and leave the deployment (and its load balancer)."""
+        dep = self.find(service, slot=slot, name=name)
+        known = {i.id for i in dep.spec.instances}
+        unknown = [n for n in names if n not in known]
+        if not names or unknown:
+            raise bad_request(f"The role instances {unknown or names} are not instances of '{dep.name}'.")
+        left = {
+            r.name: sum(1 for i in dep.spec.instances if i.role == r.name and i.id not in names) for r in dep.spec.roles
+        }
+        if any(count == 0 for count in left.values()):
+            raise bad_request("A role must keep at least one instance.")
+        op = self._begin(dep, "delete-instances")
+
+        def work() -> None:
+            ins = dep.instances
+            for i in names:
+                ins.set_ready(i, False)
+            with ins.lock:
+                for i in names:
+                    ins.phase[i] = platform.STOPPING
+            time.sleep(ins.step_seconds)
+            _each(ins.stop, names)
+            roles = tuple(dataclasses.replace(r, instances=left[r.name]) for r in dep.spec.roles)
+            spec = dataclasses.replace(
+                dep.spec, roles=roles, instances=tuple(i for i in dep.spec.instances if i.id not in names)
+            )
+            if dep.haproxy is not None:
+                dep.haproxy.stop()
+            with self.lock, ins.lock:
+                dep.spec = spec
+                ins.spec = spec
+                for i in names:
+                    ins.phase.pop(i, None)
+                    ins.configs.pop(i, None)
+                dep.modified = _now()
+            self._start_balancer(dep)
+            if dep.instances is self.controller.instances:
+                self.controller.production_changed(dep)
+
+        return self._run(op, work)
+
     def delete_deployment(self, service: str, *, slot: str | None, name: str | None) -> str:
         dep = self.find(service, slot=slot, name=name)
         op = self._begin(dep, "delete")
@@ -813,6 +1019,25 @@ class HostedServices:
             t.start()
         for t in threads:
             t.join()
+
+
+def _each(action: Callable[[str], None], instance_ids: list[str]) -> None:
+    """``action`` on every instance at once (threads); the first error is raised once all are done."""
+    errors: list[BaseException] = []
+
+    def one(instance_id: str) -> None:
+        try:
+            action(instance_id)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in instance_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError("; ".join(str(e) for e in errors))
 
 
 def _without(exc: Exception, folder: Path) -> str:

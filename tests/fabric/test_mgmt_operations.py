@@ -4,7 +4,9 @@ configuration, Update Deployment Status (suspend/start), Change Deployment Confi
 and reimage of the new deployment's instances, Delete Deployment; hosted services; Azure's 400/403/404/409.
 
 Each long operation answers 202 with an x-ms-request-id that Get Operation Status follows InProgress → Succeeded;
-the deployment's Status is polled through Get Deployment while it runs.
+the deployment's Status is polled through Get Deployment while it runs. The two full walks (create → change →
+suspend/start → swap → reboot/reimage → delete; upgrade/walk/delete role instances) are marked slow: run them
+with ``-m slow``.
 """
 
 from __future__ import annotations
@@ -120,9 +122,9 @@ def wait_operation(sms: ServiceManagementService, request_id: str, timeout: floa
         time.sleep(0.05)
 
 
-def watch(sms: ServiceManagementService, request_id: str, poll: Callable[[], str]) -> tuple[Any, list[str]]:
+def watch(sms: ServiceManagementService, request_id: str, poll: Callable[[], Any]) -> tuple[Any, list[Any]]:
     """Poll ``poll()`` (a status) until the operation ends; returns the operation and the statuses seen."""
-    seen: list[str] = []
+    seen: list[Any] = []
     end = time.monotonic() + 60
     while True:
         status = poll()
@@ -172,6 +174,7 @@ def test_get_deployment_echoes_the_configuration_as_uploaded(
     assert dep.status == "Running"
 
 
+@pytest.mark.slow  # about 20 s of status walks: the default run keeps the quick checks
 def test_create_change_suspend_start_swap_reboot_reimage_delete(
     fabric: Fabric, sms: ServiceManagementService, package_url: str
 ) -> None:
@@ -439,3 +442,74 @@ def test_subscription_operations_list_the_changes_made(sms: ServiceManagementSer
     assert all(o.operation_caller.subscription_certificate_thumbprint for o in listed.subscription_operations)
     past = sms.list_subscription_operations("2001-01-01T00:00:00Z", "2001-01-02T00:00:00Z")
     assert list(past.subscription_operations) == []
+
+
+@pytest.mark.slow  # about 20 s of status walks: the default run keeps the quick checks
+def test_upgrade_walk_upgrade_domains_and_delete_role_instances(
+    fabric: Fabric, sms: ServiceManagementService, package_url: str
+) -> None:
+    def deployment() -> Any:
+        return sms.get_deployment_by_name(SERVICE, "upgraded")
+
+    result = sms.create_deployment(
+        SERVICE, "staging", "upgraded", package_url, "v1", b64(cscfg(2, "v1")), start_deployment=True
+    )
+    assert wait_operation(sms, result.request_id).status == "Succeeded"
+    assert deployment().status == "Running" and deployment().upgrade_status is None
+
+    # Manual: nothing happens until each upgrade domain is walked, in order
+    manual = sms.upgrade_deployment(SERVICE, "upgraded", "Manual", package_url, b64(cscfg(2, "v2")), "v2", False)
+    assert wait_operation(sms, manual.request_id).status == "Succeeded"
+    status = deployment().upgrade_status
+    assert (status.upgrade_type, status.current_upgrade_domain_state, status.current_upgrade_domain) == (
+        "Manual",
+        "Before",
+        "0",
+    )
+    assert deployment().label == "v2" and "v2" in deployment().configuration
+    with pytest.raises(AzureHttpError) as err:
+        sms.walk_upgrade_domain(SERVICE, "upgraded", 1)
+    assert err.value.status_code == 400
+    op, snapshots = watch(sms, sms.walk_upgrade_domain(SERVICE, "upgraded", 0).request_id, lambda: _state(deployment()))
+    seen = _flat(snapshots)
+    assert op.status == "Succeeded"
+    walked = {status for dep_status, name, status in seen if name == "WebVM_IN_0" and dep_status != "Running"}
+    assert len(walked & RECYCLING) >= 2, seen  # domain 0 recycled (polls may miss a short step), domain 1 not
+    assert not any(name == "WebVM_IN_1" and status != "ReadyRole" for _, name, status in seen)
+    assert deployment().upgrade_status.current_upgrade_domain == "1"
+    assert wait_operation(sms, sms.walk_upgrade_domain(SERVICE, "upgraded", 1).request_id).status == "Succeeded"
+    assert deployment().upgrade_status is None  # done
+
+    # Auto: every domain in turn; a package with another topology is refused
+    auto = sms.upgrade_deployment(SERVICE, "upgraded", "Auto", package_url, b64(cscfg(2, "v3")), "v3", False)
+    op, snapshots = watch(sms, auto.request_id, lambda: _state(deployment()))
+    assert op.status == "Succeeded" and deployment().configuration.count("v3") == 1
+    recycled = {name for _, name, status in _flat(snapshots) if status in RECYCLING}
+    assert recycled == {"WebVM_IN_0", "WebVM_IN_1"}
+    other = blob_client(fabric.data["azurite"]["connection_string"]).get_blob_client("packages", "other.cspkg")
+    other.upload_blob(build_cspkg(CSDEF.replace("HttpIn", "WebIn")).data)
+    with pytest.raises(AzureHttpError) as err:
+        sms.upgrade_deployment(SERVICE, "upgraded", "Auto", other.url, b64(cscfg(2, "v4")), "v4", False)
+    assert err.value.status_code == 400 and "topology" in str(err.value)
+
+    # Delete Role Instances: the instance stops and leaves the deployment and its load balancer
+    op = wait_operation(sms, sms.delete_role_instances(SERVICE, "upgraded", ["WebVM_IN_1"]).request_id)
+    assert op.status == "Succeeded"
+    assert [i.instance_name for i in deployment().role_instance_list] == ["WebVM_IN_0"]
+    assert set(served_by(*http_in(deployment()), 10)) == {"WebVM_IN_0"}
+    with pytest.raises(AzureHttpError) as err:
+        sms.delete_role_instances(SERVICE, "upgraded", ["WebVM_IN_0"])  # a role keeps one instance
+    assert err.value.status_code == 400
+    assert wait_operation(sms, sms.delete_deployment(SERVICE, "upgraded").request_id).status == "Succeeded"
+
+
+RECYCLING = {"StoppingRole", "StoppedVM", "StartingVM", "BusyRole"}
+
+
+def _state(dep: Any) -> Any:
+    """A snapshot for :func:`watch`: (deployment status, instance, instance status) for every instance."""
+    return tuple((dep.status, i.instance_name, i.instance_status) for i in dep.role_instance_list)
+
+
+def _flat(snapshots: list[Any]) -> set[tuple[str, str, str]]:
+    return {entry for snapshot in snapshots for entry in snapshot}

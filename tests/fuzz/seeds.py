@@ -184,6 +184,27 @@ def seeds_mgmt() -> dict[str, bytes]:
             "<UpdateDeploymentStatus><Status>&b;</Status></UpdateDeploymentStatus>",
         ),
         "not-xml": post(f"{dep}/?comp=config", "<ChangeConfiguration><Configuration>"),
+        "upgrade": post(
+            f"{dep}/?comp=upgrade",
+            f"<UpgradeDeployment {ns}><Mode>Manual</Mode><PackageUrl>http://127.0.0.1:10000/devstoreaccount1/"
+            f"packages/app.cspkg</PackageUrl><Configuration>{config}</Configuration><Label>{label}</Label>"
+            "<RoleToUpgrade>WebVM</RoleToUpgrade><Force>false</Force></UpgradeDeployment>",
+        ),
+        "walk": post(
+            f"{dep}/?comp=walkupgradedomain",
+            f"<WalkUpgradeDomain {ns}><UpgradeDomain>0</UpgradeDomain></WalkUpgradeDomain>",
+        ),
+        "delete-instances": post(
+            f"{dep}/roleinstances/?comp=delete", f"<RoleInstances  {ns}><Name>WebVM_IN_0</Name></RoleInstances >"
+        ),
+        "add-certificate": post(
+            f"{base}/ContosoVMRole/certificates",
+            f"<CertificateFile {ns}><Data>MIIB</Data><CertificateFormat>cer</CertificateFormat>"
+            "<Password /></CertificateFile>",
+        ),
+        "certificates": f"GET {base}/ContosoVMRole/certificates HTTP/1.1\r\n{head}\r\n",
+        "subscription-operations": f"GET /{sub}/operations?StartTime=2026-01-01T00:00:00Z&EndTime=2027-01-01T00:00:00Z "
+        f"HTTP/1.1\r\n{head}\r\n",
     }
     reqs.update(bodies)
     return {k: v.encode() for k, v in reqs.items()}

@@ -637,6 +637,7 @@ class _MgmtDeployment:
     slot = "Production"
     locked = False
     created = modified = "2026-01-01T00:00:00Z"
+    upgrade = None
 
     def __init__(self) -> None:
         self.instances = _MgmtFake()
@@ -655,6 +656,7 @@ def _mgmt_services() -> Any:
         HostedService,
         HostedServices,
         bad_request,
+        certificate_der,
         conflict,
         decode_base64_text,
         not_found,
@@ -723,6 +725,32 @@ def _mgmt_services() -> Any:
                 raise conflict("There is already a deployment in the Production slot.")
             raise bad_request("The package URL is not a blob of this fabric's storage.")
 
+        def upgrade_deployment(self, service: str, *, slot: str | None, name: str | None, **kw: Any) -> str:
+            self.find(service, slot=slot, name=name)
+            if str(kw["mode"]).lower() not in ("auto", "manual", "simultaneous"):
+                raise bad_request("bad mode")
+            decode_base64_text(kw["encoded_configuration"], "configuration")
+            raise bad_request("The package URL is not a blob of this fabric's storage.")
+
+        def walk_upgrade_domain(self, service: str, *, slot: str | None, name: str | None, domain: str) -> str:
+            self.find(service, slot=slot, name=name)
+            raise bad_request("no manual upgrade in progress")
+
+        def delete_role_instances(self, service: str, *, slot: str | None, name: str | None, names: list[str]) -> str:
+            self.find(service, slot=slot, name=name)
+            if names != ["WebVM_IN_0"]:
+                raise bad_request("not instances of the deployment")
+            raise bad_request("A role must keep at least one instance.")
+
+        def add_certificate(self, service: str, data_b64: str, certificate_format: str, password: str) -> str:
+            self.service(service)
+            certificate_der(data_b64, certificate_format, password)  # parsed, not kept: answers stay the same
+            return MGMT_OPERATION
+
+        def delete_certificate(self, service: str, algorithm: str, thumbprint: str) -> str:
+            self.certificate(service, algorithm, thumbprint)
+            return MGMT_OPERATION
+
     return Services()
 
 
@@ -789,6 +817,7 @@ def _mgmt(data: bytes) -> object:
         _MGMT = ManagementServer(_mgmt_services(), subscription_id=MGMT_SUBSCRIPTION, http_port=0, token=MGMT_TOKEN)
         _MGMT._created = "2026-01-01T00:00:00Z"
     server = _MGMT
+    server.subscription_log.clear()  # List Subscription Operations answers the same whatever ran before
 
     class FakeServer:
         scheme = "http"

@@ -13,7 +13,11 @@ azure-servicemanagement-legacy 0.20.8 serialises them):
 - ``<svc>/deploymentslots/<slot>``: ``GET``, ``POST`` ``<CreateDeployment>`` → 202, ``DELETE`` → 202,
   ``POST ?comp=config`` ``<ChangeConfiguration>`` → 202, ``POST ?comp=status`` ``<UpdateDeploymentStatus>`` → 202
 - ``<svc>/deployments/<name>``: the same but Create
+- ``POST ?comp=upgrade`` ``<UpgradeDeployment>`` → 202, ``POST ?comp=walkupgradedomain`` ``<WalkUpgradeDomain>`` → 202
+- ``.../roleinstances/?comp=delete`` ``<RoleInstances>`` → 202 (Delete Role Instances)
 - ``.../roleinstances/<instance>?comp=reboot|reimage|rebuild`` → 202
+- ``<svc>/certificates``: ``GET``, ``POST`` ``<CertificateFile>`` → 202; ``.../sha1-<thumbprint>``: ``GET``,
+  ``DELETE`` → 202
 
 Long operations answer 202 with ``x-ms-request-id`` = the operation (Get Operation Status: ``InProgress`` →
 ``Succeeded``/``Failed`` with the error's code and message). A second operation on a deployment while one
@@ -43,8 +47,10 @@ from harness.fabric.deployments import (
 from harness.fabric.mgmt import xml as mx
 
 INVALID_XML_MESSAGE = "The request body's XML was invalid or not correctly specified."
+MISSING_QUERY_MESSAGE = "A required query parameter was not specified for this request or was specified incorrectly."
 V_ANY = "2009-10-01"  # Get/Create/Delete/Swap/Change Configuration/Update Status of a deployment
 V_SERVICE = "2010-10-28"  # Create, Update and Delete Cloud Service, name availability
+V_DELETE_INSTANCES = "2013-08-01"  # Delete Role Instances
 
 #: a verb check: (allowed method, oldest x-ms-version) → raises the server's InvalidHttpVerb / version error
 Accept = Callable[[str, str], None]
@@ -151,6 +157,14 @@ class Router:
         slot, name = (rest[2], None) if kind == "deploymentslots" else (None, rest[2])
         if len(rest) == 3:
             return self._deployment(svc, slot, name, method, query, body, accept)
+        if len(rest) == 4 and rest[3].lower() == "roleinstances":
+            accept(method, "POST", V_DELETE_INSTANCES)
+            if query.get("comp", "").lower() != "delete":
+                raise ApiProblem(400, "MissingOrInvalidRequiredQueryParameter", MISSING_QUERY_MESSAGE)
+            doc = parse_body(body, "RoleInstances")
+            names = [(c.text or "").strip() for c in doc if _local(c.tag) == "Name"]
+            rid = self.services.delete_role_instances(svc.name, slot=slot, name=name, names=names)
+            return Reply(202, request_id=rid, name="DeleteRoleInstances")
         if len(rest) == 5 and rest[3].lower() == "roleinstances":
             accept(method, "POST", V_ANY)
             dep = self.services.find(svc.name, slot=slot, name=name)
@@ -227,6 +241,26 @@ class Router:
             dep = self.services.find(svc.name, slot=slot, name=name)
             rid = self.services.update_status(svc.name, dep.name, child_text(doc, "Status", required=True) or "")
             return Reply(202, request_id=rid, name="UpdateDeploymentStatus")
+        if method == "POST" and comp == "upgrade":
+            accept(method, "POST", V_ANY)
+            doc = parse_body(body, "UpgradeDeployment")
+            rid = self.services.upgrade_deployment(
+                svc.name,
+                slot=slot,
+                name=name,
+                mode=child_text(doc, "Mode", required=True) or "",
+                package_url=child_text(doc, "PackageUrl", required=True) or "",
+                encoded_configuration=child_text(doc, "Configuration", required=True) or "",
+                label=_label(doc),
+                role=child_text(doc, "RoleToUpgrade") or None,
+            )
+            return Reply(202, request_id=rid, name="UpgradeDeployment")
+        if method == "POST" and comp == "walkupgradedomain":
+            accept(method, "POST", V_ANY)
+            doc = parse_body(body, "WalkUpgradeDomain")
+            domain = child_text(doc, "UpgradeDomain", required=True) or ""
+            rid = self.services.walk_upgrade_domain(svc.name, slot=slot, name=name, domain=domain)
+            return Reply(202, request_id=rid, name="WalkUpgradeDomain")
         if method == "POST" and slot is not None and not comp:
             accept(method, "POST", V_ANY)
             doc = parse_body(body, "CreateDeployment")
@@ -241,11 +275,7 @@ class Router:
             )
             return Reply(202, request_id=rid, name="CreateDeployment")
         if method == "POST" and comp:
-            raise ApiProblem(
-                400,
-                "MissingOrInvalidRequiredQueryParameter",
-                "A required query parameter was not specified for this request or was specified incorrectly.",
-            )
+            raise ApiProblem(400, "MissingOrInvalidRequiredQueryParameter", MISSING_QUERY_MESSAGE)
         if method == "DELETE":
             accept(method, "DELETE", V_ANY)
             rid = self.services.delete_deployment(svc.name, slot=slot, name=name)
@@ -253,5 +283,9 @@ class Router:
         accept(method, "GET", V_ANY)
         dep = self.services.find(svc.name, slot=slot, name=name)
         view = dep.view()
-        body_out = mx.deployment_body(view, locked=dep.locked, created=dep.created, modified=dep.modified)
+        up = dep.upgrade
+        upgrade = (up.mode, up.state, up.domain) if up is not None else None
+        body_out = mx.deployment_body(
+            view, locked=dep.locked, created=dep.created, modified=dep.modified, upgrade=upgrade
+        )
         return Reply(200, body_out)

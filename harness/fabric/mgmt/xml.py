@@ -157,7 +157,16 @@ def _roles(dep: DeploymentView) -> list[tuple[str, str]]:
     return roles
 
 
-def deployment_element(dep: DeploymentView, *, locked: bool, created: str, modified: str, attrs: str = "") -> Node:
+def deployment_element(
+    dep: DeploymentView,
+    *,
+    locked: bool,
+    created: str,
+    modified: str,
+    attrs: str = "",
+    upgrade: tuple[str, str, int] | None = None,
+) -> Node:
+    """``upgrade``: (type, current upgrade domain state, current upgrade domain) while an upgrade is under way."""
     upgrade_domains = max((i.upgrade_domain for i in dep.instances), default=0) + 1
     role_list = [
         el(
@@ -189,6 +198,14 @@ def deployment_element(dep: DeploymentView, *, locked: bool, created: str, modif
         el("Url", dep.url),
         el("Configuration", b64(dep.configuration)),
         el("RoleInstanceList", _children(_role_instance(dep, i) for i in dep.instances)),
+        el(
+            "UpgradeStatus",
+            el("UpgradeType", upgrade[0]),
+            el("CurrentUpgradeDomainState", upgrade[1]),
+            el("CurrentUpgradeDomain", upgrade[2]),
+        )
+        if upgrade is not None
+        else None,
         el("UpgradeDomainCount", upgrade_domains),
         el("RoleList", _children(role_list)),
         el("SdkVersion", dep.sdk_version),
@@ -211,8 +228,12 @@ def deployment_element(dep: DeploymentView, *, locked: bool, created: str, modif
     )
 
 
-def deployment_body(dep: DeploymentView, *, locked: bool, created: str, modified: str) -> bytes:
-    return deployment_element(dep, locked=locked, created=created, modified=modified, attrs=ROOT_ATTRS).encode()
+def deployment_body(
+    dep: DeploymentView, *, locked: bool, created: str, modified: str, upgrade: tuple[str, str, int] | None = None
+) -> bytes:
+    return deployment_element(
+        dep, locked=locked, created=created, modified=modified, attrs=ROOT_ATTRS, upgrade=upgrade
+    ).encode()
 
 
 def hosted_service_element(
