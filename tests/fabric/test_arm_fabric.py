@@ -23,6 +23,7 @@ from azure.core.exceptions import (
 )
 
 from harness.fabric.client import Fabric, up
+from tests.fabric import arm_openapi
 from tests.fabric.arm_helpers import TEMPLATE, StaticToken, arm, compute, credential, forged, network, secret
 
 pytestmark = pytest.mark.xdist_group("fabric")
@@ -543,3 +544,39 @@ def test_cli_up_status_down_with_the_arm_face(tmp_path: Path) -> None:
     finally:
         stopped = vmrole("down")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+@pytest.mark.skipif(
+    arm_openapi.checkout() is None,
+    reason=f"set {arm_openapi.ENV} to a checkout of github.com/Azure/azure-rest-api-specs",
+)
+def test_served_responses_validate_against_a_local_azure_rest_api_specs_checkout(fabric: Fabric) -> None:
+    root = arm_openapi.checkout()
+    assert root is not None
+    bearer = token(fabric)
+    definitions = {  # the served path's model -> (provider, definition, served api-version)
+        "VirtualMachineScaleSet": ("compute", "VirtualMachineScaleSet"),
+        "VirtualMachineScaleSetInstanceView": ("compute", "VirtualMachineScaleSetInstanceView"),
+        "VirtualMachineScaleSetVM": ("compute", "VirtualMachineScaleSetVM"),
+        "VirtualMachineScaleSetVMInstanceView": ("compute", "VirtualMachineScaleSetVMInstanceView"),
+        "LoadBalancer": ("network", "LoadBalancer"),
+        "PublicIPAddress": ("network", "PublicIPAddress"),
+        "NetworkInterface": ("network", "NetworkInterface"),
+    }
+    problems, used = [], set()
+    for path, params, model_schema in _served(fabric):
+        model = model_schema.get("$ref") or model_schema["properties"]["value"]["items"]["$ref"]
+        provider, definition = definitions[model.rsplit(".", 1)[1]]
+        found = arm_openapi.find(root, provider, definition, params["api-version"])
+        assert found is not None, f"{definition} not found in {root}"
+        spec_file, version = found
+        used.add(f"{spec_file.relative_to(root)} ({version})")
+        body = raw(fabric, path, token=bearer, **params).json()
+        items = body["value"] if "properties" in model_schema else [body]
+        for item in items:
+            for error in arm_openapi.validator(spec_file, definition).iter_errors(item):
+                problems.append(
+                    f"{path} vs {version} {definition}: /{'/'.join(map(str, error.absolute_path))}: {error.message}"
+                )
+    print("validated against:", *sorted(used), sep="\n  ")
+    assert not problems, "\n".join(problems[:40])
