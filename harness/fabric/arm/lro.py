@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.fabric import views
+from harness.fabric.lifecycle import Operation
 from harness.facts.live import platform
 
 KINDS = ("restart", "reimage", "reimageAll", "powerOff", "start", "deallocate")
@@ -34,7 +35,7 @@ class ArmOperation:
     instance_id: str
     started: float
     instances: Any  # the Instances object that runs it (production may change on a swap)
-    request_id: str | None = None  # the lifecycle's request id (restart / reimage)
+    request_id: str | None = None  # the lifecycle operation it is (or holds, for the power actions)
     status: str = IN_PROGRESS
     ended: float | None = None
     error: tuple[str, str] | None = None
@@ -58,9 +59,14 @@ class Operations:
         else:
             with instances.lock:
                 current = instances.current
-                busy = current is not None and current.status == platform.IN_PROGRESS
-                if busy or any(o.status == IN_PROGRESS and o.request_id is None for o in self.ops.values()):
+                if current is not None and current.status == platform.IN_PROGRESS:
                     raise views.Conflict("another operation is in progress on this deployment")
+                # held as the lifecycle's current operation: the Service Management API's reboot/reimage (and
+                # another ARM action) get 409 while it runs
+                held = Operation(request_id=uuid.uuid4().hex, kind=kind, instance_id=instance_id)
+                instances.operations[held.request_id] = held
+                instances.current = held
+                op.request_id = held.request_id
                 instances.phase[instance_id] = platform.STOPPING if kind != "start" else platform.STARTING_VM
             threading.Thread(target=self._power, args=(op,), name=f"arm-{kind}-{instance_id}", daemon=True).start()
         with self.lock:
@@ -74,6 +80,7 @@ class Operations:
 
     def _power(self, op: ArmOperation) -> None:
         inst = op.instances
+        held = inst.operations[op.request_id]
         try:
             if op.kind in ("powerOff", "deallocate"):
                 inst.set_ready(op.instance_id, False)
@@ -84,9 +91,14 @@ class Operations:
             else:
                 inst.start(op.instance_id)
                 inst.set_ready(op.instance_id, True)
-            self._finish(op, SUCCEEDED)
+            with inst.lock:
+                held.status = platform.SUCCEEDED
         except Exception as exc:  # the operation fails; the fabric keeps running
-            self._finish(op, FAILED, ("InternalExecutionError", f"{op.kind} of {op.instance_id} failed: {exc}"))
+            with inst.lock:
+                held.status = platform.OPERATION_FAILED
+                held.http_status_code = 500
+                held.error_code = "InternalExecutionError"
+                held.error_message = f"{op.kind} of {op.instance_id} failed: {exc}"
         finally:
             with inst.lock:
                 inst.phase.pop(op.instance_id, None)
