@@ -656,3 +656,15 @@ def test_example_documents_are_unchanged() -> None:
     assert vm["properties"]["osProfile"]["computerName"] == "test000000"
     assert [s["code"] for s in view["statuses"]] == ["ProvisioningState/succeeded", "PowerState/running"]
     assert copy.deepcopy(vm) == vm
+
+
+def test_later_discoveries_read_the_states_only(ctx: LiveContext, arm: Arm) -> None:
+    """Readiness polls re-read the scale set and its VMs; the load balancer and addresses are read once a run."""
+    ctx.deployment()
+    first = len(arm.requests)
+    arm.world["vms"][0] = vm_document(0, power="stopped")
+    facts = ctx.deployment(refresh=True)
+    paths = [p for _, p, _ in arm.requests[first:]]
+    assert [p.rsplit("/", 1)[-1] for p in paths] == [VMSS, "virtualMachines"]
+    assert facts.instances[0].status == platform.STOPPED_VM and facts.vips == (VIP,)
+    assert facts.request_id == f"req-{len(arm.requests):04d}"  # the VM list's (the last request)

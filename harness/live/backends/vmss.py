@@ -47,6 +47,7 @@ error code and the request ids, masked — never a token (azure-core's logging p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import threading
@@ -150,12 +151,19 @@ class Recorder:
             self.exchanges.append(exchange)
             del self.exchanges[:-200]
         self.local.last = exchange
+        self.local.attempts = int(getattr(self.local, "attempts", 0)) + 1
 
     def last(self) -> Exchange | None:
         return getattr(self.local, "last", None)
 
     def reset(self) -> None:
+        """A new call on this thread: forget its last answer, count its attempts from zero."""
         self.local.last = None
+        self.local.attempts = 0
+
+    def attempts(self) -> int:
+        """Answers this thread's call has had since :meth:`reset` (its retries included)."""
+        return int(getattr(self.local, "attempts", 0))
 
 
 def _budget_retry_policy(budget: float, log: Callable[..., None]) -> Any:
@@ -391,6 +399,8 @@ class ScaleSetDocuments:
     nics: list[dict[str, Any]] = field(default_factory=list)
     instance_public_ips: list[dict[str, Any]] = field(default_factory=list)
     notes: tuple[str, ...] = ()
+    #: x-ms-request-id of the VM list (the instances' states) this discovery read
+    request_id: str = ""
 
 
 def _frontends(docs: ScaleSetDocuments) -> dict[str, tuple[str, str]]:
@@ -630,6 +640,8 @@ class VmssBackend:
         self.budget = budget
         self._clients: ArmClients | None = None
         self._operations: dict[str, _Operation] = {}
+        #: the first discovery's load balancer, public IPs and NICs (later discoveries read the VMs only)
+        self._network: ScaleSetDocuments | None = None
         #: seconds between a poller's status requests when Azure sends no Retry-After
         self.polling_interval = POLLING_INTERVAL
         mgmt = self.target.management
@@ -693,7 +705,7 @@ class VmssBackend:
         error = getattr(exc, "error", None)
         code = getattr(error, "code", None) or None
         message = " ".join(str(getattr(error, "message", "") or "").split())
-        attempts = sum(1 for e in recorder.exchanges[-50:] if last and e.path == last.path) or 1
+        attempts = recorder.attempts() or 1
         ids = ", ".join(
             p
             for p in (
@@ -754,6 +766,10 @@ class VmssBackend:
                 v.as_dict() for v in c.compute.virtual_machine_scale_set_vms.list(rg, name, expand="instanceView")
             ],
         )
+        listed = self.clients().recorder.last()
+        request_id = listed.request_id if listed else ""
+        if self._network is not None:  # the load balancer and addresses of this run: read once (polls read states)
+            return dataclasses.replace(self._network, scale_set=vmss, vms=vms, request_id=request_id)
         lb_ref = (rg, self.target.management.load_balancer) if self.target.management.load_balancer else None
         lb_ref = lb_ref or load_balancer_of(vmss)
         lb: dict[str, Any] | None = None
@@ -796,7 +812,9 @@ class VmssBackend:
             if exc.known_down or exc.status is None:
                 raise
             notes.append(f"instance addresses not read: {exc}")
-        return ScaleSetDocuments(vmss, vms, lb, public_ips, nics, instance_ips, tuple(notes))
+        docs = ScaleSetDocuments(vmss, vms, lb, public_ips, nics, instance_ips, tuple(notes), request_id)
+        self._network = docs
+        return docs
 
     def fetch(self) -> DeploymentFacts:
         started = time.monotonic()
@@ -805,14 +823,13 @@ class VmssBackend:
         except ArmError as exc:
             self.ctx.log("ARM discovery failed", status=exc.status, code=exc.code, attempts=exc.attempts)
             raise StageError(f"scale set discovery failed: {exc}") from None
-        last = self.clients().recorder.last()
         csdef, _ = definition(self.target)
         winrm = self.target.winrm
         facts = scale_set_facts(
             docs,
             winrm_endpoint=winrm.endpoint,
             winrm_port=5986 if winrm.scheme == "https" else 5985,
-            request_id=last.request_id if last else "",
+            request_id=docs.request_id,
             seconds=time.monotonic() - started,
             definition=csdef,
             masker=self.ctx.masker,
