@@ -17,6 +17,7 @@ from typing import NoReturn
 import pytest
 
 from harness import __version__
+from harness.readers.image.blob import is_blob_url
 
 REPORT_DIR = "reports"
 
@@ -138,7 +139,7 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
         print("vmrole lint: name at least one file or directory to lint", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
     for p in [*ns.paths, *named]:
-        if p in ns.image and p.lower().startswith(("https://", "http://", "azure://")):
+        if p in ns.image and is_blob_url(p):
             continue  # an image in blob storage: the plugin checks the URL and resolves its SAS
         if not Path(p).exists():
             print(f"vmrole lint: {p}: no such file or directory", file=sys.stderr)
@@ -160,14 +161,11 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
             return int(pytest.ExitCode.USAGE_ERROR)
     # Without positional paths pytest would collect the whole working directory: name the artefacts.
     paths = ns.paths or named
-    if any(p.lower().startswith(("https://", "http://", "azure://")) for p in paths):
+    if any(p in ns.image and is_blob_url(p) for p in paths):
         from harness.plugin.blobimages import placeholder
 
         try:  # a blob image is collected as its placeholder file (the plugin maps --vmr-image URL to the same)
-            paths = [
-                str(placeholder(p)) if p in ns.image and p.lower().startswith(("https", "http", "azure")) else p
-                for p in paths
-            ]
+            paths = [str(placeholder(p)) if p in ns.image and is_blob_url(p) else p for p in paths]
         except pytest.UsageError as exc:
             print(f"vmrole lint: {exc}", file=sys.stderr)
             return int(pytest.ExitCode.USAGE_ERROR)

@@ -19,6 +19,7 @@ from harness.engine.severity import Severity
 from harness.plugin import options
 from harness.plugin.baseline import BaselineError, load_baseline
 from harness.plugin.waivers import Waiver, WaiverError, load_waivers
+from harness.readers.image.blob import is_blob_url
 from harness.reports.model import BASELINED, FAILED, REPORTED, WAIVED, FindingResult
 from harness.shards import Shard
 from harness.subjects import ImageSettings, Pairing
@@ -283,7 +284,7 @@ class RunState:
 
 def _image_path(value: str, path_of: Callable[[str], Path]) -> Path:
     """An --vmr-image value: a file, or a blob URL (https://, http://, azure://) collected as its placeholder."""
-    if value.lower().startswith(("https://", "http://", "azure://")):
+    if is_blob_url(value):
         from harness.plugin.blobimages import placeholder
 
         return placeholder(value)
