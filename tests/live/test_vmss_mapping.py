@@ -668,3 +668,30 @@ def test_later_discoveries_read_the_states_only(ctx: LiveContext, arm: Arm) -> N
     assert [p.rsplit("/", 1)[-1] for p in paths] == [VMSS, "virtualMachines"]
     assert facts.instances[0].status == platform.STOPPED_VM and facts.vips == (VIP,)
     assert facts.request_id == f"req-{len(arm.requests):04d}"  # the VM list's (the last request)
+
+
+@pytest.mark.parametrize(
+    ("credential", "kind"),
+    [
+        ({"kind": "default"}, "DefaultAzureCredential"),
+        ({"kind": "cli", "tenant_id": TENANT}, "AzureCliCredential"),
+        ({"kind": "managed_identity", "client_id": "app-1"}, "ManagedIdentityCredential"),
+        (
+            {"kind": "workload_identity", "tenant_id": TENANT, "client_id": "app-1", "token_file": "TOKEN"},
+            "WorkloadIdentityCredential",
+        ),
+    ],
+)
+def test_each_credential_kind_builds_its_azure_identity_credential(
+    tmp_path: Path, arm: Arm, tls: tuple[Any, Path], credential: dict[str, str], kind: str
+) -> None:
+    from harness.live.backends.vmss import credential_for
+
+    if credential.get("token_file"):
+        token_file = tmp_path / "federated-token"
+        token_file.write_text("eyJmZWRlcmF0ZWQ")
+        credential = {**credential, "token_file": str(token_file)}
+    target = load_target(write_target(tmp_path, arm, tls[1], credential=credential))
+    built = credential_for(target)  # constructing asks for no token
+    assert type(built).__name__ == kind
+    getattr(built, "close", lambda: None)()
