@@ -1,9 +1,10 @@
 """The ARM face of a running fabric: what ``fabric up --api vmss`` adds to the controller.
 
 It makes the identity (tenant id, application client id; the client secret in ``STATE/secrets/arm-client-secret``
-and the token-signing key in ``STATE/secrets/arm-signing-key.pem``, both 0600), a server certificate from the
-fabric's CA (``certs/arm-server``), picks a port and serves :class:`~harness.fabric.arm.server.ArmServer` in the
-controller process. ``describe()`` is the ``arm`` section of ``fabric.json`` (no secret in it).
+and the token-signing key in ``STATE/secrets/arm-signing-key.pem``, both 0600; the key is made in a thread while
+the instances start), picks a port and serves :class:`~harness.fabric.arm.server.ArmServer` in the controller
+process with the management API's server certificate (same CA, same loopback names). ``describe()`` is the
+``arm`` section of ``fabric.json`` (no secret in it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,13 @@ class ArmFace:
         self.subscription = subscription
         self.image = image
         self.server: ArmServer | None = None
+        # an RSA key takes seconds on a loaded machine: made while the instances start, not after
+        self._key: list[rsa.RSAPrivateKey] = []
+        self._keygen = threading.Thread(target=self._make_key, name="arm-signing-key", daemon=True)
+        self._keygen.start()
+
+    def _make_key(self) -> None:
+        self._key.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
     def start(self) -> None:
         from harness.fabric import certs
@@ -66,14 +75,19 @@ class ArmFace:
         client_secret = secrets.token_urlsafe(32)
         write_text_atomic(secrets_dir / CLIENT_SECRET, client_secret)
         os.chmod(secrets_dir / CLIENT_SECRET, 0o600)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._keygen.join()
+        key = self._key[0] if self._key else rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         key_path = secrets_dir / SIGNING_KEY
         write_text_atomic(key_path, pem.decode("ascii"))
         os.chmod(key_path, 0o600)
-        cert, cert_key = certs.issue_server_cert(c.ca, ["localhost", "127.0.0.1"], c.layout.certs / "arm-server")
+        # the management API's server certificate (same CA, same loopback names): no second key to make
+        existing = getattr(c, "mgmt_server_cert", None)
+        cert, cert_key = existing or certs.issue_server_cert(
+            c.ca, ["localhost", "127.0.0.1"], c.layout.certs / "arm-server"
+        )
         issuer = Issuer(str(uuid.uuid4()), str(uuid.uuid4()), client_secret, key)
         names = Names(
             subscription=self.subscription,
