@@ -823,8 +823,7 @@ class HostedServices:
                     if d is dep:
                         del svc.slots[slot_name]
                 self.retired.append(dep.instances)
-            if dep.layout.root != self.controller.layout.root:
-                shutil.rmtree(dep.layout.root / "instances", ignore_errors=True)
+            _release(dep)
 
         return self._run(op, work)
 
@@ -974,6 +973,7 @@ class HostedServices:
                     if svc.slots.get(canonical) is dep:
                         del svc.slots[canonical]
                     self.retired.append(dep.instances)
+                _release(dep)
                 raise
 
         return self._run(op, work)
@@ -1019,6 +1019,17 @@ class HostedServices:
             t.start()
         for t in threads:
             t.join()
+
+
+def _release(dep: Deployment) -> None:
+    """What a deleted deployment held: its VIP claim and (one made through the API) its state folder."""
+    from harness.fabric import ports
+
+    release = getattr(ports, "release_vip", None)
+    if release is not None and hasattr(dep.spec, "vip"):
+        release(dep.spec.vip)
+    if isinstance(dep.layout, DeploymentLayout):  # never the fabric's own root
+        shutil.rmtree(dep.layout.root, ignore_errors=True)
 
 
 def _each(action: Callable[[str], None], instance_ids: list[str]) -> None:
