@@ -27,7 +27,8 @@ def main() -> int:
         "which",
         nargs="*",
         default=["lint", "rotation", "live"],
-        help="benchmarks to run: lint, rotation, live, blob, image (image takes its own options after it)",
+        help="benchmarks to run: lint, rotation, live, blob, many-images (8 factory images, serial vs -n 2), image "
+        "(image takes its own options after it)",
     )
     args = parser.parse_args(argv)
     repeat = args.repeat or 5
@@ -44,6 +45,10 @@ def main() -> int:
         from bench import blob_lint
 
         status |= blob_lint.main([])
+    if "many-images" in args.which:  # builds eight factory images first: not in the default set
+        from bench import many_images
+
+        status |= many_images.main(repeat=args.repeat or 3)
     if image_args is not None:
         from bench import image_suite
 

@@ -9,7 +9,9 @@ cache from an earlier run helps):
   read      readers only: bytes → typed facts
   lint      readers + every rule, through harness.lint.lint (the subjects the plugin builds per item)
   cli       `vmrole lint <corpus> --no-allure` end to end: pytest start-up, collection, items, reports
-            (about 9,200 items: one per rule and artefact), serially and with `-n 2`
+            (about 9,200 items: one per rule and artefact), serially and with `-n 2`, the two alternating
+            (serial, -n 2, serial, ...) so that both see the same machine load; the ratio -n 2 / serial is
+            of those medians, and the CPU seconds of the whole process tree are given too
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,6 +80,18 @@ def _child(stage: str, samples: Path) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cli_timed(samples: Path, workers: int = 0) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `vmrole lint` of the corpus (CPU: the whole process tree, xdist workers too)."""
+    cpu = _children_cpu()
+    wall = _cli(samples, workers)
+    return wall, _children_cpu() - cpu
+
+
 def _cli(samples: Path, workers: int = 0) -> float:
     vmrole = Path(sys.executable).with_name("vmrole")
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +120,6 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
         "defusedxml-parse (baseline)": lambda: _child("baseline", folder),
         "read (readers → facts)": lambda: _child("read", folder),
         "lint (readers + all rules)": lambda: _child("lint", folder),
-        "cli (vmrole lint, end to end)": lambda: _cli(folder),
-        "cli -n 2 (two xdist workers)": lambda: _cli(folder, workers=2),
     }
     print(f"corpus: {n} files from {folder}; {repeat} runs each, median")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
@@ -119,7 +132,31 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
         base = base or med
         results[name] = med
         print(f"{name:34} {med:9.3f} {n / med:9.0f} {med / base:11.1f}")
+    _cli(folder)  # warm-up (bytecode, page cache)
+    pairs = [(_cli_timed(folder), _cli_timed(folder, workers=2)) for _ in range(repeat)]
+    cpu = {}
+    for label, index in (("cli (vmrole lint, end to end)", 0), ("cli -n 2 (two xdist workers)", 1)):
+        med = statistics.median(p[index][0] for p in pairs)
+        cpu[label] = statistics.median(p[index][1] for p in pairs)
+        results[label] = med
+        assert base is not None
+        print(f"{label:34} {med:9.3f} {n / med:9.0f} {med / base:11.1f}   CPU {cpu[label]:.1f} s")
+    ratio = results["cli -n 2 (two xdist workers)"] / results["cli (vmrole lint, end to end)"]
+    print(
+        f"-n 2 / serial wall time: {ratio:.2f} (medians of {repeat} alternating pairs; load {os.getloadavg()[0]:.1f})"
+    )
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "lint_corpus.json").write_text(json.dumps({"files": n, "median_seconds": results}, indent=2))
+    (out / "lint_corpus.json").write_text(
+        json.dumps(
+            {
+                "files": n,
+                "median_seconds": results,
+                "median_cpu_seconds": cpu,
+                "pairs_wall_cpu": pairs,
+                "ratio_n2_serial": ratio,
+            },
+            indent=2,
+        )
+    )
     return 0
