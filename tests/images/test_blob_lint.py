@@ -420,3 +420,62 @@ def test_sas_references_resolve_as_target_secrets_do(tmp_path: Path, monkeypatch
     with pytest.raises(pytest.UsageError, match=r"cannot read secret file .*missing.sas") as info:
         placeholder(f"https://acct.blob.core.windows.net/c/e.vhd?{{file:{tmp_path / 'missing.sas'}}}")
     assert "sig=" not in str(info.value)
+
+
+class _OddServer:
+    """A local HTTP server standing in for a broken blob endpoint: the first ``busy`` requests get 503, then HEAD
+    answers like Get Blob Properties and GET sends the whole blob with 200, ignoring x-ms-range."""
+
+    def __init__(self, body: bytes, busy: int) -> None:
+        import http.server
+
+        outer = self
+        self.busy = busy
+        self.seen: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, with_body: bool) -> None:
+                outer.seen.append(self.command)
+                if outer.busy:
+                    outer.busy -= 1
+                    self.send_response(503)
+                    self.send_header("x-ms-error-code", "ServerBusy")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", '"0x8D"')
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/devstoreaccount1/c/odd.vhd"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_busy_answers_are_retried_and_a_server_ignoring_the_range_is_refused() -> None:
+    server = _OddServer(bytes(4 * blob.BLOCK), busy=2)
+    try:
+        ref = parse_blob_url(server.url + "?sv=1&sig=ODDSECRET")
+        source = BlobSource(ref, HttpTransport(ref, ref.query), sleep=lambda s: None)
+        assert source.size == 4 * blob.BLOCK and server.seen == ["HEAD", "HEAD", "HEAD"]
+        with pytest.raises(Unreadable, match="ignored the range") as info:
+            source.read_at(0, 512)
+        assert "ODDSECRET" not in str(info.value) and info.value.problem.startswith(server.url + ": ")
+    finally:
+        server.close()

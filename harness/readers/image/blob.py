@@ -391,7 +391,8 @@ class HttpTransport:
     def _send(self, method: str, headers: dict[str, str], etag: str = "") -> Any:
         headers = {"x-ms-version": API_VERSION, **headers}
         try:
-            response = self._http().request(method, self._url, headers=headers, timeout=self._timeout, stream=False)
+            # stream: the body is read below, bounded by the range asked for (never a whole blob by mistake)
+            response = self._http().request(method, self._url, headers=headers, timeout=self._timeout, stream=True)
         except self._requests.Timeout:
             raise _Transient(f"no answer within {self._timeout[1]:g} s") from None
         except self._requests.ConnectionError as exc:
@@ -401,6 +402,7 @@ class HttpTransport:
         status = response.status_code
         if status in (200, 206):
             return response
+        response.close()  # an error's body (XML naming the cause) is not read: the error code header says it
         code = response.headers.get("x-ms-error-code", "")
         if status in RETRY_STATUS:
             raise _Transient(f"{status} {code}".strip(), _retry_after(response.headers.get("Retry-After")))
@@ -408,6 +410,7 @@ class HttpTransport:
 
     def properties(self) -> Properties:
         response = self._send("HEAD", {})
+        response.close()
         try:
             size = int(response.headers.get("Content-Length", ""))
         except ValueError:
@@ -419,10 +422,23 @@ class HttpTransport:
 
     def get(self, offset: int, length: int, etag: str) -> bytes:
         response = self._send("GET", {"x-ms-range": f"bytes={offset}-{offset + length - 1}", "If-Match": etag}, etag)
-        got = response.headers.get("ETag", etag)
-        if got != etag:
-            raise _Refused(_status_problem(412, "ETagChanged", etag))
-        data: bytes = response.content
+        try:
+            got = response.headers.get("ETag", etag)
+            if got != etag:
+                raise _Refused(_status_problem(412, "ETagChanged", etag))
+            data: bytes = response.raw.read(length + 1, decode_content=True)
+        except self._requests.exceptions.RequestException as exc:
+            raise _Transient(f"the answer broke off ({_reason(exc)})") from None
+        except Exception as exc:  # urllib3's ReadTimeoutError / ProtocolError while reading the body
+            if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc).lower():
+                raise _Transient(f"no answer within {self._timeout[1]:g} s") from None
+            raise _Transient(f"the answer broke off ({type(exc).__name__})") from None
+        finally:
+            response.close()
+        if len(data) > length:  # a server that ignores x-ms-range would send the whole blob: not read further
+            raise _Refused(
+                f"the server ignored the range (sent more than {length:,} bytes for a {length:,}-byte range)"
+            )
         return data
 
     def close(self) -> None:
