@@ -426,7 +426,7 @@ class _OddServer:
     """A local HTTP server standing in for a broken blob endpoint: the first ``busy`` requests get 503, then HEAD
     answers like Get Blob Properties and GET sends the whole blob with 200, ignoring x-ms-range."""
 
-    def __init__(self, body: bytes, busy: int) -> None:
+    def __init__(self, body: bytes, busy: int, get_etag: str = '"0x8D"') -> None:
         import http.server
 
         outer = self
@@ -445,7 +445,7 @@ class _OddServer:
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("ETag", '"0x8D"')
+                self.send_header("ETag", '"0x8D"' if self.command == "HEAD" else get_etag)
                 self.end_headers()
                 if with_body:
                     self.wfile.write(body)
@@ -477,5 +477,18 @@ def test_busy_answers_are_retried_and_a_server_ignoring_the_range_is_refused() -
         with pytest.raises(Unreadable, match="ignored the range") as info:
             source.read_at(0, 512)
         assert "ODDSECRET" not in str(info.value) and info.value.problem.startswith(server.url + ": ")
+    finally:
+        server.close()
+
+
+def test_an_answer_from_another_version_is_refused_even_if_if_match_was_ignored() -> None:
+    server = _OddServer(bytes(blob.BLOCK), busy=0, get_etag='"0x9E"')
+    try:
+        ref = parse_blob_url(server.url)
+        source = BlobSource(ref, HttpTransport(ref), sleep=lambda s: None)
+        with pytest.raises(Unreadable, match="changed while it was being read") as info:
+            source.read_at(0, 512)
+        assert server.seen == ["HEAD", "GET"]  # refused at once, not retried
+        assert info.value.problem.startswith(server.url + ": ")
     finally:
         server.close()

@@ -422,10 +422,10 @@ class HttpTransport:
 
     def get(self, offset: int, length: int, etag: str) -> bytes:
         response = self._send("GET", {"x-ms-range": f"bytes={offset}-{offset + length - 1}", "If-Match": etag}, etag)
+        if response.headers.get("ETag", etag) != etag:
+            response.close()
+            raise _Refused(_status_problem(412, "ETagChanged", etag))
         try:
-            got = response.headers.get("ETag", etag)
-            if got != etag:
-                raise _Refused(_status_problem(412, "ETagChanged", etag))
             data: bytes = response.raw.read(length + 1, decode_content=True)
         except self._requests.exceptions.RequestException as exc:
             raise _Transient(f"the answer broke off ({_reason(exc)})") from None
