@@ -478,18 +478,21 @@ class SdkTransport:
             raise _Refused("azure-storage-blob is not installed") from None
         endpoint = os.environ.get(ENDPOINT_ENV) or "https://{account}.blob.core.windows.net"
         t = timeout or _timeout()
-        self._client = BlobClient(
-            endpoint.replace("{account}", ref.account),
-            ref.container,
-            ref.blob,
-            credential=credential,
-            api_version=API_VERSION,
-            retry_total=0,
-            connection_timeout=min(CONNECT_TIMEOUT, t),
-            read_timeout=t,
-            max_single_get_size=MAX_REQUEST,
-            max_chunk_get_size=MAX_REQUEST,
-        )
+        try:
+            self._client = BlobClient(
+                endpoint.replace("{account}", ref.account),
+                ref.container,
+                ref.blob,
+                credential=credential,
+                api_version=API_VERSION,
+                retry_total=0,
+                connection_timeout=min(CONNECT_TIMEOUT, t),
+                read_timeout=t,
+                max_single_get_size=MAX_REQUEST,
+                max_chunk_get_size=MAX_REQUEST,
+            )
+        except (ValueError, TypeError) as exc:  # e.g. a token credential over http://
+            raise _Refused(f"cannot set up the blob client: {exc}") from None
 
     def _call(self, call: Callable[[], Any], etag: str = "") -> Any:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -501,6 +504,10 @@ class SdkTransport:
         except HttpResponseError as exc:
             status = exc.status_code or 0
             code = str(getattr(exc, "error_code", None) or "")
+            if not status:  # no answer at all: azure-identity found no credential (CredentialUnavailableError)
+                raise _Refused(
+                    f"{type(exc).__name__}: no usable credential (az login, a managed identity, a SAS or {KEY_ENV})"
+                ) from None
             if status in RETRY_STATUS:
                 raise _Transient(f"{status} {code}".strip()) from None
             raise _Refused(_status_problem(status, code, etag)) from None
