@@ -924,7 +924,7 @@ class HostedServices:
         try:
             package = self._fetch_package(package_url, layout.root / "package.cspkg")
             cscfg = layout.root / "uploaded.cscfg"
-            cscfg.write_text(text, "utf-8")
+            write_text_atomic(cscfg, text)  # 0600: a cscfg may hold storage keys
             try:
                 spec = build_spec(package=package, cscfg=cscfg, name=name)
             except SpecError as exc:

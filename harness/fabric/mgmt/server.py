@@ -8,6 +8,13 @@ Resources (``/<subscription-id>/...``):
 - ``POST .../(deploymentslots/<slot>|deployments/<name>)/roleinstances/<instance>?comp=reboot|reimage``
   and ``?comp=rebuild&resources=allLocalDrives`` → 202, ``x-ms-request-id`` = the lifecycle's request id
 - ``GET operations/<request-id>`` (with or without dashes) → ``<Operation>``
+- ``GET operations?StartTime=&EndTime=`` → List Subscription Operations (the changes made through this API)
+- ``certificates[/<thumbprint>]``: List/Add/Get/Delete Management Certificate (the pinned set that authenticates)
+
+With the fabric's :class:`~harness.fabric.deployments.HostedServices` as lifecycle, everything under
+``services/hostedservices`` goes through :mod:`harness.fabric.mgmt.operations` (create/update/delete hosted
+services, Create/Delete/Swap/Upgrade Deployment, Change Configuration, Update Deployment Status, Walk Upgrade
+Domain, Delete Role Instances, service certificates). Request bodies are read (at most :data:`MAX_BODY`).
 
 Errors are Azure's ``<Error><Code/><Message/></Error>``; every response carries ``x-ms-request-id``.
 Every listener authenticates (issue 9: loopback is not a security boundary, every local user reaches it):
