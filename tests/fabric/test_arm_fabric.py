@@ -131,6 +131,8 @@ def test_reimage_one_instance_poller_succeeds_and_os_drive_is_reset(fabric: Fabr
     drives = {i["id"]: Path(i["dir"]) / "drives" / "os" for i in fabric.instances}
     for drive in drives.values():
         (drive / "marker.txt").write_text("written after deployment")
+    data_disk = Path(fabric.instance("web_IN_1")["dir"]) / "drives" / "local" / "datadisk0"
+    (data_disk / "data.txt").write_text("on the data disk")
     poller = client.virtual_machine_scale_set_vms.begin_reimage(group(fabric), VMSS, "1", polling_interval=0.2)
     # a poller whose operation has not finished: result(timeout) returns, the status says InProgress
     poller.result(timeout=0.2)
@@ -147,9 +149,27 @@ def test_reimage_one_instance_poller_succeeds_and_os_drive_is_reset(fabric: Fabr
     assert poller.result() is None and poller.status() == "Succeeded"
     assert ("ProvisioningState/updating", "PowerState/stopped") in seen
     assert not (drives["web_IN_1"] / "marker.txt").exists(), "reimage must reset the OS drive"
+    assert (data_disk / "data.txt").exists(), "reimage keeps the data disks"
     assert (drives["web_IN_0"] / "marker.txt").exists() and (drives["web_IN_2"] / "marker.txt").exists()
     view = client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "1")
     assert [s.code for s in view.statuses] == ["ProvisioningState/succeeded", "PowerState/running"]
+
+
+@pytest.mark.slow  # a reimage
+def test_lost_data_disk_fault_then_reimage_loses_it(fabric: Fabric, client: Any) -> None:
+    vm = client.virtual_machine_scale_set_vms.get(group(fabric), VMSS, "1")
+    (disk,) = vm.storage_profile.data_disks
+    assert (disk.lun, disk.disk_size_gb, disk.create_option) == (0, 4, "Empty")
+    data_disk = Path(fabric.instance("web_IN_1")["dir"]) / "drives" / "local" / "datadisk0"
+    (data_disk / "data.txt").write_text("on the data disk")
+    fabric.inject("lose-local-storage", "web_IN_1", seconds=60)
+    try:
+        client.virtual_machine_scale_set_vms.begin_reimage(group(fabric), VMSS, "1", polling_interval=0.2).result(
+            timeout=30
+        )
+    finally:
+        fabric.clear_faults()
+    assert not (data_disk / "data.txt").exists(), "the fault's reimage lands on new hardware: the data disk is lost"
 
 
 def test_busy_instance_fails_its_health_probe(fabric: Fabric, client: Any) -> None:

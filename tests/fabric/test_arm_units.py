@@ -26,6 +26,7 @@ def test_template_becomes_a_service_model_the_fabric_deploys(tmp_path: Path) -> 
     kinds = {(e.name, e.kind, e.protocol, e.declared_port, e.local_port) for e in role.endpoints}
     assert ("HttpIn", "InputEndpoint", "http", 80, 80) in kinds
     assert ("WinRM", "InstanceInputEndpoint", "tcp", None, 5986) in kinds
+    assert [(s.name, s.size_mb, s.clean_on_role_recycle) for s in role.local_storage] == [("datadisk0", 4096, False)]
 
 
 def _template(tmp_path: Path, **changes: object) -> Path:

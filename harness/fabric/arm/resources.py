@@ -15,6 +15,7 @@ scale-set VM ``n``):
 | instance ready and in HAProxy's rotation / busy, crashed | ``vmHealth`` HealthState/healthy / unhealthy |
 | phase StoppingRole … BusyRole | ``ProvisioningState/updating``, PowerState stopping/stopped/starting/running |
 | internal address | the NIC's ``privateIPAddress`` |
+| LocalStorage (``drives/local/<name>``) | a data disk (lun in declaration order, ``diskSizeGB`` from sizeInMB) |
 """
 
 from __future__ import annotations
@@ -223,9 +224,11 @@ class View:
             },
             "disks": [
                 {
-                    "name": f"{inst.role}_{inst.index}_OsDisk",
+                    "name": name,
                     "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded", when=self.created)],
                 }
+                for name in [f"{inst.role}_{inst.index}_OsDisk"]
+                + [f"{inst.role}_{inst.index}_{s.name}" for s in role.local_storage]
             ],
             "statuses": [prov_status, _status(f"PowerState/{power}", power_display)],
         }
@@ -254,7 +257,27 @@ class View:
                 "storageAccountType": "Standard_LRS",
                 "id": self.n.rid(f"{COMPUTE}/disks", name),
             }
-        return {"imageReference": {"id": self.image_id()}, "osDisk": os_disk, "dataDisks": []}
+        return {"imageReference": {"id": self.image_id()}, "osDisk": os_disk, "dataDisks": self.data_disks(vmss, inst)}
+
+    def data_disks(self, vmss: str, inst: Any | None = None) -> list[dict[str, Any]]:
+        """The role's LocalStorage resources, one data disk each (lun in declaration order): what a reimage keeps
+        and ``reimageall`` or the lose-local-storage fault loses."""
+        disks = []
+        for lun, storage in enumerate(self.role(vmss).local_storage):
+            disk: dict[str, Any] = {
+                "lun": lun,
+                "createOption": "Empty",
+                "caching": "None",
+                "managedDisk": {"storageAccountType": "Standard_LRS"},
+                "diskSizeGB": max(1, -(-storage.size_mb // 1024)),
+            }
+            if inst is not None:
+                name = f"{inst.role}_{inst.index}_{storage.name}"
+                disk = {"lun": lun, "name": name, **{k: v for k, v in disk.items() if k != "lun"}}
+                disk["managedDisk"] = {"storageAccountType": "Standard_LRS", "id": self.n.rid(f"{COMPUTE}/disks", name)}
+                disk["toBeDetached"] = False
+            disks.append(disk)
+        return disks
 
     def network_profile(self, vmss: str) -> dict[str, Any]:
         role = self.role(vmss)

@@ -10,6 +10,7 @@ csdef/cscfg, which the fabric then runs as usual:
 | scale set ``name``, ``sku.name`` (Standard_A0 … A4), ``sku.capacity`` | VirtualMachineRole, vmsize, instances |
 | load-balancing rule (``frontendPort``, ``backendPort``, ``protocol``; an Http probe makes it http) | InputEndpoint |
 | inbound NAT pool (``frontendPortRangeStart``–``End``, ``backendPort``) | InstanceInputEndpoint + FixedPortRange |
+| ``storageProfile.dataDisks[]`` (``lun``, ``diskSizeGB``) | LocalStorage ``datadisk<lun>``, kept by reimage |
 
 A load balancer belongs to the scale sets whose network profile names it (or to the only scale set). Only
 ``[parameters('p')]`` and ``[variables('v')]`` are resolved (a parameter's ``defaultValue``, or ``value`` in a
@@ -117,6 +118,23 @@ def _quoted(text: str) -> set[str]:
     return set(re.findall(r"'([^']+)'", text)) | set(re.findall(r'"([^"]+)"', text))
 
 
+def _data_disks(t: _Template, index: int, vmss: dict[str, Any]) -> list[str]:
+    """``virtualMachineProfile.storageProfile.dataDisks`` as LocalStorage resources ``datadisk<lun>`` that a
+    reimage keeps (cleanOnRoleRecycle=false), ``sizeInMB`` from ``diskSizeGB``."""
+    profile = _props(vmss).get("virtualMachineProfile")
+    storage = profile.get("storageProfile") if isinstance(profile, dict) else None
+    disks = storage.get("dataDisks") if isinstance(storage, dict) else None
+    out = []
+    for k, disk in enumerate(disks if isinstance(disks, list) else []):
+        where = f"resources[{index}].properties.virtualMachineProfile.storageProfile.dataDisks[{k}]"
+        if not isinstance(disk, dict):
+            raise t.fail(where, "not an object")
+        lun = t.integer(disk.get("lun"), f"{where}.lun", 0, 63)
+        size = t.integer(disk.get("diskSizeGB", 1), f"{where}.diskSizeGB", 1, 32767)
+        out.append(f'      <LocalStorage name="datadisk{lun}" sizeInMB="{size * 1024}" cleanOnRoleRecycle="false" />')
+    return out
+
+
 def _props(resource: dict[str, Any]) -> dict[str, Any]:
     props = resource.get("properties")
     return props if isinstance(props, dict) else {}
@@ -189,11 +207,17 @@ def service_model(path: Path, out_dir: Path) -> tuple[str, str]:
                     "</AllocatePublicPortFrom>\n      </InstanceInputEndpoint>"
                 )
         role = _role_name(name)
-        body = "\n".join(endpoints)
+        parts = []
+        if endpoints:
+            parts.append("    <Endpoints>\n" + "\n".join(endpoints) + "\n    </Endpoints>")
+        storage = _data_disks(t, i, vmss)
+        if storage:
+            parts.append("    <LocalResources>\n" + "\n".join(storage) + "\n    </LocalResources>")
         roles.append(
             f"  <VirtualMachineRole name={quoteattr(role)} vmsize={quoteattr(vmsize)}>\n"
-            f"    <Endpoints>\n{body}\n    </Endpoints>\n  </VirtualMachineRole>"
-            if endpoints
+            + "\n".join(parts)
+            + "\n  </VirtualMachineRole>"
+            if parts
             else f"  <VirtualMachineRole name={quoteattr(role)} vmsize={quoteattr(vmsize)} />"
         )
         configs.append(f'  <Role name={quoteattr(role)}>\n    <Instances count="{capacity}" />\n  </Role>')
