@@ -535,6 +535,12 @@ def test_published_lro_examples_202_with_location_then_200(fabric: Fabric, clien
     started.result(timeout=30)
     view = client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "0")
     assert [s.code for s in view.statuses] == ["ProvisioningState/succeeded", "PowerState/running"]
+    client.virtual_machine_scale_set_vms.begin_deallocate(group(fabric), VMSS, "0", polling_interval=0.2).result(
+        timeout=30
+    )
+    view = client.virtual_machine_scale_set_vms.get_instance_view(group(fabric), VMSS, "0")
+    assert [s.code for s in view.statuses] == ["ProvisioningState/succeeded", "PowerState/deallocated"]
+    client.virtual_machine_scale_set_vms.begin_start(group(fabric), VMSS, "0", polling_interval=0.2).result(timeout=30)
     # reimage all disks is the fabric's rebuild: C:, E: and every local storage are reset
     app = Path(fabric.instance("web_IN_0")["dir"]) / "drives" / "app"
     (app / "data.txt").write_text("written after deployment")
