@@ -95,6 +95,9 @@ class WinRM:
     password: SecretRef | None = None
     ca: Path | None = None
     verify: bool = True
+    #: instance (computer name, instance id or name) -> (host, port) of its WinRM listener, given by hand
+    #: (``api: vmss``: over an inbound NAT rule or instance public IP the load balancer does not show)
+    addresses: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,22 @@ def _vmss_management(r: _Reader, m: dict[str, Any], url: str) -> Management:
     )
 
 
+def _addresses(r: _Reader, value: Any) -> tuple[tuple[str, str, int], ...]:
+    """``winrm.addresses``: ``{instance: "host:port"}``."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise r.fail("winrm.addresses", "must be a mapping of instance to host:port")
+    out = []
+    for instance, address in value.items():
+        host, sep, port = str(address).rpartition(":")
+        number = int(port) if sep and port.isascii() and port.isdigit() else 0
+        if not isinstance(instance, (str, int)) or not host.strip() or not 0 < number < 65536:
+            raise r.fail(f"winrm.addresses.{instance}", f"expected host:port, got {address!r}")
+        out.append((str(instance), host.strip().strip("[]"), number))
+    return tuple(out)
+
+
 def load_target(path: Path) -> Target:
     path = Path(path)
     r = _Reader(path.resolve())
@@ -400,7 +419,9 @@ def load_target(path: Path) -> Target:
         raise r.fail("management.url", f"expected http(s)://host:port, got {url!r}")
     management = _asm_management(r, m, url) if api == ASM else _vmss_management(r, m, url)
 
-    w = r.section(data, "winrm", {"endpoint", "scheme", "transport", "username", "password", "ca", "verify"})
+    w = r.section(
+        data, "winrm", {"endpoint", "scheme", "transport", "username", "password", "ca", "verify", "addresses"}
+    )
     winrm = WinRM(
         endpoint=r.text(w, "endpoint", "winrm") or "WinRM",
         scheme=(r.text(w, "scheme", "winrm") or "https").lower(),
@@ -409,7 +430,10 @@ def load_target(path: Path) -> Target:
         password=r.secret(w, "password", "winrm"),
         ca=r.file(w["ca"], "winrm.ca") if w.get("ca") is not None else None,
         verify=r.flag(w, "verify", "winrm", True),
+        addresses=_addresses(r, w.get("addresses")),
     )
+    if winrm.addresses and management.api != VMSS:
+        raise r.fail("winrm.addresses", "applies to management.api: vmss (Get Deployment gives every instance's)")
     if winrm.scheme not in ("http", "https"):
         raise r.fail("winrm.scheme", "must be http or https")
     if winrm.transport not in ("ntlm", "ssl", "basic"):

@@ -695,3 +695,23 @@ def test_each_credential_kind_builds_its_azure_identity_credential(
     built = credential_for(target)  # constructing asks for no token
     assert type(built).__name__ == kind
     getattr(built, "close", lambda: None)()
+
+
+def test_winrm_address_from_the_target_file(tmp_path: Path, arm: Arm, tls: tuple[Any, Path]) -> None:
+    import yaml
+
+    path = write_target(tmp_path, arm, tls[1])
+    doc = yaml.safe_load(path.read_text())
+    doc["winrm"]["addresses"] = {"1": "192.0.2.7:5986", "web000002": "[2001:db8::2]:15986"}
+    path.write_text(yaml.safe_dump(doc))
+    ctx = LiveContext(load_target(path))
+    try:
+        facts = ctx.deployment()
+    finally:
+        ctx.close()
+    got = {i.instance_id: (e.vip, e.public_port) for i in facts.instances if (e := i.endpoint("WinRM")) is not None}
+    assert got == {"0": (VIP, 50000), "1": ("192.0.2.7", 5986), "2": ("2001:db8::2", 15986)}
+    doc["winrm"]["addresses"] = {"1": "192.0.2.7"}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(TargetError, match=r"winrm.addresses.1: expected host:port"):
+        load_target(path)

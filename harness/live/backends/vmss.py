@@ -432,6 +432,7 @@ def scale_set_facts(
     *,
     winrm_endpoint: str = "WinRM",
     winrm_port: int = 5986,
+    winrm_addresses: Iterable[tuple[str, str, int]] = (),
     request_id: str = "",
     seconds: float = 0.0,
     definition: ServiceDefinition | None = None,
@@ -497,6 +498,13 @@ def scale_set_facts(
         instance_id = str(vm.get("instanceId") or "")
         computer = str((p.get("osProfile") or {}).get("computerName") or view.get("computerName") or "")
         endpoints = list(lb_endpoints) + nat.get(instance_id, [])
+        given = next(
+            ((host, port) for who, host, port in winrm_addresses if who in (instance_id, computer, vm.get("name"))),
+            None,
+        )
+        if given is not None:  # the target file's address wins over a NAT rule or public IP
+            endpoints = [e for e in endpoints if e.name.lower() != winrm_endpoint.lower()]
+            endpoints.append(InstanceEndpointFacts(winrm_endpoint, "tcp", given[1], winrm_port, given[0]))
         if instance_id in public_ip and not any(e.name.lower() == winrm_endpoint.lower() for e in endpoints):
             endpoints.append(
                 InstanceEndpointFacts(winrm_endpoint, "tcp", winrm_port, winrm_port, public_ip[instance_id])
@@ -829,6 +837,7 @@ class VmssBackend:
             docs,
             winrm_endpoint=winrm.endpoint,
             winrm_port=5986 if winrm.scheme == "https" else 5985,
+            winrm_addresses=winrm.addresses,
             request_id=docs.request_id,
             seconds=time.monotonic() - started,
             definition=csdef,
