@@ -35,7 +35,8 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="IMAGE",
-        help="a disk image under any file name (VHD, VHDX or raw: the format is read from its bytes)",
+        help="a disk image under any file name (VHD, VHDX or raw: the format is read from its bytes), or its URL "
+        "in Azure blob storage (https://ACCOUNT.blob.core.windows.net/C/B?{env:SAS}, azure://ACCOUNT/C/B)",
     )
     p.add_argument(
         "--profile", choices=("auto", "vmrole", "azure"), help="image rule profile (default auto: chosen and reported)"
@@ -169,6 +170,13 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
         except pytest.UsageError as exc:
             print(f"vmrole lint: {exc}", file=sys.stderr)
             return int(pytest.ExitCode.USAGE_ERROR)
+    if ns.workers and not _has_images(ns, paths):
+        print(
+            f"vmrole lint: -n {ns.workers}: service models only, linted in one process: their rule items take about "
+            "a millisecond each, less than shipping each result between processes costs (images are what -n "
+            "spreads); to force pytest-xdist anyway pass it after `--`: `-- -n N`"
+        )
+        ns.workers = None
     _prefetch_images(ns, paths)
     # Nor from the environment or an ini file (--config): a lint run contacts nothing (issue 9).
     args = [*lint_args(ns, paths, extra), "-o", "vmr_target="]
@@ -191,6 +199,26 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
             import shutil
 
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _has_images(ns: argparse.Namespace, paths: list[str]) -> bool:
+    """Whether the run lints an image: named with --image, or an image file named or found in a named folder."""
+    from fnmatch import fnmatch
+
+    from harness.engine.artefact import IMAGE, kind_of
+    from harness.lint import NORECURSE
+
+    if ns.image:
+        return True
+    for name in paths:
+        path = Path(name)
+        if path.is_file() and kind_of(path) == IMAGE:
+            return True
+        for folder, dirs, files in os.walk(path) if path.is_dir() else ():
+            dirs[:] = [d for d in dirs if not any(fnmatch(d, pattern) for pattern in NORECURSE)]
+            if any(kind_of(Path(folder, f)) == IMAGE for f in files):
+                return True
+    return False
 
 
 def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:

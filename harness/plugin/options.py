@@ -39,7 +39,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("cscfg", "a ServiceConfiguration .cscfg to lint (repeatable)", "list", metavar="PATH"),
     Option(
         "image",
-        "a disk image to lint offline, any file name: its format is read from its bytes (repeatable)",
+        "a disk image to lint offline, any file name: its format is read from its bytes; or its URL in Azure blob "
+        "storage, read in place (https://ACCOUNT.blob.core.windows.net/C/B?{env:SAS}, azure://ACCOUNT/C/B) "
+        "(repeatable)",
         "list",
         metavar="PATH",
     ),
