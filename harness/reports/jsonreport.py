@@ -71,7 +71,7 @@ def build_json(result: RunResult) -> dict[str, Any]:
             for rule in sorted(result.rules, key=lambda r: r.id)
         ],
         "artefacts": [
-            {"identity": a.identity, "kind": a.kind, "path": a.path}
+            {"identity": a.identity, "kind": a.kind, "path": a.path, **({"read": a.read} if a.read else {})}
             for a in sorted(result.artefacts, key=lambda a: a.identity)
         ],
         "findings": [

@@ -117,7 +117,9 @@ def merge_documents(named: Sequence[tuple[Path, dict[str, Any]]]) -> RunResult:
                 )
             rules.setdefault(rule["id"], (path, rule))
         for art in doc["artefacts"]:
-            artefacts.setdefault(art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"]))
+            artefacts.setdefault(
+                art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"], art.get("read"))
+            )
         for entry in doc["items"]:
             if entry["nodeid"] in items:
                 raise MergeError(

@@ -62,6 +62,9 @@ class ArtefactInfo:
     identity: str
     kind: str
     path: str  # absolute path, for SARIF artifactLocation resolution
+    #: What reading it cost, for an image read from blob storage: bytes_read (by the readers), bytes_fetched and
+    #: requests (on the network), seconds. None for everything else.
+    read: dict[str, float] | None = None
 
 
 @dataclass
