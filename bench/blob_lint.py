@@ -37,7 +37,7 @@ def upload(container: Any, path: Path, fmt: str) -> str:
     """Upload ``path`` and return its blob type: page blob (non-zero chunks only) for fixed VHD and raw."""
     client = container.get_blob_client(path.name)
     size = path.stat().st_size
-    if fmt in ("vhd-fixed", "raw") and size % 512 == 0:
+    if (fmt == "vhd-fixed" or fmt.startswith("raw")) and size % 512 == 0:
         client.create_page_blob(size)
         with path.open("rb") as f:
             offset = 0
