@@ -223,3 +223,33 @@ def test_reimage_stage_resets_the_os_disk_and_leaves_blobs_alone(target: Target)
     # the fabric stands a data disk in as LocalStorage under its classic deployment id, not the scale set's
     # uniqueId the facts carry: those markers are not written (reported by VMR706, not judged)
     assert all(not m.written for m in facts.of_kind(LOCAL))
+
+
+def test_server_errors_and_a_silent_api_are_named_in_bounded_time(fabric: Any, target: Target) -> None:
+    """500s are retried within the back end's budget, then named; an API that holds the request is one read
+    timeout, then remembered as down (the next call is not tried)."""
+    ctx = context(target, read=2.0)
+    ctx._backend = VmssBackend(ctx, budget=4.0)  # a short retry budget: the persistent 500 gives up quickly
+    try:
+        fabric.inject("mgmt-500", seconds=30)
+        started = time.monotonic()
+        with pytest.raises(StageError) as internal:
+            ctx.deployment()
+        internal_seconds = time.monotonic() - started
+        fabric.clear_faults()
+        fabric.inject("mgmt-timeout", seconds=8)
+        started = time.monotonic()
+        with pytest.raises(StageError) as silent:
+            ctx.deployment(refresh=True)
+        silent_seconds = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(StageError) as again:
+            ctx.deployment(refresh=True)
+        again_seconds = time.monotonic() - started
+    finally:
+        fabric.clear_faults()
+        ctx.close()
+    assert "500 InternalExecutionError" in str(internal.value) and "attempts" in str(internal.value)
+    assert "x-ms-request-id" in str(internal.value) and internal_seconds < 10
+    assert "unreachable (no answer in time)" in str(silent.value) and silent_seconds < 12, str(silent.value)
+    assert "not tried" in str(again.value) and again_seconds < 1
