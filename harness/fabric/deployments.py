@@ -743,17 +743,7 @@ class HostedServices:
         return self._run(op, work)
 
     def _same_topology(self, spec: DeploymentSpec, package: Path) -> None:
-        from harness.engine.artefact import CSPKG, Artefact
-        from harness.readers.cspkg import read_package
-        from harness.readers.errors import Unreadable
-
-        try:
-            definition = read_package(Artefact.from_path(package, CSPKG)).definition
-        except Unreadable as exc:
-            problem = _without(exc, package.parent)
-            raise bad_request(f"The file provided is not a valid service package: {problem}") from None
-        if definition is None:
-            raise bad_request("The file provided is not a valid service package: it holds no service definition.")
+        definition = _package_definition(package)
 
         def public(endpoints: Any) -> set[tuple[str, str]]:
             return {(e.name, e.kind) for e in endpoints if e.kind != "InternalEndpoint"}
@@ -923,6 +913,7 @@ class HostedServices:
         make_private_dir(layout.secrets)
         try:
             package = self._fetch_package(package_url, layout.root / "package.cspkg")
+            _package_definition(package)  # a package the reader refuses is Azure's "not a valid service package"
             cscfg = layout.root / "uploaded.cscfg"
             write_text_atomic(cscfg, text)  # 0600: a cscfg may hold storage keys
             try:
@@ -1019,6 +1010,26 @@ class HostedServices:
             t.start()
         for t in threads:
             t.join()
+
+
+#: Azure's answer to a package it cannot read (recorded in github.com/smarx/waz-cmd/issues/2); the fabric adds
+#: what its reader found, in brackets.
+INVALID_PACKAGE_MESSAGE = "The file provided is not a valid service package. Detailed error code: FileFormatException"
+
+
+def _package_definition(package: Path) -> Any:
+    """The package's service definition, read with the project's cspkg reader (400 BadRequest otherwise)."""
+    from harness.engine.artefact import CSPKG, Artefact
+    from harness.readers.cspkg import read_package
+    from harness.readers.errors import Unreadable
+
+    try:
+        definition = read_package(Artefact.from_path(package, CSPKG)).definition
+    except Unreadable as exc:
+        raise bad_request(f"{INVALID_PACKAGE_MESSAGE} ({_without(exc, package.parent)})") from None
+    if definition is None:
+        raise bad_request(f"{INVALID_PACKAGE_MESSAGE} (it holds no readable service definition)")
+    return definition
 
 
 def _release(dep: Deployment) -> None:

@@ -274,7 +274,7 @@ def test_bad_create_deployment_requests_are_azures_400s(
     good = b64(cscfg(1, "x"))
     container = package_url.rsplit("/", 1)[0]
     cases = [
-        (f"{container}/broken.cspkg", good, "BadRequest", "package"),
+        (f"{container}/broken.cspkg", good, "BadRequest", "not a valid service package"),
         (f"{container}/missing.cspkg", good, "BadRequest", "does not exist"),
         ("https://example.invalid/pkg/OpsDemo.cspkg", good, "BadRequest", "not a blob of this fabric"),
         (package_url, "not base64!", "BadRequest", "not valid base64"),
