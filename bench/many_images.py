@@ -1,12 +1,12 @@
 """Many images in one run: `vmrole lint --image ×8` serially and with `-n 2` (issue 13, item 2).
 
-The images: eight distinct factory images (``harness.testing.images``: the Windows Server 2008 R2 VM-role
-skeleton plus ``--files`` generated files, seeds 100-107, fixed VHD), built once and cached in
-bench/out/images/many/. Each run is ``vmrole lint --image A … --image H --no-allure --report-dir TMP -q -q``
-(the same command a user runs, reports included), serial and ``-n 2`` alternating so that both see the same
-machine load; ``--repeat`` pairs, medians. Besides wall time the table gives the CPU seconds of the whole
-process tree (the controller, its xdist workers and the image readers: getrusage of the waited-for children),
-which a busy machine inflates less than wall time.
+The images: eight distinct factory images (``harness.testing.images``: the Windows Server 2008 R2 VM-role skeleton
+plus ``--files`` generated files, seeds 100-107, every other one with a private key and a PFX: findings), built once
+and cached in bench/out/images/many/. Each run is ``vmrole lint --image A … --image H --no-allure --report-dir TMP
+-q -q`` (the same command a user runs, reports included), serial and ``-n 2`` alternating so that both see the same
+machine load; ``--repeat`` pairs, medians. Besides wall time the table gives the CPU seconds of the whole process
+tree (the controller, its xdist workers and the image readers: getrusage of the waited-for children), which a busy
+machine inflates less than wall time.
 
 Checked in every run, not only timed: each image is read exactly once (``VMR_IMAGE_READ_LOG``), and the JSON
 report's findings (fingerprint, disposition) and items (node id, outcome) are identical serial and parallel.
@@ -34,12 +34,21 @@ CACHE = OUT / "images" / "many"
 
 
 def build_images(count: int, files: int) -> list[Path]:
+    """Every other image also holds a private key and a PFX (findings to compare between the runs)."""
     from harness.testing import images, windows
+    from harness.testing import keymaterial as km
 
     base = windows.windows_server_2008r2_vmrole()
     paths = []
     for i in range(count):
         spec = images.generate_many_files(base, files, seed=100 + i)
+        if i % 2:
+            spec = spec.with_changes(
+                files={
+                    f"inetpub/site{i}/site.pfx": km.pfx_bytes(),
+                    f"Users/app{i}/.ssh/id_rsa": km.pem_private_key_bytes(),
+                }
+            )
         paths.append(Path(images.build_image(spec, "vhd-fixed", cache_dir=CACHE)))
     return paths
 
