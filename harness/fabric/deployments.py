@@ -980,8 +980,9 @@ class HostedServices:
         path = [unquote(p) for p in parts.path.split("/") if p]
         ours = parts.scheme in ("http", "https") and parts.hostname == "127.0.0.1" and parts.port == azurite.port
         if not ours or len(path) < 3 or path[0] != ACCOUNT_NAME:
+            shown = parts._replace(query="", fragment="").geturl()  # never echo a SAS signature
             raise bad_request(
-                f"The package URL '{url}' is not a blob of this fabric's storage "
+                f"The package URL '{shown}' is not a blob of this fabric's storage "
                 f"(http://127.0.0.1:{azurite.port}/{ACCOUNT_NAME}/<container>/<blob>)."
             )
         container, blob = path[1], "/".join(path[2:])

@@ -276,7 +276,7 @@ def test_bad_create_deployment_requests_are_azures_400s(
     cases = [
         (f"{container}/broken.cspkg", good, "BadRequest", "not a valid service package"),
         (f"{container}/missing.cspkg", good, "BadRequest", "does not exist"),
-        ("https://example.invalid/pkg/OpsDemo.cspkg", good, "BadRequest", "not a blob of this fabric"),
+        ("https://example.invalid/pkg/OpsDemo.cspkg?sig=SeCrEt", good, "BadRequest", "not a blob of this fabric"),
         (package_url, "not base64!", "BadRequest", "not valid base64"),
         (package_url, b64("<ServiceConfiguration"), "BadRequest", "configuration"),
     ]
@@ -285,6 +285,7 @@ def test_bad_create_deployment_requests_are_azures_400s(
             sms.create_deployment(SERVICE, "staging", "bad", url, "bad", config)
         assert err.value.status_code == 400, (url, config)
         assert f"<Code>{code}</Code>" in str(err.value) and words in str(err.value), str(err.value)
+        assert "SeCrEt" not in str(err.value)  # a SAS signature is never echoed
     # a body that is not XML
     mgmt = fabric.data["management"]
     answer = requests.post(
