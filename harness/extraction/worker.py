@@ -174,7 +174,8 @@ def publish_prefetched(timeout: float) -> int:
                 outcome = ("ok", _collect(job, path, timeout))
             except Unreadable as exc:
                 outcome = ("unreadable", exc.problem, exc.location)
-            shared_reads.publish(name, outcome)
+            with contextlib.suppress(OSError):  # the run ended first and removed its directory
+                shared_reads.publish(name, outcome)
 
     if jobs:  # the thread only waits on pipes: every reader process was forked before it started
         threading.Thread(target=hand_over, name="vmrole-image-hand-over", daemon=True).start()
