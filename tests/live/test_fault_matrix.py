@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ class Case:
     skipped: dict[str, str] = field(default_factory=dict)  # rule id -> regex its skip reason must match
 
 
-LB = r"the load balancer at 127\.0\.0\.1[:\d]* refused connections"
+LB = r"the load balancer at 127(?:\.\d+){3}[:\d]* refused connections"  # the deployment's own loopback VIP
 CASES = [
     Case(
         "lb-killed-before",
@@ -198,18 +199,23 @@ def fabric_pids_and_ports(fabric: Fabric) -> tuple[set[int], set[int]]:
     return pids, ports
 
 
-def listening_ports() -> set[int]:
-    """Local TCP ports in LISTEN state, from /proc/net/tcp{,6} (state 0A)."""
+def listening_ports(addresses: set[str]) -> set[int]:
+    """Local TCP ports in LISTEN state on one of ``addresses`` (or the wildcard), from /proc/net/tcp (state 0A).
+
+    By address, not by port alone: every deployment has its own loopback VIP with the declared ports (80, 443 …),
+    so another fabric running at the same time listens on the same port numbers on another address."""
+    wanted = {socket.inet_aton(a)[::-1].hex().upper() for a in addresses | {"0.0.0.0"}}  # /proc is little-endian
     found: set[int] = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":
-                found.add(int(fields[1].rsplit(":", 1)[1], 16))
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":
+            addr, port = fields[1].rsplit(":", 1)
+            if addr in wanted:
+                found.add(int(port, 16))
     return found
 
 
@@ -239,6 +245,7 @@ def test_a_dead_part_fails_fast_names_the_cause_and_down_cleans_up(case: Case, t
     t_up = time.monotonic() - t0
     try:
         pids, ports = fabric_pids_and_ports(fabric)
+        addresses = {"127.0.0.1", fabric.vip}
         target = write_target(fabric, tmp_path)
         env = {"VMR_FAULT_STATE": str(fabric.layout.root), "VMR_FAULT_DO": case.action}
         if case.at is None:
@@ -270,11 +277,11 @@ def test_a_dead_part_fails_fast_names_the_cause_and_down_cleans_up(case: Case, t
     # nothing of that fabric is left: no process, no listening port
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (
-        [p for p in pids if pid_alive(p)] or ports & listening_ports()
+        [p for p in pids if pid_alive(p)] or ports & listening_ports(addresses)
     ):  # down() waits itself; this only absorbs a loaded machine's delay in reaping
         time.sleep(0.1)
     assert [p for p in pids if pid_alive(p)] == []
-    assert sorted(ports & listening_ports()) == []
+    assert sorted(ports & listening_ports(addresses)) == []
 
 
 def test_management_500_mid_probe_is_a_finding_with_status_operation_and_request_id(tmp_path: Path) -> None:
