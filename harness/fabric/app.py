@@ -373,7 +373,7 @@ class CommandApp:
 
     @staticmethod
     def environment(config: dict[str, Any]) -> dict[str, str]:
-        env = {"VMR_INSTANCE_ID": str(config["id"])}
+        env = {"VMR_INSTANCE_ID": str(config.get("name") or config["id"])}  # the name it answers as
         for ep in config.get("endpoints") or []:
             env[f"VMR_PORT_{_env_name(ep['name'])}"] = str(ep["port"])
         drives = config.get("drives") or {}

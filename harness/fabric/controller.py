@@ -227,7 +227,7 @@ class Controller:
                 pem, key, _ = self.service_certs[ep.certificate]
                 entry.update(cert=str(pem), key=str(key))
             endpoints.append(entry)
-        return {
+        config: dict[str, Any] = {
             "id": inst.id,
             "role": inst.role,
             "index": inst.index,
@@ -254,6 +254,11 @@ class Controller:
             "app_command": None,
             "services": [dict(s) for s in DEFAULT_SERVICES],
         }
+        if self.arm is not None and spec is self.spec:  # served as a scale set: its VMs' own names and ids
+            from harness.fabric.arm.resources import guest_identity
+
+            config.update(guest_identity(spec, inst))
+        return config
 
     def internal_network(self, spec: DeploymentSpec | None = None) -> dict[str, list[Any]]:
         """``"<instance ip>:<declared port>" -> ["127.0.0.1", listening port]`` for every internal endpoint:

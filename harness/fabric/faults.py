@@ -88,6 +88,8 @@ class Faults:
         if kind in INSTANCE_KINDS:
             if target is None:
                 raise FaultError(f"fault {kind!r} needs a target instance (e.g. WebVM_IN_0)")
+            arm = getattr(self.c, "arm", None)  # served as a scale set: a VM's computer name names it too
+            target = (arm.instance_for(target) if arm is not None else None) or target
             try:
                 self.c.spec.instance(target)
             except KeyError:

@@ -111,7 +111,8 @@ class Instance:
                 cwd = drives.get("E") if drives.get("E") and os.path.isdir(drives["E"]) else None
                 self.app = CommandApp(list(command), CommandApp.environment(self.config), cwd, self._app_exited)
             else:
-                self.app = DefaultApp(self.id, self.host, endpoints, self.status_file)
+                # served-by / banner: the name the instance answers as (a scale-set VM: its computer name)
+                self.app = DefaultApp(str(self.config.get("name") or self.id), self.host, endpoints, self.status_file)
                 self.app.bind()
         except EndpointError as exc:
             raise StartupError(str(exc), EXIT_BIND) from None

@@ -111,6 +111,16 @@ class ArmFace:
         if self.server is not None:
             self.server.shutdown()
 
+    def instance_for(self, name: str) -> str | None:
+        """The fabric's instance id of a scale-set VM named by its computer name (any case), else None: fault
+        commands take the names the live suites know the VMs by."""
+        from harness.fabric.arm.resources import computer_name
+
+        for inst in self.c.spec.instances:
+            if computer_name(inst.role, inst.index) == name.lower():
+                return str(inst.id)
+        return None
+
     def describe(self) -> dict[str, Any]:
         if self.server is None:
             return {}

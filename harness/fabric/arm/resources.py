@@ -58,6 +58,24 @@ def _guid(*parts: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(parts)))
 
 
+def computer_name(role: str, index: int) -> str:
+    """A scale-set VM's computer name: the set's ``computerNamePrefix`` (the role name, lower case, at most 9
+    characters) and its instance id in six digits, as Azure names Uniform scale-set VMs."""
+    return f"{role[:9].lower()}{index:06d}"
+
+
+def unique_id(deployment_id: str, vmss: str) -> str:
+    """The scale set's ``uniqueId``: stable for one deployment and scale set."""
+    return _guid(deployment_id, vmss)
+
+
+def guest_identity(spec: Any, inst: Any) -> dict[str, str]:
+    """What an instance of a deployment served as a scale set shows of itself (``instance_config``'s keys):
+    ``name``, the computer name it answers as (served-by, banner); ``deployment_id``, the id its data-disk
+    stand-ins (LocalStorage) are mounted under, the scale set's uniqueId (the id the facts carry)."""
+    return {"name": computer_name(inst.role, inst.index), "deployment_id": unique_id(spec.deployment_id, inst.role)}
+
+
 def _status(code: str, display: str, level: str = "Info", when: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"code": code, "level": level, "displayStatus": display}
     if when is not None:
@@ -149,7 +167,7 @@ class View:
         return self.n.rid(f"{COMPUTE}/images", self.n.image)
 
     def computer_name(self, inst: Any) -> str:
-        return f"{inst.role[:9].lower()}{inst.index:06d}"
+        return computer_name(inst.role, inst.index)
 
     def _etag(self, *parts: str) -> str:
         return f'W/"{_guid(self.spec.deployment_id, *parts)}"'
@@ -343,7 +361,7 @@ class View:
                 "provisioningState": "Updating" if updating else "Succeeded",
                 "overprovision": False,
                 "doNotRunExtensionsOnOverprovisionedVMs": False,
-                "uniqueId": _guid(self.spec.deployment_id, vmss),
+                "uniqueId": unique_id(self.spec.deployment_id, vmss),
                 "platformFaultDomainCount": 1,
                 "timeCreated": _iso(self.created),
             },
