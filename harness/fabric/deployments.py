@@ -514,31 +514,13 @@ class HostedServices:
         for inst in dep.spec.instances:
             ins.set_ready(inst.id, False)
         self._walk_instances(dep, platform.STOPPING)
-        threads = [threading.Thread(target=ins.stop, args=(i.id,)) for i in dep.spec.instances]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _each(ins.stop, [i.id for i in dep.spec.instances])
         self._walk_instances(dep, platform.STOPPED_VM)
 
     def _start_instances(self, dep: Deployment) -> None:
         ins = dep.instances
         self._walk_instances(dep, platform.STARTING_VM)
-        errors: list[str] = []
-
-        def one(instance_id: str) -> None:
-            try:
-                ins.start(instance_id)
-            except Exception as exc:
-                errors.append(str(exc))
-
-        threads = [threading.Thread(target=one, args=(i.id,)) for i in dep.spec.instances]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise RuntimeError("; ".join(errors))
+        _each(ins.start, [i.id for i in dep.spec.instances])
         self._walk_instances(dep, platform.BUSY)
         for inst in dep.spec.instances:
             ins.set_ready(inst.id, True)
@@ -556,14 +538,20 @@ class HostedServices:
         op = self._begin(dep, "status")
 
         def work() -> None:
-            if dep.status == wanted:
+            before = dep.status
+            if before == wanted:
                 return
-            if wanted == platform.SUSPENDED:
-                self._hold(dep, platform.SUSPENDED_TRANSITIONING)
-                self._stop_instances(dep)
-            else:
-                self._hold(dep, RUNNING_TRANSITIONING)
-                self._start_instances(dep)
+            try:
+                if wanted == platform.SUSPENDED:
+                    self._hold(dep, platform.SUSPENDED_TRANSITIONING)
+                    self._stop_instances(dep)
+                else:
+                    self._hold(dep, RUNNING_TRANSITIONING)
+                    self._start_instances(dep)
+            except BaseException:
+                with self.lock:
+                    dep.status = before  # the operation failed: the deployment is not in a transition any more
+                raise
             with self.lock:
                 dep.status = wanted
                 dep.modified = _now()
