@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.checks.live._naming import instance_label
+
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
@@ -430,8 +432,8 @@ class InstanceEndpointUnreachable(Rule):
             yield self.finding(
                 subject,
                 c.location,
-                f"Instance {c.instance} does not answer on its {c.kind} endpoint {c.endpoint!r} "
-                f"({c.protocol}) at {c.address}: {c.error}",
+                f"Instance {instance_label(subject, c.instance)} does not answer on its {c.kind} endpoint "
+                f"{c.endpoint!r} ({c.protocol}) at {c.address}: {c.error}",
                 evidence=_evidence(c),
             )
 
@@ -479,8 +481,8 @@ class InternalEndpointUnreachable(Rule):
             yield self.finding(
                 subject,
                 c.location,
-                f"Internal endpoint {c.endpoint!r} of instance {c.instance} ({c.address}) is unreachable "
-                f"from instance {c.from_instance}: {c.error}",
+                f"Internal endpoint {c.endpoint!r} of instance {instance_label(subject, c.instance)} ({c.address}) "
+                f"is unreachable from instance {instance_label(subject, c.from_instance)}: {c.error}",
                 evidence=_evidence(c, from_instance=c.from_instance or ""),
             )
 
@@ -527,7 +529,7 @@ class InstanceEndpointWrongInstance(Rule):
             yield self.finding(
                 subject,
                 c.location,
-                f"{c.label} was answered by instance {c.served_by}, not by {c.instance}.",
+                f"{c.label} was answered by instance {c.served_by}, not by {instance_label(subject, c.instance)}.",
                 evidence=_evidence(c, served_by=c.served_by),
             )
 

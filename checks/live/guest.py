@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.checks.live._naming import instance_label
+
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
@@ -58,14 +60,15 @@ class GuestUnreachable(Rule):
                 yield self.finding(
                     subject,
                     _loc(inst.instance),
-                    f"instance {inst.instance} (role {inst.role}) cannot be reached over WinRM: {inst.error}",
+                    f"instance {instance_label(subject, inst.instance)} (role {inst.role}) cannot be reached over "
+                    f"WinRM: {inst.error}",
                     evidence={"instance": inst.instance, "error": inst.error or ""},
                 )
             for error in inst.check_errors:
                 yield self.finding(
                     subject,
                     _loc(inst.instance),
-                    f"an in-guest check could not run in {inst.instance}: {error}",
+                    f"an in-guest check could not run in {instance_label(subject, inst.instance)}: {error}",
                     evidence={"instance": inst.instance, "error": error},
                     severity=Severity.MEDIUM,
                 )
@@ -110,7 +113,7 @@ class EndpointNotListening(Rule):
                         subject,
                         _loc(inst.instance, port.endpoint),
                         f"{port.kind} {port.endpoint!r}: nothing listens on local {port.protocol.upper()} port "
-                        f"{port.local_port} in instance {inst.instance} (netstat -an)",
+                        f"{port.local_port} in instance {instance_label(subject, inst.instance)} (netstat -an)",
                         evidence={"instance": inst.instance, "endpoint": port.endpoint, "port": str(port.local_port)},
                     )
 
@@ -159,7 +162,8 @@ class FirewallBlocksEndpoint(Rule):
                 yield self.finding(
                     subject,
                     _loc(inst.instance, port.endpoint),
-                    f"{port.kind} {port.endpoint!r}: the firewall of instance {inst.instance} blocks inbound "
+                    f"{port.kind} {port.endpoint!r}: the firewall of instance {instance_label(subject, inst.instance)} "
+                    "blocks inbound "
                     f"{port.protocol.upper()} {port.local_port}: {cause}",
                     evidence={
                         "instance": inst.instance,
@@ -203,11 +207,12 @@ class ServiceNotRunning(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         for inst in present(subject.guest, "guest").instances:
+            who = instance_label(subject, inst.instance)
             for svc in inst.services:
                 if svc.exists is False:
-                    message = f"service {svc.name!r} is not installed in instance {inst.instance}"
+                    message = f"service {svc.name!r} is not installed in instance {who}"
                 elif svc.exists and svc.status != "Running":
-                    message = f"service {svc.name!r} is {svc.status} in instance {inst.instance}, expected Running"
+                    message = f"service {svc.name!r} is {svc.status} in instance {who}, expected Running"
                 else:
                     continue
                 yield self.finding(

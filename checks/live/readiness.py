@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
+from harness.checks.live._naming import instance_label
+
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
@@ -177,7 +179,8 @@ class InstanceNotReadyByDeadline(Rule):
             yield self.finding(
                 subject,
                 f"instances/{inst.name}",
-                f"Instance {inst.name} of role {inst.role} is {inst.status}, not ReadyRole, when the "
+                f"Instance {instance_label(subject, inst.name)} of role {inst.role} is {inst.status}, not ReadyRole, "
+                f"when the "
                 f"{r.deadline:g} s readiness deadline passed{seen}{_details(inst)}.",
                 evidence={"instance": inst.name, "status": inst.status, "deadline": f"{r.deadline:g}"},
             )
@@ -223,7 +226,8 @@ class InstanceFailedStatus(Rule):
             yield self.finding(
                 subject,
                 f"instances/{inst.name}",
-                f"Instance {inst.name} of role {inst.role} is in the failed status {inst.status}{_details(inst)}; "
+                f"Instance {instance_label(subject, inst.name)} of role {inst.role} is in the failed status "
+                f"{inst.status}{_details(inst)}; "
                 f"the readiness wait stopped after {r.elapsed:.1f} s instead of waiting for the deadline.",
                 evidence={"instance": inst.name, "status": inst.status},
             )
@@ -242,7 +246,8 @@ def _domain_spread(rule: Rule, subject: LiveFacts, attr: str, what: str) -> Iter
         yield rule.finding(
             subject,
             f"roles/{role}/{attr}",
-            f"All {len(instances)} instances of role {role} ({', '.join(i.name for i in instances)}) are in "
+            f"All {len(instances)} instances of role {role} "
+            f"({', '.join(instance_label(subject, i.name) for i in instances)}) are in "
             f"{what} {domain}: one {what} event takes the whole role down.",
             evidence={"role": role, what: str(domain)},
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.checks.live._naming import instance_label
+
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
@@ -47,20 +49,21 @@ class _OperationRule(Rule):
         if op is None:
             return
         where = f"instance {op.instance} / {op.kind}"
+        who = instance_label(subject, op.instance)
         if op.start_error:
-            message = f"the {op.kind} of {op.instance} could not be started: {op.start_error}"
+            message = f"the {op.kind} of {who} could not be started: {op.start_error}"
         elif op.timed_out:
             message = (
-                f"the {op.kind} operation {op.request_id} of {op.instance} was still {op.status} after "
+                f"the {op.kind} operation {op.request_id} of {who} was still {op.status} after "
                 f"{op.deadline_seconds:.0f} s (the deadline)"
             )
         elif not op.succeeded:
-            message = f"the {op.kind} operation {op.request_id} of {op.instance} ended {op.status}" + (
+            message = f"the {op.kind} operation {op.request_id} of {who} ended {op.status}" + (
                 f": {op.error}" if op.error else ""
             )
         elif not op.ready:
             message = (
-                f"after the {op.kind} (operation Succeeded) instance {op.instance} was not ReadyRole within "
+                f"after the {op.kind} (operation Succeeded) instance {who} was not ReadyRole within "
                 f"{op.deadline_seconds:.0f} s; last status {op.last_status or 'unknown'}"
             )
         else:
@@ -185,12 +188,13 @@ class ReimageOsMarkerSurvived(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
+        who = instance_label(subject, facts.instance)
         for m in facts.of_kind(OS):
             if m.present_after is True:
                 yield self.finding(
                     subject,
                     f"instance {facts.instance} / {m.location}",
-                    f"the OS-drive marker {m.location} survived the reimage of {facts.instance}: the OS drive was "
+                    f"the OS-drive marker {m.location} survived the reimage of {who}: the OS drive was "
                     "not reset, so the reimage did not happen",
                     evidence=_evidence(facts, marker=m.location),
                 )
@@ -236,12 +240,13 @@ class ReimageLocalStorageLost(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
+        who = instance_label(subject, facts.instance)
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is False and m.present_after is False:
                 yield self.finding(
                     subject,
                     f"instance {facts.instance} / LocalStorage {m.name}",
-                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {facts.instance} lost its marker on "
+                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {who} lost its marker on "
                     "the reimage: the platform may have moved the VM; do not rely on local storage for state",
                     evidence=_evidence(facts, resource=m.name, marker=m.location),
                 )
@@ -281,13 +286,14 @@ class ReimageBlobMarkerLost(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
+        who = instance_label(subject, facts.instance)
         for m in facts.of_kind(BLOB) + facts.of_kind(BLOB_FROM_INSTANCE):
             if m.present_after is False:
                 how = "from inside the instance" if m.kind == BLOB_FROM_INSTANCE else "with the storage SDK"
                 yield self.finding(
                     subject,
                     f"blob {m.location}",
-                    f"the blob marker {m.location} (written {how}) is gone after the reimage of {facts.instance}",
+                    f"the blob marker {m.location} (written {how}) is gone after the reimage of {who}",
                     evidence=_evidence(facts, blob=m.location),
                 )
 
@@ -323,13 +329,13 @@ class ReimageCleanStorageKept(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
+        who = instance_label(subject, facts.instance)
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is True and m.present_after is True:
                 yield self.finding(
                     subject,
                     f"instance {facts.instance} / LocalStorage {m.name}",
-                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=true) of {facts.instance} kept its marker "
-                    "across the reimage",
+                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=true) of {who} kept its marker across the reimage",
                     evidence=_evidence(facts, resource=m.name, marker=m.location),
                 )
 
@@ -462,6 +468,7 @@ class RebootLostState(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reboot, "reboot"))
+        who = instance_label(subject, facts.instance)
         for m in facts.markers:
             if m.present_after is not False:
                 continue
@@ -471,7 +478,7 @@ class RebootLostState(Rule):
             yield self.finding(
                 subject,
                 f"instance {facts.instance} / {m.location}",
-                f"the {what} {m.location} is gone after the reboot of {facts.instance}: a reboot keeps it",
+                f"the {what} {m.location} is gone after the reboot of {who}: a reboot keeps it",
                 evidence=_evidence(facts, marker=m.location),
             )
 

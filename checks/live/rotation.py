@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.checks.live._naming import instance_label
+
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
@@ -107,6 +109,7 @@ class RotationInstanceUnseen(Rule):
                 first = ep.first_seen.get(name)
                 now = ep.status_now.get(name)
                 status = f"; Get Deployment now says {now}" if now and now != READY else ""
+                who = instance_label(subject, name)
                 errors = (
                     f"; {ep.errors.total} connections through the VIP failed ({ep.errors.describe()})"
                     if ep.errors.total
@@ -114,13 +117,13 @@ class RotationInstanceUnseen(Rule):
                 )
                 if first is None:
                     message = (
-                        f"{name} (ReadyRole) never answered through {ep.label} at {ep.where} in {ep.requests} "
+                        f"{who} (ReadyRole) never answered through {ep.label} at {ep.where} in {ep.requests} "
                         f"requests ({ep.answered} answered, a new connection each; bound {ep.bound} for "
                         f"{_pct(ep.confidence)} confidence over {len(ep.expected)} Ready instances){status}{errors}"
                     )
                 elif first > ep.bound:
                     message = (
-                        f"{name} answered through {ep.label} at {ep.where} only at answer #{first}, after the "
+                        f"{who} answered through {ep.label} at {ep.where} only at answer #{first}, after the "
                         f"bound of {ep.bound} for {_pct(ep.confidence)} confidence over {len(ep.expected)} Ready "
                         f"instances: it gets far less than its share of new connections{errors}"
                     )
@@ -243,16 +246,17 @@ class RotationSourceIpAffinity(Rule):
             if not ep.affinity:
                 continue
             only = ", ".join(sorted(ep.counts)) or "one instance"
+            ready = ", ".join(instance_label(subject, i) for i in ep.expected)
             fixed = ""
             if ep.fixed_port is not None and ep.fixed_port.instances:
                 fixed = (
                     f"; {ep.fixed_port.answered} connections from one fixed source port also reached "
-                    f"{', '.join(ep.fixed_port.instances)}"
+                    f"{', '.join(instance_label(subject, i) for i in ep.fixed_port.instances)}"
                 )
             message = (
                 f"source-IP affinity (2-/3-tuple) suspected on {ep.label} at {ep.where}: {ep.answered} new "
                 f"connections from {ep.source_ports} distinct source ports all reached {only} while "
-                f"{len(ep.expected)} instances are Ready ({', '.join(ep.expected)}){fixed}. Rotation cannot be "
+                f"{len(ep.expected)} instances are Ready ({ready}){fixed}. Rotation cannot be "
                 "verified from one client; if no affinity is configured, the other instances may fail the "
                 "load balancer's probe"
             )
@@ -297,9 +301,10 @@ class RotationKeepAlivePinned(Rule):
             probe = ep.keep_alive
             if probe is None or not probe.pinned:
                 continue
+            pinned_to = instance_label(subject, probe.instances[0])
             message = (
                 f"keep-alive pins a connection (expected): {probe.answered} requests over one keep-alive "
-                f"connection to {ep.label} at {ep.where} were all answered by {probe.instances[0]}; the load "
+                f"connection to {ep.label} at {ep.where} were all answered by {pinned_to}; the load "
                 "balancer picks an instance per connection, so rotation was judged with a new connection "
                 "per request"
             )
@@ -347,7 +352,8 @@ class RotationConnectionErrors(Rule):
                 continue
             rate = ep.error_rate
             examples = f"; e.g. {ep.error_examples[0]}" if ep.error_examples else ""
-            missing = f"; unseen Ready instances: {', '.join(ep.unseen)}" if ep.unseen else ""
+            unseen = ", ".join(instance_label(subject, i) for i in ep.unseen)
+            missing = f"; unseen Ready instances: {unseen}" if ep.unseen else ""
             cause = ""
             if ep.answered == 0 and ep.errors.refused == ep.errors.total:
                 cause = (
@@ -534,12 +540,13 @@ class DrainedInstanceStillServed(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
+        who = instance_label(subject, facts.instance)
         if facts.hits_after_grace == 0:
             return
         n = len(facts.others) + 1
         status = f" (Get Deployment showed {facts.status_left})" if facts.status_left else ""
         message = (
-            f"{facts.instance}, {_how(facts)}{status}, still answered {facts.hits_after_grace} of "
+            f"{who}, {_how(facts)}{status}, still answered {facts.hits_after_grace} of "
             f"{facts.samples_after_grace} new connections through {facts.label} at {facts.vip}:{facts.port} after "
             f"the {facts.grace_seconds:g} s probe grace period ({facts.grace_source}); an instance out of Ready must "
             f"get no new connections (k = {facts.required_samples} requests with no hit would show that with "
@@ -584,6 +591,7 @@ class DrainedInstanceNotReturned(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
+        who = instance_label(subject, facts.instance)
         if facts.returned is None:
             raise NotApplicable("the drain probe did not try to bring the instance back")
         if facts.returned:
@@ -597,7 +605,7 @@ class DrainedInstanceNotReturned(Rule):
         else:
             ready = "Get Deployment does not show it ReadyRole"
         message = (
-            f"{facts.instance}, {_how(facts)}, did not answer through {facts.label} at {facts.vip}:{facts.port} again "
+            f"{who}, {_how(facts)}, did not answer through {facts.label} at {facts.vip}:{facts.port} again "
             f"within {facts.return_deadline_s:g} s of its release{sampled}; {ready}"
         )
         yield self.finding(subject, f"{facts.label} / {facts.instance}", message, evidence=_drain_evidence(facts))
@@ -639,6 +647,7 @@ class DrainInconclusive(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject)
+        who = instance_label(subject, facts.instance)
         if facts.hits_after_grace:
             return  # VMR810 says more
         missing = tuple(o for o in facts.others if o not in facts.others_seen_after_grace)
@@ -652,12 +661,11 @@ class DrainInconclusive(Rule):
                 f"{_pct(round(facts.stated_confidence, 6))}"
             )
         if missing:
-            parts.append(f"the other Ready instances {', '.join(missing)} did not answer in that window")
+            others = ", ".join(instance_label(subject, i) for i in missing)
+            parts.append(f"the other Ready instances {others} did not answer in that window")
         if facts.errors_after_grace:
             parts.append(f"{facts.errors_after_grace} connections failed")
-        message = f"cannot state that {facts.instance} ({_how(facts)}) left rotation on {facts.label}: " + "; ".join(
-            parts
-        )
+        message = f"cannot state that {who} ({_how(facts)}) left rotation on {facts.label}: " + "; ".join(parts)
         yield self.finding(subject, f"{facts.label} / {facts.instance}", message, evidence=_drain_evidence(facts))
 
 
@@ -695,9 +703,10 @@ class DrainNotPerformed(Rule):
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _drain(subject, performed=False)
+        who = instance_label(subject, facts.instance)
         if not facts.not_performed:
             return
-        message = f"could not take {facts.instance} of {facts.label} out of rotation: {facts.not_performed}"
+        message = f"could not take {who} of {facts.label} out of rotation: {facts.not_performed}"
         yield self.finding(
             subject,
             f"{facts.label} / {facts.instance}",
