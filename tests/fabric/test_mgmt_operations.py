@@ -267,6 +267,17 @@ def test_create_change_suspend_start_swap_reboot_reimage_delete(
     assert not [p for p in fabric_pids - {controller, fabric.data["azurite"]["pid"]} if pid_alive(p)]
     assert sms.get_hosted_service_properties(SERVICE, embed_detail=True).deployments.deployments == []
 
+    # a new Production deployment, started at once: the fabric's state follows it
+    result = sms.create_deployment(
+        SERVICE, "production", "reborn", package_url, "again", b64(cscfg(1, "again")), start_deployment=True
+    )
+    assert wait_operation(sms, result.request_id).status == "Succeeded"
+    assert sms.get_deployment_by_slot(SERVICE, "production").status == "Running"
+    state = fabric.refresh()
+    assert state["deployment_name"] == "reborn" and [i["id"] for i in state["instances"]] == ["WebVM_IN_0"]
+    assert set(served_by(*http_in(sms.get_deployment_by_slot(SERVICE, "production")), 5)) == {"WebVM_IN_0"}
+    assert wait_operation(sms, sms.delete_deployment(SERVICE, "reborn").request_id).status == "Succeeded"
+
 
 def test_bad_create_deployment_requests_are_azures_400s(
     fabric: Fabric, sms: ServiceManagementService, package_url: str
