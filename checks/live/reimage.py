@@ -16,6 +16,7 @@ from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
+from harness.facts.live.deployment import DeploymentFacts
 from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS, PersistenceFacts
 from harness.facts.live.subject import LiveFacts, present
 
@@ -212,7 +213,8 @@ class ReimageLocalStorageLost(Rule):
     VM to other hardware), so this is a warning: an application relying on it will rebuild its cache or
     lose data it should have kept in blob storage. A scale-set VM has the same contract for its temporary
     disk (not guaranteed across a reimage, a redeploy or a move to other hardware), while its managed data
-    disks are kept.
+    disks are kept. So on a VM scale set (``management.api: vmss``), where these markers are on the VM's data
+    disks, a lost marker is red (high): the reimage lost a disk it must keep.
 
     ## Example
     ``<LocalStorage name="AppData" cleanOnRoleRecycle="false" />`` empty after the reimage.
@@ -241,14 +243,26 @@ class ReimageLocalStorageLost(Rule):
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
         who = instance_label(subject, facts.instance)
+        deployment = getattr(subject, "deployment", None)
+        scale_set = isinstance(deployment, DeploymentFacts) and deployment.api == "vmss"
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is False and m.present_after is False:
+                if scale_set:
+                    message = (
+                        f"the data disk {m.name!r} of {who} lost its marker on the reimage: a scale-set VM's "
+                        "reimage keeps its managed data disks"
+                    )
+                else:
+                    message = (
+                        f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {who} lost its marker on "
+                        "the reimage: the platform may have moved the VM; do not rely on local storage for state"
+                    )
                 yield self.finding(
                     subject,
                     f"instance {facts.instance} / LocalStorage {m.name}",
-                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {who} lost its marker on "
-                    "the reimage: the platform may have moved the VM; do not rely on local storage for state",
+                    message,
                     evidence=_evidence(facts, resource=m.name, marker=m.location),
+                    severity=Severity.HIGH if scale_set else None,
                 )
 
 
