@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,11 +186,6 @@ def test_a_conflicting_operation_is_named_after_the_conflict_budget(fabric: Any,
     assert "409" in str(info.value) and "x-ms-request-id" in str(info.value) and elapsed < 20
 
 
-@pytest.mark.xfail(
-    reason="the fabric's app answers served-by <role>_IN_<n> under --api vmss, where a scale-set VM's own name "
-    "is its computer name (web000000): the rotation stage attributes no answer to an instance (VMR805)",
-    strict=False,
-)
 def test_rotation_attributes_answers_to_the_scale_set_instances(target: Target) -> None:
     from harness.checks.live.rotation import RotationUnidentifiedAnswers
 
@@ -220,9 +217,10 @@ def test_reimage_stage_resets_the_os_disk_and_leaves_blobs_alone(target: Target)
     assert facts.instance is not None and facts.instance.startswith("web")
     assert [m.present_after for m in facts.of_kind(OS)] == [False]
     assert [m.present_after for m in facts.of_kind(BLOB) + facts.of_kind(BLOB_FROM_INSTANCE)] == [True, True]
-    # the fabric stands a data disk in as LocalStorage under its classic deployment id, not the scale set's
-    # uniqueId the facts carry: those markers are not written (reported by VMR706, not judged)
-    assert all(not m.written for m in facts.of_kind(LOCAL))
+    # the data disk (the fabric's LocalStorage stand-in, mounted under the scale set's uniqueId, the facts'
+    # private_id) keeps its marker across the reimage
+    local = facts.of_kind(LOCAL)
+    assert local and [(m.written, m.present_after) for m in local] == [(True, True)] * len(local), local
 
 
 def test_server_errors_and_a_silent_api_are_named_in_bounded_time(fabric: Any, target: Target) -> None:
@@ -253,3 +251,80 @@ def test_server_errors_and_a_silent_api_are_named_in_bounded_time(fabric: Any, t
     assert "x-ms-request-id" in str(internal.value) and internal_seconds < 10
     assert "unreachable (no answer in time)" in str(silent.value) and silent_seconds < 12, str(silent.value)
     assert "not tried" in str(again.value) and again_seconds < 1
+
+
+# ---- `vmrole probe --destructive` on the scale set, end to end (the issue's done-when) ---------------------
+
+
+def probe_target(target: Target, tmp_path: Path) -> Path:
+    """The fabric's vmss target with short deadlines, so that a fault shows within seconds."""
+    doc = yaml.safe_load(target.path.read_text("utf-8"))
+    doc["timeouts"].update(ready=6, conflict_retry=2)
+    path = tmp_path / "vmss-probe.vmrtarget.yml"
+    path.write_text(yaml.safe_dump(doc), "utf-8")
+    return path
+
+
+def probe_cli(target: Path, out: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`vmrole probe` in a subprocess, as a user runs it; its JSON report and output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "probe", str(target), "--report-dir", str(out), "--no-allure", *args],
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc.returncode, json.loads((out / "vmrole.json").read_text("utf-8")), proc.stdout + proc.stderr
+
+
+def ready_again(fabric: Any) -> bool:
+    from harness.fabric.lifecycle import wait_until
+
+    return wait_until(
+        lambda: all(i["status"] == platform.READY for i in fabric.refresh()["instances"]), deadline_s=60, interval=0.2
+    )
+
+
+def test_probe_destructive_passes_on_the_healthy_scale_set(fabric: Any, target: Target, tmp_path: Path) -> None:
+    assert ready_again(fabric)
+    code, report, output = probe_cli(probe_target(target, tmp_path), tmp_path / "out", "--destructive")
+    assert code == 0, output[-4000:]
+    outcomes = {i["rule_id"]: i["outcome"] for i in report["items"]}
+    assert not [i for i in report["items"] if i["outcome"] == "failed"], output[-4000:]
+    # rotation attributed every answer, the drain took an instance out by its computer name, the reimage and
+    # reboot wrote and judged their markers (data disk included)
+    for rule in ("VMR800", "VMR805", "VMR810", "VMR811", "VMR703", "VMR706", "VMR712"):
+        assert outcomes.get(rule) == "passed", (rule, outcomes.get(rule), output[-3000:])
+    assert client_secret(fabric) not in output
+
+
+SCALE_SET_FAULTS = [
+    # (fault, rule that turns red, words its message holds besides the instance's label)
+    ("busy", "VMR602", ("BusyRole",)),
+    ("crash", None, ()),
+    ("lose-local-storage", "VMR703", ("data disk", "datadisk0")),
+]
+
+
+@pytest.mark.parametrize(("fault", "rule", "words"), SCALE_SET_FAULTS, ids=[f[0] for f in SCALE_SET_FAULTS])
+def test_probe_destructive_turns_red_naming_the_scale_set_instance(
+    fabric: Any, target: Target, tmp_path: Path, fault: str, rule: str | None, words: tuple[str, ...]
+) -> None:
+    """The fault is injected by the VM's computer name (as the busy hook does); the red finding names the VM by
+    computer name AND instance id. The reimage picks the last Ready VM, instance 2: the faulted one."""
+    assert ready_again(fabric)
+    name = "web000002"
+    fabric.inject(fault, name, seconds=120)
+    try:
+        code, report, output = probe_cli(probe_target(target, tmp_path), tmp_path / "out", "--destructive")
+    finally:
+        fabric.clear_faults()
+    red = [f for f in report["findings"] if f["severity"] in ("high", "critical")]
+    assert code == 1 and red, output[-4000:]
+    named = [f for f in red if f"{name} (instance 2)" in f["message"]]
+    assert named, [f["message"] for f in red]
+    if rule is not None:
+        hits = [f for f in named if f["rule_id"] == rule]
+        assert hits, [(f["rule_id"], f["message"]) for f in red]
+        assert all(word in hits[0]["message"] for word in words), hits[0]["message"]
+    assert ready_again(fabric)
