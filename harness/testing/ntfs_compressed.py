@@ -25,11 +25,12 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 __all__ = [
     "WOF_FORMATS",
+    "build_efs_volume",
     "build_lznt1_volume",
     "build_tree_volume",
     "build_wof_stream_volume",
@@ -264,3 +265,23 @@ def build_tree_volume(
                     _write_wof(target, data, fmt)
                     counts[fmt] += 1
     return counts
+
+
+def build_efs_volume(files: Mapping[str, bytes], volume: Path, size: int, *, encrypted: set[str]) -> Path:
+    """A raw NTFS volume whose ``encrypted`` files carry an EFS ``$LOGGED_UTILITY_STREAM`` named ``$EFS``,
+    written by ntfs-3g (``efs_raw`` mount, ``system.ntfs_efsinfo``: the backup/restore interface for EFS
+    metadata). The header given is a bare one: ntfs-3g stores it, then reports ENOENT when it goes on to
+    mark the file encrypted, which is ignored; callers check the attribute is there."""
+    _mkntfs(volume, size, 4096)
+    with _mounted(volume, "efs_raw") as root:
+        for rel, data in sorted(files.items()):
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            if rel in encrypted:
+                header = bytearray(0x60)
+                struct.pack_into("<II", header, 0, len(header), 0)
+                struct.pack_into("<I", header, 8, 2)  # EFS metadata version 2
+                with suppress(OSError):
+                    os.setxattr(target, "system.ntfs_efsinfo", bytes(header))
+    return volume

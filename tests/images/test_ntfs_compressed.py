@@ -24,6 +24,7 @@ from harness.readers.image.ntfs import EncryptedFile, NtfsVolume
 from harness.readers.image.source import ByteSource, FileSource, SliceSource
 from harness.testing.ntfs_compressed import (
     WOF_FORMATS,
+    build_efs_volume,
     build_lznt1_volume,
     build_wof_stream_volume,
     build_wof_volume,
@@ -379,6 +380,22 @@ def test_encrypted_files_are_reported_as_encrypted(lznt1_volume: Path, how: str)
         damaged.read_file(entry, 10)
     assert isinstance(caught.value, Unreadable)
     assert "not damage" in caught.value.problem
+
+
+@needs_fuse
+def test_efs_stream_written_by_ntfs_3g_is_reported_as_encrypted(tmp_path: Path) -> None:
+    files = {"Users/Administrator/secret.txt": b"s" * 5000, "plain.txt": b"p" * 5000}
+    path = build_efs_volume(files, tmp_path / "efs.ntfs", 8 * MIB, encrypted={"Users/Administrator/secret.txt"})
+    volume = NtfsVolume(FileSource(path))
+    inventory = volume.inventory()
+    secret = inventory.lookup("Users/Administrator/secret.txt")
+    plain = inventory.lookup("plain.txt")
+    assert secret is not None and plain is not None
+    attrs = ntfs._attributes(volume._record(secret.record, "t"), "t", "t")
+    assert any(a.type == 0x100 and a.name == "$EFS" for a in attrs), "ntfs-3g wrote no $EFS stream"
+    with pytest.raises(EncryptedFile, match=r"secret\.txt.*EFS-encrypted"):
+        volume.read_file(secret, 100)
+    assert volume.read_file(plain, 100) == b"p" * 100
 
 
 # ---- a volume Windows made -----------------------------------------------------------------------------------
