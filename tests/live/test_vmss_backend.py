@@ -301,7 +301,7 @@ def test_probe_destructive_passes_on_the_healthy_scale_set(fabric: Any, target: 
 SCALE_SET_FAULTS = [
     # (fault, rule that turns red, words its message holds besides the instance's label)
     ("busy", "VMR602", ("BusyRole",)),
-    ("crash", None, ()),
+    ("crash", "VMR631", ("HttpIn", "nothing listens")),
     ("lose-local-storage", "VMR703", ("data disk", "datadisk0")),
 ]
 
