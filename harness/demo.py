@@ -129,6 +129,10 @@ def run_demo(work_dir: Path, report_dir: Path, *, live: bool = True) -> int:
         if fabric is not None:
             report = fabric.down()
             print(f"vmrole demo: 6/6 fabric stopped ({len(report.stopped)} processes, none left behind)")
+    if fabric is not None:  # the same model as VM scale sets behind ARM (harness/demo_vmss.py)
+        from harness.demo_vmss import run_vmss
+
+        status = run_vmss(work_dir, report_dir, model_dir / SAMPLE_FILES[0], model_dir / SAMPLE_FILES[1]) or status
     html = report_dir / "vmrole.html"
     if html.exists():
         print(f"vmrole demo: open {html} in a browser; SARIF, JSON, JUnit and allure results are beside it")
