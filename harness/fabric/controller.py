@@ -42,6 +42,8 @@ from harness.facts.live import platform
 log = logging.getLogger("vmrole.fabric")
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
+#: (role, certificate name) -> (certificate PEM, key PEM) of a service certificate the hosted service holds
+Uploaded = dict[tuple[str, str], tuple[Path, Path]]
 ROTATION_DEADLINE = 15.0
 
 
@@ -160,35 +162,47 @@ class Controller:
         return point_storage_at(text, connection_string)
 
     # ---- deployments created through the management API (harness/fabric/deployments.py) --------
-    def effective_configuration(self, cscfg_text: str, spec: DeploymentSpec) -> str:
-        """The fabric's copy of an uploaded cscfg: service certificates it generated (made now for roles that
-        declare new ones), storage settings pointing at its Azurite."""
+    def effective_configuration(self, cscfg_text: str, spec: DeploymentSpec, uploaded: Uploaded | None = None) -> str:
+        """The fabric's copy of an uploaded cscfg: the certificates of the hosted service where it holds the
+        thumbprint the cscfg names (``uploaded``: (role, certificate name) -> (pem, key)), else ones it made
+        (now, for roles that declare new ones), storage settings pointing at its Azurite."""
         from harness.fabric import certs
         from harness.fabric.settings import point_storage_at
 
         for role in spec.roles:
             for name in role.certificates:
-                if name not in self.service_certs:
+                if name not in self.service_certs and (role.name, name) not in (uploaded or {}):
                     self.service_certs[name] = certs.service_certificate(
                         self.ca, name, self.layout.certs / f"svc-{name}"
                     )
-                self.thumbprints[name] = self.service_certs[name][2]
-        text = certs.rewrite_thumbprints(cscfg_text, self.thumbprints)
+        text = certs.rewrite_thumbprints(cscfg_text, self.stand_in_thumbprints(spec, uploaded))
         return point_storage_at(text, self.azurite.connection_string)
 
-    def deployment_instances(self, spec: DeploymentSpec, layout: Layout) -> Instances:
+    def stand_in_thumbprints(self, spec: DeploymentSpec, uploaded: Uploaded | None = None) -> dict[Any, str]:
+        """(role, certificate name) -> the thumbprint of the certificate the fabric made in place of the user's,
+        for the certificates of ``spec`` the hosted service does not hold (``uploaded``)."""
+        return {
+            (role.name, name): self.service_certs[name][2]
+            for role in spec.roles
+            for name in role.certificates
+            if (role.name, name) not in (uploaded or {}) and name in self.service_certs
+        }
+
+    def deployment_instances(self, spec: DeploymentSpec, layout: Layout, uploaded: Uploaded | None = None) -> Instances:
         """A new deployment's instances, prepared (folders, configs) in ``layout`` but not started."""
-        write_text_atomic(layout.cscfg, self.effective_configuration(spec.cscfg_text, spec))
+        write_text_atomic(layout.cscfg, self.effective_configuration(spec.cscfg_text, spec, uploaded))
         password = self.layout.secrets / "winrm-password"
         write_text_atomic(layout.secrets / "winrm-password", password.read_text())
         os.chmod(layout.secrets / "winrm-password", 0o600)
-        configs = {inst.id: self.instance_config(inst, spec, layout) for inst in spec.instances}
+        configs = {inst.id: self.instance_config(inst, spec, layout, uploaded) for inst in spec.instances}
         instances = Instances(spec, layout, configs, step_seconds=self.step_seconds, on_change=self.write_ready)
         for inst in spec.instances:
             instances.prepare(inst)
         return instances
 
-    def submitted_cscfg(self, text: str | None = None) -> str:
+    def submitted_cscfg(
+        self, text: str | None = None, spec: DeploymentSpec | None = None, uploaded: Uploaded | None = None
+    ) -> str:
         """A configuration as the fabric's hosted service keeps it (Get Deployment): the cscfg as given (default:
         the one the fabric started with), byte for byte (storage settings, BOM, line ends), but for the
         thumbprints of the certificates the fabric made in place of the user's (whose keys it cannot have), as
@@ -196,7 +210,8 @@ class Controller:
         from harness.fabric import certs
 
         given = self.uploaded_cscfg if text is None else text
-        return certs.rewrite_thumbprints(given, getattr(self, "thumbprints", {}))
+        mapping = self.stand_in_thumbprints(spec, uploaded) if spec is not None else getattr(self, "thumbprints", {})
+        return certs.rewrite_thumbprints(given, mapping)
 
     def production_changed(self, deployment: Any) -> None:
         """A swap made ``deployment`` the Production one: the state file and faults follow it."""
@@ -206,7 +221,11 @@ class Controller:
         self.instances_layout = deployment.layout
 
     def instance_config(
-        self, inst: Any, spec: DeploymentSpec | None = None, layout: Layout | None = None
+        self,
+        inst: Any,
+        spec: DeploymentSpec | None = None,
+        layout: Layout | None = None,
+        uploaded: Uploaded | None = None,
     ) -> dict[str, Any]:
         """``spec``/``layout``: a deployment created through the management API (default: the fabric's own)."""
         spec = spec or self.spec
@@ -223,7 +242,10 @@ class Controller:
                 "port": inst.endpoint_ports[ep.name],
                 "local_port": ep.local_port,  # the declared port: what the guest's netstat/firewall show
             }
-            if ep.protocol == "https" and ep.certificate in self.service_certs:
+            held = (uploaded or {}).get((role.name, ep.certificate or ""))
+            if ep.protocol == "https" and held is not None:  # the hosted service's own certificate
+                entry.update(cert=str(held[0]), key=str(held[1]))
+            elif ep.protocol == "https" and ep.certificate in self.service_certs:
                 pem, key, _ = self.service_certs[ep.certificate]
                 entry.update(cert=str(pem), key=str(key))
             endpoints.append(entry)

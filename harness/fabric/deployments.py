@@ -132,8 +132,13 @@ def decode_base64_text(value: str, what: str) -> str:
 def certificate_der(data_b64: str, certificate_format: str, password: str) -> bytes:
     """The certificate of an Add Service Certificate body (base64 pfx + password, or base64 cer: DER or PEM),
     as DER; 400 BadRequest naming the problem otherwise."""
+    return certificate_and_key(data_b64, certificate_format, password)[0]
+
+
+def certificate_and_key(data_b64: str, certificate_format: str, password: str) -> tuple[bytes, bytes | None]:
+    """:func:`certificate_der` and, for a pfx holding one, its private key (unencrypted PKCS#8 PEM)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
 
     try:
         data = base64.b64decode("".join(data_b64.split()), validate=True)
@@ -142,13 +147,14 @@ def certificate_der(data_b64: str, certificate_format: str, password: str) -> by
     kind = certificate_format.strip().lower()
     try:
         if kind == "pfx":
-            _key, cert, _chain = pkcs12.load_key_and_certificates(data, password.encode("utf-8") or None)
+            key, cert, _chain = pkcs12.load_key_and_certificates(data, password.encode("utf-8") or None)
             if cert is None:
                 raise ValueError("the pfx holds no certificate")
-            return cert.public_bytes(Encoding.DER)
+            key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()) if key else None
+            return cert.public_bytes(Encoding.DER), key_pem
         if kind == "cer":
             loaded = x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") else None
-            return (loaded or x509.load_der_x509_certificate(data)).public_bytes(Encoding.DER)
+            return (loaded or x509.load_der_x509_certificate(data)).public_bytes(Encoding.DER), None
     except ValueError as exc:
         raise bad_request(f"The certificate cannot be read as {kind}: {exc}") from None
     raise bad_request(f"The certificate format '{certificate_format}' is not valid: give pfx or cer.")
@@ -256,6 +262,8 @@ class Deployment:
         self.created = _now()
         self.modified = self.created
         self.upgrade: Upgrade | None = None  # an upgrade in progress (Get Deployment's UpgradeStatus)
+        #: (role, certificate name) -> (pem, key): the hosted service's certificates this deployment serves
+        self.uploaded: dict[tuple[str, str], tuple[Path, Path]] = {}
 
     @property
     def name(self) -> str:
@@ -315,6 +323,8 @@ class HostedService:
     slots: dict[str, Deployment] = dataclasses.field(default_factory=dict)
     #: service certificates: SHA-1 thumbprint (upper-case hex) -> the certificate's DER (its public part)
     certificates: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    #: thumbprint -> (certificate PEM, key PEM) files of the certificates uploaded with their key (a pfx)
+    keys: dict[str, tuple[Path, Path]] = dataclasses.field(default_factory=dict)
 
     def deployment_named(self, name: str) -> Deployment | None:
         return next((d for d in self.slots.values() if d.name == name), None)
@@ -433,10 +443,23 @@ class HostedServices:
         """Add Service Certificate (pfx with its password, or cer): its public part is kept; an operation
         that has already succeeded (the API answers 202 with its id)."""
         svc = self.service(service)
-        der = certificate_der(data_b64, certificate_format, password)
+        der, key = certificate_and_key(data_b64, certificate_format, password)
         thumbprint = hashlib.sha1(der).hexdigest().upper()
+        held = None
+        if key is not None:  # a deployment whose cscfg names this thumbprint serves this certificate
+            layout = self.controller.layout
+            pem_path, key_path = (
+                layout.certs / f"uploaded-{thumbprint}.pem",
+                layout.secrets / f"uploaded-{thumbprint}.key",
+            )
+            write_text_atomic(key_path, key.decode("ascii"))
+            os.chmod(key_path, 0o600)
+            write_text_atomic(pem_path, ssl.DER_cert_to_PEM_cert(der))
+            held = (pem_path, key_path)
         with self.lock:
             svc.certificates[thumbprint] = der
+            if held is not None:
+                svc.keys[thumbprint] = held
             op = Operation(uuid.uuid4().hex, "add-certificate", "", status=platform.SUCCEEDED)
             self.operations[op.request_id] = op
         return op.request_id
@@ -567,10 +590,10 @@ class HostedServices:
         def work() -> None:
             before = dep.status
             self._hold(dep, RUNNING_TRANSITIONING if before == platform.RUNNING else platform.SUSPENDED_TRANSITIONING)
-            effective = self.controller.effective_configuration(text, new_spec)
+            effective = self.controller.effective_configuration(text, new_spec, dep.uploaded)
             write_text_atomic(dep.layout.cscfg, effective)
             with self.lock:
-                dep.configuration = self.controller.submitted_cscfg(text)
+                dep.configuration = self.controller.submitted_cscfg(text, dep.spec, dep.uploaded)
                 dep.spec = dataclasses.replace(dep.spec, cscfg_text=text)
                 dep.status = before
                 dep.modified = _now()
@@ -673,10 +696,10 @@ class HostedServices:
         op = self._begin(dep, "upgrade")
 
         def work() -> None:
-            effective = self.controller.effective_configuration(text, dep.spec)
+            effective = self.controller.effective_configuration(text, dep.spec, dep.uploaded)
             write_text_atomic(dep.layout.cscfg, effective)
             with self.lock:
-                dep.configuration = self.controller.submitted_cscfg(text)
+                dep.configuration = self.controller.submitted_cscfg(text, dep.spec, dep.uploaded)
                 dep.spec = dataclasses.replace(dep.spec, cscfg_text=text)
                 dep.label = label if label is not None else dep.label
                 dep.status = RUNNING_TRANSITIONING
@@ -911,7 +934,8 @@ class HostedServices:
                 raise bad_request(f"The package or configuration cannot be deployed: {problem}") from None
             if spec.service_name.lower() != svc.name.lower():
                 spec = dataclasses.replace(spec, service_name=svc.name)
-            instances = self.controller.deployment_instances(spec, layout)
+            uploaded = self._held_certificates(svc, cscfg)
+            instances = self.controller.deployment_instances(spec, layout, uploaded)
         except BaseException:
             shutil.rmtree(layout.root, ignore_errors=True)
             raise
@@ -922,9 +946,10 @@ class HostedServices:
             haproxy=None,
             slot=canonical,
             label=label,
-            configuration=self.controller.submitted_cscfg(text),
+            configuration=self.controller.submitted_cscfg(text, spec, uploaded),
             status=DEPLOYING,
         )
+        dep.uploaded = uploaded
         with self.lock:
             if canonical in svc.slots:  # a concurrent create won the slot
                 shutil.rmtree(layout.root, ignore_errors=True)
@@ -956,6 +981,27 @@ class HostedServices:
                 raise
 
         return self._run(op, work)
+
+    def _held_certificates(self, svc: HostedService, cscfg: Path) -> dict[tuple[str, str], tuple[Path, Path]]:
+        """(role, certificate name) -> (pem, key) for the certificates the cscfg names by a thumbprint the hosted
+        service holds with its key: those are served as they are (no stand-in)."""
+        from harness.engine.artefact import CSCFG, Artefact
+        from harness.readers.errors import Unreadable
+        from harness.readers.servicemodel import read_configuration
+
+        try:
+            config = read_configuration(Artefact.from_path(cscfg, CSCFG))
+        except Unreadable:
+            return {}  # build_spec read it already; nothing held then
+        with self.lock:
+            keys = dict(svc.keys)
+        held = {}
+        for role in config.roles:
+            for cert in role.certificates:
+                thumbprint = (cert.thumbprint or "").replace(" ", "").upper()
+                if thumbprint in keys:
+                    held[(role.name, cert.name)] = keys[thumbprint]
+        return held
 
     def _fetch_package(self, url: str, target: Path) -> Path:
         """The package blob from the fabric's Azurite (the only storage it has), size-capped."""

@@ -525,3 +525,49 @@ def _state(dep: Any) -> Any:
 
 def _flat(snapshots: list[Any]) -> set[tuple[str, str, str]]:
     return {entry for snapshot in snapshots for entry in snapshot}
+
+
+CSDEF_TLS = """<?xml version="1.0" encoding="utf-8"?>
+<ServiceDefinition name="OpsDemo" xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceDefinition">
+  <VirtualMachineRole name="WebVM" vmsize="Small">
+    <Certificates><Certificate name="Demo" storeLocation="LocalMachine" storeName="My" /></Certificates>
+    <Endpoints>
+      <InputEndpoint name="HttpsIn" protocol="https" port="8443" localPort="443" certificate="Demo" />
+    </Endpoints>
+  </VirtualMachineRole>
+</ServiceDefinition>
+"""
+
+
+def test_a_deployment_serves_the_service_certificate_its_configuration_names(
+    fabric: Fabric, sms: ServiceManagementService, package_url: str
+) -> None:
+    import hashlib
+    import socket
+    import ssl
+
+    pfx, der = _pfx(b"pw")
+    thumbprint = hashlib.sha1(der).hexdigest().upper()
+    assert (
+        wait_operation(
+            sms, sms.add_service_certificate(SERVICE, base64.b64encode(pfx).decode(), "pfx", "pw").request_id
+        ).status
+        == "Succeeded"
+    )
+    blob = blob_client(fabric.data["azurite"]["connection_string"]).get_blob_client("packages", "tls.cspkg")
+    blob.upload_blob(build_cspkg(CSDEF_TLS).data, overwrite=True)
+    config = cscfg(1, "tls").replace(USER_THUMBPRINT, thumbprint)
+    result = sms.create_deployment(SERVICE, "staging", "tls", blob.url, "tls", b64(config), start_deployment=True)
+    assert wait_operation(sms, result.request_id).status == "Succeeded"
+    dep = sms.get_deployment_by_name(SERVICE, "tls")
+    assert dep.configuration == config  # the hosted service holds the certificate: nothing replaced
+    vip, port = http_in(dep)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((vip, port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        served = tls.getpeercert(binary_form=True)
+    assert served is not None and hashlib.sha1(served).hexdigest().upper() == thumbprint
+    assert wait_operation(sms, sms.delete_deployment(SERVICE, "tls").request_id).status == "Succeeded"
+    assert wait_operation(sms, sms.delete_service_certificate(SERVICE, "sha1", thumbprint).request_id).status == (
+        "Succeeded"
+    )
