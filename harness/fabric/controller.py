@@ -379,6 +379,11 @@ class Controller:
 
         document = fabric_target_document(self.runtime, self.layout.root)
         write_text_atomic(self.layout.root / "target.vmrtarget.yml", yaml.safe_dump(document, sort_keys=False))
+        if self.arm is not None:  # --api vmss: the same deployment reached as its first scale set over ARM
+            from harness.live.target import fabric_vmss_management
+
+            vmss = {**document, "name": "local-fabric-vmss", "management": fabric_vmss_management(self.runtime)}
+            write_text_atomic(self.layout.root / "target-vmss.vmrtarget.yml", yaml.safe_dump(vmss, sort_keys=False))
 
     def _wait_for_rotation(self) -> None:
         """Ready means every Ready instance is in its load balancer's rotation, not merely started."""

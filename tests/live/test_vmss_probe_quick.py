@@ -44,8 +44,10 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.mark.xdist_group("fabric-vmss-quick")
 def test_vmrole_probe_on_the_scale_set_attributes_every_answer(fabric: Any, tmp_path: Path) -> None:
-    target = target_for_fabric(fabric, api="vmss", scale_set="web")
-    doc = yaml.safe_load(target.path.read_text("utf-8"))
+    # the target `fabric up --api vmss` writes (what a user passes to `vmrole probe`), the one the tests make
+    written = fabric.layout.root / "target-vmss.vmrtarget.yml"
+    doc = yaml.safe_load(written.read_text("utf-8"))
+    assert doc["management"] == yaml.safe_load(target_for_fabric(fabric, api="vmss").path.read_text())["management"]
     doc["timeouts"].update(ready=6)
     path = tmp_path / "vmss.vmrtarget.yml"
     path.write_text(yaml.safe_dump(doc), "utf-8")
