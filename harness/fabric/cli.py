@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     fault = fsub.add_parser("fault", help="inject a fault for a while (rolled back automatically)")
     fault.add_argument("kind", choices=(*KINDS, "clear"))
-    fault.add_argument("--target", help="instance id, e.g. WebVM_IN_1")
+    fault.add_argument("--target", help="instance id, e.g. WebVM_IN_1 (with --api vmss also a VM's computer name)")
     fault.add_argument("--seconds", type=float, default=30.0)
     fault.add_argument("--delay-ms", type=int, default=0, help="for winrm-slow")
     for p in fsub.choices.values():
