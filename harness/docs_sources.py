@@ -140,6 +140,7 @@ _TABLE = (
     Source(
         "cng-key-storage", "Key Storage and Retrieval (CNG)", f"{_LEARN}/windows/win32/seccng/key-storage-and-retrieval"
     ),
+    Source("efs", "File Encryption (EFS, Win32)", f"{_LEARN}/windows/win32/fileio/file-encryption"),
     Source(
         "capi-key-blobs",
         "Base Provider Key BLOBs (CryptoAPI)",

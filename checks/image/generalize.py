@@ -9,7 +9,7 @@ from harness.engine.finding import Finding
 from harness.engine.severity import Severity
 from harness.facts.image import GENERALIZED_STATE, ImageFacts, ImageSubject, SysprepInfo
 
-from ._base import AZURE_ONLY, BOTH, ImageRule
+from ._base import AZURE_ONLY, BOTH, ImageRule, image_location
 
 STATE_KEY = "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State\\ImageState"
 STATE_INI = "C:\\Windows\\Setup\\State\\State.ini"
@@ -552,4 +552,47 @@ class CustomAnswerFileOnAzure(_AnswerFileRule):
                 continue
             yield self.finding(
                 subject, f"C:{path}", f"answer file C:{path} competes with Azure's provisioning answer file: delete it"
+            )
+
+
+class EncryptedFileNotChecked(ImageRule):
+    """A file the lint had to read is EFS-encrypted: its content was not checked, and instances cannot read it.
+
+    ## What it does
+    Names each file the image checks needed to read (answer files, key-material candidates, stores, …)
+    whose data is encrypted with the Encrypting File System (the `$EFS` stream, an encrypted `$DATA`
+    attribute or `FILE_ATTRIBUTE_ENCRYPTED`). Such a file is reported here, not as damage (VMR002).
+
+    ## Why is this bad?
+    EFS encrypts a file with a key only the encrypting user's certificate (or a recovery agent) can
+    unwrap. On a generalized image deployed to new instances, that file is unreadable unless the
+    user's EFS certificate and private key ship in the image too, which is itself a leaked secret.
+    Either way the lint cannot see what the file holds: a password in an encrypted answer file goes
+    unchecked.
+
+    ## Example
+    `C:\\unattend.xml` encrypted with `cipher /e` on the reference machine.
+
+    ## Use instead
+    Decrypt the file before sysprep (`cipher /d <file>`) or remove it; keep secrets out of the image.
+
+    ## References
+    - File Encryption (EFS, Win32): https://learn.microsoft.com/en-us/windows/win32/fileio/file-encryption
+    - Sysprep (Generalize) a Windows installation: https://learn.microsoft.com/en-us/windows-hardware/manufacture/desktop/sysprep--generalize--a-windows-installation
+    """
+
+    id = "VMR213"
+    name = "encrypted-file-not-checked"
+    references = refs("efs", "sysprep-generalize")
+    severity = Severity.MEDIUM
+    parts = ("volume",)
+
+    def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
+        for path in facts.encrypted_files:
+            yield self.finding(
+                subject,
+                image_location(path),
+                f"{image_location(path)} is EFS-encrypted: its content was not checked, and new instances cannot "
+                "read it without the encrypting user's key: decrypt it (cipher /d) or remove it before sysprep",
+                evidence={"path": image_location(path)},
             )

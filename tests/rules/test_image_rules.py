@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,27 @@ def _differencing(image: Path, work: Path) -> Path:
     return write_differencing_vhd(parent, work / "child.vhd", writes={1024 * 1024 * 40: b"\x01" * 512})
 
 
+def _encrypted_answer_file(image: Path, work: Path) -> Path:
+    """The raw image with its answer file's $DATA attribute flagged encrypted (what `cipher /e` leaves)."""
+    from harness.readers.image.ntfs import NtfsVolume
+    from harness.testing.images import volume_extent
+    from tests.images.ntfs_build import BytesSource, RawVolume
+
+    start, size = volume_extent(VM)
+    disk = bytearray(image.read_bytes())
+    volume_bytes = bytearray(disk[start : start + size])
+    raw = RawVolume(volume_bytes)
+    entry = NtfsVolume(BytesSource(volume_bytes)).inventory().lookup("unattend.xml")
+    assert entry is not None
+    at = raw.attribute(entry.record, 0x80) + 12  # the attribute header's flags
+    flags = struct.unpack_from("<H", raw.fixed_record(entry.record), at)[0]
+    raw.patch(entry.record, at, struct.pack("<H", flags | 0x4000))
+    disk[start : start + size] = volume_bytes
+    out = work / "efs.raw"
+    out.write_bytes(disk)
+    return out
+
+
 CASES = [
     Case(
         "VMR002",
@@ -289,6 +311,7 @@ CASES = [
         ),
     ),
     Case("VMR212", "az", lambda s: s.with_changes(files={"unattend.xml": answer_file()})),
+    Case("VMR213", "vm", fmt="raw", post=_encrypted_answer_file),
     Case("VMR310", "vm", lambda s: s.with_changes(files={"inetpub/wwwroot/site.pfx": km.pfx_bytes()})),
     Case(
         "VMR311",
