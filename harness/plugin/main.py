@@ -103,6 +103,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(name=FIXTURES_NAME)
 
 
+def _under_any(path: Path, anchors: list[Path]) -> bool:
+    """``path`` is one of ``anchors`` or lies below one (resolved, so symlinked arguments count)."""
+    resolved = Path(path).resolve()
+    return any(resolved == a or a in resolved.parents for a in anchors)
+
+
 def _kind(path: Path, state: RunState) -> str | None:
     """The artefact kind of a collected file: by its name, except that a file named with ``--vmr-image`` is an
     image whatever its name (the readers tell its format from its bytes)."""
@@ -546,7 +552,14 @@ class VmrolePlugin:
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
-        artefacts = {p for p in self.shard_seen if kind_of(p) is not None or p in state.pairing.images}
+        # pytest 8 offers the files of the arguments' ancestor folders to pytest_collect_file too (then drops
+        # them): count only what lies under an argument, or a stray /tmp/x.img would count as an artefact
+        anchors = [(state.invocation_dir / a.split("::", 1)[0]).resolve() for a in config.args]
+        artefacts = {
+            p
+            for p in self.shard_seen
+            if (kind_of(p) is not None or p in state.pairing.images) and _under_any(p, anchors)
+        }
         mine = sum(1 for p in artefacts if state.shard.holds(self.shard_seen[p]))
         state.notes.append(f"shard {state.shard}: {mine} of {len(artefacts)} artefacts")
 
