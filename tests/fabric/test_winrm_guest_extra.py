@@ -277,3 +277,18 @@ def test_registry_without_hives_is_the_documented_2008_r2_table(tmp_path):
     rc, out, _ = run(g, 'reg query "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion" /v CurrentBuildNumber')
     assert rc == 0 and out.endswith("    CurrentBuildNumber    REG_SZ    7601\r\n\r\n")
     assert not (tmp_path / "os" / "Windows").exists()  # reading writes nothing
+
+
+@pytest.mark.parametrize(
+    ("instance", "expected"),
+    [
+        ({"id": "WebVM_IN_2"}, "WebVM_IN_2"),  # classic: the machine is known by its role instance id
+        ({"id": "WebVM_IN_2", "name": "webvm000002"}, "webvm000002"),  # a scale-set VM: its computer name
+    ],
+)
+def test_the_machine_calls_itself_by_its_computer_name(tmp_path, instance, expected):
+    (tmp_path / "os").mkdir()
+    g = Guest({**instance, "drives": {"C": str(tmp_path / "os")}, "services": []}, "vmradmin")
+    assert run(g, "hostname")[:2] == (0, f"{expected}\r\n")
+    assert run(g, "echo %COMPUTERNAME%")[:2] == (0, f"{expected.upper()}\r\n")
+    assert run(g, 'powershell -NoProfile -Command "hostname"')[:2] == (0, f"{expected}\r\n")

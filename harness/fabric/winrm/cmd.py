@@ -8,7 +8,7 @@ form                                       result
 ``echo text`` / ``echo.``                  text (``%VAR%`` expanded: PROCESSOR_ARCHITECTURE=AMD64, COMPUTERNAME,
                                            USERNAME, USERDOMAIN, USERPROFILE, OS, SystemDrive, SystemRoot, windir,
                                            TEMP, TMP, ComSpec, NUMBER_OF_PROCESSORS); bare ``echo`` → ``ECHO is on.``
-``hostname``                               the instance id
+``hostname``                               the computer name (the instance id; a scale-set VM's name)
 ``whoami``                                 ``<id>\<user>`` lower-case
 ``ver``                                    ``Microsoft Windows [Version 6.1.7601]``
 ``set [PREFIX]``                           the environment above (rc 1 + message when nothing matches)
@@ -250,7 +250,7 @@ class CmdExe:
             return 0
         handler = {
             "echo": self._echo,
-            "hostname": lambda r, o: self._print(o, self.g.id),
+            "hostname": lambda r, o: self._print(o, self.g.computer),
             "whoami": lambda r, o: self._print(o, f"{self.g.id.lower()}\\{self.g.user.lower()}"),
             "ver": lambda r, o: self._print(o, "\nMicrosoft Windows [Version 6.1.7601]"),
             "set": self._set,

@@ -47,6 +47,9 @@ class Guest:
     def __init__(self, instance: dict[str, Any], username: str) -> None:
         self.instance = instance
         self.id = str(instance.get("id") or "localhost")
+        #: what the machine calls itself (hostname, %COMPUTERNAME%): a scale-set VM's computer name
+        #: (``webvm000002``) when the fabric serves the deployment as a scale set, else the instance id
+        self.computer = str(instance.get("name") or self.id)
         self.user = username
         self.host = str(instance.get("host") or "127.0.0.1")
         self.drives = Drives(instance)
@@ -67,7 +70,7 @@ class Guest:
     def env(self) -> dict[str, str]:
         return {
             "ComSpec": "C:\\Windows\\system32\\cmd.exe",
-            "COMPUTERNAME": self.id.upper(),
+            "COMPUTERNAME": self.computer.upper(),
             "NUMBER_OF_PROCESSORS": str(os.cpu_count() or 1),
             "OS": "Windows_NT",
             "PROCESSOR_ARCHITECTURE": "AMD64",
@@ -75,7 +78,7 @@ class Guest:
             "SystemRoot": "C:\\Windows",
             "TEMP": f"C:\\Users\\{self.user}\\AppData\\Local\\Temp",
             "TMP": f"C:\\Users\\{self.user}\\AppData\\Local\\Temp",
-            "USERDOMAIN": self.id.upper(),
+            "USERDOMAIN": self.computer.upper(),
             "USERNAME": self.user,
             "USERPROFILE": f"C:\\Users\\{self.user}",
             "windir": "C:\\Windows",

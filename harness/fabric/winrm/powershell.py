@@ -22,7 +22,7 @@ statement                                                       result
 ``$ProgressPreference='SilentlyContinue'`` (any ``$x = 'v'``)   accepted; ``$ErrorActionPreference='Stop'`` stops
                                                                 at the first error
 ``Write-Output 'x'`` (``echo``, ``write``), ``Write-Host 'x'``  ``x``
-``hostname``                                                    the instance id
+``hostname``                                                    the computer name (instance id, or scale-set VM name)
 ``Test-Path [-Path] 'p' [-PathType Leaf|Container]``            ``True`` / ``False``
 ``Get-Content [-Path] 'p' [-Raw]`` (``gc``, ``cat``, ``type``)  the file's lines (``-Raw``: the text as is)
 ``Set-Content [-Path] 'p' [-Value] 'v'`` (``sc``)               writes ``v`` + CRLF (UTF-8, no BOM)
@@ -670,7 +670,7 @@ class PowerShell:
         )
 
     def _c_hostname(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
-        return [self.g.id]
+        return [self.g.computer]
 
     def _c_exit(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
         try:
@@ -1206,7 +1206,7 @@ class PowerShell:
                 "InvalidSpec,Invoke-VmrProbe",
                 cmdlet,
             ) from None
-        facts: dict[str, Any] = {"hostname": self.g.id, "status": self.g.status()}
+        facts: dict[str, Any] = {"hostname": self.g.computer, "status": self.g.status()}
         facts["ports"] = {str(p): {"listening": is_tcp_listening(self.g.host, p)} for p in ports}
         facts["udp_ports"] = {str(p): {"listening": is_udp_bound(self.g.host, p)} for p in udp_ports}
         path_facts: dict[str, Any] = {}
