@@ -81,6 +81,26 @@ class _Job:
 
 #: Workers started ahead of need (``vmrole lint`` starts reading images while pytest starts up).
 _PENDING: dict[tuple[str, ExtractOptions], _Job] = {}
+#: Read-ahead asked for beyond :data:`MAX_AHEAD`: started, in order, as earlier ones are collected.
+_QUEUED: dict[tuple[str, ExtractOptions], int] = {}  # key -> memory limit
+
+
+def _max_ahead() -> int:
+    """How many images are read ahead at once: one per core (``VMROLE_IMAGE_READERS`` overrides). Reading 50
+    images at once would hold 50 readers' memory (~150 MB each for a big volume) and stretch every read past
+    its time limit, which counts from the reader's start."""
+    value = os.environ.get("VMROLE_IMAGE_READERS", "")
+    if value.isascii() and value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, os.cpu_count() or 1)
+
+
+def _fill_ahead() -> None:
+    """Start queued read-ahead while fewer than :func:`_max_ahead` readers are waiting to be collected."""
+    while _QUEUED and len(_PENDING) < _max_ahead():
+        key, memory_limit = next(iter(_QUEUED.items()))
+        del _QUEUED[key]
+        _PENDING[key] = _start(Path(key[0]), key[1], memory_limit)
 
 
 def _start(path: Path, options: ExtractOptions, memory_limit: int) -> _Job:
@@ -100,12 +120,14 @@ def _key(path: Path, options: ExtractOptions) -> tuple[str, ExtractOptions]:
 def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> None:
     """Start reading ``path`` now; a later :func:`read_image_isolated` with the same options takes the result.
 
-    Reading overlaps whatever the caller does meanwhile (pytest's start-up and collection). A prefetch
+    Reading overlaps whatever the caller does meanwhile (pytest's start-up and collection); at most
+    :func:`_max_ahead` images are read at once, the others start as earlier ones are collected. A prefetch
     nobody collects is stopped at exit.
     """
     key = _key(path, options or ExtractOptions())
-    if key not in _PENDING and Path(path).is_file():
-        _PENDING[key] = _start(Path(path), key[1], memory_limit)
+    if key not in _PENDING and key not in _QUEUED and Path(path).is_file():
+        _QUEUED[key] = memory_limit
+        _fill_ahead()
 
 
 @atexit.register
@@ -115,6 +137,7 @@ def _stop_pending() -> None:
             job.proc.kill()
         job.proc.join(5)
     _PENDING.clear()
+    _QUEUED.clear()
 
 
 def read_image_isolated(
@@ -136,13 +159,18 @@ def read_image_isolated(
 
 
 def _read_here(path: Path, options: ExtractOptions, timeout: float, memory_limit: int) -> ImageFacts:
-    job = _PENDING.pop(_key(path, options), None)
+    key = _key(path, options)
+    _QUEUED.pop(key, None)  # wanted now: started below, not when its turn in the read-ahead comes
+    job = _PENDING.pop(key, None)
     if job is None or job.memory_limit != memory_limit:
         if job is not None:
             job.proc.kill()
             job.proc.join(5)
         job = _start(path, options, memory_limit)
-    return _collect(job, path, timeout)
+    try:
+        return _collect(job, path, timeout)
+    finally:
+        _fill_ahead()  # this one's reader is done: the next queued image may start reading
 
 
 def claim_ahead(paths: list[Path], options: ExtractOptions, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> int:
@@ -160,6 +188,7 @@ def publish_prefetched(timeout: float) -> int:
     """In a run of several processes, from the process that started reading images but does not collect (the
     xdist controller behind `vmrole lint -n N`): claim what :func:`prefetch` started and publish each outcome
     from a thread as its read ends, for the collecting processes. Returns how many reads it hands over."""
+    _QUEUED.clear()  # not started yet: the collecting processes claim and read those themselves
     jobs = []
     for key in list(_PENDING):
         path, options = Path(key[0]), key[1]
