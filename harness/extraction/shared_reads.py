@@ -25,6 +25,7 @@ import hashlib
 import os
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,14 @@ def claim_ahead(name: str) -> bool:
     return False
 
 
+def outcome_of(read: Callable[[], Any]) -> tuple[Any, ...]:
+    """What :func:`publish` writes for a read: ``("ok", read())``, or ``("unreadable", problem, location)``."""
+    try:
+        return ("ok", read())
+    except Unreadable as exc:
+        return ("unreadable", exc.problem, exc.location)
+
+
 def publish(name: str, outcome: tuple[Any, ...]) -> None:
     """Write ``("ok", facts)`` or ``("unreadable", problem, location)`` for the waiting processes (atomically)."""
     assert DIRECTORY is not None
@@ -101,10 +110,7 @@ def read_once(path: Path, options: Any, timeout: float, read: Any) -> Any:
     outcome = _published(name)
     if outcome is None and (name in _MINE or claim(name)):
         _MINE.discard(name)
-        try:
-            outcome = ("ok", read())
-        except Unreadable as exc:
-            outcome = ("unreadable", exc.problem, exc.location)
+        outcome = outcome_of(read)
         publish(name, outcome)
     elif outcome is None:
         outcome = _wait(name, path, timeout)

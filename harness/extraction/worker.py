@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gc
 import multiprocessing
 import multiprocessing.connection
@@ -198,11 +199,7 @@ def publish_prefetched(timeout: float) -> int:
 
     def hand_over() -> None:
         for path, name, job in jobs:
-            outcome: tuple[Any, ...]
-            try:
-                outcome = ("ok", _collect(job, path, timeout))
-            except Unreadable as exc:
-                outcome = ("unreadable", exc.problem, exc.location)
+            outcome = shared_reads.outcome_of(functools.partial(_collect, job, path, timeout))
             with contextlib.suppress(OSError):  # the run ended first and removed its directory
                 shared_reads.publish(name, outcome)
 

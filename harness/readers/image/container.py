@@ -581,11 +581,10 @@ def _open_vhd(
         )
     bat = _LazyTable(file, table_off, needed, "I", big_endian=True)
     footer_len = fs - footer_end
-    same = copy is not None and end_footer is not None and copy[:footer_len] == end_footer[:footer_len]
-    footer_copy_ok = same
+    footer_copy_ok = copy is not None and end_footer is not None and copy[:footer_len] == end_footer[:footer_len]
     if copy is None:
         notes.append("no footer copy at offset 0")
-    elif end_footer is not None and not same:
+    elif end_footer is not None and not footer_copy_ok:
         notes.append("the footer copy at offset 0 differs from the footer at the end")
 
     parent: Disk | None = None

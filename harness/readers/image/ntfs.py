@@ -890,13 +890,7 @@ class NtfsVolume:
             if start != got:
                 raise self._fail(f"run list has a gap at VCN {run.vcn}", None)
             n = min(run.length * cs, valid - got)
-            if run.lcn < 0:
-                parts.append(bytes(n))
-            else:
-                data = self.source.read_at(run.lcn * cs, n)
-                if len(data) != n:
-                    raise self._fail(f"data at cluster {run.lcn} lies past the end of the source", None)
-                parts.append(data)
+            parts.append(self._cluster_bytes(run.lcn, n))
             got += n
         if got < valid:
             raise self._fail(f"run list covers {got} bytes of a {size}-byte stream", None)
@@ -1053,15 +1047,18 @@ class NtfsVolume:
             if got >= length:
                 break
             size = min(n * cs, length - got)
-            if lcn < 0:
-                parts.append(bytes(size))
-            else:
-                data = self.source.read_at(lcn * cs, size)
-                if len(data) != size:
-                    raise self._fail(f"data at cluster {lcn} lies past the end of the source", None)
-                parts.append(data)
+            parts.append(self._cluster_bytes(lcn, size))
             got += size
         return b"".join(parts)
+
+    def _cluster_bytes(self, lcn: int, size: int) -> bytes:
+        """``size`` bytes from cluster ``lcn`` on (-1: sparse, zeros); Unreadable when the source ends first."""
+        if lcn < 0:
+            return bytes(size)
+        data = self.source.read_at(lcn * self.cluster_size, size)
+        if len(data) != size:
+            raise self._fail(f"data at cluster {lcn} lies past the end of the source", None)
+        return data
 
     # ---- WOF system compression ---------------------------------------------------------------------------
 
