@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-__all__ = ["corrupt_copy", "vhd_checksum", "write_differencing_vhd"]
+__all__ = ["corrupt_copy", "relative_locator", "sector_writes", "vhd_checksum", "write_differencing_vhd"]
 
 SECTOR = 512
 _VHD_EPOCH = 946684800  # 2000-01-01T00:00:00Z
@@ -40,6 +40,26 @@ def _with_checksum(data: bytearray, field: int) -> bytes:
 
 def _round_up(n: int, unit: int) -> int:
     return -(-n // unit) * unit
+
+
+def sector_writes(writes: Mapping[int, bytes], sector: int, disk_size: int, aligned: str) -> dict[int, bytes]:
+    """The sectors ``writes`` (disk offset -> data) puts on a disk, {sector number: its bytes}; later entries win.
+    ValueError for a write that is not whole sectors (``aligned`` says what it must be) or lies outside the disk."""
+    sectors: dict[int, bytes] = {}
+    for offset, data in writes.items():
+        if offset % sector or len(data) % sector:
+            raise ValueError(f"write at {offset:#x} ({len(data)} bytes) is not {aligned}")
+        if offset < 0 or offset + len(data) > disk_size:
+            raise ValueError(f"write at {offset:#x} ({len(data)} bytes) lies outside the {disk_size}-byte disk")
+        for i in range(0, len(data), sector):
+            sectors[(offset + i) // sector] = bytes(data[i : i + sector])
+    return sectors
+
+
+def relative_locator(parent_abs: str, child: Path) -> str:
+    """The parent's path relative to the child's directory, as Windows writes it (``.\\parent.vhd``)."""
+    relative = os.path.relpath(parent_abs, os.path.dirname(os.path.abspath(child))).replace("/", "\\")
+    return relative if relative.startswith("..") else ".\\" + relative
 
 
 def write_differencing_vhd(
@@ -91,14 +111,7 @@ def write_differencing_vhd(
             raise ValueError("parent_uuid_override must be 16 bytes")
 
     # Sectors the child holds: {sector number: 512 bytes}.
-    sectors: dict[int, bytes] = {}
-    for offset, data in writes.items():
-        if offset % SECTOR or len(data) % SECTOR:
-            raise ValueError(f"write at {offset:#x} ({len(data)} bytes) is not sector-aligned")
-        if offset < 0 or offset + len(data) > disk_size:
-            raise ValueError(f"write at {offset:#x} ({len(data)} bytes) lies outside the {disk_size}-byte disk")
-        for i in range(0, len(data), SECTOR):
-            sectors[(offset + i) // SECTOR] = bytes(data[i : i + SECTOR])
+    sectors = sector_writes(writes, SECTOR, disk_size, "sector-aligned")
 
     spb = block_size // SECTOR
     blocks = -(-disk_size // block_size)
@@ -108,10 +121,7 @@ def write_differencing_vhd(
 
     # Parent locator payloads.
     parent_abs = os.path.abspath(parent)
-    child_dir = os.path.dirname(os.path.abspath(child))
-    relative = os.path.relpath(parent_abs, child_dir).replace("/", "\\")
-    if not relative.startswith(".."):
-        relative = ".\\" + relative
+    relative = relative_locator(parent_abs, child)
     absolute = absolute_path_override if absolute_path_override is not None else parent_abs
     payloads: list[tuple[bytes, bytes]] = []
     if locator in ("relative", "both"):

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+from harness.testing.vhdwriter import relative_locator, sector_writes
+
 __all__ = [
     "crc32c",
     "parent_locator",
@@ -350,22 +352,12 @@ def write_differencing_vhdx(
     if locator is None:
         linkage = parent_linkage or read_data_write_guid(parent)
         parent_abs = os.path.abspath(parent)
-        relative = os.path.relpath(parent_abs, os.path.dirname(os.path.abspath(child))).replace("/", "\\")
-        if not relative.startswith(".."):
-            relative = ".\\" + relative
         locator = [
             ("parent_linkage", "{" + str(linkage) + "}"),
-            ("relative_path", relative),
+            ("relative_path", relative_locator(parent_abs, child)),
             ("absolute_win32_path", absolute_path if absolute_path is not None else parent_abs),
         ]
-    sectors: dict[int, bytes] = {}
-    for offset, chunk in writes.items():
-        if offset % lss or len(chunk) % lss:
-            raise ValueError(f"write at {offset:#x} ({len(chunk)} bytes) is not aligned to {lss}-byte sectors")
-        if offset < 0 or offset + len(chunk) > virtual_size:
-            raise ValueError(f"write at {offset:#x} ({len(chunk)} bytes) lies outside the {virtual_size}-byte disk")
-        for i in range(0, len(chunk), lss):
-            sectors[(offset + i) // lss] = bytes(chunk[i : i + lss])
+    sectors = sector_writes(writes, lss, virtual_size, f"aligned to {lss}-byte sectors")
     spb = block_size // lss
     blocks: dict[int, tuple[int, bytes | None, bytes | None]] = {n: (ZERO, None, None) for n in zero_blocks}
     for n in sorted({s // spb for s in sectors}):
