@@ -13,6 +13,12 @@ def instance_label(subject: LiveFacts, name: str | None) -> str:
     there or do not know it."""
     if not name:
         return name or ""
-    deployment = getattr(subject, "deployment", None)
-    found = deployment.instance(name) if isinstance(deployment, DeploymentFacts) else None
+    deployment = deployment_of(subject)
+    found = deployment.instance(name) if deployment is not None else None
     return found.label if found is not None else name
+
+
+def deployment_of(subject: LiveFacts) -> DeploymentFacts | None:
+    """The subject's deployment facts, or None when it has none."""
+    deployment = getattr(subject, "deployment", None)
+    return deployment if isinstance(deployment, DeploymentFacts) else None

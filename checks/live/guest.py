@@ -163,8 +163,7 @@ class FirewallBlocksEndpoint(Rule):
                     subject,
                     _loc(inst.instance, port.endpoint),
                     f"{port.kind} {port.endpoint!r}: the firewall of instance {instance_label(subject, inst.instance)} "
-                    "blocks inbound "
-                    f"{port.protocol.upper()} {port.local_port}: {cause}",
+                    f"blocks inbound {port.protocol.upper()} {port.local_port}: {cause}",
                     evidence={
                         "instance": inst.instance,
                         "endpoint": port.endpoint,

@@ -180,8 +180,7 @@ class InstanceNotReadyByDeadline(Rule):
                 subject,
                 f"instances/{inst.name}",
                 f"Instance {instance_label(subject, inst.name)} of role {inst.role} is {inst.status}, not ReadyRole, "
-                f"when the "
-                f"{r.deadline:g} s readiness deadline passed{seen}{_details(inst)}.",
+                f"when the {r.deadline:g} s readiness deadline passed{seen}{_details(inst)}.",
                 evidence={"instance": inst.name, "status": inst.status, "deadline": f"{r.deadline:g}"},
             )
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.checks.live._naming import instance_label
+from harness.checks.live._naming import deployment_of, instance_label
 
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
-from harness.facts.live.deployment import DeploymentFacts
 from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS, PersistenceFacts
 from harness.facts.live.subject import LiveFacts, present
 
@@ -243,8 +242,8 @@ class ReimageLocalStorageLost(Rule):
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
         who = instance_label(subject, facts.instance)
-        deployment = getattr(subject, "deployment", None)
-        scale_set = isinstance(deployment, DeploymentFacts) and deployment.api == "vmss"
+        deployment = deployment_of(subject)
+        scale_set = deployment is not None and deployment.api == "vmss"
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is False and m.present_after is False:
                 if scale_set:

@@ -67,10 +67,6 @@ def _expected_counts(configuration: ServiceConfiguration | None) -> tuple[tuple[
     return tuple(out)
 
 
-def _management_down(ctx: LiveContext) -> bool:
-    return ctx.backend.down()
-
-
 def wait_ready(ctx: LiveContext, *, interval: float = POLL_INTERVAL) -> ReadinessFacts:
     """Poll Get Deployment until Running with every instance ReadyRole, a failed status, or the deadline.
 
@@ -120,7 +116,7 @@ def wait_ready(ctx: LiveContext, *, interval: float = POLL_INTERVAL) -> Readines
             if time.monotonic() >= deadline:
                 deadline_passed = True
                 break
-            if _management_down(ctx):  # refused (or silent) for this run: polling on would only wait
+            if ctx.backend.down():  # refused (or silent) for this run: polling on would only wait
                 break
     elapsed = time.monotonic() - start
     instances = tuple(

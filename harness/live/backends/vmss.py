@@ -62,7 +62,7 @@ from harness.facts.servicemodel import ServiceDefinition
 from harness.live.backends.common import as_int, definition, input_endpoints
 from harness.live.errors import StageError, TargetError
 from harness.live.health import MGMT
-from harness.live.management import OperationResult, OperationStatus
+from harness.live.management import ManagementError, OperationResult, OperationStatus
 from harness.live.masking import Masker
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -84,8 +84,9 @@ _VM_OF_IPCONFIG = re.compile(r"/virtualMachineScaleSets/([^/]+)/virtualMachines/
 
 
 # ---- errors ----------------------------------------------------------------------------------------------
-class ArmError(Exception):
-    """An ARM call that failed for good (after any retries): a named cause, never a token."""
+class ArmError(ManagementError):
+    """An ARM call that failed for good (after any retries): a named cause, never a token. The fields of
+    :class:`ManagementError`, and the answer's ``x-ms-correlation-request-id``."""
 
     def __init__(
         self,
@@ -98,14 +99,19 @@ class ArmError(Exception):
         attempts: int = 1,
         known_down: bool = False,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.request_id = request_id
+        super().__init__(
+            message, status=status, code=code, request_id=request_id, attempts=attempts, known_down=known_down
+        )
         self.correlation_id = correlation_id
-        self.attempts = attempts
-        self.known_down = known_down
+
+
+def _ids(request_id: str, correlation_id: str) -> str:
+    """The request ids an error or log line names (those the answer had)."""
+    parts = (
+        f"x-ms-request-id {request_id}" if request_id else "",
+        f"x-ms-correlation-request-id {correlation_id}" if correlation_id else "",
+    )
+    return ", ".join(p for p in parts if p)
 
 
 @dataclass
@@ -118,11 +124,6 @@ class Exchange:
     request_id: str = ""
     correlation_id: str = ""
     retry_after: str = ""
-
-    def ids(self) -> str:
-        parts = [f"x-ms-request-id {self.request_id}" if self.request_id else ""]
-        parts.append(f"x-ms-correlation-request-id {self.correlation_id}" if self.correlation_id else "")
-        return ", ".join(p for p in parts if p)
 
 
 @dataclass
@@ -714,14 +715,7 @@ class VmssBackend:
         code = getattr(error, "code", None) or None
         message = " ".join(str(getattr(error, "message", "") or "").split())
         attempts = recorder.attempts() or 1
-        ids = ", ".join(
-            p
-            for p in (
-                f"x-ms-request-id {request_id}" if request_id else "",
-                f"x-ms-correlation-request-id {correlation_id}" if correlation_id else "",
-            )
-            if p
-        )
+        ids = _ids(request_id, correlation_id)
         where = f" ({ids})" if ids else ""
         if isinstance(exc, ClientAuthenticationError) and status is None:
             cause = f"the credential ({self.target.management.credential.kind}) could not get a token: {_short(exc)}"
