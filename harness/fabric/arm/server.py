@@ -26,16 +26,13 @@ request's body and the ``Authorization`` header are never logged.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import socket
-import socketserver
 import ssl
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,18 +42,17 @@ from harness.fabric.arm.errors import ArmError
 from harness.fabric.arm.resources import LOCATION, Names, View
 from harness.fabric.arm.throttle import Buckets
 from harness.fabric.arm.tokens import Issuer, OAuthError
+from harness.fabric.httpbase import LOOPBACK, LoopbackHandler, LoopbackServer
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
 from harness.net import BadBodyLength, request_body_length
 
 log = logging.getLogger("harness.fabric.arm")
 
-LOOPBACK = "127.0.0.1"
 COMPUTE_VERSIONS = ("2026-04-01",)
 NETWORK_VERSIONS = ("2026-03-01",)
 VMSS_NIC_VERSIONS = ("2018-10-01",)
 MAX_BODY = 64 * 1024
 IDLE_TIMEOUT = 30.0
-HANDSHAKE_TIMEOUT = 10.0
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
@@ -168,10 +164,7 @@ class ArmServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            with self._server.connections_lock:
-                for conn in list(self._server.connections):
-                    with contextlib.suppress(OSError):
-                        conn.shutdown(socket.SHUT_RDWR)
+            self._server.drop_connections()
 
     def describe(self) -> dict[str, Any]:
         """What fabric.json says of the ARM face (no secret: the client secret stays in secrets/)."""
@@ -430,51 +423,23 @@ class _Drop(Exception):
     """A timeout fault: close the connection without an answer."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(LoopbackServer):
     def __init__(self, port: int, api: ArmServer) -> None:
         self.api = api
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__((LOOPBACK, port), _Handler)
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        return self.api.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no getfqdn() lookup
-        self.server_name = LOOPBACK
-        self.server_port = int(self.server_address[1])
+        super().__init__(port, _Handler, api.tls)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("ARM connection from %s failed", client_address, exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "Microsoft-HTTPAPI/2.0"
-    sys_version = ""
     timeout = IDLE_TIMEOUT
 
     def setup(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
         # one small answer per request: without NODELAY Nagle + delayed ACK add ~40 ms to each keep-alive one
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.settimeout(HANDSHAKE_TIMEOUT)
-        self.request.do_handshake()
         super().setup()
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.request)
 
     def log_message(self, format: str, *args: Any) -> None:  # the request line only: never headers or bodies
         log.debug("%s %s", self.address_string(), format % args)

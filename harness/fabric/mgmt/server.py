@@ -44,25 +44,22 @@ Azure's error texts (https://learn.microsoft.com/en-us/previous-versions/azure/r
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import logging
 import re
 import secrets
-import socket
-import socketserver
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.fabric.deployments import ApiProblem, Deployment, HostedService, HostedServices, certificate_der
+from harness.fabric.httpbase import LOOPBACK, LoopbackHandler, LoopbackServer
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
 from harness.fabric.mgmt.operations import Router, child_text, parse_body
@@ -75,10 +72,8 @@ __all__ = ["FaultState", "ManagementServer", "RequestRecord"]  # FaultState re-e
 
 log = logging.getLogger("harness.fabric.mgmt")
 
-LOOPBACK = "127.0.0.1"
 LOCATION = "Local Fabric"
 IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay idle
-HANDSHAKE_TIMEOUT = 10.0
 
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX32 = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{32}(?![0-9a-fA-F])")
@@ -190,56 +185,19 @@ def _cert_ders(path: str | Path) -> set[bytes]:
     return {ssl.PEM_cert_to_DER_cert(b.decode("ascii")) for b in blocks}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a keep-alive connection must not block shutdown
-    allow_reuse_address = True
-
+class _Server(LoopbackServer):
     def __init__(self, port: int, api: ManagementServer, tls: ssl.SSLContext | None) -> None:
         self.api = api
-        self.tls = tls
         self.scheme = "https" if tls else "http"
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__((LOOPBACK, port), _Handler)
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        if self.tls is not None:
-            # the handshake runs in the connection's thread (_Handler.setup), not in the accept loop
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves socket.getfqdn(host): a DNS lookup the loopback emulator does not need
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = LOOPBACK
-        self.server_port = int(self.server_address[1])
+        super().__init__(port, _Handler, tls)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("management API connection from %s failed", client_address, exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "Microsoft-HTTPAPI/2.0"
-    sys_version = ""
     timeout = IDLE_TIMEOUT
-
-    def setup(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(HANDSHAKE_TIMEOUT)
-            self.request.do_handshake()
-        super().setup()
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.request)
 
     # x-ms-request-id on every response, also the ones BaseHTTPRequestHandler makes itself (send_error)
     _request_id_sent = True
@@ -394,11 +352,7 @@ class ManagementServer:
             t.join(timeout=5)
         for s in self._servers:
             s.server_close()
-            with s.connections_lock:
-                conns = list(s.connections)
-            for c in conns:
-                with contextlib.suppress(OSError):
-                    c.shutdown(socket.SHUT_RDWR)
+            s.drop_connections()
         for t in self._threads:
             t.join(timeout=5)
         self._servers = []
