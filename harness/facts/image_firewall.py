@@ -454,10 +454,10 @@ def parse_rule(rule_id: str, text: str, store: str) -> FirewallRule:
         problems.add(f"ports are only valid with Protocol=6 or 17; Protocol is {shown}")
         usable = False
 
-    remote_addresses = tuple(v for name in REMOTE_ADDRESS_FIELDS for v in values.get(name.lower(), []))
     address_specs = tuple(
         _parse_address(name, v, problems) for name in REMOTE_ADDRESS_FIELDS for v in values.get(name.lower(), [])
     )
+    remote_addresses = tuple(spec.text for spec in address_specs)
     if any(spec.kind == "invalid" for spec in address_specs):
         usable = False  # Windows rejects a rule whose address it cannot read
     interfaces = tuple(v for name in ("IF", "IFType") for v in values.get(name.lower(), []))

@@ -1287,19 +1287,12 @@ def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed:
             raise ForeignImage(path, found)
         suffix = path.suffix.lower()
         verdict = not_an_image(found, fs)
+        seen = f" ({verdict})" if verdict else f" (the data is {found.name})"
         if suffix in (".vhd", ".avhd") and not found.non_windows:
             # The name breaks the tie: a partitioned disk or NTFS volume without a footer is a truncated VHD.
-            raise Unreadable(
-                path,
-                "no VHD footer ('conectix') in the last 512 bytes: truncated or not a VHD"
-                + (f" ({verdict})" if verdict else f" (the data is {found.name})"),
-            )
+            raise Unreadable(path, "no VHD footer ('conectix') in the last 512 bytes: truncated or not a VHD" + seen)
         if suffix in (".vhdx", ".avhdx") and not found.non_windows:
-            raise Unreadable(
-                path,
-                "no VHDX file identifier ('vhdxfile') at offset 0: not a VHDX"
-                + (f" ({verdict})" if verdict else f" (the data is {found.name})"),
-            )
+            raise Unreadable(path, "no VHDX file identifier ('vhdxfile') at offset 0: not a VHDX" + seen)
         if found.kind == "empty":
             raise Unreadable(path, verdict or "empty file")
         if fs % SECTOR:
