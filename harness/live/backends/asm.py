@@ -15,6 +15,7 @@ from harness.facts.live.deployment import DeploymentFacts, InstanceEndpointFacts
 from harness.facts.servicemodel import ServiceConfiguration, ServiceDefinition
 from harness.live.backends.common import as_int, as_text, definition, input_endpoints, parse_deployment_configuration
 from harness.live.errors import StageError, TargetError
+from harness.live.health import MGMT
 from harness.live.management import ManagementClient, ManagementError
 from harness.live.masking import Masker
 
@@ -39,8 +40,6 @@ class AsmBackend:
         return self.ctx.management_client()
 
     def down(self) -> bool:
-        from harness.live.health import MGMT
-
         client = self.ctx.management_if_built
         return client is not None and self.ctx.health.down(MGMT, client.base_url) is not None
 
