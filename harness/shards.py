@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.ascii import parse_ascii_int
 from harness.engine.artefact import CSCFG, CSDEF, CSPKG, kind_of
-from harness.subjects import Pairing, name_prefix, sibling_definition
+from harness.subjects import Pairing, definitions_beside, name_prefix, one_definition, sibling_definition
 
 
 @dataclass(frozen=True)
@@ -79,16 +79,11 @@ def set_of(path: Path, pairing: Pairing) -> Path:
         sibling = sibling_definition(path)
         return sibling if sibling is not None else path
     if kind == CSPKG:
-        try:
-            siblings = sorted(p for p in path.parent.iterdir() if p.suffix.lower() == ".csdef" and p.is_file())
-        except OSError:
-            return path
         stem = path.name[: -len(path.suffix)]
-        matches = [p for p in siblings if name_prefix(p.name, "servicedefinition") in (stem, stem + "__", stem + ".")]
-        if len(matches) > 1:
-            source = [p for p in matches if ".build." not in p.name.lower()]
-            matches = source if len(source) == 1 else []
-        return matches[0] if len(matches) == 1 else path
+        prefixes = (stem, stem + "__", stem + ".")
+        siblings = definitions_beside(path)
+        match = one_definition([p for p in siblings if name_prefix(p.name, "servicedefinition") in prefixes])
+        return match if match is not None else path
     return path
 
 

@@ -116,13 +116,23 @@ def sibling_definition(cscfg: Path) -> Path | None:
     prefix = name_prefix(cscfg.name, "serviceconfiguration")
     if prefix is None:
         prefix = ""
-    try:
-        siblings = sorted(p for p in cscfg.parent.iterdir() if p.suffix.lower() == ".csdef" and p.is_file())
-    except OSError:
-        return None
+    siblings = definitions_beside(cscfg)
     candidates = [p for p in siblings if name_prefix(p.name, "servicedefinition") == prefix]
     if not candidates and len(siblings) == 1 and prefix == "":
         candidates = siblings
+    return one_definition(candidates)
+
+
+def definitions_beside(path: Path) -> list[Path]:
+    """The .csdef files in ``path``'s folder, sorted (none when the folder cannot be listed)."""
+    try:
+        return sorted(p for p in path.parent.iterdir() if p.suffix.lower() == ".csdef" and p.is_file())
+    except OSError:
+        return []
+
+
+def one_definition(candidates: list[Path]) -> Path | None:
+    """The one csdef of ``candidates``; of several, the one that is not a build output (``.build.``); else None."""
     if len(candidates) > 1:
         source = [p for p in candidates if ".build." not in p.name.lower()]
         candidates = source if len(source) == 1 else []

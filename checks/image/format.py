@@ -35,11 +35,16 @@ def no_windows(facts: ImageFacts) -> bool:
     return not facts.windows_found and ("volume" in facts.parts_read or bool(facts.contents))
 
 
+def _not_without_windows(facts: ImageFacts) -> None:
+    """A disk read and found to hold no Windows gets VMR018 alone."""
+    if no_windows(facts):
+        raise NotApplicable("the image holds no Windows installation: VMR018 is its verdict")
+
+
 def _only_windows_disks(facts: ImageFacts) -> None:
     """Container rules judge Windows disks: a disk without Windows gets VMR018 alone, a container that was not
     read (QCOW2, VMDK, VDI) VMR013 alone."""
-    if no_windows(facts):
-        raise NotApplicable("the image holds no Windows installation: VMR018 is its verdict")
+    _not_without_windows(facts)
     fmt = facts.container.format
     if fmt in FOREIGN_FORMATS:
         raise NotApplicable(f"the {FOREIGN_FORMATS[fmt]} container is not read: VMR013 is its verdict")
@@ -52,8 +57,13 @@ def conversion(fmt: str, name: str) -> str:
 
 def _vhd_name(name: str) -> str:
     """The converted file's name: ``disk.img`` → ``disk.vhd`` (``disk-fixed.vhd`` when that is the input)."""
+    return _renamed(name, "vhd", "fixed")
+
+
+def _renamed(name: str, ext: str, clash: str) -> str:
+    """``name`` with the extension ``ext``, or ``STEM-clash.ext`` when that would be ``name`` itself."""
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    return f"{stem}.vhd" if f"{stem}.vhd" != name else f"{stem}-fixed.vhd"
+    return f"{stem}.{ext}" if f"{stem}.{ext}" != name else f"{stem}-{clash}.{ext}"
 
 
 class VhdFooterInvalid(ImageRule):
@@ -232,8 +242,7 @@ class ImageNotVhd(ImageRule):
     references = refs("azure-prepare-vhd", "vhd-spec", "ms-vhdx", "azure-resize-vhd")
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
-        if no_windows(facts):
-            raise NotApplicable("the image holds no Windows installation: VMR018 is its verdict")
+        _not_without_windows(facts)
         info = facts.container
         fmt = info.format
         name = _container(subject)
@@ -248,8 +257,7 @@ class ImageNotVhd(ImageRule):
             )
             return
         if fmt == "raw" and info.detected and info.virtual_size < info.file_size:
-            stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-            data = f"{stem}.raw" if f"{stem}.raw" != name else f"{stem}-data.raw"
+            data = _renamed(name, "raw", "data")
             command = f"head -c {info.virtual_size} {name} > {data} && {conversion('raw', data)}"
             yield self.finding(
                 subject,
@@ -516,9 +524,8 @@ class NoWindowsInstallation(ImageRule):
             return
         if "volume" not in facts.parts_read:
             raise NotApplicable(missing_part_reason(facts, "volume"))
-        if not facts.windows_found:
-            yield self.finding(
-                subject,
-                "\\Windows\\System32\\config",
-                "no Windows installation on the image's NTFS volume (no SYSTEM or SOFTWARE hive)",
-            )
+        yield self.finding(
+            subject,
+            "\\Windows\\System32\\config",
+            "no Windows installation on the image's NTFS volume (no SYSTEM or SOFTWARE hive)",
+        )

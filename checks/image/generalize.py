@@ -589,10 +589,11 @@ class EncryptedFileNotChecked(ImageRule):
 
     def judge(self, subject: ImageSubject, facts: ImageFacts) -> Iterator[Finding]:
         for path in facts.encrypted_files:
+            location = image_location(path)
             yield self.finding(
                 subject,
-                image_location(path),
-                f"{image_location(path)} is EFS-encrypted: its content was not checked, and new instances cannot "
+                location,
+                f"{location} is EFS-encrypted: its content was not checked, and new instances cannot "
                 "read it without the encrypting user's key: decrypt it (cipher /d) or remove it before sysprep",
-                evidence={"path": image_location(path)},
+                evidence={"path": location},
             )

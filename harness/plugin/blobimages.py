@@ -21,10 +21,6 @@ from harness.readers.image import blob
 _REF = re.compile(r"^\{\s*(env|file)\s*:\s*(.+?)\s*\}$")
 
 
-def is_blob_url(value: str) -> bool:
-    return blob.is_blob_url(value)
-
-
 def placeholder(value: str) -> Path:
     """The placeholder path the pipeline collects for the blob image ``value``; UsageError when the URL or its
     secret reference is bad (the message never quotes the query)."""
@@ -65,8 +61,3 @@ class _Owner:
 def display_of(path: Path) -> str | None:
     """The URL (without query) a collected placeholder stands for, or None for an ordinary file."""
     return blob.registered_label(path)
-
-
-def secrets() -> list[str]:
-    """The SAS tokens and account keys resolved in this process (for maskers)."""
-    return blob.registered_secrets()
