@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import zipfile
 from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
+
+from bench.measure import children_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,16 +81,11 @@ def _child(stage: str, samples: Path) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _cli_timed(samples: Path, workers: int = 0, force: bool = False) -> tuple[float, float]:
     """(wall, CPU) seconds of one `vmrole lint` of the corpus (CPU: the whole process tree, xdist workers too)."""
-    cpu = _children_cpu()
+    cpu = children_cpu()
     wall = _cli(samples, workers, force)
-    return wall, _children_cpu() - cpu
+    return wall, children_cpu() - cpu
 
 
 def _cli(samples: Path, workers: int = 0, force: bool = False) -> float:

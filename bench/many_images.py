@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from bench.measure import children_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -53,11 +54,6 @@ def build_images(count: int, files: int) -> list[Path]:
     return paths
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_lint(images: list[Path], workers: int, tmp: Path) -> dict:
     """One `vmrole lint` of every image; wall and CPU seconds, reads per image, and the report's essentials."""
     vmrole = Path(sys.executable).with_name("vmrole")
@@ -67,9 +63,9 @@ def run_lint(images: list[Path], workers: int, tmp: Path) -> dict:
     cmd = [str(vmrole), "lint", *[a for p in images for a in ("--image", str(p))]]
     cmd += ["--no-allure", "--report-dir", str(report), "-q", "-q"] + (["-n", str(workers)] if workers else [])
     env = {**os.environ, "VMR_IMAGE_READ_LOG": str(log)}
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if proc.returncode not in (0, 1):
         raise SystemExit(f"vmrole lint failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     reads = Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines()) if log.exists() else Counter()

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MB = 1_000_000
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the waited-for child processes (their whole trees) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Process-tree peak memory and wall time
