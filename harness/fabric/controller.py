@@ -44,7 +44,6 @@ log = logging.getLogger("vmrole.fabric")
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 #: (role, certificate name) -> (certificate PEM, key PEM) of a service certificate the hosted service holds
 Uploaded = dict[tuple[str, str], tuple[Path, Path]]
-ROTATION_DEADLINE = 15.0
 
 
 def _probe_profile() -> Any:
@@ -305,9 +304,7 @@ class Controller:
         storage_secret = self.layout.secrets / "storage-connection-string"
         write_text_atomic(storage_secret, self.azurite.connection_string)
         os.chmod(storage_secret, 0o600)
-        effective = self._effective_cscfg(self.azurite.connection_string)
-        write_text_atomic(self.layout.cscfg, effective)
-        self.effective_cscfg = effective
+        write_text_atomic(self.layout.cscfg, self._effective_cscfg(self.azurite.connection_string))
 
         configs = {inst.id: self.instance_config(inst) for inst in self.spec.instances}
         self.instances = Instances(
@@ -389,7 +386,7 @@ class Controller:
         """Ready means every Ready instance is in its load balancer's rotation, not merely started."""
         from harness.fabric.deployments import wait_for_rotation
 
-        wait_for_rotation(self.haproxy, self.spec, ROTATION_DEADLINE)
+        wait_for_rotation(self.haproxy, self.spec)
 
     def _start_one(self, instance_id: str) -> None:
         assert self.instances is not None

@@ -525,31 +525,35 @@ class HostedServices:
             dep.modified = _now()
         time.sleep(dep.instances.step_seconds)
 
-    def _walk_instances(self, dep: Deployment, status: str) -> None:
+    def _walk_instances(self, dep: Deployment, status: str, instance_ids: list[str]) -> None:
         with dep.instances.lock:
-            for inst in dep.spec.instances:
-                dep.instances.phase[inst.id] = status
+            for i in instance_ids:
+                dep.instances.phase[i] = status
         self.controller.write_ready()
         time.sleep(dep.instances.step_seconds)
 
-    def _stop_instances(self, dep: Deployment) -> None:
+    def _stop_instances(self, dep: Deployment, instance_ids: list[str] | None = None) -> None:
+        """``instance_ids`` (default: all of the deployment) out of rotation, StoppingRole → StoppedVM."""
+        ids = [i.id for i in dep.spec.instances] if instance_ids is None else instance_ids
         ins = dep.instances
-        for inst in dep.spec.instances:
-            ins.set_ready(inst.id, False)
-        self._walk_instances(dep, platform.STOPPING)
-        _each(ins.stop, [i.id for i in dep.spec.instances])
-        self._walk_instances(dep, platform.STOPPED_VM)
+        for i in ids:
+            ins.set_ready(i, False)
+        self._walk_instances(dep, platform.STOPPING, ids)
+        _each(ins.stop, ids)
+        self._walk_instances(dep, platform.STOPPED_VM, ids)
 
-    def _start_instances(self, dep: Deployment) -> None:
+    def _start_instances(self, dep: Deployment, instance_ids: list[str] | None = None) -> None:
+        """``instance_ids`` (default: all of the deployment) StartingVM → BusyRole → ReadyRole, in rotation."""
+        ids = [i.id for i in dep.spec.instances] if instance_ids is None else instance_ids
         ins = dep.instances
-        self._walk_instances(dep, platform.STARTING_VM)
-        _each(ins.start, [i.id for i in dep.spec.instances])
-        self._walk_instances(dep, platform.BUSY)
-        for inst in dep.spec.instances:
-            ins.set_ready(inst.id, True)
+        self._walk_instances(dep, platform.STARTING_VM, ids)
+        _each(ins.start, ids)
+        self._walk_instances(dep, platform.BUSY, ids)
+        for i in ids:
+            ins.set_ready(i, True)
         with ins.lock:
-            for inst in dep.spec.instances:
-                ins.phase.pop(inst.id, None)
+            for i in ids:
+                ins.phase.pop(i, None)
         if dep.haproxy is not None:
             wait_for_rotation(dep.haproxy, dep.spec)
 
@@ -597,8 +601,6 @@ class HostedServices:
                 dep.spec = dataclasses.replace(dep.spec, cscfg_text=text)
                 dep.status = before
                 dep.modified = _now()
-                if dep.instances is self.controller.instances:
-                    self.controller.effective_cscfg = effective
 
         return self._run(op, work)
 
@@ -629,30 +631,8 @@ class HostedServices:
     def _recycle(self, dep: Deployment, instance_ids: list[str]) -> None:
         """Stop and start ``instance_ids`` together (an upgrade domain): StoppingRole → StoppedVM → StartingVM →
         BusyRole → ReadyRole, out of rotation meanwhile."""
-        ins = dep.instances
-
-        def walk(status: str) -> None:
-            with ins.lock:
-                for i in instance_ids:
-                    ins.phase[i] = status
-            self.controller.write_ready()
-            time.sleep(ins.step_seconds)
-
-        for i in instance_ids:
-            ins.set_ready(i, False)
-        walk(platform.STOPPING)
-        _each(ins.stop, instance_ids)
-        walk(platform.STOPPED_VM)
-        walk(platform.STARTING_VM)
-        _each(ins.start, instance_ids)
-        walk(platform.BUSY)
-        for i in instance_ids:
-            ins.set_ready(i, True)
-        with ins.lock:
-            for i in instance_ids:
-                ins.phase.pop(i, None)
-        if dep.haproxy is not None:
-            wait_for_rotation(dep.haproxy, dep.spec)
+        self._stop_instances(dep, instance_ids)
+        self._start_instances(dep, instance_ids)
 
     def _domain(self, dep: Deployment, upgrade: Upgrade, domain: int) -> list[str]:
         return [
@@ -1069,11 +1049,9 @@ def _package_definition(package: Path) -> Any:
 
 def _release(dep: Deployment) -> None:
     """What a deleted deployment held: its VIP claim and (one made through the API) its state folder."""
-    from harness.fabric import ports
+    from harness.fabric.ports import release_vip
 
-    release = getattr(ports, "release_vip", None)
-    if release is not None and hasattr(dep.spec, "vip"):
-        release(dep.spec.vip)
+    release_vip(dep.spec.vip)
     if isinstance(dep.layout, DeploymentLayout):  # never the fabric's own root
         shutil.rmtree(dep.layout.root, ignore_errors=True)
 
@@ -1122,13 +1100,12 @@ def _with_addresses_of(spec: DeploymentSpec, other: DeploymentSpec) -> Deploymen
 
     roles = tuple(dataclasses.replace(r, endpoints=tuple(endpoint(e) for e in r.endpoints)) for r in spec.roles)
     instances = tuple(instance(i) for i in spec.instances)
-    changed = dataclasses.replace(spec, roles=roles, instances=instances)
-    return dataclasses.replace(changed, vip=_vip(other)) if hasattr(spec, "vip") else changed
+    return dataclasses.replace(spec, roles=roles, instances=instances, vip=_vip(other))
 
 
 def _vip(spec: DeploymentSpec) -> str:
     """The deployment's own VIP (``harness.fabric.ports.claim_vip``), 127.0.0.1 for a spec without one."""
-    return str(getattr(spec, "vip", None) or "127.0.0.1")
+    return spec.vip or "127.0.0.1"
 
 
 def _probe() -> Any:

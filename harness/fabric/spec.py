@@ -362,10 +362,11 @@ def build_spec(
                 if ep.kind != INSTANCE_INPUT:
                     continue
                 declared, missing = _range_port(ep, index)
-                instance_declared[ep.name] = declared if missing is None else None
+                wanted = declared if missing is None else None
+                instance_declared[ep.name] = wanted
                 instance_public[ep.name] = public.resolve(
                     f"{role.name}_IN_{index}/{ep.name}",
-                    declared if missing is None else None,
+                    wanted,
                     udp=(ep.protocol or "").lower() == "udp",
                     missing=missing,
                 )

@@ -52,9 +52,6 @@ V_ANY = "2009-10-01"  # Get/Create/Delete/Swap/Change Configuration/Update Statu
 V_SERVICE = "2010-10-28"  # Create, Update and Delete Cloud Service, name availability
 V_DELETE_INSTANCES = "2013-08-01"  # Delete Role Instances
 
-#: a verb check: (allowed method, oldest x-ms-version) → raises the server's InvalidHttpVerb / version error
-Accept = Callable[[str, str], None]
-
 
 @dataclass(frozen=True)
 class Reply:

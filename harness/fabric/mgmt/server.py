@@ -62,7 +62,7 @@ from harness.fabric.deployments import ApiProblem, Deployment, HostedService, Ho
 from harness.fabric.httpbase import LOOPBACK, LoopbackHandler, LoopbackServer
 from harness.fabric.mgmt import xml as mx
 from harness.fabric.mgmt.faults import TIMEOUT, FaultState
-from harness.fabric.mgmt.operations import Router, child_text, parse_body
+from harness.fabric.mgmt.operations import MISSING_QUERY_MESSAGE, Router, child_text, parse_body
 from harness.fabric.mgmt.tls import accept_any_client_certificate
 from harness.fabric.views import Conflict, DeploymentView, Lifecycle
 from harness.facts.live.platform import IN_PROGRESS
@@ -118,11 +118,7 @@ def _iso(value: str | None, default: float) -> float:
     try:
         parsed = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise _ApiError(
-            400,
-            "MissingOrInvalidRequiredQueryParameter",
-            "A required query parameter was not specified for this request or was specified incorrectly.",
-        ) from None
+        raise _ApiError(400, "MissingOrInvalidRequiredQueryParameter", MISSING_QUERY_MESSAGE) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
