@@ -114,6 +114,11 @@ class InstanceLayout:
     def local_storage(self, name: str) -> Path:
         return self.root / "drives" / "local" / name
 
+    @property
+    def temp_drive(self) -> Path:
+        """A scale-set VM's temporary disk (D:, winrm/disks.py): emptied by a reimage."""
+        return self.root / "drives" / "temp"
+
 
 def make_private_dir(path: Path) -> Path:
     """``path`` (and missing parents) as a directory only its owner can enter (0700 whatever the umask)."""

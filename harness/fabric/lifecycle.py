@@ -113,6 +113,7 @@ class Instances:
         il = self.ilayout(inst.id)
         _copy_tree(self.layout.image_os, il.os_drive)
         _empty(il.app_drive)
+        _empty(il.temp_drive)
         for storage in self.spec.role(inst.role).local_storage:
             il.local_storage(storage.name).mkdir(parents=True, exist_ok=True)
         write_json_atomic(il.config, self.configs[inst.id])
@@ -251,6 +252,7 @@ class Instances:
             return
         _copy_tree(self.layout.image_os, il.os_drive)
         _empty(il.app_drive)
+        _empty(il.temp_drive)  # a scale-set VM's temporary disk: a reimage does not keep it
         lose = kind == "rebuild" or inst.id in self.lose_local_storage
         self.lose_local_storage.discard(inst.id)
         for storage in self.spec.role(inst.role).local_storage:
