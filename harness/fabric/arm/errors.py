@@ -24,15 +24,27 @@ from typing import Any
 class ArmError(Exception):
     """An ARM error answer."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        target: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.target = target  # the parameter or property at fault, as Compute names it
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.target is not None:
+            error["target"] = self.target
+        return {"error": error}
 
 
 def www_authenticate(authority: str, description: str) -> str:
@@ -141,3 +153,30 @@ def method_not_allowed(method: str) -> ArmError:
 
 def bad_request(message: str) -> ArmError:
     return ArmError(400, "BadRequest", message)
+
+
+def inactive_instance(instance_id: str) -> ArmError:
+    """An ``instanceIds`` entry the scale set does not have: Compute's answer, as quoted in public reports
+    (https://github.com/Azure/azure-cli/issues/25476, https://github.com/microsoft/onefuzz/issues/2547)."""
+    return ArmError(
+        400,
+        "InvalidParameter",
+        f"The provided instanceId {instance_id} is not an active Virtual Machine Scale Set VM instanceId.",
+        target="instanceIds",
+    )
+
+
+def missing_parameter(name: str) -> ArmError:
+    """A required body parameter absent (Compute's wording for a null required parameter; best estimate for
+    ``instanceIds`` of a delete, whose exact answer is not documented)."""
+    return ArmError(400, "InvalidParameter", f"Required parameter '{name}' is missing (null).", target=name)
+
+
+def property_change_not_allowed(path: str, why: str) -> ArmError:
+    """A scale-set update changing what the fabric cannot change: Compute's ``PropertyChangeNotAllowed`` (409,
+    ``Changing property '…' is not allowed.``), with the fabric's reason appended."""
+    return ArmError(409, "PropertyChangeNotAllowed", f"Changing property '{path}' is not allowed. {why}", target=path)
+
+
+def operation_not_allowed(message: str) -> ArmError:
+    return ArmError(409, "OperationNotAllowed", message)

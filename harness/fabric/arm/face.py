@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness.fabric.arm import throttle
+from harness.fabric.arm import query, throttle
 from harness.fabric.arm.resources import Names
 from harness.fabric.arm.server import ArmServer
 from harness.fabric.arm.tokens import Issuer
@@ -104,6 +104,7 @@ class ArmFace:
             port=port,
             faults=getattr(c, "mgmt_faults", None),
             throttle=throttle.parse(os.environ.get(throttle.ENV)),
+            page_size=query.page_size(os.environ.get(query.PAGE_SIZE_ENV)),
         )
         self.server.start()
 

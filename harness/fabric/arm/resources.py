@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,8 @@ class View:
         self.b = backend
         self.n = names
         self.created = created
+        #: scale set -> the capacity an update under way goes to, else None (the ARM server's Scaler)
+        self.pending: Callable[[str], int | None] = lambda vmss: None
 
     # ---- naming ---------------------------------------------------------------------------------
     @property
@@ -342,13 +345,18 @@ class View:
     def vmss(self, vmss: str) -> dict[str, Any]:
         role = self.role(vmss)
         members = self.members(vmss)
-        updating = any(self.phase(i)[0] != "Succeeded" for i in members)
+        target = self.pending(vmss)
+        updating = target is not None or any(self.phase(i)[0] != "Succeeded" for i in members)
         return {
             "id": self.vmss_id(vmss),
             "name": vmss,
             "type": VMSS_TYPE,
             "location": LOCATION,
-            "sku": {"name": arm_size(role.vmsize), "tier": "Standard", "capacity": len(members)},
+            "sku": {
+                "name": arm_size(role.vmsize),
+                "tier": "Standard",
+                "capacity": len(members) if target is None else target,
+            },
             "properties": {
                 "singlePlacementGroup": True,
                 "orchestrationMode": "Uniform",

@@ -8,8 +8,12 @@ Served (``{rg}`` the resource group, names compared case-insensitively as ARM do
 | POST | ``/{tenant}/oauth2/v2.0/token`` (client credentials) | — |
 | GET | ``/subscriptions/{s}[/resourceGroups/{rg}]/providers/Microsoft.Compute/virtualMachineScaleSets`` | Compute |
 | GET | ``…/virtualMachineScaleSets/{vmss}`` and ``…/{vmss}/instanceView`` | Compute |
-| GET | ``…/{vmss}/virtualMachines``, ``…/virtualMachines/{id}`` (``$expand``), ``…/{id}/instanceView`` | Compute |
+| PUT, PATCH | ``…/virtualMachineScaleSets/{vmss}``: ``sku.capacity`` only (``scale.py``) → 200 + async | Compute |
+| GET | ``…/{vmss}/virtualMachines`` (``$filter``, ``$select``, ``$expand``, paged: ``query.py``) | Compute |
+| GET | ``…/virtualMachines/{id}`` (``$expand``), ``…/{id}/instanceView`` | Compute |
 | POST | ``…/virtualMachines/{id}/reimage|restart|powerOff|start|deallocate`` → 202 + async headers | Compute |
+| POST | ``…/{vmss}/reimage|reimageall|restart|powerOff|start|deallocate`` (``instanceIds``, else all) | Compute |
+| POST | ``…/{vmss}/delete`` (``{"instanceIds": […]}``), DELETE ``…/virtualMachines/{id}`` → 202 + async | Compute |
 | GET | ``/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{op}[?monitor=true]`` | Compute |
 | POST | ``…/virtualMachines/{id}/reimageall`` (the fabric's rebuild: local storage too) | Compute |
 | GET | ``…/{id}/networkInterfaces``, ``…/{vmss}/networkInterfaces``, ``…/{vmss}/publicipaddresses`` | 2018-10-01 |
@@ -34,10 +38,11 @@ import ssl
 import threading
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from harness.fabric import views
-from harness.fabric.arm import errors, lro
+from harness.fabric.arm import errors, lro, scale
+from harness.fabric.arm import query as vm_query
 from harness.fabric.arm.errors import ArmError
 from harness.fabric.arm.resources import LOCATION, Names, View
 from harness.fabric.arm.throttle import Buckets
@@ -60,6 +65,7 @@ _RG = _SUB + r"/resourcegroups/(?P<rg>[^/]+)"
 _VMSS = _RG + r"/providers/microsoft\.compute/virtualmachinescalesets"
 _NET = _RG + r"/providers/microsoft\.network"
 _ACTION_NAMES = ("reimage", "reimageall", "restart", "poweroff", "start", "deallocate")
+_SET_ACTION_NAMES = (*_ACTION_NAMES, "delete")
 # (method, pattern, handler name, api family)
 ROUTES = [
     ("GET", _SUB + r"/providers/microsoft\.compute/virtualmachinescalesets", "vmss_list_all", "compute"),
@@ -71,9 +77,18 @@ ROUTES = [
     ),
     ("GET", _VMSS, "vmss_list", "compute"),
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)", "vmss_get", "compute"),
+    ("PUT", _VMSS + r"/(?P<vmss>[^/]+)", "vmss_update", "compute"),
+    ("PATCH", _VMSS + r"/(?P<vmss>[^/]+)", "vmss_update", "compute"),
+    (
+        "POST",
+        _VMSS + r"/(?P<vmss>[^/]+)/(?P<action>" + "|".join(_SET_ACTION_NAMES) + ")",
+        "vmss_action",
+        "compute",
+    ),
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)/instanceview", "vmss_instance_view", "compute"),
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines", "vm_list", "compute"),
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)", "vm_get", "compute"),
+    ("DELETE", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)", "vm_delete", "compute"),
     ("GET", _VMSS + r"/(?P<vmss>[^/]+)/virtualmachines/(?P<vm>[^/]+)/instanceview", "vm_instance_view", "compute"),
     (
         "POST",
@@ -89,6 +104,8 @@ ROUTES = [
     ("GET", _NET + r"/publicipaddresses", "pip_list", "network"),
     ("GET", _NET + r"/publicipaddresses/(?P<pip>[^/]+)", "pip_get", "network"),
 ]
+#: handlers that read the request's method and body
+_WITH_BODY = {"vmss_update", "vmss_action"}
 _COMPILED = [(m, re.compile(p + r"/?$", re.IGNORECASE), h, fam) for m, p, h, fam in ROUTES]
 _VERSIONS = {"compute": COMPUTE_VERSIONS, "network": NETWORK_VERSIONS, "vmss-nic": VMSS_NIC_VERSIONS}
 _TYPES = {"compute": "virtualMachineScaleSets", "network": "loadBalancers", "vmss-nic": "virtualMachineScaleSets"}
@@ -129,6 +146,7 @@ class ArmServer:
         throttle: dict[str, tuple[float, float]] | None = None,
         retry_after: int = 1,
         created: float | None = None,
+        page_size: int = vm_query.DEFAULT_PAGE_SIZE,
     ) -> None:
         import time
 
@@ -143,6 +161,9 @@ class ArmServer:
         self.retry_after = retry_after
         self.view = View(backend, names, created or time.time())
         self.operations = lro.Operations(backend)
+        self.scaler = scale.Scaler(backend)
+        self.view.pending = self.scaler.pending_capacity
+        self.page_size = page_size
         self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.tls.load_cert_chain(cert, key)
         self._stop = threading.Event()
@@ -192,7 +213,7 @@ class ArmServer:
         if ident and not path.lower().startswith("/subscriptions/"):
             return self._identity(method, ident, body, headers)
         try:
-            return self._arm(method, path, query, headers)
+            return self._arm(method, path, query, headers, body)
         except ArmError as exc:
             return Answer(exc.status, exc.body(), exc.headers)
 
@@ -228,7 +249,7 @@ class ArmServer:
             return Answer(200, self.issuer.openid_configuration(tenant))
         return Answer(200, self.issuer.jwks())
 
-    def _arm(self, method: str, path: str, query: dict[str, list[str]], headers: Any) -> Answer:
+    def _arm(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes = b"") -> Answer:
         self.issuer.verify(headers.get("Authorization"))
         route = None
         path_matched = False
@@ -267,7 +288,8 @@ class ArmServer:
             raise errors.conflict() if fault.status_code == 409 else errors.internal_error()
         if "rg" in match.groupdict():
             self._check_group(path)
-        answer: Answer = getattr(self, handler)(query=query, **match.groupdict())
+        extra = {"method": method, "body": body} if handler in _WITH_BODY else {}
+        answer: Answer = getattr(self, handler)(query=query, **match.groupdict(), **extra)
         answer.headers[f"x-ms-ratelimit-remaining-subscription-{kind}"] = str(value)
         return answer
 
@@ -313,8 +335,36 @@ class ArmServer:
 
     def vm_list(self, query: Any, sub: str, rg: str, vmss: str) -> Answer:
         name = self._vmss_name(vmss)
-        expand = _expand(query)
-        return Answer(200, {"value": [self.view.vm(i, expand=expand) for i in self.view.members(name)]})
+        wanted = vm_query.vm_list_query(
+            _one(query, "$filter"), _one(query, "$select"), _one(query, "$expand"), _one(query, "$skiptoken")
+        )
+        # every fabric VM runs its set's model: latestModelApplied is always true
+        members = [] if wanted.latest_model is False else sorted(self.view.members(name), key=lambda i: i.index)
+        page = members[wanted.skip : wanted.skip + self.page_size]
+        vms = [self._listed_vm(i, wanted) for i in page]
+        body: dict[str, Any] = {"value": vms}
+        if wanted.skip + self.page_size < len(members):
+            body["nextLink"] = self._next_link(rg, name, query, wanted.skip + self.page_size)
+        return Answer(200, body)
+
+    def _listed_vm(self, inst: Any, wanted: vm_query.VmListQuery) -> dict[str, Any]:
+        vm = self.view.vm(inst, expand=wanted.instance_view)
+        view = vm["properties"].get("instanceView")
+        if view is not None and wanted.statuses_only:
+            statuses = view["statuses"]
+            if wanted.power_state_only:
+                statuses = [s for s in statuses if s["code"].startswith("PowerState/")]
+            vm["properties"]["instanceView"] = {"statuses": statuses}
+        return vm
+
+    def _next_link(self, rg: str, vmss: str, query: dict[str, list[str]], offset: int) -> str:
+        params = {k: v[0] for k, v in query.items() if v and k.lower() != "$skiptoken"}
+        params["$skiptoken"] = vm_query.skiptoken(offset)
+        path = (
+            f"/subscriptions/{self.names.subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+            f"virtualMachineScaleSets/{vmss}/virtualMachines"
+        )
+        return f"{self.base_url}{path}?{urlencode(params, safe='$', quote_via=quote)}"
 
     def vm_get(self, query: Any, sub: str, rg: str, vmss: str, vm: str) -> Answer:
         return Answer(200, self.view.vm(self._member(vmss, vm), expand=_expand(query)))
@@ -325,23 +375,84 @@ class ArmServer:
     def vm_action(self, query: Any, sub: str, rg: str, vmss: str, vm: str, action: str) -> Answer:
         inst = self._member(vmss, vm)
         try:
-            op = self.operations.begin(_ACTIONS[action.lower()], inst.id)
+            op = self.operations.begin(_ACTIONS[action.lower()], [inst.id])
         except views.Conflict:
             raise errors.conflict() from None
+        return self._accepted(op)
+
+    def vm_delete(self, query: Any, sub: str, rg: str, vmss: str, vm: str) -> Answer:
+        name = self._vmss_name(vmss)
+        inst = self.view.member(name, vm)
+        if inst is None:  # ARM's DELETE of a resource that is not there (any more)
+            return Answer(204, None)
+        return self._accepted(self.operations.track("delete", self.scaler.delete(name, [inst.id])))
+
+    def vmss_action(self, query: Any, sub: str, rg: str, vmss: str, action: str, method: str, body: bytes) -> Answer:
+        """A scale-set-wide action on the VMs ``{"instanceIds": [...]}`` names (all of them without a body, but
+        for ``delete``, which needs them)."""
+        name = self._vmss_name(vmss)
+        action = action.lower()
+        payload = _json_body(body, required=action == "delete")
+        members = {str(i.index): i for i in self.view.members(name)}
+        ids = _instance_ids(payload, required=action == "delete")
+        if ids is None:
+            targets = [members[k] for k in sorted(members, key=int)]
+        else:
+            missing = [i for i in ids if i not in members]
+            if missing:
+                raise errors.inactive_instance(missing[0])
+            targets = [members[i] for i in ids]
+        if action == "delete":
+            return self._accepted(self.operations.track("delete", self.scaler.delete(name, [i.id for i in targets])))
+        try:
+            op = self.operations.begin(_ACTIONS[action], [i.id for i in targets])
+        except views.Conflict:
+            raise errors.conflict() from None
+        return self._accepted(op)
+
+    def vmss_update(self, query: Any, sub: str, rg: str, vmss: str, method: str, body: bytes) -> Answer:
+        """PUT/PATCH of a scale set: a new ``sku.capacity`` scales it (an LRO); any other change is refused."""
+        name = next((n for n in self.view.vmss_names() if n.lower() == vmss.lower()), None)
+        if name is None:
+            if method == "PUT":
+                raise errors.operation_not_allowed(
+                    f"The local fabric cannot create scale set '{vmss}': its scale sets are the deployment's roles "
+                    f"({', '.join(self.view.vmss_names())})."
+                )
+            raise errors.resource_not_found("Microsoft.Compute/virtualMachineScaleSets", vmss, self.names.group)
+        payload = _json_body(body, required=True)
+        if not isinstance(payload, dict):
+            raise errors.ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+        current = self.view.vmss(name)
+        changed = scale.changed_properties(current, payload)
+        if changed:
+            raise errors.property_change_not_allowed(
+                changed[0], "The local fabric changes a scale set's 'sku.capacity' only."
+            )
+        members = len(self.view.members(name))
+        target = scale.requested_capacity(payload, current["sku"]["capacity"])
+        if target == members and self.scaler.pending_capacity(name) is None:
+            return Answer(200, current)
+        self.scaler.check(name, members, target)
+        op = self.operations.track("scale", self.scaler.scale(name, target))
+        headers = self._async_headers(op)
+        del headers["Location"]  # Compute's PUT/PATCH answer 200 with Azure-AsyncOperation only
+        return Answer(200, self.view.vmss(name), headers)
+
+    def _async_headers(self, op: lro.ArmOperation) -> dict[str, str]:
         version = COMPUTE_VERSIONS[0]
         status_url = (
             f"{self.base_url}/subscriptions/{self.names.subscription}/providers/Microsoft.Compute/locations/"
             f"{LOCATION}/operations/{op.id}"
         )
-        return Answer(
-            202,
-            None,
-            {
-                "Azure-AsyncOperation": f"{status_url}?p={op.id}&api-version={version}",
-                "Location": f"{status_url}?p={op.id}&monitor=true&api-version={version}",
-                "Retry-After": str(self.retry_after),
-            },
-        )
+        return {
+            "Azure-AsyncOperation": f"{status_url}?p={op.id}&api-version={version}",
+            "Location": f"{status_url}?p={op.id}&monitor=true&api-version={version}",
+            "Retry-After": str(self.retry_after),
+        }
+
+    def _accepted(self, op: lro.ArmOperation) -> Answer:
+        return Answer(202, None, self._async_headers(op))
 
     def operation(self, query: Any, sub: str, loc: str, op: str) -> Answer:
         found = self.operations.get(op)
@@ -413,6 +524,38 @@ def _one(query: dict[str, list[str]], name: str) -> str | None:
         if key.lower() == name.lower() and values:
             return values[0]
     return None
+
+
+def _json_body(body: bytes, *, required: bool) -> Any:
+    """The request's JSON body (None when empty and not ``required``); ARM's 400 otherwise."""
+    if not body.strip():
+        if required:
+            raise errors.ArmError(
+                400, "InvalidRequestContent", "The request content was empty: a JSON body is required."
+            )
+        return None
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise errors.ArmError(
+            400, "InvalidRequestContent", f"The request content was invalid and could not be deserialized: {exc}."
+        ) from None
+
+
+def _instance_ids(payload: Any, *, required: bool) -> list[str] | None:
+    """``instanceIds`` of an action's body, without repeats (None: not given, all VMs)."""
+    value = payload.get("instanceIds") if isinstance(payload, dict) else None
+    if value is None:
+        if required:
+            raise errors.missing_parameter("instanceIds")
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        raise errors.ArmError(
+            400, "InvalidParameter", "'instanceIds' must be a list of instance ids.", target="instanceIds"
+        )
+    if not value and required:
+        raise errors.missing_parameter("instanceIds")
+    return list(dict.fromkeys(str(v) for v in value)) or None
 
 
 def _expand(query: dict[str, list[str]]) -> bool:
