@@ -3,9 +3,11 @@
 ``restart``, ``reimage`` and ``reimageAll`` of a scale-set VM are the fabric's reboot, reimage and rebuild
 (``lifecycle.py``: the instance walks StoppingRole → StoppedVM → StartingVM → BusyRole → ReadyRole, a reimage
 copies the base image back onto C:); ``powerOff``, ``start`` and ``deallocate`` stop or start the instance
-process. Each returns an operation id; Compute answers ``202`` with ``Azure-AsyncOperation`` (the status
-resource: ``{"status": "InProgress" | "Succeeded" | "Failed"}``) and ``Location`` (``202`` until done, then
-``200``), as described in
+process. A scale-set-wide action (``instanceIds``) runs on every listed VM at once, as one operation that fails
+if one VM's part does; a scale or a delete of VMs is a deployment operation (``scale.py``) the ARM operation
+follows (:meth:`Operations.track`). Each returns an operation id; Compute answers ``202`` with
+``Azure-AsyncOperation`` (the status resource: ``{"status": "InProgress" | "Succeeded" | "Failed"}``) and
+``Location`` (``202`` until done, then ``200``), as described in
 https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/async-operations. One operation at a
 time runs per deployment: another gets ``409 Conflict`` (the fabric's lifecycle lock).
 """
