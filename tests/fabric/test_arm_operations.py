@@ -342,3 +342,85 @@ def test_vm_list_during_a_scale_shows_the_new_vm_creating(fabric: Fabric, client
         rg(fabric), VMSS, {"sku": {"capacity": count}}, polling_interval=POLL
     ).result(timeout=60)
     assert len(ids(client, fabric)) == count
+
+
+# ---- units: a scale-out's new VM, and one that cannot start ----------------------------------------------
+def _spec() -> Any:
+    from harness.fabric.spec import DeploymentSpec, EndpointSpec, InstanceSpec, RoleSpec
+
+    endpoints = (
+        EndpointSpec("web", "HttpIn", "InputEndpoint", "http", 80, 80, public_port=18080),
+        EndpointSpec("web", "WinRM", "InstanceInputEndpoint", "tcp", None, 5986, serves="winrm-https"),
+    )
+    role = RoleSpec("web", "VirtualMachineRole", "Small", 1, endpoints, (), ())
+    inst = InstanceSpec(
+        id="web_IN_0",
+        role="web",
+        index=0,
+        upgrade_domain=0,
+        fault_domain=0,
+        endpoint_ports={"HttpIn": 20001, "WinRM": 20003},
+        instance_public_ports={"WinRM": 50000},
+        instance_declared_ports={"WinRM": None},
+        agent_port=20002,
+        winrm_https_port=20003,
+        winrm_http_port=20004,
+        internal_ip="127.0.1.4",
+    )
+    return DeploymentSpec("svc", "svc-local", "d" * 32, (role,), (inst,), "", "", vip="127.0.0.1")
+
+
+def test_a_new_vm_gets_its_own_ports_domains_and_address() -> None:
+    from harness.fabric.arm.scale import new_instance
+
+    spec = _spec()
+    inst = new_instance(spec, "web", 7, "127.0.1.9")
+    assert (inst.id, inst.index, inst.upgrade_domain, inst.fault_domain) == ("web_IN_7", 7, 2, 1)
+    assert inst.internal_ip == "127.0.1.9"
+    assert inst.endpoint_ports["WinRM"] == inst.winrm_https_port  # the WinRM endpoint is the VM's own listener
+    old = spec.instances[0]
+    mine = {inst.agent_port, inst.winrm_https_port, inst.winrm_http_port, inst.endpoint_ports["HttpIn"]}
+    assert len(mine) == 4 and not mine & {old.agent_port, old.winrm_https_port, old.winrm_http_port, 20001}
+    assert inst.instance_public_ports["WinRM"] not in (50000, spec.input_endpoints[0].public_port)
+
+
+def test_a_scale_out_whose_vm_cannot_start_fails_and_leaves_the_set_as_it_was() -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from harness.fabric.arm.scale import Scaler
+
+    class Instances:
+        def __init__(self, spec: Any) -> None:
+            self.spec, self.lock, self.phase, self.configs, self.power = spec, threading.RLock(), {}, {}, {}
+            self.step_seconds, self.prepared, self.stopped = 0.0, [], []
+
+        def prepare(self, inst: Any) -> None:
+            self.prepared.append(inst.id)
+
+        def start(self, instance_id: str) -> None:
+            raise RuntimeError(f"instance {instance_id} did not open its ports")
+
+        def stop(self, instance_id: str) -> None:
+            self.stopped.append(instance_id)
+
+    spec = _spec()
+    ins = Instances(spec)
+    dep = SimpleNamespace(spec=spec, instances=ins, haproxy=None, layout=None)
+    changed: list[Any] = []
+    backend = SimpleNamespace(
+        instances=ins,
+        hosted=SimpleNamespace(lock=threading.RLock()),
+        instance_config=lambda inst, spec, layout: {"id": inst.id},
+        production_changed=lambda d: changed.append(d.spec),
+    )
+    scaler = Scaler(backend)
+    slots = scaler._reserve(spec, "web", 1)
+    assert slots == [(1, "127.0.1.5")]
+    with pytest.raises(RuntimeError, match="did not open its ports"):
+        scaler._add(dep, "web", slots)
+    assert ins.prepared == ["web_IN_1"] and ins.stopped == ["web_IN_1"]
+    assert dep.spec is spec and ins.spec is spec and ins.configs == {} and ins.phase == {}
+    assert [len(s.instances) for s in changed] == [2, 1]  # shown while it started, withdrawn after
+    # its id stays used: the next VM gets the one after it
+    assert scaler._reserve(spec, "web", 1) == [(2, "127.0.1.6")]

@@ -252,6 +252,9 @@ class Scaler:
             time.sleep(ins.step_seconds)
             for inst in new:
                 ins.set_ready(inst.id, True)
+        except BaseException:
+            self._withdraw(dep, spec, new)  # the set keeps its VMs of before; the operation fails
+            raise
         finally:
             with ins.lock:
                 for inst in new:
@@ -259,6 +262,23 @@ class Scaler:
         if dep.haproxy is not None:  # the backend pool follows: HAProxy again with the new servers
             dep.haproxy.stop()
         self.b.hosted._start_balancer(dep)
+        if ins is self.b.instances:
+            self.b.production_changed(dep)
+
+    def _withdraw(self, dep: Any, spec: DeploymentSpec, new: list[InstanceSpec]) -> None:
+        """A scale-out that failed: its VMs stop and leave the deployment again (their ids stay used)."""
+        ins = dep.instances
+        for inst in new:
+            try:
+                ins.stop(inst.id)
+            except Exception:  # already gone: nothing to stop
+                continue
+        with self.b.hosted.lock, ins.lock:
+            dep.spec = spec
+            ins.spec = spec
+            for inst in new:
+                ins.configs.pop(inst.id, None)
+                ins.power.pop(inst.id, None)
         if ins is self.b.instances:
             self.b.production_changed(dep)
 
