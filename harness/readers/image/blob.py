@@ -37,6 +37,7 @@ placeholder's path into its ``BlobSource``. Only placeholders registered in this
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -47,7 +48,7 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,6 +91,14 @@ ATTEMPTS = 4
 BACKOFF = 0.5
 MAX_BACKOFF = 8.0
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: Access hints (:meth:`BlobSource.prefetch`): hinted ranges up to this long are fetched exactly (longer ones are
+#: served by blocks and read-ahead, which fetch them within a block of their size); up to :data:`HINT_WINDOW` bytes
+#: of the next hinted ranges at a time, ranges less than :data:`HINT_GAP` apart in one request.
+HINT_MAX_RANGE = MAX_READ_AHEAD
+HINT_WINDOW = 8 * 1024 * 1024
+HINT_GAP = 16 * 1024
+#: A page list larger than this (about a million ranges) is not used: every block is then fetched.
+MAX_PAGE_LIST = 64 * 1024 * 1024
 _SCHEMES = ("https://", "http://", "azure://")
 _PLACEHOLDER_MAGIC = "vmrole blob image placeholder"
 
@@ -181,7 +190,9 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-Transport = Any  # has properties() -> Properties, get(offset, length, etag) -> bytes, close()
+#: has properties() -> Properties, get(offset, length, etag) -> bytes, close(); and optionally
+#: page_ranges(etag) -> [(start, end)] (end exclusive) or None when the list is unusable.
+Transport = Any
 
 
 class BlobSource(FileSource):
@@ -224,6 +235,22 @@ class BlobSource(FileSource):
         self.size = props.size
         self.etag = props.etag
         self.blob_type = props.blob_type
+        # access hints: merged ranges sorted by start, the order they will be read in, and the bytes fetched
+        self._h_start: list[int] = []
+        self._h_end: list[int] = []
+        self._h_rank: list[int] = []  # position of each range in reading order
+        self._h_by_order: list[int] = []  # range indices in reading order
+        self._h_data: dict[int, bytes] = {}
+        self._h_bytes = 0
+        self._h_front = 0  # the furthest range (in reading order) read so far
+        self._h_limit = max(cache_bytes // 2, HINT_WINDOW)
+        self._h_plan: list[tuple[int, int, int]] = []  # (start, end, order) as hinted
+        # page blobs: the ranges holding pages (Get Page Ranges, once); reads elsewhere are zeros, not requests
+        self._pages: tuple[list[int], list[int]] | None = None
+        if self.blob_type == "PageBlob" and hasattr(transport, "page_ranges") and self.size:
+            found = self._retrying("Get Page Ranges", lambda: transport.page_ranges(self.etag))
+            if found is not None:
+                self._pages = _merged(found, self.size)
 
     # -- reading --
 
@@ -234,6 +261,11 @@ class BlobSource(FileSource):
         bs = self._block
         first, last = offset // bs, (offset + n - 1) // bs
         with self._lock:
+            hinted = self._hinted(offset, offset + n) if self._h_start else None
+            if hinted is not None:
+                self.bytes_read += n
+                FileSource.total_bytes_read += n
+                return hinted
             self._fill(offset, offset + n)
             if first == last:
                 data = self._cache[first][offset - first * bs : offset - first * bs + n]
@@ -267,6 +299,15 @@ class BlobSource(FileSource):
             while b <= stop and b not in self._cache:
                 missing.append(b)
                 b += 1
+        if self._pages is not None and missing:  # blocks without pages are zeros: no request
+            fetch = []
+            for b in missing:
+                start, stop_at = b * bs, min((b + 1) * bs, self.size)
+                if self._has_pages(start, stop_at):
+                    fetch.append(b)
+                else:
+                    self._cache[b] = _zero_block(stop_at - start)
+            missing = fetch
         runs: list[list[int]] = []
         for b in missing:
             if runs and runs[-1][1] == b - 1 and (b - runs[-1][0] + 1) * bs <= MAX_REQUEST:
@@ -285,6 +326,117 @@ class BlobSource(FileSource):
             BlobSource.total_bytes_fetched += len(data)
             for b in range(a, z + 1):
                 self._cache[b] = data[(b - a) * bs : (b - a + 1) * bs]
+
+    # -- access hints --
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Ranges a reader announces it will read, in that order (the NTFS reader's ``$MFT`` runs): when a read
+        falls in one, it and the next hinted ranges (up to :data:`HINT_WINDOW` bytes) are fetched exactly, in as
+        few requests as their offsets allow (:data:`HINT_GAP`), and kept until read. Ranges longer than
+        :data:`HINT_MAX_RANGE` are left to the blocks and read-ahead. Nothing is fetched here."""
+        with self._lock:
+            order = len(self._h_plan)
+            for offset, length in ranges:
+                n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
+                if 0 < n <= HINT_MAX_RANGE:
+                    self._h_plan.append((offset, offset + n, order))
+                    order += 1
+            merged: list[list[int]] = []
+            for start, end, rank in sorted(self._h_plan):
+                if merged and start <= merged[-1][1]:  # overlapping or touching: one range, read when either is
+                    merged[-1][1] = max(merged[-1][1], end)
+                    merged[-1][2] = min(merged[-1][2], rank)
+                else:
+                    merged.append([start, end, rank])
+            self._h_start = [m[0] for m in merged]
+            self._h_end = [m[1] for m in merged]
+            self._h_by_order = sorted(range(len(merged)), key=lambda i: merged[i][2])
+            self._h_rank = [0] * len(merged)
+            for pos, i in enumerate(self._h_by_order):
+                self._h_rank[i] = pos
+            self._h_data.clear()  # indices changed; bytes already read are in no one's way
+            self._h_bytes = 0
+            self._h_front = 0
+
+    def _hinted(self, offset: int, end: int) -> bytes | None:
+        """The bytes of [offset, end) when a hinted range holds them all (fetching it and the next ones), else
+        None (the blocks serve the read)."""
+        k = bisect.bisect_right(self._h_start, offset) - 1
+        if k < 0 or self._h_end[k] < end:
+            return None
+        data = self._h_data.get(k)
+        rank = self._h_rank[k]
+        if data is None:
+            if rank < self._h_front or self._in_blocks(offset, end):
+                return None  # a range read earlier, read again (a record looked up after the pass); or cached
+            self._fetch_hinted(k)
+            data = self._h_data[k]
+        self._h_front = max(self._h_front, rank)
+        start = self._h_start[k]
+        return data[offset - start : end - start]
+
+    def _fetch_hinted(self, k: int) -> None:
+        """Fetch range ``k`` and the next ones in reading order; drop the ranges the reader has passed."""
+        rank = self._h_rank[k]
+        for i in [i for i in self._h_data if self._h_rank[i] < rank]:
+            self._h_bytes -= len(self._h_data.pop(i))
+        chosen: list[int] = []
+        total = 0
+        for i in self._h_by_order[self._h_rank[k] :]:
+            if i in self._h_data or (i != k and self._in_blocks(self._h_start[i], self._h_end[i])):
+                continue
+            chosen.append(i)
+            total += self._h_end[i] - self._h_start[i]
+            if total >= HINT_WINDOW:
+                break
+        chosen.sort()
+        groups: list[list[int]] = []
+        for i in chosen:
+            last = groups[-1] if groups else None
+            if (
+                last is not None
+                and self._h_start[i] - self._h_end[last[-1]] <= HINT_GAP
+                and self._h_end[i] - self._h_start[last[0]] <= MAX_REQUEST
+            ):
+                last.append(i)
+            else:
+                groups.append([i])
+        for group in groups:
+            start, end = self._h_start[group[0]], self._h_end[group[-1]]
+            if self._pages is not None and not self._has_pages(start, end):
+                data = bytes(end - start)
+            else:
+                data = self._retrying(f"Get Blob bytes {start}-{end - 1}", self._getter(start, end - start))
+                if len(data) != end - start:
+                    raise Unreadable(
+                        self.path,
+                        f"{self.label}: the server sent {len(data):,} bytes for a {end - start:,}-byte range",
+                    )
+                self.bytes_fetched += len(data)
+                BlobSource.total_bytes_fetched += len(data)
+            for i in group:
+                piece = data[self._h_start[i] - start : self._h_end[i] - start]
+                self._h_data[i] = piece
+                self._h_bytes += len(piece)
+        if self._h_bytes > self._h_limit:  # ranges fetched for later than the cache can keep: the farthest go
+            for i in sorted(self._h_data, key=lambda i: self._h_rank[i], reverse=True):
+                if self._h_bytes <= self._h_limit or i == k:
+                    break
+                self._h_bytes -= len(self._h_data.pop(i))
+
+    def _in_blocks(self, start: int, end: int) -> bool:
+        bs = self._block
+        return all(b in self._cache for b in range(start // bs, (end - 1) // bs + 1))
+
+    def _has_pages(self, start: int, end: int) -> bool:
+        """Whether [start, end) holds any page of a page blob (always True when the page list is unknown)."""
+        if self._pages is None:
+            return True
+        starts, ends = self._pages
+        i = bisect.bisect_right(starts, start) - 1
+        if i >= 0 and ends[i] > start:
+            return True
+        return i + 1 < len(starts) and starts[i + 1] < end
 
     def _getter(self, start: int, length: int) -> Callable[[], bytes]:
         transport, etag = self._transport, self.etag
@@ -326,12 +478,60 @@ class BlobSource(FileSource):
         if transport is not None:
             transport.close()
         self._cache.clear()
+        self._h_data.clear()
 
     def __del__(self) -> None:
         pass
 
     def __repr__(self) -> str:
         return f"BlobSource({self.label!r}, size={self.size})"
+
+
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+def _zero_block(size: int) -> bytes:
+    """A block of zeros: one shared object for the usual size (a mostly empty page blob caches many)."""
+    return _ZERO_BLOCK if size == BLOCK else bytes(size)
+
+
+def _merged(ranges: Iterable[tuple[int, int]], size: int) -> tuple[list[int], list[int]]:
+    """Page ranges (end exclusive) clipped to the blob, sorted and merged: (starts, ends)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in sorted((max(0, a), min(b, size)) for a, b in ranges):
+        if start >= end:
+            continue
+        if ends and start <= ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+def _page_list(xml: bytes) -> tuple[list[tuple[int, int]], str] | None:
+    """The ``<PageRange><Start/><End/>`` entries (End inclusive in the answer, exclusive here) and the
+    ``NextMarker`` of one Get Page Ranges answer; None when the answer is not a page list."""
+    import defusedxml.ElementTree as SafeET
+
+    try:
+        root = SafeET.fromstring(xml)
+    except Exception:  # ParseError, defusedxml's refusals of entities and DTDs: not a usable list
+        return None
+    if root.tag != "PageList":
+        return None
+    found: list[tuple[int, int]] = []
+    try:
+        for node in root:
+            if node.tag == "PageRange":  # ClearRange (differential lists) holds no data
+                start, end = int(node.findtext("Start", "")), int(node.findtext("End", ""))
+                if start < 0 or end < start:
+                    return None
+                found.append((start, end + 1))
+    except ValueError:
+        return None
+    return found, (root.findtext("NextMarker") or "").strip()
 
 
 # ---- transports ---------------------------------------------------------------------------------------------------
@@ -388,11 +588,13 @@ class HttpTransport:
             self._pid = os.getpid()
         return self._session
 
-    def _send(self, method: str, headers: dict[str, str], etag: str = "") -> Any:
+    def _send(self, method: str, headers: dict[str, str], etag: str = "", *, url: str = "") -> Any:
         headers = {"x-ms-version": API_VERSION, **headers}
         try:
             # stream: the body is read below, bounded by the range asked for (never a whole blob by mistake)
-            response = self._http().request(method, self._url, headers=headers, timeout=self._timeout, stream=True)
+            response = self._http().request(
+                method, url or self._url, headers=headers, timeout=self._timeout, stream=True
+            )
         except self._requests.Timeout:
             raise _Transient(f"no answer within {self._timeout[1]:g} s") from None
         except self._requests.ConnectionError as exc:
@@ -440,6 +642,34 @@ class HttpTransport:
                 f"the server ignored the range (sent more than {length:,} bytes for a {length:,}-byte range)"
             )
         return data
+
+    def page_ranges(self, etag: str) -> list[tuple[int, int]] | None:
+        """Get Page Ranges (``comp=pagelist``) of this version of the blob, following ``NextMarker``; None when the
+        answer is not a page list or is too large to be worth it (then every block is fetched)."""
+        found: list[tuple[int, int]] = []
+        marker = ""
+        received = 0
+        for _ in range(1000):
+            query = "comp=pagelist" + (f"&marker={urllib.parse.quote(marker, safe='')}" if marker else "")
+            url = self._url + ("&" if "?" in self._url else "?") + query
+            response = self._send("GET", {"If-Match": etag}, etag, url=url)
+            try:
+                body: bytes = response.raw.read(MAX_PAGE_LIST - received + 1, decode_content=True)
+            except Exception as exc:  # the body broke off: a transient failure, retried by the caller
+                raise _Transient(f"the answer broke off ({type(exc).__name__})") from None
+            finally:
+                response.close()
+            received += len(body)
+            if received > MAX_PAGE_LIST:
+                return None
+            page = _page_list(body)
+            if page is None:
+                return None
+            found += page[0]
+            marker = page[1]
+            if not marker:
+                return found
+        return None
 
     def close(self) -> None:
         if self._session is not None and self._pid == os.getpid():
@@ -516,7 +746,8 @@ class SdkTransport:
 
     def properties(self) -> Properties:
         props = self._call(self._client.get_blob_properties)
-        return Properties(int(props.size), str(props.etag), str(props.blob_type or "").split(".")[-1])
+        kind = getattr(props.blob_type, "value", props.blob_type)  # BlobType.PAGEBLOB's value is "PageBlob"
+        return Properties(int(props.size), str(props.etag), str(kind or "").split(".")[-1])
 
     def get(self, offset: int, length: int, etag: str) -> bytes:
         from azure.core import MatchConditions
@@ -529,6 +760,16 @@ class SdkTransport:
 
         data: bytes = self._call(download, etag)
         return data
+
+    def page_ranges(self, etag: str) -> list[tuple[int, int]] | None:
+        from azure.core import MatchConditions
+
+        def ranges() -> list[tuple[int, int]]:
+            pages = self._client.list_page_ranges(etag=etag, match_condition=MatchConditions.IfNotModified)
+            return [(int(r.start or 0), int(r.end or 0) + 1) for r in pages if not getattr(r, "cleared", False)]
+
+        found: list[tuple[int, int]] = self._call(ranges, etag)
+        return found
 
     def close(self) -> None:
         self._client.close()

@@ -35,7 +35,7 @@ from harness.readers.image.detect import (
     not_an_image,
     volume_extent,
 )
-from harness.readers.image.source import FileSource, SliceSource, clip, open_file
+from harness.readers.image.source import FileSource, SliceSource, clip, open_file, prefetch
 
 __all__ = ["ContainerInfo", "Disk", "ForeignImage", "crc32c", "open_disk"]
 
@@ -175,6 +175,9 @@ class Disk:
     def read_at(self, offset: int, length: int) -> bytes:
         raise NotImplementedError  # abstract: _FlatDisk and _SparseDisk implement it
 
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Hints (:func:`harness.readers.image.source.prefetch`) in virtual offsets, passed on in file offsets."""
+
     def close(self) -> None:
         self._file.close()
         if self._parent is not None:
@@ -202,6 +205,9 @@ class _FlatDisk(Disk):
             raise Unreadable(self._file.path, f"short read at offset {offset:#x}")
         return data
 
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        prefetch(self._file, [(o, min(n, self.size - o)) for o, n in ranges if 0 <= o < self.size and n > 0])
+
 
 class _SparseDisk(Disk):
     """Block-mapped disks (dynamic/differencing VHD, VHDX). Subclasses map one block range to segments;
@@ -218,6 +224,48 @@ class _SparseDisk(Disk):
         n = clip(self, offset, length)
         if n == 0:
             return b""
+        parts: list[bytes] = []
+        for kind, foff, vpos, ln in self._map(offset, n):
+            if kind == _FILE:
+                data = self._file.read_at(foff, ln)
+                if len(data) != ln:
+                    raise Unreadable(self._file.path, f"short read at offset {foff:#x} (file truncated?)")
+            elif kind == _ZERO:
+                data = bytes(ln)
+            else:
+                assert self._parent is not None
+                data = self._parent.read_at(vpos, ln)
+                if len(data) < ln:  # parent smaller than the child: the rest reads as zeros
+                    data += bytes(ln - len(data))
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Each virtual range mapped as :meth:`read_at` maps it (the same file runs a read will ask for). A
+        range the mapping refuses (a bad BAT entry) is left out: the read reports it."""
+        mine: list[tuple[int, int]] = []
+        theirs: list[tuple[int, int]] = []
+        for offset, length in ranges:
+            n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
+            if not n:
+                continue
+            try:
+                runs = self._map(offset, n)
+            except Unreadable:
+                continue
+            for kind, foff, vpos, ln in runs:
+                if kind == _FILE:
+                    mine.append((foff, ln))
+                elif kind == _PARENT:
+                    theirs.append((vpos, ln))
+        if mine:
+            prefetch(self._file, mine)
+        if theirs and self._parent is not None:
+            prefetch(self._parent, theirs)
+
+    def _map(self, offset: int, n: int) -> list[list[int]]:
+        """``[kind, file offset, virtual offset, length]`` runs covering virtual bytes [offset, offset + n),
+        neighbouring segments merged (contiguous file runs, zero runs, parent runs)."""
         bs = self._block_size
         end = offset + n
         runs: list[list[int]] = []  # [kind, file offset, virtual offset, length]
@@ -234,21 +282,7 @@ class _SparseDisk(Disk):
                         continue
                 runs.append([kind, foff, pos, ln])
                 pos += ln
-        parts: list[bytes] = []
-        for kind, foff, vpos, ln in runs:
-            if kind == _FILE:
-                data = self._file.read_at(foff, ln)
-                if len(data) != ln:
-                    raise Unreadable(self._file.path, f"short read at offset {foff:#x} (file truncated?)")
-            elif kind == _ZERO:
-                data = bytes(ln)
-            else:
-                assert self._parent is not None
-                data = self._parent.read_at(vpos, ln)
-                if len(data) < ln:  # parent smaller than the child: the rest reads as zeros
-                    data += bytes(ln - len(data))
-            parts.append(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return runs
 
 
 _RUN_RE = re.compile(rb"\x00+|\xff+|[\x01-\xfe]")

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -27,6 +28,17 @@ class ByteSource(Protocol):
     label: str
 
     def read_at(self, offset: int, length: int) -> bytes: ...
+
+
+def prefetch(source: object, ranges: Iterable[tuple[int, int]]) -> None:
+    """Tell ``source`` which ``(offset, length)`` ranges a reader is about to read, in the order it will read
+    them (the NTFS reader announces the ``$MFT``'s data runs). Advisory only: a source that fetches over a
+    network (a blob) coalesces them into few requests; a local file ignores them; sources that stack (a slice,
+    a virtual disk) translate them to their parent's offsets. Never raises for the hint itself, never reads: a
+    bad range is simply reported by the read that follows."""
+    hint = getattr(source, "prefetch", None)
+    if callable(hint):
+        hint(ranges)
 
 
 def clip(source: ByteSource, offset: int, length: int) -> int:
@@ -94,6 +106,9 @@ class FileSource:
         FileSource.total_bytes_read += n
         return data
 
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Local reads need no hints (the page cache reads ahead): see :func:`prefetch`."""
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -152,6 +167,15 @@ class SliceSource:
         if len(data) != n:
             raise Unreadable(self.label, f"short read from {self.parent.label} at {self.start + offset:#x}")
         return data
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        shifted = []
+        for offset, length in ranges:
+            n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
+            if n:
+                shifted.append((self.start + offset, n))
+        if shifted:
+            prefetch(self.parent, shifted)
 
     def __repr__(self) -> str:
         return f"SliceSource({self.label!r}, start={self.start:#x}, size={self.size:#x})"

@@ -1,0 +1,284 @@
+"""Blob reads that follow the readers' access hints and a page blob's page list (issue 13, item 1, part 2).
+
+- ``prefetch`` hints: the NTFS reader announces the ``$MFT``'s runs; the blob source fetches them exactly, in
+  windows, merging close ones, so a fragmented ``$MFT`` costs its own bytes, not a 128 KiB block per run;
+- Get Page Ranges: the empty parts of a page blob read as zeros without a request (against Azurite too).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.readers.image import blob
+from harness.readers.image.blob import BlobRef, BlobSource, Properties, parse_blob_url
+from harness.readers.image.container import open_disk
+from harness.readers.image.ntfs import NtfsVolume
+from harness.readers.image.source import FileSource, SliceSource, prefetch
+
+MiB = 1024 * 1024
+REF = BlobRef("https", "acct", "c", "d.vhd", "https://acct.blob.core.windows.net/c/d.vhd")
+
+
+class Transport:
+    """A blob in memory: records every ranged Get; a page list when ``pages`` is given."""
+
+    def __init__(self, data: bytes, pages: list[tuple[int, int]] | None = None) -> None:
+        self.data = data
+        self.pages = pages
+        self.calls: list[tuple[int, int]] = []
+
+    def properties(self) -> Properties:
+        return Properties(len(self.data), '"0x1"', "PageBlob" if self.pages is not None else "BlockBlob")
+
+    def get(self, offset: int, length: int, etag: str) -> bytes:
+        self.calls.append((offset, length))
+        return self.data[offset : offset + length]
+
+    def page_ranges(self, etag: str) -> list[tuple[int, int]] | None:
+        return self.pages
+
+    def close(self) -> None:
+        pass
+
+
+def scattered(rng: random.Random, size: int, count: int) -> list[tuple[int, int]]:
+    """``count`` non-adjacent ranges of 4-72 KiB, spread over ``size`` bytes, in a random reading order."""
+    starts = sorted(rng.sample(range(0, size // 4096 - 32), count))
+    ranges = []
+    last_end = -1
+    for s in starts:
+        off = s * 4096
+        if off <= last_end + 4096:
+            continue
+        n = rng.randrange(1, 19) * 4096
+        if ranges and off < ranges[-1][0] + ranges[-1][1] + 4096:
+            continue
+        ranges.append((off, min(n, size - off)))
+        last_end = off + n
+    rng.shuffle(ranges)
+    return ranges
+
+
+def test_hinted_ranges_are_fetched_exactly_in_windows() -> None:
+    rng = random.Random(5)
+    data = rng.randbytes(64 * MiB)
+    ranges = scattered(rng, len(data), 600)
+    wanted = sum(n for _, n in ranges)
+
+    plain = Transport(data)
+    source = BlobSource(REF, plain)
+    for off, n in ranges:
+        assert source.read_at(off, n) == data[off : off + n]
+    unhinted = source.bytes_fetched
+
+    hinted = Transport(data)
+    source = BlobSource(REF, hinted)
+    prefetch(source, ranges)
+    assert hinted.calls == []  # a hint alone fetches nothing
+    for off, n in ranges:
+        assert source.read_at(off, n) == data[off : off + n]
+        assert source.read_at(off + 100, 50) == data[off + 100 : off + 150]  # within a range: no new request
+    # every range fetched once, plus the gaps of ranges merged into one request (at most HINT_GAP each)
+    assert wanted <= source.bytes_fetched <= wanted + blob.HINT_GAP * len(hinted.calls)
+    assert source.bytes_fetched < unhinted / 2, (source.bytes_fetched, unhinted)
+    assert len(hinted.calls) <= len(ranges)
+    # windows: the ranges are fetched a window at a time, not all at the first read
+    assert source._h_bytes <= blob.HINT_WINDOW + 72 * 1024
+    # a range read again after the pass is an ordinary (block) read, not a new window
+    before = len(hinted.calls)
+    off, n = ranges[0]
+    assert source.read_at(off, n) == data[off : off + n]
+    assert len(hinted.calls) - before <= 1 and sum(c[1] for c in hinted.calls[before:]) <= 2 * blob.BLOCK
+
+
+def test_hints_longer_than_read_ahead_and_outside_the_blob_are_left_to_blocks() -> None:
+    data = bytes(range(256)) * (16 * MiB // 256)
+    transport = Transport(data)
+    source = BlobSource(REF, transport)
+    prefetch(source, [(0, 4 * MiB), (-5, 10), (len(data) + 1, 10), (5 * MiB, 0)])
+    assert source._h_start == []
+    prefetch(source, [(len(data) - 100, 4096)])  # clipped to the blob
+    assert (source._h_start, source._h_end) == ([len(data) - 100], [len(data)])
+    assert source.read_at(len(data) - 100, 4096) == data[-100:]
+    assert transport.calls == [(len(data) - 100, 100)]
+
+
+def test_hints_travel_through_slices_and_virtual_disks(tmp_path: Path) -> None:
+    """SliceSource adds its start; a raw disk passes hints to its file; a FileSource ignores them."""
+    seen: list[list[tuple[int, int]]] = []
+
+    class Recording(FileSource):
+        def prefetch(self, ranges: Any) -> None:
+            seen.append(list(ranges))
+
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(4 * MiB))
+    plain = FileSource(image)
+    prefetch(plain, [(0, 10)])  # a no-op, no error
+    plain.close()
+    disk = open_disk(image)
+    disk._file.close()
+    disk._file = Recording(image)
+    part = SliceSource(disk, MiB, 2 * MiB, "partition")
+    prefetch(part, [(0, 4096), (2 * MiB - 10, 100), (5 * MiB, 10)])
+    assert seen == [[(MiB, 4096), (3 * MiB - 10, 10)]]
+    disk.close()
+
+
+def test_page_blob_holes_read_as_zeros_without_requests() -> None:
+    data = bytearray(8 * MiB)
+    data[3 * MiB : 3 * MiB + 4096] = b"\x5a" * 4096
+    data[7 * MiB + 512 : 7 * MiB + 1024] = b"\x33" * 512
+    transport = Transport(bytes(data), pages=[(3 * MiB, 3 * MiB + 4096), (7 * MiB + 512, 7 * MiB + 1024)])
+    source = BlobSource(REF, transport)
+    assert source.read_at(0, 2 * MiB) == bytes(2 * MiB)
+    assert transport.calls == [] and source.bytes_fetched == 0
+    assert source.read_at(3 * MiB - 10, 4200) == bytes(data[3 * MiB - 10 : 3 * MiB + 4190])
+    assert transport.calls == [(3 * MiB, blob.BLOCK)]  # only the block holding pages
+    assert source.read_at(7 * MiB, 2048) == bytes(data[7 * MiB : 7 * MiB + 2048])
+    # hinted ranges in holes are zeros too
+    prefetch(source, [(5 * MiB, 8192), (7 * MiB + 700, 100)])
+    calls = len(transport.calls)
+    assert source.read_at(5 * MiB, 8192) == bytes(8192)
+    assert source.read_at(7 * MiB + 700, 100) == bytes(data[7 * MiB + 700 : 7 * MiB + 800])
+    assert len(transport.calls) == calls  # a hole needs no request; the other range's block is cached already
+    assert source.requests == 1 + len(transport.calls) + 1  # properties, page list, gets
+
+
+def test_a_page_list_answer_is_parsed_and_a_bad_one_ignored() -> None:
+    xml = (
+        b'<?xml version="1.0" encoding="utf-8"?><PageList><PageRange><Start>0</Start><End>511</End></PageRange>'
+        b"<ClearRange><Start>512</Start><End>1023</End></ClearRange>"
+        b"<PageRange><Start>4096</Start><End>8191</End></PageRange><NextMarker>m1</NextMarker></PageList>"
+    )
+    assert blob._page_list(xml) == ([(0, 512), (4096, 8192)], "m1")
+    assert blob._page_list(b"<PageList/>") == ([], "")
+    for bad in (
+        b"not xml",
+        b"<Other/>",
+        b"<PageList><PageRange><Start>9</Start><End>3</End></PageRange></PageList>",
+        b"<PageList><PageRange><Start>x</Start><End>3</End></PageRange></PageList>",
+        b'<!DOCTYPE x [<!ENTITY a "aaaa">]><PageList>&a;</PageList>',
+    ):
+        assert blob._page_list(bad) is None, bad
+
+
+# ---- a fragmented $MFT through the blob source -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fragmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.testing.ntfs_fragment import fragment_mft
+    from tests.images.ntfs_build import build_volume, make_many_files, missing_tools
+
+    if missing_tools():
+        pytest.skip(f"NTFS tools missing: {missing_tools()}")
+    work = tmp_path_factory.mktemp("blob-frag")
+    tree = work / "tree"
+    make_many_files(tree, 3000, per_dir=100, seed=11)
+    volume = build_volume(tree, work / "frag.ntfs", 64 * MiB)
+    shutil.rmtree(tree)
+    fragment_mft(volume, seed=5, run_lengths=(2, 6))
+    return volume
+
+
+def inventory_of(source: Any) -> list[tuple[str, int]]:
+    inv = NtfsVolume(source).inventory()
+    return sorted((path, entry.size) for path, entry in inv.walk())
+
+
+def test_a_fragmented_mft_costs_its_own_bytes(fragmented: Path) -> None:
+    data = fragmented.read_bytes()
+    local = FileSource(fragmented)
+    expected = inventory_of(local)
+    read_locally = local.bytes_read
+    local.close()
+
+    transport = Transport(data)
+    source = BlobSource(REF, transport)
+    assert inventory_of(source) == expected
+    assert source.bytes_read == read_locally
+    runs = len(NtfsVolume(FileSource(fragmented))._mft_runs)
+    assert runs >= 150
+    assert source.bytes_fetched <= 1.2 * read_locally, (source.bytes_fetched, read_locally)
+    assert source.requests < runs  # close runs merged; no request per run
+
+    # without the hint (a reader that does not announce its runs) the same pass costs blocks per run
+    unhinted = BlobSource(REF, Transport(data))
+    unhinted.prefetch = lambda ranges: None  # type: ignore[method-assign]
+    assert inventory_of(unhinted) == expected
+    assert unhinted.bytes_fetched > 1.5 * source.bytes_fetched
+
+
+# ---- against Azurite --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from harness.fabric.azurite import Azurite, AzuriteError, find_azurite
+
+    try:
+        find_azurite()
+    except AzuriteError as exc:
+        pytest.skip(str(exc))
+    server = Azurite()
+    server.start(tmp_path_factory.mktemp("azurite"))
+    try:
+        server.blob_client().create_container("images")
+        yield server
+    finally:
+        server.stop()
+
+
+def container_sas() -> str:
+    import datetime as dt
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from harness.fabric.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+
+    now = dt.datetime.now(dt.UTC)
+    return generate_container_sas(
+        ACCOUNT_NAME,
+        "images",
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(read=True),
+        expiry=now + dt.timedelta(hours=1),
+        start=now - dt.timedelta(hours=2),
+    )
+
+
+@pytest.mark.parametrize("scheme", ["https", "azure"])
+def test_azurite_page_list_spares_the_requests_for_empty_pages(
+    azurite: Any, scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.fabric.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+
+    client = azurite.blob_client().get_blob_client("images", "sparse.vhd")
+    if not client.exists():
+        client.create_page_blob(16 * MiB)
+        client.upload_page(b"\x11" * 8192, offset=4 * MiB, length=8192)
+        client.upload_page(b"\x22" * 512, offset=16 * MiB - 512, length=512)
+    if scheme == "https":
+        ref = parse_blob_url(f"{azurite.blob_endpoint}/images/sparse.vhd")
+        source = blob.open_blob(ref, container_sas())
+    else:
+        monkeypatch.setenv(blob.ENDPOINT_ENV, azurite.blob_endpoint.replace(ACCOUNT_NAME, "{account}"))
+        source = blob.open_blob(parse_blob_url(f"azure://{ACCOUNT_NAME}/images/sparse.vhd"), "", ACCOUNT_KEY)
+    try:
+        assert source.blob_type == "PageBlob"
+        assert source._pages == ([4 * MiB, 16 * MiB - 512], [4 * MiB + 8192, 16 * MiB])
+        assert source.requests == 2  # Get Blob Properties, Get Page Ranges
+        assert source.read_at(0, 4 * MiB) == bytes(4 * MiB)
+        assert source.requests == 2 and source.bytes_fetched == 0
+        assert source.read_at(4 * MiB - 1, 8194) == b"\0" + b"\x11" * 8192 + b"\0"
+        assert source.read_at(16 * MiB - 600, 600) == bytes(88) + b"\x22" * 512
+        assert source.requests == 4 and source.bytes_fetched == 2 * blob.BLOCK
+    finally:
+        source.close()
