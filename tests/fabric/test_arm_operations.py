@@ -424,3 +424,27 @@ def test_a_scale_out_whose_vm_cannot_start_fails_and_leaves_the_set_as_it_was() 
     assert [len(s.instances) for s in changed] == [2, 1]  # shown while it started, withdrawn after
     # its id stays used: the next VM gets the one after it
     assert scaler._reserve(spec, "web", 1) == [(2, "127.0.1.6")]
+
+
+@pytest.mark.slow  # a deallocate and a start
+def test_scale_set_wide_deallocate_then_start_of_every_vm(fabric: Fabric, client: Any) -> None:
+    sets, vms = client.virtual_machine_scale_sets, client.virtual_machine_scale_set_vms
+    first, *rest = ids(client, fabric)
+    sets.begin_deallocate(rg(fabric), VMSS, vm_instance_i_ds={"instanceIds": [first]}, polling_interval=POLL).result(
+        timeout=60
+    )
+    power = {
+        vm.instance_id: vm.instance_view.statuses[-1].code for vm in vms.list(rg(fabric), VMSS, expand="instanceView")
+    }
+    assert power[first] == "PowerState/deallocated" and {power[i] for i in rest} == {"PowerState/running"}
+    running = {i: p for i, p in pids(fabric).items() if p}
+    # no body: every VM; the running ones stay as they are
+    poller = sets.begin_start(rg(fabric), VMSS, polling_interval=POLL)
+    poller.result(timeout=60)
+    assert poller.status() == "Succeeded"
+    power = {
+        vm.instance_id: vm.instance_view.statuses[-1].code for vm in vms.list(rg(fabric), VMSS, expand="instanceView")
+    }
+    assert set(power.values()) == {"PowerState/running"}
+    now = pids(fabric)
+    assert all(now[i] == p for i, p in running.items()) and all(now.values())

@@ -135,7 +135,7 @@ class Operations:
                 if op.kind == "deallocate":
                     with inst.lock:
                         inst.power[instance_id] = "Deallocated"
-            else:
+            elif inst.pid(instance_id) is None:  # starting a running VM changes nothing (as on Azure)
                 inst.start(instance_id)
                 inst.set_ready(instance_id, True)
         except Exception as exc:  # the operation fails; the fabric keeps running
