@@ -6,7 +6,8 @@ storage ``drives.local.<Name>`` is mounted where Azure puts it,
 ``C:\Resources\Directory\<deployment_id>.<Role>.<Name>``.  Resolution is case-insensitive like NTFS
 (existing entries keep their on-disk spelling); ``..`` that would leave a drive, wildcards, ``<>:"|?*``,
 unknown drives and symlinks pointing outside a drive are refused ("The system cannot find the path
-specified.").  Other drives (``D:`` temp disk, UNC) do not exist.
+specified.").  A scale-set VM also has its temporary disk ``D:`` and its data disks ``F:``, ``G:`` … (the
+LocalStorage folders by LUN; :mod:`.disks`).  Other drives (UNC too) do not exist.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .disks import letter_mounts
 
 _INVALID = re.compile(r'[<>:"|?*\x00-\x1f]')
 
@@ -46,6 +49,8 @@ class Drives:
         for name, root in (drives.get("local") or {}).items():
             parts = ("Resources", "Directory", f"{dep}.{role}.{name}")
             self._mount("C", parts, Path(root))
+        for letter, folder in letter_mounts(instance).items():
+            self._mount(letter, (), folder)
         self.mounts.sort(key=lambda m: len(m[1]), reverse=True)
 
     def _mount(self, drive: str, parts: tuple[str, ...], root: Path) -> None:

@@ -96,6 +96,7 @@ import socket
 import stat
 from typing import TYPE_CHECKING, Any
 
+from . import disks
 from .common import CRLF, MAX_SLEEP, CommandIO, fmt_time, is_tcp_listening, is_udp_bound, write_err, write_out
 from .paths import GuestPath, PathError
 from .pstokens import PROGRESS, Item, PsError, PsExit, Spec, Tok, bind, clixml_text, fq, ps_split, ps_tokens
@@ -281,6 +282,28 @@ _PS_REG_TYPES = {
 }  # fmt: skip
 
 
+_STORAGE_COLUMNS = {
+    "disk": (("Number", "Number"), ("Friendly Name", "FriendlyName"), ("HealthStatus", "HealthStatus"),
+             ("OperationalStatus", "OperationalStatus"), ("Total Size", "Size"), ("Partition Style", "PartitionStyle")),
+    "partition": (("DiskNumber", "DiskNumber"), ("PartitionNumber", "PartitionNumber"), ("DriveLetter", "DriveLetter"),
+                  ("Size", "Size"), ("Type", "Type")),
+    "volume": (("DriveLetter", "DriveLetter"), ("FileSystemLabel", "FileSystemLabel"), ("FileSystem", "FileSystem"),
+               ("DriveType", "DriveType"), ("HealthStatus", "HealthStatus"), ("SizeRemaining", "SizeRemaining"),
+               ("Size", "Size")),
+}  # fmt: skip
+
+
+def _storage_cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):  # sizes as the Storage module prints them: 127 GB, 500 MB
+        for unit, size in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+            if value >= size:
+                return f"{value / size:.4g} {unit}"
+        return f"{value} B" if value else "0 B"
+    return str(value).strip("\x00")
+
+
 def _type_key(name: str) -> str:
     low = name.strip().lower()
     return low[len("system.") :] if low.startswith("system.") else low
@@ -382,6 +405,9 @@ class PowerShell:
         ),
         "start-sleep": Spec("Start-Sleep", ("Seconds", "Milliseconds"), (), ("Seconds",)),
         "invoke-vmrprobe": Spec("Invoke-VmrProbe", ("Json",), (), ("Json",)),
+        "get-disk": Spec("Get-Disk", ("Number", "FriendlyName"), (), ("Number",)),
+        "get-partition": Spec("Get-Partition", ("DiskNumber", "PartitionNumber", "DriveLetter"), (), ()),
+        "get-volume": Spec("Get-Volume", ("DriveLetter", "FileSystemLabel"), (), ("DriveLetter",)),
         "invoke-webrequest": Spec(
             "Invoke-WebRequest",
             ("Uri", "Method", "Headers", "Body", "ContentType", "TimeoutSec", "OutFile"),
@@ -1229,6 +1255,83 @@ class PowerShell:
         facts["services"] = svc_facts
         return [json.dumps(facts, sort_keys=True)]
 
+    # -- storage (Get-Disk, Get-Partition, Get-Volume: the Storage module's CIM cmdlets; disks.py) --------
+    @staticmethod
+    def _cim_not_found(cls: str, prop: str, value: str, kind: str, cmdlet: str) -> PsError:
+        return PsError(
+            f"No {cls} objects found with property '{prop}' equal to '{value}'.  Verify the value of the property "
+            "and retry.",
+            f"ObjectNotFound: ({value}:{kind}) [{cmdlet}], CimJobException",
+            "CimJobException",
+            f"CmdletizationQuery_NotFound_{prop},{cmdlet}",
+            cmdlet,
+        )
+
+    def _c_get_disk(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        out = []
+        for d in disks.disks(self.g.instance):
+            if "Number" in args and str(d.number) != str(args["Number"]).strip():
+                continue
+            if "FriendlyName" in args and d.friendly.lower() != str(args["FriendlyName"]).lower():
+                continue
+            props = {
+                "Number": d.number, "FriendlyName": d.friendly, "SerialNumber": "", "HealthStatus": "Healthy",
+                "OperationalStatus": "Online", "Size": d.size, "PartitionStyle": d.style, "Location": d.location,
+                "IsBoot": d.boot, "IsSystem": d.boot, "IsOffline": False, "NumberOfPartitions": len(d.partitions),
+            }  # fmt: skip
+            out.append(Item("disk", props, ("Microsoft.Management.Infrastructure.CimInstance",)))
+        if not out and "Number" in args:
+            raise self._cim_not_found("MSFT_Disk", "Number", str(args["Number"]), "UInt32", cmdlet)
+        return out
+
+    def _c_get_partition(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        out = []
+        letter = str(args.get("DriveLetter") or "").strip().rstrip(":").upper()
+        for d in disks.disks(self.g.instance):
+            if "DiskNumber" in args and str(d.number) != str(args["DiskNumber"]).strip():
+                continue
+            for part in d.partitions:
+                if "PartitionNumber" in args and str(part.number) != str(args["PartitionNumber"]).strip():
+                    continue
+                if letter and part.letter != letter:
+                    continue
+                access = None
+                if part.volume:
+                    access = [f"{part.letter}:\\"] if part.letter else []
+                    access.append(disks.volume_path(self.g.instance, d.number, part.number))
+                kind = "IFS" if d.style == "MBR" else "Basic" if part.volume else "Reserved"
+                props = {
+                    "DiskNumber": d.number, "PartitionNumber": part.number, "DriveLetter": part.letter or "\x00",
+                    "Size": part.size, "Type": kind, "AccessPaths": access, "IsBoot": d.boot and part.letter == "C",
+                }  # fmt: skip
+                out.append(Item("partition", props, ("Microsoft.Management.Infrastructure.CimInstance",)))
+        if not out and ("DiskNumber" in args or letter):
+            prop, value = ("DriveLetter", letter) if letter else ("DiskNumber", str(args["DiskNumber"]))
+            raise self._cim_not_found("MSFT_Partition", prop, value, "Char" if letter else "UInt32", cmdlet)
+        return out
+
+    def _c_get_volume(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
+        out = []
+        letter = str(args.get("DriveLetter") or "").strip().rstrip(":").upper()
+        label = args.get("FileSystemLabel")
+        for d in disks.disks(self.g.instance):
+            for part in d.partitions:
+                if not part.volume or (letter and part.letter != letter):
+                    continue
+                if label is not None and part.label.lower() != str(label).lower():
+                    continue
+                free = part.size // 2
+                props = {
+                    "DriveLetter": part.letter or None, "FileSystemLabel": part.label, "FileSystem": "NTFS",
+                    "DriveType": "Fixed", "HealthStatus": "Healthy", "OperationalStatus": "OK",
+                    "SizeRemaining": free, "Size": part.size,
+                    "Path": disks.volume_path(self.g.instance, d.number, part.number),
+                }  # fmt: skip
+                out.append(Item("volume", props, ("Microsoft.Management.Infrastructure.CimInstance",)))
+        if not out and letter:
+            raise self._cim_not_found("MSFT_Volume", "DriveLetter", letter, "Char", cmdlet)
+        return out
+
     def _c_invoke_webrequest(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
         """A real HTTP request from inside the instance (``-Headers @{'k'='v'}`` with one or more entries
         separated by ``;`` inside the braces is not supported: give one entry per hashtable)."""
@@ -1406,6 +1509,15 @@ class PowerShell:
             rows.append(" ".join("-" * len(n) + " " * (widths[n] - len(n)) for n in names).rstrip())
             rows += [" ".join(f"{i.props.get(n, '')!s:<{widths[n]}}" for n in names).rstrip() for i in items]
             return "\n".join(rows) + "\n"
+        if kind in _STORAGE_COLUMNS:  # the Storage module's default table views (columns trimmed)
+            columns = _STORAGE_COLUMNS[kind]
+            titles = [title for title, _ in columns]
+            grid = [[_storage_cell(i.props.get(key)) for _, key in columns] for i in items]
+            sizes = [max(len(t), *(len(c[n]) for c in grid)) for n, t in enumerate(titles)]
+            lines = ["", " ".join(f"{t:<{w}}" for t, w in zip(titles, sizes, strict=True)).rstrip()]
+            lines.append(" ".join("-" * len(t) + " " * (w - len(t)) for t, w in zip(titles, sizes, strict=True)))
+            lines += [" ".join(f"{c:<{w}}" for c, w in zip(row, sizes, strict=True)).rstrip() for row in grid]
+            return "\n".join(lines) + "\n"
         if kind == "tcp":
             rows = ["", _TCP_HEADER]
             for i in items:
