@@ -78,6 +78,18 @@ def pids(fabric: Fabric) -> dict[str, int]:
     return {i["id"]: i["pid"] for i in fabric.instances}
 
 
+def conforms(body: Any, model: str, *, page: bool = False) -> list[str]:
+    """What in ``body`` the published model (azure-mgmt-compute's, ``tests/fabric/arm_sdk_schema.py``) does not
+    allow: an empty list when it conforms."""
+    import jsonschema
+    from azure.mgmt.compute import models as cm
+
+    from tests.fabric.arm_sdk_schema import list_schema, schema
+
+    shape = (list_schema if page else schema)(getattr(cm, model))
+    return [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(shape).iter_errors(body)]
+
+
 def served_by(fabric: Fabric, n: int = 30) -> Counter[str]:
     seen: Counter[str] = Counter()
     for _ in range(n):
@@ -177,6 +189,15 @@ def test_vm_list_is_paged_and_the_client_follows_next_link(fabric: Fabric, clien
     assert [vm["instanceId"] for vm in page["value"]] == ["0", "1"]
     assert "$skiptoken=" in page["nextLink"] and "instanceView" in page["nextLink"]
     assert all("instanceView" in vm["properties"] for vm in page["value"])
+    assert conforms(page, "VirtualMachineScaleSetVM", page=True) == []
+    for options in (
+        {"$filter": "startswith(instanceView/statuses/code, 'PowerState') eq true"},
+        {"$select": "instanceView/statuses"},
+    ):
+        assert conforms(raw(fabric, "/virtualMachines", **options).json(), "VirtualMachineScaleSetVM", page=True) == []
+    refused = raw(fabric, "/virtualMachines", **{"$select": "nothing"})
+    assert refused.status_code == 400 and refused.json()["error"]["target"] == "$select"
+    assert conforms(refused.json(), "CloudError") == []
     vms = list(client.virtual_machine_scale_set_vms.list(rg(fabric), VMSS, expand="instanceView"))
     assert [vm.instance_id for vm in vms] == ["0", "1", "2"]
     assert all(vm.instance_view.statuses[-1].code == "PowerState/running" for vm in vms)
@@ -251,6 +272,7 @@ def test_scale_set_wide_restart_of_the_named_instances(fabric: Fabric, client: A
     # a delete needs its instanceIds
     missing = raw(fabric, "/delete", method="POST", json={})
     assert missing.status_code == 400 and missing.json()["error"]["target"] == "instanceIds"
+    assert conforms(missing.json(), "CloudError") == []
     assert raw(fabric, "/delete", method="POST", json={"instanceIds": ["9"]}).json()["error"]["code"] == (
         "InvalidParameter"
     )
@@ -320,6 +342,8 @@ def test_vm_list_during_a_scale_shows_the_new_vm_creating(fabric: Fabric, client
     answer = raw(fabric, "", method="PATCH", json={"sku": {"capacity": count + 1}})
     assert answer.status_code == 200 and "Location" not in answer.headers
     assert answer.json()["properties"]["provisioningState"] == "Updating"
+    assert answer.json()["sku"]["capacity"] == count + 1
+    assert conforms(answer.json(), "VirtualMachineScaleSet") == []
     status_url = answer.headers["Azure-AsyncOperation"]
     bearer = credential(fabric).get_token("https://management.azure.com/.default").token
     statuses, states = [], set()
