@@ -219,6 +219,8 @@ class Scaler:
         return str(hosted._run(op, work))
 
     def _add(self, dep: Any, vmss: str, slots: list[tuple[int, str]]) -> None:
+        from harness.fabric.deployments import _each as each  # every instance at once, as the deployments do
+
         ins = dep.instances
         spec: DeploymentSpec = dep.spec
         new = [new_instance(spec, vmss, index, address) for index, address in slots]
@@ -244,7 +246,7 @@ class Scaler:
         try:
             for inst in new:
                 ins.prepare(inst)
-            _together(ins.start, [i.id for i in new])
+            each(ins.start, [i.id for i in new])
             with ins.lock:
                 for inst in new:
                     ins.phase[inst.id] = platform.BUSY
@@ -334,21 +336,3 @@ def _range_port(spec: DeploymentSpec, vmss: str, endpoint: str, index: int) -> i
             port = got - inst.index + index
             return port if 0 < port < 65536 else None
     return None
-
-
-def _together(action: Any, instance_ids: list[str]) -> None:
-    failures: list[str] = []
-
-    def one(instance_id: str) -> None:
-        try:
-            action(instance_id)
-        except Exception as exc:
-            failures.append(str(exc))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in instance_ids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise RuntimeError("; ".join(failures))
