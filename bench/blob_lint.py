@@ -7,7 +7,8 @@ VHD and VHDX as block blobs) and linted twice in the same run: ``vmrole lint IMA
 time of each lint, the bytes the local lint read (the extractor's "bytes read"), the bytes fetched and requests
 made by the blob lint (its "bytes fetched" / "requests", from an in-process extraction of the same blob), their
 ratio, and whether the two lints' findings are identical (rule, location, message, severity; the artefact names
-differ by design: a path vs a URL). Targets: fetched ≤ 1.2 × read, requests ≤ 500.
+differ by design: a path vs a URL). Targets: fetched ≤ 1.2 × read, requests ≤ 500 (for the fragmented $MFT, whose
+runs the reader must fetch one by one or merged with their neighbours, the request count is reported, not a target).
 
     python -m bench.blob_lint [--formats vhd-fixed,vhd-dynamic,vhdx,raw] [--files 200000] [--repeat 2] [--json OUT]
 """
@@ -27,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-FORMATS = ("vhd-fixed", "vhd-dynamic", "vhdx", "raw")
+#: ``raw-fragmented-mft``: bench/image_suite.py's variant, its $MFT in ~4,900 scattered runs of 6-18 clusters (as on a
+#: long-lived server): the case the NTFS reader's access hints are for.
+FORMATS = ("vhd-fixed", "vhd-dynamic", "vhdx", "raw", "raw-fragmented-mft")
 CHUNK = 4 * 1024 * 1024
 TARGET_RATIO = 1.2
 TARGET_REQUESTS = 500
@@ -144,7 +147,10 @@ def run(formats: list[str], files: int, seed: int, repeat: int = 2) -> dict[str,
                     "findings_identical": same,
                     "findings": len(findings_of(tmp / f"{fmt}-local")),
                     "token_in_output": leaked,
-                    "meets_targets": fetched <= TARGET_RATIO * read and requests <= TARGET_REQUESTS and same,
+                    "meets_targets": fetched <= TARGET_RATIO * read
+                    and (requests <= TARGET_REQUESTS or fmt == "raw-fragmented-mft")
+                    and same,
+                    "load_average_after": round(os.getloadavg()[0], 2),
                 }
                 results["formats"][fmt] = row
                 print(

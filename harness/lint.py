@@ -27,6 +27,7 @@ from harness.engine.finding import Finding
 from harness.engine.rule import Rule
 from harness.engine.severity import Severity
 from harness.readers.errors import Unreadable
+from harness.readers.image.blob import is_blob_url, registered_label
 from harness.subjects import ImageSettings, Pairing, build_subject
 
 __all__ = [
@@ -178,11 +179,19 @@ def prepare_unreadable(artefact: Artefact, exc: Unreadable, rules: Sequence[type
 
 
 def lint(artefacts: Iterable[str | os.PathLike[str] | Artefact], options: LintOptions | None = None) -> LintResult:
-    """Lint files, directories (walked like `vmrole lint` does) and Artefact objects.
+    """Lint files, directories (walked like `vmrole lint` does), images in Azure blob storage and Artefact objects.
 
-    Raises ValueError for a named path that does not exist or is no artefact kind, or a selector that matches
-    no rule. A deployment target is never probed: it is left out with a note. Files the options name for
-    pairing (``csdef``, ``packages``, ``cscfgs``) are linted only when listed in ``artefacts`` too.
+    An image in blob storage is named by its URL, as with ``vmrole lint --image``: ``https://ACCOUNT.blob.core.
+    windows.net/CONTAINER/BLOB`` (``http://`` for Azurite) with a SAS token as the query (``?{env:NAME}``,
+    ``?{file:PATH}``, a literal token, or none: then ``VMROLE_BLOB_SAS`` if set, else anonymous), or
+    ``azure://ACCOUNT/CONTAINER/BLOB`` (azure-identity's credential, ``VMROLE_BLOB_ACCOUNT_KEY`` or a SAS). It is
+    read in place; its artefact's identity is the URL without its query, which is all any result shows.
+
+    Raises ValueError for a named path that does not exist or is no artefact kind, a malformed blob URL or a SAS
+    reference that does not resolve, or a selector that matches no rule. A blob that cannot be read (missing,
+    access denied, no answer) is a VMR001 finding, like an unreadable file. A deployment target is never probed:
+    it is left out with a note. Files the options name for pairing (``csdef``, ``packages``, ``cscfgs``) are linted
+    only when listed in ``artefacts`` too.
     """
     options = options or LintOptions()
     root = Path(os.path.abspath(options.root if options.root is not None else os.getcwd()))
@@ -209,6 +218,12 @@ def _artefacts(named: Iterable[str | os.PathLike[str] | Artefact], root: Path, n
     for item in named:
         if isinstance(item, Artefact):
             candidates = [item]
+        elif isinstance(item, str) and is_blob_url(item):
+            from harness.plugin.blobimages import register_url
+
+            placeholder = Path(os.path.abspath(register_url(item)))  # ValueError: bad URL or SAS reference
+            label = registered_label(placeholder) or item.partition("?")[0]
+            candidates = [Artefact(IMAGE, label, placeholder, label.rsplit("/", 1)[-1])]
         else:
             path = Path(os.path.abspath(os.path.expanduser(item)))
             if path.is_dir():

@@ -28,6 +28,18 @@ def placeholder(value: str) -> Path:
         ref = blob.parse_blob_url(value)
     except ValueError as exc:
         raise pytest.UsageError(f"--vmr-image: {exc}") from None
+    try:
+        return _register(ref)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def register_url(value: str) -> Path:
+    """:func:`placeholder` for the Python API (:func:`harness.lint.lint`): ValueError instead of UsageError."""
+    return _register(blob.parse_blob_url(value))
+
+
+def _register(ref: blob.BlobRef) -> Path:
     sas = _sas(ref)
     key = os.environ.get(blob.KEY_ENV, "") if ref.scheme == "azure" and not sas else ""
     return blob.register(ref, sas, key)
@@ -50,7 +62,7 @@ def _sas(ref: blob.BlobRef) -> str:
     try:
         return Target.secret(owner, secret_ref).strip().lstrip("?")
     except TargetError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise ValueError(str(exc)) from None
 
 
 class _Owner:

@@ -282,3 +282,44 @@ def test_azurite_page_list_spares_the_requests_for_empty_pages(
         assert source.requests == 4 and source.bytes_fetched == 2 * blob.BLOCK
     finally:
         source.close()
+
+
+# ---- harness.lint.lint() takes blob URLs --------------------------------------------------------------------------
+
+
+def test_the_python_api_lints_a_blob_url_like_the_file(
+    azurite: Any, image_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.lint import LintOptions, lint
+    from harness.testing.images import build_image, missing_tools
+    from tests.images.test_blob_lint import BAD, sas_for, upload
+
+    if missing_tools():
+        pytest.skip(f"image tools missing: {missing_tools()}")
+    path = build_image(BAD, "vhd-dynamic", cache_dir=image_cache)
+    url = upload(azurite, path, f"api/{path.name}", "BlockBlob")
+    sas = sas_for(f"api/{path.name}")
+    signature = sas.split("sig=", 1)[1].split("&", 1)[0]
+    monkeypatch.setenv("VMR_API_SAS", sas)
+    missing = f"{azurite.blob_endpoint}/images/api/none.vhd"
+    options = LintOptions(select=("VMR001", "VMR2", "VMR3", "VMR4"))
+    local = lint([path], options)
+    literal = container_sas()  # a literal token: discouraged on the command line, fine in Python
+    remote = lint([url + "?{env:VMR_API_SAS}", missing + "?" + literal], options)
+
+    def seen(result: Any) -> list[tuple[str, str, str]]:
+        return sorted((f.rule_id, f.location, f.message) for f in result.artefacts[0].outcomes for f in f.findings)
+
+    assert [a.artefact.identity for a in remote.artefacts] == [url, missing]
+    assert remote.artefacts[0].artefact.display == path.name and remote.artefacts[0].unreadable is None
+    assert seen(remote) == seen(local) and {"VMR211", "VMR310", "VMR403"} <= {f[0] for f in seen(local)}
+    gone = remote.artefacts[1]
+    assert gone.unreadable is not None and "404" in gone.unreadable and missing in gone.unreadable
+    assert [f.rule_id for o in gone.outcomes for f in o.findings] == ["VMR001"]
+    for token in (signature, literal.split("sig=", 1)[1].split("&", 1)[0]):
+        assert token not in repr(remote)
+    with pytest.raises(ValueError, match="environment variable VMR_NOT_SET_HERE is not set"):
+        lint([url + "?{env:VMR_NOT_SET_HERE}"])
+    with pytest.raises(ValueError, match=r"expected \.\.\./CONTAINER/BLOB") as info:
+        lint([f"{azurite.blob_endpoint}/images?sig=SECRET"])
+    assert "SECRET" not in str(info.value)
