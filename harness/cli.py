@@ -26,7 +26,17 @@ def _lint_ini() -> str:
     return str(resources.files("harness") / "data" / "lint.ini")
 
 
-def _add_lint_options(p: argparse.ArgumentParser) -> None:
+#: `vmrole lint -n`: what it spreads and how (README, "Several processes")
+LINT_WORKERS_HELP = (
+    "how many images are read at once, each in its own isolated reader process: auto (the default: one per core; "
+    "VMROLE_IMAGE_READERS=N sets another default), a number, or 0 for a serial run (one image at a time, "
+    "nothing read ahead); each image is read once and the rules run in this process (pytest-xdist only if "
+    "forced after --: `-- -n N`)"
+)
+PROBE_WORKERS_HELP = "run in N processes (pytest-xdist; auto: one per core); each image is still read once"
+
+
+def _add_lint_options(p: argparse.ArgumentParser, workers_help: str = LINT_WORKERS_HELP) -> None:
     p.add_argument("--package", action="append", default=[], metavar="CSPKG", help="a .cspkg to lint")
     p.add_argument("--csdef", metavar="CSDEF", help="the .csdef to pair with every .cscfg")
     p.add_argument("--cscfg", action="append", default=[], metavar="CSCFG", help="a .cscfg to lint")
@@ -72,7 +82,7 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
         "-n",
         "--workers",
         metavar="N",
-        help="run in N processes (pytest-xdist; auto: one per core); each image is still read once",
+        help=workers_help,
     )
     p.add_argument("-q", "--quiet", action="count", default=0)
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -119,11 +129,10 @@ def lint_args(ns: argparse.Namespace, paths: list[str], extra: list[str]) -> lis
         args += ["--junitxml", str(report_dir / "junit.xml"), "-o", "junit_family=xunit2"]
     if not ns.no_allure:
         args += ["--alluredir", str(report_dir / "allure-results"), "--clean-alluredir"]
-    if ns.workers:
-        # Lint items need nothing of each other (an image is read once for the whole run, harness.extraction.
-        # shared_reads): `load` hands them out in batches, where loadfile's scheduler costs the controller
-        # O(files) per item. A probe keeps a target's items on one worker (stages run once per process).
-        args += ["-n", ns.workers, "--dist", "loadfile" if getattr(ns, "target", None) else "load"]
+    if ns.workers and getattr(ns, "target", None):
+        # A probe keeps a target's items on one worker (stages run once per process). A lint spreads its image
+        # reads instead (cmd_lint): its rule items cost less than xdist's shipping of their results.
+        args += ["-n", ns.workers, "--dist", "loadfile"]
     verbosity = ns.verbose - ns.quiet
     if verbosity > 0:
         args.append("-" + "v" * verbosity)
@@ -170,19 +179,30 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
         except pytest.UsageError as exc:
             print(f"vmrole lint: {exc}", file=sys.stderr)
             return int(pytest.ExitCode.USAGE_ERROR)
-    if ns.workers and not _has_images(ns, paths):
-        print(
-            f"vmrole lint: -n {ns.workers}: service models only, linted in one process: their rule items take about "
-            "a millisecond each, less than shipping each result between processes costs (images are what -n "
-            "spreads); to force pytest-xdist anyway pass it after `--`: `-- -n N`"
-        )
-        ns.workers = None
+    try:
+        readers = _readers(ns.workers)
+    except ValueError:
+        print(f"vmrole lint: -n: expected auto, 0 (serial) or a number of readers, got {ns.workers!r}", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
+    readers_set = False
+    if ns.workers is not None:
+        if _has_images(ns, paths):
+            from harness.extraction.worker import set_readers
+
+            set_readers(readers)
+            readers_set = True
+        elif readers != 0:
+            print(
+                f"vmrole lint: -n {ns.workers}: service models only, linted in one process (-n sets how many images "
+                "are read at once): their rule items take about a millisecond each, less than shipping each result "
+                "between processes costs; to force pytest-xdist anyway pass it after `--`: `-- -n N`"
+            )
     _prefetch_images(ns, paths)
     # Nor from the environment or an ini file (--config): a lint run contacts nothing (issue 9).
     args = [*lint_args(ns, paths, extra), "-o", "vmr_target="]
     saved = os.environ.pop("VMR_TARGET", None)
     scratch = None
-    if ns.workers:
+    if _forces_xdist(extra):
         # xdist makes the controller create pytest's numbered temp folder, and at exit pytest then deletes the
         # older numbered folders of every other pytest run of this user (tens of thousands of files on a busy
         # machine, seconds of the lint's time): the workers get a private folder instead, removed here.
@@ -199,6 +219,25 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
             import shutil
 
             shutil.rmtree(scratch, ignore_errors=True)
+        if readers_set:
+            from harness.extraction.worker import set_readers
+
+            set_readers(None)
+
+
+def _readers(workers: str | None) -> int | None:
+    """`vmrole lint -n`: how many images to read at once; None for the default (auto: one per core)."""
+    if workers is None or workers == "auto":
+        return None
+    if not (workers.isascii() and workers.isdigit()):
+        raise ValueError(workers)
+    return int(workers)
+
+
+def _forces_xdist(extra: list[str]) -> bool:
+    """pytest-xdist asked for after `--` (`-- -n N`), with no temp folder of the caller's."""
+    wants = any(a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in extra)
+    return wants and not any(a == "--basetemp" or a.startswith("--basetemp=") for a in extra)
 
 
 def _has_images(ns: argparse.Namespace, paths: list[str]) -> bool:
@@ -377,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe even when the target would send a credential in clear (HTTP Basic or a shared access "
         "signature over plain http); refused otherwise",
     )
-    _add_lint_options(probe)
+    _add_lint_options(probe, PROBE_WORKERS_HELP)
 
     rules = sub.add_parser(
         "rules", help="list the rule catalogue, show one rule's documentation, or write the rule pages (--docs)"

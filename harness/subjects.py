@@ -63,11 +63,19 @@ def _key(artefact: Artefact) -> tuple[str, int, int, str]:
         return (str(artefact.path), -1, -1, artefact.identity)
 
 
+def _facts_key(artefact: Artefact, image: ImageSettings | None) -> tuple[str, int, int, str]:
+    key = _key(artefact)
+    return (*key[:3], f"{key[3]}|{image!r}") if artefact.kind == IMAGE else key
+
+
+def is_cached(artefact: Artefact, image: ImageSettings | None = None) -> bool:
+    """Whether :func:`read_facts` answers from this process's cache (an image need not be read ahead)."""
+    return _facts_key(artefact, image) in _CACHE
+
+
 def read_facts(artefact: Artefact, image: ImageSettings | None = None) -> Any:
     """The artefact's own facts; raises Unreadable. Cached per process and file version."""
-    key = _key(artefact)
-    if artefact.kind == IMAGE:
-        key = (*key[:3], f"{key[3]}|{image!r}")
+    key = _facts_key(artefact, image)
     cached = _CACHE.get(key)
     if cached is None:
         try:

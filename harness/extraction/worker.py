@@ -81,19 +81,35 @@ class _Job:
 
 
 #: Workers started ahead of need (``vmrole lint`` starts reading images while pytest starts up).
-_PENDING: dict[tuple[str, ExtractOptions], _Job] = {}
+_PENDING: dict[tuple[str, ExtractOptions, str], _Job] = {}
 #: Read-ahead asked for beyond :data:`MAX_AHEAD`: started, in order, as earlier ones are collected.
-_QUEUED: dict[tuple[str, ExtractOptions], int] = {}  # key -> memory limit
+_QUEUED: dict[tuple[str, ExtractOptions, str], int] = {}  # key -> memory limit
 
 
-def _max_ahead() -> int:
-    """How many images are read ahead at once: one per core (``VMROLE_IMAGE_READERS`` overrides). Reading 50
-    images at once would hold 50 readers' memory (~150 MB each for a big volume) and stretch every read past
-    its time limit, which counts from the reader's start."""
+#: How many images are read at once, set for the run (``vmrole lint -n N``); None: :func:`default_readers`.
+_READERS: int | None = None
+
+
+def set_readers(count: int | None) -> None:
+    """Read at most ``count`` images at once from now on; 0 reads none ahead (each image is read when it is
+    wanted, one at a time: a serial run); None restores the default (:func:`default_readers`)."""
+    global _READERS
+    _READERS = None if count is None else max(0, count)
+
+
+def default_readers() -> int:
+    """One reader per core (``VMROLE_IMAGE_READERS`` sets another default)."""
     value = os.environ.get("VMROLE_IMAGE_READERS", "")
     if value.isascii() and value.isdigit() and int(value) > 0:
         return int(value)
     return max(1, os.cpu_count() or 1)
+
+
+def _max_ahead() -> int:
+    """How many images are read ahead at once: :func:`set_readers`'s count, else :func:`default_readers`. Reading
+    50 images at once would hold 50 readers' memory (~150 MB each for a big volume) and stretch every read past
+    its time limit, which counts from the reader's start."""
+    return default_readers() if _READERS is None else _READERS
 
 
 def _fill_ahead() -> None:
@@ -114,8 +130,16 @@ def _start(path: Path, options: ExtractOptions, memory_limit: int) -> _Job:
     return _Job(proc, parent, time.monotonic(), memory_limit)
 
 
-def _key(path: Path, options: ExtractOptions) -> tuple[str, ExtractOptions]:
-    return (os.path.realpath(path), options)
+def _key(path: Path, options: ExtractOptions) -> tuple[str, ExtractOptions, str]:
+    """The real path, the options, and the file's size and modification time: a read started before the file
+    changed (a long-lived process running pytest several times) is never taken for the file's facts."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    return (real, options, stamp)
 
 
 def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> None:
@@ -126,19 +150,23 @@ def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit:
     nobody collects is stopped at exit.
     """
     key = _key(path, options or ExtractOptions())
-    if key not in _PENDING and key not in _QUEUED and Path(path).is_file():
+    if _max_ahead() and key not in _PENDING and key not in _QUEUED and Path(path).is_file():
         _QUEUED[key] = memory_limit
         _fill_ahead()
 
 
 @atexit.register
-def _stop_pending() -> None:
+def stop_read_ahead() -> None:
+    """Stop the reads started ahead that nobody collected, and forget the queued ones (at a run's end)."""
     for job in _PENDING.values():
         if job.proc.is_alive():
             job.proc.kill()
         job.proc.join(5)
     _PENDING.clear()
     _QUEUED.clear()
+
+
+_stop_pending = stop_read_ahead  # the name earlier tests use
 
 
 def read_image_isolated(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import sys
 import tempfile
@@ -137,6 +138,13 @@ def _blob_read(subject: Any) -> dict[str, Any]:
     return {"read": {k: round(float(stats.get(v, 0)), 3) for k, v in keys.items()}}
 
 
+def _artefact(path: Path, kind: str, state: RunState) -> Artefact:
+    artefact = Artefact.from_path(path, kind, state.root)
+    if kind == IMAGE and path in state.pairing.images:
+        artefact = _blob_artefact(artefact)
+    return artefact
+
+
 class NotProbed(pytest.File):
     """A target file named as a path to collect rather than with --vmr-target: no items (the summary says how
     to probe it)."""
@@ -152,9 +160,7 @@ class ArtefactFile(pytest.File):
         state = self.config.stash[STATE]
         kind = _kind(self.path, state)
         assert kind is not None
-        artefact = Artefact.from_path(self.path, kind, state.root)
-        if kind == IMAGE and Path(self.path) in state.pairing.images:
-            artefact = _blob_artefact(artefact)
+        artefact = _artefact(Path(self.path), kind, state)
         if kind == DEPLOYMENT:  # probed, not read: lint() leaves deployments out
             try:
                 live = _live_subject(self.config, artefact)
@@ -453,6 +459,8 @@ class VmrolePlugin:
         self._shared_before: tuple[Path | None] | None = None
         #: images whose progress line the terminal has shown
         self.images_shown: set[str] = set()
+        #: the run's arguments, resolved (images under them are read ahead as collection finds them)
+        self.anchors: list[Path] | None = None
 
     # ---- many processes, one read per image ---------------------------------------------------
     def share_image_reads(self) -> None:
@@ -494,6 +502,9 @@ class VmrolePlugin:
         shared_reads.use(directory)
 
     def stop_sharing_image_reads(self) -> None:
+        worker = sys.modules.get("harness.extraction.worker")
+        if worker is not None:  # reads started ahead that collection never took (an interrupted run)
+            worker.stop_read_ahead()
         if self._shared_before is not None:
             from harness.extraction import shared_reads
 
@@ -524,7 +535,32 @@ class VmrolePlugin:
             return None
         elif state.shard is not None and not self._in_shard(Path(file_path)):
             return None  # another shard's: not even read
+        if kind == IMAGE:
+            self._read_ahead(Path(file_path))
         return ArtefactFile.from_parent(parent, path=file_path)
+
+    def _read_ahead(self, path: Path) -> None:
+        """Start reading an image as soon as pytest finds it: pytest finds a folder's files before it collects
+        any, so the folder's images are read a few at a time (harness.extraction.worker bounds how many: `vmrole
+        lint -n N`) while collection takes their facts in order. Not in a run of several processes (they share
+        the images out: shared_reads), nor for an image this process has read already, nor for a file pytest
+        offers from an argument's parent folder only to drop it."""
+        from harness.extraction import shared_reads
+        from harness.subjects import is_cached
+
+        image = self.state.pairing.image
+        if shared_reads.DIRECTORY is not None or is_cached(_artefact(path, IMAGE, self.state), image):
+            return
+        if self.anchors is None:
+            named = [Path(os.path.abspath(self.state.invocation_dir / a.split("::", 1)[0])) for a in self.config.args]
+            self.anchors = [*named, *(a.resolve() for a in named)]
+        here = Path(os.path.abspath(path))  # a symlink in a named folder is under it, wherever it points
+        if not any(a == here or a in here.parents for a in self.anchors) and not _under_any(path, self.anchors):
+            return
+        from harness.extraction.extract import ExtractOptions
+        from harness.extraction.worker import prefetch
+
+        prefetch(path, ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs))
 
     def _in_shard(self, path: Path) -> bool:
         from harness.shards import set_key

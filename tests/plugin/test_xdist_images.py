@@ -1,5 +1,7 @@
-"""Many images, several processes: each image is read once in the whole run, the findings are those of a serial
-run, and the terminal shows one progress line per image (issue 13, item 2).
+"""Many images, several processes: each image is read once in the whole run, the report is that of a serial run,
+and the terminal shows one progress line per image (issue 13, item 2). `vmrole lint -n 0` reads one image at a time,
+`-n N` N at once (in isolated reader processes, the rules in the one pytest process), the default one per core;
+pytest-xdist (plain `pytest -n N`, or `vmrole lint -- -n N`) shares the images out among its workers.
 
 Reads are counted with ``VMR_IMAGE_READ_LOG`` (harness.extraction.shared_reads): every process of the run - the
 `vmrole` controller, its xdist workers and their forked image readers - appends one line per read it starts.
@@ -66,24 +68,57 @@ def _report(folder: Path) -> tuple[list, list]:
     return findings, items
 
 
-def test_each_image_read_once_with_two_workers_and_same_findings(images: list[Path], tmp_path: Path) -> None:
+def _comparable(folder: Path) -> dict:
+    """The whole JSON report apart from its times (run start, end and duration, each item's duration)."""
+    data = json.loads((folder / "vmrole.json").read_text())
+    for key in ("started", "finished", "duration_seconds"):
+        assert key in data
+        del data[key]
+    data["items"] = sorted(({**i, "duration": None} for i in data["items"]), key=lambda i: i["nodeid"])
+    data["findings"] = sorted(data["findings"], key=lambda f: (f["fingerprint"], f["artefact"], f["location"]))
+    return data
+
+
+def test_every_mode_reads_each_image_once_and_reports_the_same(images: list[Path], tmp_path: Path) -> None:
+    """Serial (-n 0), two readers (-n 2) and the default (auto): one read per image, the same JSON report."""
     named = [arg for image in images for arg in ("--image", str(image))]
     common = ["--no-allure", "--no-junit"]
-    serial, serial_reads = _run(tmp_path, "serial", ["lint", *named, *common, "--report-dir", "serial"])
-    parallel, parallel_reads = _run(tmp_path, "parallel", ["lint", *named, *common, "--report-dir", "par", "-n", "2"])
-    assert serial.returncode == parallel.returncode == 1, serial.stdout[-3000:] + parallel.stdout[-3000:]
+    real = sorted(os.path.realpath(p) for p in images)
+    reports = {}
+    for label, workers in (("serial", ["-n", "0"]), ("two", ["-n", "2"]), ("default", [])):
+        proc, reads = _run(tmp_path, label, ["lint", *named, *common, "--report-dir", label, *workers])
+        assert proc.returncode == 1, f"{label}: {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        assert sorted(reads) == real, f"{label} reads: {Counter(reads)}"
+        assert "workers" not in proc.stdout, proc.stdout[-2000:]  # pytest-xdist did not start
+        for image in images:  # one progress line per image
+            assert proc.stdout.count(f"vmrole: image {image.name}: profile") == 1, proc.stdout[-3000:]
+        reports[label] = _comparable(tmp_path / label)
+    findings = reports["serial"]["findings"]
+    assert {Path(f["artefact"]).name for f in findings} == {p.name for p in images[1:]}  # the key files were found
+    assert reports["two"] == reports["serial"]
+    assert reports["default"] == reports["serial"]
 
+
+@pytest.mark.slow  # starts pytest-xdist's two workers (~5 s)
+def test_xdist_forced_after_the_double_dash_still_reads_each_image_once(images: list[Path], tmp_path: Path) -> None:
+    """`vmrole lint -- -n 2`: the reads `vmrole lint` started are handed over to the workers, not repeated."""
+    named = [arg for image in images for arg in ("--image", str(image))]
+    common = ["--no-allure", "--no-junit"]
+    serial, serial_reads = _run(tmp_path, "serial", ["lint", *named, *common, "--report-dir", "serial", "-n", "0"])
+    forced, forced_reads = _run(
+        tmp_path, "forced", ["lint", *named, *common, "--report-dir", "forced", "--", "-n", "2"]
+    )
+    assert serial.returncode == forced.returncode == 1, serial.stdout[-3000:] + forced.stdout[-3000:]
+    assert "2 workers" in forced.stdout, forced.stdout[-2000:]
     real = sorted(os.path.realpath(p) for p in images)
     assert sorted(serial_reads) == real
-    assert sorted(parallel_reads) == real, f"reads: {Counter(parallel_reads)}"
-
+    assert sorted(forced_reads) == real, f"reads: {Counter(forced_reads)}"
     s_findings, s_items = _report(tmp_path / "serial")
-    p_findings, p_items = _report(tmp_path / "par")
-    assert {Path(f[1]).name for f in s_findings} == {p.name for p in images[1:]}  # the key files were found
-    assert s_findings == p_findings
-    assert s_items == p_items and len(s_items) == len({i[0] for i in s_items})
+    f_findings, f_items = _report(tmp_path / "forced")
+    assert s_findings == f_findings
+    assert s_items == f_items and len(s_items) == len({i[0] for i in s_items})
     for image in images:  # one progress line per image, on the controller's terminal
-        assert parallel.stdout.count(f"vmrole: image {image.name}: profile") == 1, parallel.stdout[-3000:]
+        assert forced.stdout.count(f"vmrole: image {image.name}: profile") == 1, forced.stdout[-3000:]
 
 
 def test_plain_pytest_with_workers_reads_each_image_once(images: list[Path], tmp_path: Path) -> None:

@@ -1,0 +1,112 @@
+"""`vmrole lint -n`: how many images are read at once (issue 13, item 2).
+
+`-n 0` is a serial run: no image is read ahead, each is read when collection reaches it, one reader at a time.
+`-n N` reads N images at once (isolated reader processes; the rule items run in the one pytest process), also the
+images pytest finds in a named folder; no -n is `auto`, one reader per core. Counted here in-process: every reader
+started notes how many other readers were running at that moment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.extraction import worker
+from harness.testing import keymaterial as km
+from harness.testing.images import build_image, missing_tools
+from harness.testing.windows import windows_server_2008r2_vmrole
+
+needs_tools = pytest.mark.skipif(bool(missing_tools()), reason=f"image tools missing: {missing_tools()}")
+
+
+@pytest.fixture(scope="module")
+def images(image_cache: Path) -> list[Path]:
+    base = windows_server_2008r2_vmrole()
+    specs = [
+        base,
+        base.with_changes(files={"Users/Administrator/.ssh/id_rsa": km.pem_private_key_bytes()}),
+        base.with_changes(files={"inetpub/wwwroot/site.pfx": km.pfx_bytes()}),
+    ]
+    return [build_image(spec, "vhd-fixed", cache_dir=image_cache) for spec in specs]
+
+
+@pytest.fixture
+def others_running(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """(image, readers already running) for every reader started."""
+    seen: list[tuple[str, int]] = []
+    start = worker._start
+
+    def counting(path: Path, options, memory_limit: int):  # type: ignore[no-untyped-def]
+        seen.append((Path(os.path.realpath(path)).name, sum(job.proc.is_alive() for job in worker._PENDING.values())))
+        return start(path, options, memory_limit)
+
+    monkeypatch.setattr(worker, "_start", counting)
+    monkeypatch.delenv("VMROLE_IMAGE_READERS", raising=False)
+    yield seen
+    worker.stop_read_ahead()
+
+
+def _lint(tmp_path: Path, *args: str) -> int:
+    return cli.main(["lint", *args, "--no-allure", "--no-junit", "--report-dir", str(tmp_path / "r"), "-q", "-q"])
+
+
+def _linked(images: list[Path], folder: Path) -> list[Path]:
+    """The images under new names (facts are cached per process and path: these are read afresh)."""
+    folder.mkdir()
+    links = [folder / f"{i}-{image.name}" for i, image in enumerate(images)]  # pytest finds them in this order
+    for link, image in zip(links, images, strict=True):
+        link.symlink_to(image)
+    return links
+
+
+@needs_tools
+def test_serial_reads_one_image_at_a_time(
+    images: list[Path], others_running: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    named = [a for link in _linked(images, tmp_path / "named") for a in ("--image", str(link))]
+    assert _lint(tmp_path, *named, "-n", "0") == 1
+    assert others_running == [(p.name, 0) for p in images]
+    assert worker._READERS is None  # the run's setting does not outlive it
+
+
+@needs_tools
+def test_two_readers_at_once_also_for_a_folders_images(
+    images: list[Path], others_running: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _linked(images, tmp_path / "two")
+    assert _lint(tmp_path, "two", "-n", "2") == 1
+    assert sorted(name for name, _ in others_running) == sorted(p.name for p in images)  # each read once
+    assert max(n for _, n in others_running) == 1, others_running  # two at once, never three
+
+    others_running.clear()
+    _linked(images, tmp_path / "serial")
+    assert _lint(tmp_path, "serial", "-n", "0") == 1
+    assert others_running == [(p.name, 0) for p in images]
+
+
+def test_the_default_is_one_reader_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VMROLE_IMAGE_READERS", raising=False)
+    assert cli._readers(None) is None and cli._readers("auto") is None and cli._readers("3") == 3
+    assert worker._max_ahead() == max(1, os.cpu_count() or 1)
+    monkeypatch.setenv("VMROLE_IMAGE_READERS", "5")
+    assert worker._max_ahead() == 5
+    worker.set_readers(0)
+    try:
+        assert worker._max_ahead() == 0  # -n beats the environment
+    finally:
+        worker.set_readers(None)
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["lint"].format_help()  # type: ignore[union-attr]
+    assert "auto (the default: one per core" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize("bad", ["two", "-1", "1.5", "logical"])
+def test_a_bad_count_is_a_usage_error(bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.vhd").write_bytes(b"\0" * 512)
+    assert cli.main(["lint", str(tmp_path / "x.vhd"), "-n", bad]) == 4
+    err = capsys.readouterr().err
+    assert f"-n: expected auto, 0 (serial) or a number of readers, got {bad!r}" in err
