@@ -1,20 +1,29 @@
 """Validation against the OpenAPI descriptions themselves, from a local checkout of
-https://github.com/Azure/azure-rest-api-specs (``VMR_AZURE_REST_API_SPECS=/path/to/checkout``; the repository is
-too large to ship in the test data).
+https://github.com/Azure/azure-rest-api-specs (``VMR_AZURE_REST_API_SPECS=/path/to/checkout``; neither the repository
+nor the $ref closure of the files used is kept in the test data, see tests/data/azure-rest-api-specs/SOURCE.md).
 
-For each definition the newest ``stable`` api-version not newer than the one served is used (the served one in a
-current checkout); ``$ref``s are resolved across files (common-types, the Network files' web of references),
-Swagger 2.0 schemas are read as JSON Schema draft 4 (``x-ms-*`` extensions and ``readOnly`` are annotations,
-``discriminator`` names a property).
+A served request is matched to the *operation* that describes it: the ``paths`` template (case-insensitive, as ARM
+routes) and method, in the newest ``stable`` folder whose api-version for that operation is not newer than the one
+served. An operation's api-version is its folder's, unless its ``api-version`` parameter pins one (the scale-set NIC
+and public-IP operations are pinned to 2017-03-30 / 2018-10-01 in every Network folder). The answer is validated
+against that operation's ``responses/200/schema``, ``$ref``s resolved across files (common-types, the Network files'
+web of references); Swagger 2.0 schemas are read as JSON Schema draft 4 (``x-ms-*`` extensions and ``readOnly`` are
+annotations, ``discriminator`` names a property, ``format`` is not asserted).
+
+What such a validation cannot see: an older description has no ``additionalProperties: false``, so properties added
+after it pass unchecked, and enums it does not close (``x-ms-enum`` ``modelAsString``) accept any string.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ENV = "VMR_AZURE_REST_API_SPECS"
 PROVIDERS = {
@@ -25,7 +34,7 @@ PROVIDERS = {
 
 def checkout() -> Path | None:
     value = os.environ.get(ENV)
-    return Path(value) if value and (Path(value) / "specification").is_dir() else None
+    return Path(value).resolve() if value and (Path(value) / "specification").is_dir() else None
 
 
 @cache
@@ -33,21 +42,78 @@ def _load(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text("utf-8-sig")))
 
 
-def find(root: Path, provider: str, definition: str, served: str) -> tuple[Path, str] | None:
-    """(file, api-version) of ``definition`` in the newest stable version ≤ ``served``."""
-    versions: dict[str, list[Path]] = {}
-    for stable in (root / PROVIDERS[provider]).glob("**/stable"):
-        for folder in stable.iterdir():
-            if folder.is_dir() and folder.name <= served:
-                versions.setdefault(folder.name, []).extend(sorted(folder.glob("*.json")))
-    for version in sorted(versions, reverse=True):
-        for path in versions[version]:
-            if definition in (_load(path).get("definitions") or {}):
-                return path, version
+@dataclass(frozen=True)
+class Operation:
+    file: Path
+    template: str
+    method: str
+    folder: str  # the stable folder's api-version
+    api_version: str  # the operation's own (pinned, or the folder's)
+
+    @property
+    def pointer(self) -> str:
+        escaped = self.template.replace("~", "~0").replace("/", "~1")
+        return f"/paths/{escaped}/{self.method}/responses/200/schema"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(_load(self.file)["paths"][self.template][self.method])
+
+
+@cache
+def _template(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}/]+\})", template)
+    body = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(body + "/?", re.IGNORECASE)
+
+
+def _parameter(file: Path, value: dict[str, Any]) -> dict[str, Any]:
+    ref = value.get("$ref")
+    if not ref:
+        return value
+    target, _, fragment = ref.partition("#")
+    document = _load((file.parent / target).resolve()) if target else _load(file)
+    node: Any = document
+    for segment in fragment.strip("/").split("/"):
+        node = node[segment.replace("~1", "/").replace("~0", "~")]
+    return dict(node)
+
+
+def _pinned(file: Path, spec: dict[str, Any]) -> str | None:
+    for value in spec.get("parameters", []):
+        parameter = _parameter(file, value)
+        if parameter.get("name") == "api-version" and parameter.get("enum"):
+            return str(parameter["enum"][0])
     return None
 
 
-def validator(path: Path, definition: str) -> Any:
+@cache
+def _folders(root: Path, provider: str) -> list[tuple[str, list[Path]]]:
+    """(api-version, description files) of every stable folder, newest first."""
+    folders: dict[str, list[Path]] = {}
+    for stable in (root / PROVIDERS[provider]).glob("**/stable"):
+        for folder in stable.iterdir():
+            if folder.is_dir():
+                folders.setdefault(folder.name, []).extend(sorted(folder.glob("*.json")))
+    return sorted(folders.items(), reverse=True)
+
+
+def operation(root: Path, provider: str, path: str, method: str, served: str) -> Operation | None:
+    """The newest description of ``method path`` whose api-version is not newer than ``served``."""
+    method = method.lower()
+    for folder, files in _folders(root, provider):
+        for file in files:
+            for template, item in (_load(file).get("paths") or {}).items():
+                if method not in item or not _template(template).fullmatch(path):
+                    continue
+                version = _pinned(file, item[method]) or folder
+                if version <= served:
+                    return Operation(file, template, method, folder, version)
+    return None
+
+
+@cache
+def validator(op: Operation) -> Any:
     import jsonschema
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4
@@ -56,4 +122,5 @@ def validator(path: Path, definition: str) -> Any:
         return DRAFT4.create_resource(_load(Path(uri.removeprefix("file://"))))
 
     registry: Registry[Any] = Registry(retrieve=retrieve)  # type: ignore[call-arg]
-    return jsonschema.Draft4Validator({"$ref": f"file://{path}#/definitions/{definition}"}, registry=registry)
+    ref = f"file://{op.file}#{quote(op.pointer, safe='/~')}"
+    return jsonschema.Draft4Validator({"$ref": ref}, registry=registry)
