@@ -345,6 +345,21 @@ _TABLE = (
         f"{_LEARN}/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-attached-disks",
     ),
     Source(
+        "vm-disk-mapping",
+        "How to map Azure Disks to Windows VM guest disks (the LUN in a disk's Location)",
+        f"{_LEARN}/azure/virtual-machines/windows/azure-to-guest-disk-mapping",
+    ),
+    Source(
+        "vm-attach-data-disk-windows",
+        "Attach a managed data disk to a Windows VM (a new disk must be initialized in the guest)",
+        f"{_LEARN}/azure/virtual-machines/windows/attach-managed-disk-portal",
+    ),
+    Source(
+        "ephemeral-os-disks",
+        "Ephemeral OS disks for Azure VMs",
+        f"{_LEARN}/azure/virtual-machines/ephemeral-os-disks",
+    ),
+    Source(
         "arm-deployment-models",
         "Azure Resource Manager vs. classic deployment",
         f"{_LEARN}/azure/azure-resource-manager/management/deployment-models",

@@ -1,4 +1,4 @@
-"""Persistence rules (VMR700-VMR719): what a reimage (VMR700-VMR706) and a reboot (VMR710-VMR712) keep.
+"""Persistence rules (VMR700-VMR719): what a reimage (VMR700-VMR708) and a reboot (VMR710-VMR712) keep.
 
 They judge :class:`harness.facts.live.reimage.ReimageFacts` / ``RebootFacts`` (the destructive stages
 ``reimage`` and ``reboot``, run with ``--vmr-destructive``). Expectations follow the Reimage / Reboot Role
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.checks.live._naming import deployment_of, instance_label
+from harness.checks.live._naming import instance_label
 
 from harness.docs_sources import refs
 from harness.engine.artefact import DEPLOYMENT
 from harness.engine.finding import Finding
 from harness.engine.rule import NotApplicable, Rule
 from harness.engine.severity import Severity
-from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS, PersistenceFacts
+from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, DATA, LOCAL, OS, TEMP, Marker, PersistenceFacts
 from harness.facts.live.subject import LiveFacts, present
 
 KINDS = frozenset({DEPLOYMENT})
@@ -210,10 +210,8 @@ class ReimageLocalStorageLost(Rule):
     ## Why is this bad?
     Such local storage is normally kept on a reimage. Losing it is allowed (the platform may have moved the
     VM to other hardware), so this is a warning: an application relying on it will rebuild its cache or
-    lose data it should have kept in blob storage. A scale-set VM has the same contract for its temporary
-    disk (not guaranteed across a reimage, a redeploy or a move to other hardware), while its managed data
-    disks are kept. So on a VM scale set (``management.api: vmss``), where these markers are on the VM's data
-    disks, a lost marker is red (high): the reimage lost a disk it must keep.
+    lose data it should have kept in blob storage. (A VM scale set has data disks instead, judged by
+    VMR707.)
 
     ## Example
     ``<LocalStorage name="AppData" cleanOnRoleRecycle="false" />`` empty after the reimage.
@@ -225,8 +223,6 @@ class ReimageLocalStorageLost(Rule):
     - Configure local storage resources (Cloud Services classic) — cleanOnRoleRecycle: https://learn.microsoft.com/en-us/azure/cloud-services/cloud-services-configure-local-storage-resources
     - Reimage Role Instance (Service Management REST API): https://learn.microsoft.com/en-us/rest/api/compute/cloudservices/rest-reimage-role-instance
     - Rebuild Role Instance (Service Management REST API, archived) — a rebuild re-creates local storage: https://learn.microsoft.com/en-us/previous-versions/azure/reference/dn627518(v=azure.100)
-    - Introduction to Azure managed disks - Temporary disk: https://learn.microsoft.com/en-us/azure/virtual-machines/managed-disks-overview#temporary-disk
-    - Azure Virtual Machine Scale Sets and attached data disks: https://learn.microsoft.com/en-us/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-attached-disks
     """
 
     id = "VMR703"
@@ -235,33 +231,19 @@ class ReimageLocalStorageLost(Rule):
     applies_to = KINDS
     requires = ("reimage",)
     tags = ("live", "reimage", "destructive", "local-storage")
-    references = refs(
-        "cloud-services-local-storage", "sm-reimage", "sm-rebuild", "vm-temporary-disk", "vmss-attached-disks"
-    )
+    references = refs("cloud-services-local-storage", "sm-reimage", "sm-rebuild")
 
     def check(self, subject: LiveFacts) -> Iterator[Finding]:
         facts = _verified(present(subject.reimage, "reimage"))
         who = instance_label(subject, facts.instance)
-        deployment = deployment_of(subject)
-        scale_set = deployment is not None and deployment.api == "vmss"
         for m in facts.of_kind(LOCAL):
             if m.clean_on_role_recycle is False and m.present_after is False:
-                if scale_set:
-                    message = (
-                        f"the data disk {m.name!r} of {who} lost its marker on the reimage: a scale-set VM's "
-                        "reimage keeps its managed data disks"
-                    )
-                else:
-                    message = (
-                        f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {who} lost its marker on "
-                        "the reimage: the platform may have moved the VM; do not rely on local storage for state"
-                    )
                 yield self.finding(
                     subject,
                     f"instance {facts.instance} / LocalStorage {m.name}",
-                    message,
+                    f"LocalStorage {m.name!r} (cleanOnRoleRecycle=false) of {who} lost its marker on the reimage: "
+                    "the platform may have moved the VM; do not rely on local storage for state",
                     evidence=_evidence(facts, resource=m.name, marker=m.location),
-                    severity=Severity.HIGH if scale_set else None,
                 )
 
 
@@ -353,6 +335,137 @@ class ReimageCleanStorageKept(Rule):
                 )
 
 
+def _volume(m: Marker) -> str:
+    """The volume a disk marker was written on (``F:\\`` of ``F:\\vmrole-probe\\marker-….txt``)."""
+    head = m.location.rsplit("\\vmrole-probe\\", 1)[0]
+    return head if head.endswith("\\") else head + "\\"
+
+
+class ReimageDataDiskLost(Rule):
+    """A scale-set VM's data disk lost its content on a reimage.
+
+    ## What it does
+    On a VM scale set (``management.api: vmss``), reads the VM model's data disks (``storageProfile.dataDisks``:
+    LUN and name), asks the guest which volume is on each LUN (the LUN in the disk's ``Location``, as
+    ``Get-Disk`` shows it; or ``reimage.data_disks`` in the target file), writes
+    ``<volume>\\vmrole-probe\\marker-<uuid>.txt`` before the reimage, and reports a marker gone after it.
+    A data disk with no volume (raw, not initialized in the guest) cannot hold a marker: the rule does not
+    apply to it (the reason names its LUN), it is not a failure.
+
+    ## Why is this bad?
+    A scale-set VM's reimage resets its OS disk and keeps its data disks: they are managed disks of their own,
+    attached at their LUN again. A data disk that comes back empty means state the application put on it
+    is gone, and the platform (or what the image runs at startup) did something a reimage does not do.
+
+    ## Example
+    The data disk at LUN 0 (``F:``) holds no files after the reimage: a startup script formats "new" disks
+    without checking for an existing volume.
+
+    ## Use instead
+    Initialize a data disk only when it is raw (``PartitionStyle`` RAW); never format a disk that has a
+    volume. Keep state that must outlive the VM in blob storage.
+
+    ## References
+    - Virtual Machine Scale Set VMs - Reimage (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/reimage
+    - Azure Virtual Machine Scale Sets and attached data disks: https://learn.microsoft.com/en-us/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-attached-disks
+    - How to map Azure Disks to Windows VM guest disks (the LUN in a disk's Location): https://learn.microsoft.com/en-us/azure/virtual-machines/windows/azure-to-guest-disk-mapping
+    - Attach a managed data disk to a Windows VM (a new disk must be initialized in the guest): https://learn.microsoft.com/en-us/azure/virtual-machines/windows/attach-managed-disk-portal
+    """
+
+    id = "VMR707"
+    name = "reimage-data-disk-lost"
+    severity = Severity.HIGH
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive", "data-disk")
+    references = refs("vmss-vm-reimage", "vmss-attached-disks", "vm-disk-mapping", "vm-attach-data-disk-windows")
+
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reimage, "reimage"))
+        disks = facts.of_kind(DATA)
+        if not disks:
+            raise NotApplicable("no data disks: not a scale set, or its VM model lists none")
+        skipped = [m for m in disks if m.skipped]
+        if len(skipped) == len(disks):
+            raise NotApplicable("; ".join(m.skipped or "" for m in skipped))
+        who = instance_label(subject, facts.instance)
+        for m in disks:
+            where = f"instance {facts.instance} / data disk LUN {m.lun}"
+            if m.skipped:  # beside disks that were judged: said, not failed
+                yield self.finding(
+                    subject,
+                    where,
+                    f"not judged on {who}: {m.skipped}",
+                    evidence=_evidence(facts, disk=m.name, lun=str(m.lun)),
+                    severity=Severity.INFO,
+                )
+            elif m.present_after is False:
+                yield self.finding(
+                    subject,
+                    where,
+                    f"the data disk {m.name!r} (LUN {m.lun}, {_volume(m)}) of {who} lost its marker on the reimage: "
+                    "a scale-set VM's reimage keeps its data disks",
+                    evidence=_evidence(facts, disk=m.name, lun=str(m.lun), marker=m.location),
+                )
+
+
+class ReimageTempDiskOutcome(Rule):
+    """What a reimage did to a scale-set VM's temporary disk (for information: nothing is guaranteed).
+
+    ## What it does
+    On a VM scale set, writes ``<volume>\\vmrole-probe\\marker-<uuid>.txt`` to the temporary disk (the volume
+    the guest labels ``Temporary Storage``, usually ``D:``; or ``reimage.temp_disk``) before the reimage and
+    reports whether it was still there after. A VM size without a temporary disk, or ``reimage.temp_disk:
+    none``, makes the rule not apply.
+
+    ## Why is this bad?
+    It is not: the temporary disk is scratch space whose content Azure does not promise to keep (a
+    maintenance event, a redeploy or a move to other hardware empties it; a reimage's ``tempDisk`` option
+    exists only for VMs with an ephemeral OS disk). The finding says what happened this time so that an
+    application that silently relies on it (or on it being empty) is noticed.
+
+    ## Example
+    ``the temporary disk (D:\\) of web000002 (instance 2) kept its marker across the reimage``.
+
+    ## Use instead
+    Keep only what can be rebuilt on the temporary disk (page file, caches); rebuild at startup whatever the
+    application expects there.
+
+    ## References
+    - Introduction to Azure managed disks - Temporary disk: https://learn.microsoft.com/en-us/azure/virtual-machines/managed-disks-overview#temporary-disk
+    - Virtual Machine Scale Set VMs - Reimage (Azure REST API): https://learn.microsoft.com/en-us/rest/api/compute/virtual-machine-scale-set-vms/reimage
+    - Ephemeral OS disks for Azure VMs: https://learn.microsoft.com/en-us/azure/virtual-machines/ephemeral-os-disks
+    """
+
+    id = "VMR708"
+    name = "reimage-temp-disk-outcome"
+    severity = Severity.INFO
+    applies_to = KINDS
+    requires = ("reimage",)
+    tags = ("live", "reimage", "destructive", "data-disk")
+    references = refs("vm-temporary-disk", "vmss-vm-reimage", "ephemeral-os-disks")
+
+    def check(self, subject: LiveFacts) -> Iterator[Finding]:
+        facts = _verified(present(subject.reimage, "reimage"))
+        temps = facts.of_kind(TEMP)
+        if not temps:
+            raise NotApplicable("no temporary disk marker: not a scale set, or reimage.temp_disk is none")
+        who = instance_label(subject, facts.instance)
+        for m in temps:
+            if m.skipped:
+                raise NotApplicable(m.skipped)
+            if m.present_after is None:
+                continue  # not written or not checked: VMR706 says why
+            what = "kept its marker across" if m.present_after else "lost its marker on"
+            yield self.finding(
+                subject,
+                f"instance {facts.instance} / temporary disk",
+                f"the temporary disk ({_volume(m)}) of {who} {what} the reimage (a temporary disk's content is "
+                "not guaranteed: keep nothing there that cannot be rebuilt)",
+                evidence=_evidence(facts, marker=m.location, kept=str(m.present_after).lower()),
+            )
+
+
 class _ProbeIncomplete(Rule):
     attr = "reimage"
 
@@ -368,6 +481,8 @@ class _ProbeIncomplete(Rule):
             )
             return
         for m in facts.markers:
+            if m.skipped:  # the expectation does not apply (VMR707/VMR708 say why): not a probe failure
+                continue
             if not m.written:
                 message = f"the {m.kind} marker {m.location} could not be written: {m.write_error}"
             elif m.check_error and m.present_after is None:
@@ -485,9 +600,13 @@ class RebootLostState(Rule):
         for m in facts.markers:
             if m.present_after is not False:
                 continue
-            if m.kind == LOCAL and m.clean_on_role_recycle:
+            if (m.kind == LOCAL and m.clean_on_role_recycle) or m.kind == TEMP:  # neither is promised
                 continue
-            what = {OS: "OS-drive marker", LOCAL: f"LocalStorage {m.name!r} marker"}.get(m.kind, "blob marker")
+            what = {
+                OS: "OS-drive marker",
+                LOCAL: f"LocalStorage {m.name!r} marker",
+                DATA: f"data disk {m.name!r} (LUN {m.lun}) marker",
+            }.get(m.kind, "blob marker")
             yield self.finding(
                 subject,
                 f"instance {facts.instance} / {m.location}",

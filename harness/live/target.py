@@ -129,6 +129,10 @@ class Rotation:
 class Reimage:
     instance: str = "auto"
     timeout_seconds: float = 300.0
+    #: vmss: LUN -> the volume its marker goes on (else the guest is asked which volume is on that LUN)
+    data_disks: tuple[tuple[int, str], ...] = ()
+    #: vmss: "auto" (the volume labelled Temporary Storage), "none" (no marker), or the volume's path
+    temp_disk: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -376,6 +380,24 @@ def _addresses(r: _Reader, value: Any) -> tuple[tuple[str, str, int], ...]:
     return tuple(out)
 
 
+def _data_disk_volumes(r: _Reader, value: Any) -> tuple[tuple[int, str], ...]:
+    """``reimage.data_disks``: {LUN (0-63): the volume's path in the guest, e.g. 'F:\\'}."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise r.fail("reimage.data_disks", "must be a mapping of LUN to the volume's path (e.g. {0: 'F:\\'})")
+    out = []
+    for lun, volume in value.items():
+        text = str(lun).strip() if isinstance(lun, (int, str)) and not isinstance(lun, bool) else ""
+        number = int(text) if text.isdigit() else None
+        if number is None or not 0 <= number <= 63:
+            raise r.fail("reimage.data_disks", f"{lun!r} is not a LUN (0-63)")
+        if not isinstance(volume, str) or not volume.strip():
+            raise r.fail(f"reimage.data_disks.{number}", "must be the volume's path in the guest (e.g. 'F:\\')")
+        out.append((number, volume.strip()))
+    return tuple(sorted(out))
+
+
 def load_target(path: Path) -> Target:
     path = Path(path)
     r = _Reader(path.resolve())
@@ -458,10 +480,12 @@ def load_target(path: Path) -> Target:
         probe_grace_seconds=r.number(ro, "probe_grace_seconds", "rotation", 3.0, 0.0, 600.0),
         busy_hook=r.text(ro, "busy_hook", "rotation"),
     )
-    re_ = r.section(data, "reimage", {"instance", "timeout_seconds"})
+    re_ = r.section(data, "reimage", {"instance", "timeout_seconds", "data_disks", "temp_disk"})
     reimage = Reimage(
         instance=r.text(re_, "instance", "reimage") or "auto",
         timeout_seconds=r.number(re_, "timeout_seconds", "reimage", 300.0, 1.0, 7200.0),
+        data_disks=_data_disk_volumes(r, re_.get("data_disks")),
+        temp_disk=r.text(re_, "temp_disk", "reimage") or "auto",
     )
     t = r.section(data, "timeouts", {"connect", "read", "ready", "conflict_retry"})
     timeouts = Timeouts(

@@ -202,7 +202,7 @@ def test_rotation_attributes_answers_to_the_scale_set_instances(target: Target) 
 def test_reimage_stage_resets_the_os_disk_and_leaves_blobs_alone(target: Target) -> None:
     """The reimage stage on a scale-set VM: the OS-drive marker is gone, both blob markers are still there (the
     platform's contract for a scale-set VM reimage; VMR702/VMR704 judge these facts)."""
-    from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, LOCAL, OS
+    from harness.facts.live.reimage import BLOB, BLOB_FROM_INSTANCE, DATA, LOCAL, OS
 
     ctx = LiveContext(target, destructive=True)
     assert isinstance(ctx.backend, VmssBackend)
@@ -217,10 +217,11 @@ def test_reimage_stage_resets_the_os_disk_and_leaves_blobs_alone(target: Target)
     assert facts.instance is not None and facts.instance.startswith("web")
     assert [m.present_after for m in facts.of_kind(OS)] == [False]
     assert [m.present_after for m in facts.of_kind(BLOB) + facts.of_kind(BLOB_FROM_INSTANCE)] == [True, True]
-    # the data disk (the fabric's LocalStorage stand-in, mounted under the scale set's uniqueId, the facts'
-    # private_id) keeps its marker across the reimage
-    local = facts.of_kind(LOCAL)
-    assert local and [(m.written, m.present_after) for m in local] == [(True, True)] * len(local), local
+    # the data disk (the fabric's LocalStorage stand-in) keeps its marker across the reimage: written on the
+    # volume the guest shows at the VM model's LUN, not under C:\Resources (no LocalStorage on a scale set)
+    data = facts.of_kind(DATA)
+    assert data and [(m.written, m.present_after) for m in data] == [(True, True)] * len(data), data
+    assert [m.location[:3] for m in data] == ["F:\\"] and not facts.of_kind(LOCAL)
 
 
 def test_server_errors_and_a_silent_api_are_named_in_bounded_time(fabric: Any, target: Target) -> None:
@@ -293,7 +294,7 @@ def test_probe_destructive_passes_on_the_healthy_scale_set(fabric: Any, target: 
     assert not [i for i in report["items"] if i["outcome"] == "failed"], output[-4000:]
     # rotation attributed every answer, the drain took an instance out by its computer name, the reimage and
     # reboot wrote and judged their markers (data disk included)
-    for rule in ("VMR800", "VMR805", "VMR810", "VMR811", "VMR703", "VMR706", "VMR712"):
+    for rule in ("VMR800", "VMR805", "VMR810", "VMR811", "VMR706", "VMR707", "VMR708", "VMR712"):
         assert outcomes.get(rule) == "passed", (rule, outcomes.get(rule), output[-3000:])
     assert client_secret(fabric) not in output
 
@@ -302,7 +303,7 @@ SCALE_SET_FAULTS = [
     # (fault, rule that turns red, words its message holds besides the instance's label)
     ("busy", "VMR602", ("BusyRole",)),
     ("crash", "VMR631", ("HttpIn", "nothing listens")),
-    ("lose-local-storage", "VMR703", ("data disk", "datadisk0")),
+    ("lose-local-storage", "VMR707", ("data disk", "datadisk0", "(LUN 0, F:\\)")),
 ]
 
 

@@ -10,18 +10,33 @@ OS = "os"  # C:\vmrole-probe\marker-<uuid>.txt
 LOCAL = "local"  # <LocalStorage root>\marker-<uuid>.txt
 BLOB = "blob"  # written directly with the storage SDK
 BLOB_FROM_INSTANCE = "blob-from-instance"  # written from inside the instance (PUT to a SAS URL)
+DATA = "data-disk"  # a scale-set VM's data disk: <its volume>\vmrole-probe\marker-<uuid>.txt (found by LUN)
+TEMP = "temp-disk"  # a scale-set VM's temporary disk (the volume labelled "Temporary Storage", usually D:)
+FILE_KINDS = (OS, LOCAL, DATA, TEMP)  # markers written as files inside the instance
+
+
+@dataclass(frozen=True)
+class DataDisk:
+    """A data disk the platform attaches to a VM (a scale-set VM model's ``storageProfile.dataDisks[]``)."""
+
+    lun: int
+    name: str
 
 
 @dataclass(frozen=True)
 class Marker:
-    kind: str  # OS | LOCAL | BLOB | BLOB_FROM_INSTANCE
-    name: str  # "C:", the LocalStorage name, or the blob name
+    kind: str  # OS | LOCAL | DATA | TEMP | BLOB | BLOB_FROM_INSTANCE
+    name: str  # "C:", the LocalStorage or data disk name, "temporary disk", or the blob name
     location: str  # the Windows path, or container/blob (never a SAS URL)
     clean_on_role_recycle: bool | None = None  # LocalStorage only
     written: bool = False
     write_error: str | None = None
     present_after: bool | None = None  # None: not checked (not written, or the check failed)
     check_error: str | None = None
+    lun: int | None = None  # DATA only: the disk's LUN
+    #: why this marker was not written although nothing failed (a data disk without a volume, a VM size
+    #: without a temporary disk): the expectation does not apply, it is not a probe failure
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)

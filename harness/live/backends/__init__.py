@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.facts.live.deployment import DeploymentFacts
+    from harness.facts.live.reimage import DataDisk
     from harness.live.context import LiveContext
     from harness.live.management import OperationResult, OperationStatus
 
@@ -56,6 +57,12 @@ class Backend(Protocol):
 
     def down(self) -> bool:
         """The management API was found unreachable in this run (polling on would only wait)."""
+        ...
+
+    def data_disks(self, instance: str) -> tuple[DataDisk, ...] | None:
+        """The data disks the platform attaches to ``instance`` (a scale-set VM model's
+        ``storageProfile.dataDisks``: LUN and name); None where the API has none (asm: LocalStorage instead).
+        Raises the back end's error (a :class:`harness.live.management.ManagementError`) when it cannot say."""
         ...
 
     def close(self) -> None: ...

@@ -43,6 +43,9 @@ class AsmBackend:
         client = self.ctx.management_if_built
         return client is not None and self.ctx.health.down(MGMT, client.base_url) is not None
 
+    def data_disks(self, instance: str) -> None:
+        return None  # a classic role's LocalStorage is mounted under C:\\Resources (the csdef names it)
+
     def close(self) -> None:
         pass  # the context's client lives as long as the context (as before back ends existed)
 

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.facts.live import platform
 from harness.facts.live.deployment import DeploymentFacts, InstanceEndpointFacts, InstanceFacts
+from harness.facts.live.reimage import DataDisk
 from harness.facts.servicemodel import ServiceDefinition
 from harness.live.backends.common import as_int, definition, input_endpoints
 from harness.live.errors import StageError, TargetError
@@ -846,6 +847,16 @@ class VmssBackend:
         )
         return facts
 
+    def data_disks(self, instance: str) -> tuple[DataDisk, ...]:
+        """The VM model's ``storageProfile.dataDisks`` (LUN, name) of one scale-set VM (Get of the VM)."""
+        instance_id = self._instance_id(instance)
+        rg, name = self.resource_group, self.scale_set
+        vm = self.call(
+            f"Get scale-set VM {name} instance {instance_id} ({instance})",
+            lambda c: c.compute.virtual_machine_scale_set_vms.get(rg, name, instance_id).as_dict(),
+        )
+        return data_disks_of(vm)
+
     # ---- operations on one instance -------------------------------------------------------------------
     def operations(self) -> VmssBackend:
         return self
@@ -950,6 +961,19 @@ class VmssBackend:
                     None,
                     f"the poller had not finished when the {time.monotonic() - start:.1f} s deadline passed",
                 )
+
+
+def data_disks_of(vm: dict[str, Any]) -> tuple[DataDisk, ...]:
+    """A scale-set VM's data disks by LUN (its model, as the SDK's ``as_dict()`` or ARM's wire JSON spell it)."""
+    props: dict[str, Any] = vm["properties"] if isinstance(vm.get("properties"), dict) else vm
+    profile = props.get("storage_profile") or props.get("storageProfile") or {}
+    disks = profile.get("data_disks") or profile.get("dataDisks") or ()
+    out = []
+    for d in disks:
+        lun = as_int(d.get("lun"))
+        if lun is not None:
+            out.append(DataDisk(lun=lun, name=str(d.get("name") or f"lun{lun}")))
+    return tuple(sorted(out, key=lambda d: d.lun))
 
 
 def _public_ip_getter(resource_group: str, name: str) -> Callable[[ArmClients], dict[str, Any]]:

@@ -3,8 +3,14 @@ r"""Stages ``reimage`` and ``reboot`` (destructive): what survives an operation 
 Before the operation, unique markers (a uuid) are written
 
 - to the OS drive, ``C:\vmrole-probe\marker-<uuid>.txt``;
-- to each LocalStorage root of the role, ``C:\Resources\Directory\<deploymentId>.<Role>.<Name>\marker-<uuid>.txt``
-  (where Azure mounts local storage; the csdef gives the names and ``cleanOnRoleRecycle``);
+- on a classic deployment, to each LocalStorage root of the role,
+  ``C:\Resources\Directory\<deploymentId>.<Role>.<Name>\marker-<uuid>.txt`` (where Azure mounts local storage;
+  the csdef gives the names and ``cleanOnRoleRecycle``);
+- on a scale-set VM (``management.api: vmss``), to each data disk the VM model lists (LUN, name), on the volume
+  the guest shows at that LUN (:mod:`harness.live.guest_disks`, one batched PowerShell run; or the target's
+  ``reimage.data_disks``), and to the temporary disk (the volume labelled ``Temporary Storage``, or
+  ``reimage.temp_disk``), each as ``<volume>\vmrole-probe\marker-<uuid>.txt``; a data disk without a volume or
+  a VM size without a temporary disk is a skipped marker (the reason names the LUN), not a failure;
 - to blob storage, directly with azure-storage-blob (the target's connection string, pinned API version), and
   from inside the instance (``Invoke-WebRequest -Method Put`` to a SAS URL for one blob, create/write only).
 
@@ -17,6 +23,7 @@ for again. The rules judge (``checks/live/reimage.py``); markers that survived a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import re
 import time
@@ -28,8 +35,11 @@ from harness.facts.live.platform import READY, STORAGE_API_VERSION
 from harness.facts.live.reimage import (
     BLOB,
     BLOB_FROM_INSTANCE,
+    DATA,
+    FILE_KINDS,
     LOCAL,
     OS,
+    TEMP,
     Marker,
     OperationOutcome,
     PersistenceFacts,
@@ -37,9 +47,12 @@ from harness.facts.live.reimage import (
     ReimageFacts,
 )
 from harness.facts.servicemodel import ServiceDefinition
+from harness.live import guest_disks
 from harness.live.context import LiveContext
+from harness.live.guest_disks import TEMP_LABEL
 from harness.live.guestops import definition_of, role_of
 from harness.live.health import BLOB as BLOB_STORE
+from harness.live.management import ManagementError
 from harness.live.winrm_pool import WinRMError, ps_quote
 
 OS_DIR = "C:\\vmrole-probe"
@@ -84,14 +97,18 @@ def _run(ctx: LiveContext, kind: str, cls: type[P]) -> P:
     if instance is None or role is None:
         return cls(instance=None, role=None, setup_error=why)
     tag = uuid.uuid4().hex
-    rdef = role_of(definition, role)
-    dep_id = ctx.deployment().private_id
-    paths: list[tuple[str, str, str, bool | None]] = [(OS, "C:", f"{OS_DIR}\\marker-{tag}.txt", None)]
-    for storage in rdef.local_storage if rdef is not None else ():
-        root = f"C:\\Resources\\Directory\\{dep_id}.{role}.{storage.name}"
-        paths.append((LOCAL, storage.name, f"{root}\\marker-{tag}.txt", storage.cleaned_on_recycle))
+    planned = [Marker(OS, "C:", f"{OS_DIR}\\marker-{tag}.txt")]
+    disks = _disk_markers(ctx, kind, instance, tag)
+    if disks is None:  # a classic role: its LocalStorage, where Azure mounts it
+        rdef = role_of(definition, role)
+        dep_id = ctx.deployment().private_id
+        for storage in rdef.local_storage if rdef is not None else ():
+            root = f"C:\\Resources\\Directory\\{dep_id}.{role}.{storage.name}"
+            planned.append(Marker(LOCAL, storage.name, f"{root}\\marker-{tag}.txt", storage.cleaned_on_recycle))
+    else:
+        planned += disks
     ctx.log(f"{kind} probe: writing markers", instance=instance, tag=tag)
-    markers = _write_files(ctx, instance, paths, tag)
+    markers = _write_files(ctx, instance, planned, tag)
     if not any(m.written for m in markers):
         reason = "; ".join(sorted({m.write_error or "" for m in markers})) or "no marker could be written"
         return cls(instance, role, markers=tuple(markers), setup_error=f"markers not written in {instance}: {reason}")
@@ -113,22 +130,96 @@ def _run(ctx: LiveContext, kind: str, cls: type[P]) -> P:
 # ---- markers ---------------------------------------------------------------------------------------
 
 
-def _write_files(
-    ctx: LiveContext, instance: str, paths: list[tuple[str, str, str, bool | None]], tag: str
-) -> list[Marker]:
+def _marker_dir(location: str) -> str:
+    return location.rsplit("\\", 1)[0]
+
+
+def _write_files(ctx: LiveContext, instance: str, planned: list[Marker], tag: str) -> list[Marker]:
+    """Writes every planned file marker not skipped or already failed; the others are returned as they are."""
+    todo = [m for m in planned if m.skipped is None and m.write_error is None]
     pool = ctx.winrm
-    script = [f"New-Item -ItemType Directory -Force -Path {ps_quote(OS_DIR)} | Out-Null"]
-    script += [f"Set-Content -Path {ps_quote(p)} -Value {ps_quote(tag)}" for _, _, p, _ in paths]
+    dirs = dict.fromkeys(_marker_dir(m.location) for m in todo if m.kind != LOCAL)  # LocalStorage roots exist
+    script = [f"New-Item -ItemType Directory -Force -Path {ps_quote(d)} | Out-Null" for d in dirs]
+    script += [f"Set-Content -Path {ps_quote(m.location)} -Value {ps_quote(tag)}" for m in todo]
     try:
         result = pool.run_ps(instance, "\n".join(script))
-        present = pool.batch(instance, [f"Test-Path -Path {ps_quote(p)}" for _, _, p, _ in paths])
+        present = pool.batch(instance, [f"Test-Path -Path {ps_quote(m.location)}" for m in todo])
     except WinRMError as exc:
-        return [Marker(k, n, p, c, written=False, write_error=str(exc)) for k, n, p, c in paths]
-    out = []
-    for (k, n, p, c), ok in zip(paths, present, strict=True):
-        error = None if ok is True else (result.stderr.strip()[:300] or f"{p} was not created")
-        out.append(Marker(k, n, p, c, written=ok is True, write_error=error))
+        done = {id(m): dataclasses.replace(m, write_error=str(exc)) for m in todo}
+        return [done.get(id(m), m) for m in planned]
+    written = {}
+    for m, ok in zip(todo, present, strict=True):
+        error = None if ok is True else (result.stderr.strip()[:300] or f"{m.location} was not created")
+        written[id(m)] = dataclasses.replace(m, written=ok is True, write_error=error)
+    return [written.get(id(m), m) for m in planned]
+
+
+def _disk_markers(ctx: LiveContext, kind: str, instance: str, tag: str) -> list[Marker] | None:
+    """A scale-set VM's data-disk and temporary-disk markers (planned, not written); None when the back end
+    has no data disks (asm: LocalStorage instead)."""
+    settings = ctx.target.reimage
+    try:
+        disks = ctx.backend.data_disks(instance)
+    except ManagementError as exc:
+        error = ctx.masker(f"the VM model's data disks could not be read: {exc}")[:400]
+        return [Marker(DATA, "data disks", "storageProfile.dataDisks", write_error=error)]
+    if disks is None:
+        return None
+    volumes = dict(settings.data_disks)
+    temp = settings.temp_disk
+    layout: guest_disks.GuestDisks | None = None
+    query_error: str | None = None
+    if any(d.lun not in volumes for d in disks) or temp.lower() == "auto":
+        try:
+            answers = ctx.winrm.batch(instance, list(guest_disks.QUERY))
+        except WinRMError as exc:
+            query_error = f"the guest's disks could not be read: {exc}"
+        else:
+            if answers[0] is None:
+                query_error = (
+                    "Get-Disk gave no disks (the Storage module: Windows Server 2012 or later); name the volumes "
+                    "in reimage.data_disks and reimage.temp_disk"
+                )
+            layout = guest_disks.parse(*answers)
+            ctx.evidence(f"{kind}-disks", _describe(disks, layout, volumes))
+    out: list[Marker] = []
+    for disk in disks:
+        root: str | None = volumes.get(disk.lun)
+        why: str | None = query_error
+        if root is None and layout is not None and query_error is None:
+            root, why = layout.data_disk(disk.lun)
+        if root is None:
+            skipped = f"data disk {disk.name} (LUN {disk.lun}): {why}"
+            out.append(Marker(DATA, disk.name, f"LUN {disk.lun}", lun=disk.lun, skipped=skipped))
+        else:
+            out.append(Marker(DATA, disk.name, _under(root, tag), lun=disk.lun))
+    if temp.lower() == "none":
+        return out
+    temp_root: str | None = None if temp.lower() == "auto" else temp
+    temp_why: str | None = query_error
+    if temp_root is None and layout is not None and query_error is None:
+        temp_root, temp_why = layout.temporary_root()
+    if temp_root is None:
+        out.append(Marker(TEMP, "temporary disk", TEMP_LABEL, skipped=f"temporary disk: {temp_why}"))
+    else:
+        out.append(Marker(TEMP, "temporary disk", _under(temp_root, tag)))
     return out
+
+
+def _under(root: str, tag: str) -> str:
+    return f"{root.rstrip(chr(92))}\\vmrole-probe\\marker-{tag}.txt"
+
+
+def _describe(disks: tuple[Any, ...], layout: guest_disks.GuestDisks, volumes: dict[int, str]) -> str:
+    lines = ["VM model data disks: " + (", ".join(f"LUN {d.lun} {d.name}" for d in disks) or "none")]
+    lines += [f"reimage.data_disks: LUN {lun} -> {root}" for lun, root in sorted(volumes.items())]
+    for d in layout.disks:
+        shown = ", ".join(f"{v.root} {v.label!r}" for v in d.volumes) or "no volume"
+        lines.append(
+            f"guest disk {d.number}: {d.location or 'no location'} ({d.style or '?'}"
+            f"{', boot' if d.boot else ''}): {shown}"
+        )
+    return "\n".join(lines)
 
 
 #: blob retries: few and short (the SDK's default backs off 15 s, 45 s, …: minutes against a dead endpoint)
@@ -241,7 +332,7 @@ def _write_blob_from_instance(
 
 
 def _verify(ctx: LiveContext, instance: str, markers: list[Marker], service: Any, container: Any) -> list[Marker]:
-    files = [m for m in markers if m.kind in (OS, LOCAL) and m.written]
+    files = [m for m in markers if m.kind in FILE_KINDS and m.written]
     found: dict[str, Any] = {}
     error = None
     for _attempt in (1, 2):  # the instance just restarted: the pool reconnects, and we retry once more
@@ -257,7 +348,7 @@ def _verify(ctx: LiveContext, instance: str, markers: list[Marker], service: Any
     for m in markers:
         if not m.written:
             out.append(m)
-        elif m.kind in (OS, LOCAL):
+        elif m.kind in FILE_KINDS:
             value = found.get(m.location)
             out.append(_with(m, value if isinstance(value, bool) else None, error or _bad(value)))
         else:
@@ -274,11 +365,11 @@ def _bad(value: Any) -> str | None:
 
 
 def _with(m: Marker, present: bool | None, error: str | None) -> Marker:
-    return Marker(m.kind, m.name, m.location, m.clean_on_role_recycle, m.written, m.write_error, present, error)
+    return dataclasses.replace(m, present_after=present, check_error=error)
 
 
 def _cleanup(ctx: LiveContext, instance: str, markers: list[Marker], service: Any, container: Any) -> None:
-    files = [m for m in markers if m.kind in (OS, LOCAL) and m.written and m.present_after is not False]
+    files = [m for m in markers if m.kind in FILE_KINDS and m.written and m.present_after is not False]
     if files:
         script = [f"Remove-Item -Force -Path {ps_quote(m.location)}" for m in files]
         with contextlib.suppress(WinRMError):
