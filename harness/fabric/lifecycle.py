@@ -10,6 +10,8 @@ https://learn.microsoft.com/previous-versions/azure/reference/dn627518(v=azure.1
 | reimage   | reset to image| reset          | kept (lost with the lose-local-storage fault) | wiped |
 | rebuild   | reset to image| reset          | wiped                                   | wiped |
 
+A scale-set VM's temporary disk (D:, ``drives/temp``) is kept by a reboot and emptied by reimage and rebuild.
+
 Each operation walks the instance through StoppingRole → StoppedVM → StartingVM → BusyRole → ReadyRole,
 each status held for at least ``step_seconds`` so a poller sees it.
 """

@@ -54,6 +54,11 @@ statement                                                       result
                                                                 MSFT_NetTCPConnection objects" error.  (A 2012+
                                                                 cmdlet, emulated although the OS claims 2008 R2;
                                                                 ``Test-NetConnection`` is *not* emulated.)
+``Get-Disk [-Number N]``, ``Get-Partition [-DiskNumber N]        the instance's disks as an Azure VM shows them
+[-DriveLetter X]``, ``Get-Volume [-DriveLetter X]``              (``disks.py``: a scale-set VM's OS, temporary and
+                                                                data disks by LUN; a classic instance's OS disk);
+                                                                default table views trimmed; not found → the CIM
+                                                                ``No MSFT_Disk objects found …`` error
 ``Start-Sleep -Seconds N`` / ``-Milliseconds N`` (``sleep``)     long-running (N ≤ 600 s), ends early on Signal
 ``Write-Error 'msg'``                                           CLIXML error record on stderr
 ``Invoke-VmrProbe -Json '<spec>'``                              harness probe, one round trip (below)
