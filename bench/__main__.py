@@ -27,8 +27,8 @@ def main() -> int:
         "which",
         nargs="*",
         default=["lint", "rotation", "live"],
-        help="benchmarks to run: lint, rotation, live, blob, many-images (8 factory images, serial vs -n 2), image "
-        "(image takes its own options after it)",
+        help="benchmarks to run: lint, rotation, live, blob, many-images (8 factory images: -n 0, -n 2, default), "
+        "image (image takes its own options after it)",
     )
     args = parser.parse_args(argv)
     repeat = args.repeat or 5

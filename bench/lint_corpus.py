@@ -90,7 +90,7 @@ def _cli_timed(samples: Path, workers: int = 0, force: bool = False) -> tuple[fl
 
 def _cli(samples: Path, workers: int = 0, force: bool = False) -> float:
     """`vmrole lint -n N` lints service models in one process (it says so); ``force`` runs pytest-xdist anyway
-    (`-- -n N --dist load`, with a private --basetemp as `vmrole lint -n N` gives it for images)."""
+    (`-- -n N --dist load`, with a private --basetemp as `vmrole lint -- -n N` gives it)."""
     vmrole = Path(sys.executable).with_name("vmrole")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

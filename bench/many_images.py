@@ -1,16 +1,23 @@
-"""Many images in one run: `vmrole lint --image ×8` serially and with `-n 2` (issue 13, item 2).
+"""Many images in one run: `vmrole lint --image ×8` serially (`-n 0`), with `-n 2` and by default (issue 13, item 2).
 
 The images: eight distinct factory images (``harness.testing.images``: the Windows Server 2008 R2 VM-role skeleton
 plus ``--files`` generated files, seeds 100-107, every other one with a private key and a PFX: findings), built once
 and cached in bench/out/images/many/. Each run is ``vmrole lint --image A … --image H --no-allure --report-dir TMP
--q -q`` (the same command a user runs, reports included), serial and ``-n 2`` alternating so that both see the same
-machine load; ``--repeat`` pairs, medians. Besides wall time the table gives the CPU seconds of the whole process
-tree (the controller, its xdist workers and the image readers: getrusage of the waited-for children), which a busy
-machine inflates less than wall time.
+-q -q`` (the same command a user runs, reports included) with one of these variants, alternating within each round
+so that all see the same machine load; ``--repeat`` rounds, medians:
+
+  -n 0     serial: one image read at a time, when collection reaches it (nothing read ahead): the baseline
+  -n 2     two images read at once, in two isolated reader processes, the rules in the one pytest process
+  default  no -n: auto, one reader per core (VMROLE_IMAGE_READERS unset)
+  xdist    ``-- -n 2`` (optional, ``--variants``): pytest-xdist forced, each image still read once
+
+Besides wall time the table gives the CPU seconds of the whole process tree (the controller, its image readers and
+any xdist workers: getrusage of the waited-for children), which a busy machine inflates less than wall time, and
+the peak memory of the tree (bench.measure: /proc polled every 25 ms, VmRSS summed over every process: an upper
+bound, the forked readers share pages with their parent) and of its largest process.
 
 Checked in every run, not only timed: each image is read exactly once (``VMR_IMAGE_READ_LOG``), and the JSON
-report's findings (fingerprint, disposition) and items (node id, outcome) are identical serial and parallel.
-Results go to bench/out/many_images.json.
+report is that of the first serial run apart from its times. Results go to bench/out/many_images.json.
 """
 
 from __future__ import annotations
@@ -20,18 +27,26 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from bench.measure import children_cpu
+from bench.measure import children_cpu, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
 CACHE = OUT / "images" / "many"
+VARIANTS = {
+    "-n 0": ["-n", "0"],
+    "-n 1": ["-n", "1"],
+    "-n 2": ["-n", "2"],
+    "default": [],
+    "xdist": ["--", "-n", "2"],
+}
+#: what differs between two runs of the same lint apart from the findings: times
+TIMING = ("started", "finished", "duration_seconds")
 
 
 def build_images(count: int, files: int) -> list[Path]:
@@ -54,55 +69,91 @@ def build_images(count: int, files: int) -> list[Path]:
     return paths
 
 
-def run_lint(images: list[Path], workers: int, tmp: Path) -> dict:
-    """One `vmrole lint` of every image; wall and CPU seconds, reads per image, and the report's essentials."""
+def comparable(report: dict) -> dict:
+    """The JSON report without its times (run start, end, duration; each item's duration)."""
+    data = {k: v for k, v in report.items() if k not in TIMING}
+    data["items"] = sorted(({**i, "duration": None} for i in report["items"]), key=lambda i: i["nodeid"])
+    data["findings"] = sorted(report["findings"], key=lambda f: (f["fingerprint"], f["artefact"], f["location"]))
+    return data
+
+
+def run_lint(images: list[Path], variant: str, tmp: Path) -> dict:
+    """One `vmrole lint` of every image: wall and CPU seconds, peak memory, reads per image, the report."""
     vmrole = Path(sys.executable).with_name("vmrole")
-    report = tmp / f"report-{workers}"
-    log = tmp / f"reads-{workers}.log"
+    name = variant.replace(" ", "")
+    report = tmp / f"report{name}"
+    log = tmp / f"reads{name}.log"
     log.unlink(missing_ok=True)
     cmd = [str(vmrole), "lint", *[a for p in images for a in ("--image", str(p))]]
-    cmd += ["--no-allure", "--report-dir", str(report), "-q", "-q"] + (["-n", str(workers)] if workers else [])
+    extra = VARIANTS[variant]
+    cut = extra.index("--") if "--" in extra else len(extra)
+    cmd += [*extra[:cut], "--no-allure", "--report-dir", str(report), "-q", "-q", *extra[cut:]]
     env = {**os.environ, "VMR_IMAGE_READ_LOG": str(log)}
-    cpu0, t0 = children_cpu(), time.perf_counter()
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"vmrole lint failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    env.pop("VMROLE_IMAGE_READERS", None)
+    cpu0 = children_cpu()
+    run = run_measured(cmd, cwd=tmp, env=env, ok_exits=(0, 1))
+    cpu = children_cpu() - cpu0
+    if not run.ok:
+        raise SystemExit(f"vmrole lint {variant} failed: {run.error}")
     reads = Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines()) if log.exists() else Counter()
     data = json.loads((report / "vmrole.json").read_text())
-    findings = sorted((f["fingerprint"], f["disposition"]) for f in data["findings"])
-    items = sorted((i["nodeid"], i["outcome"]) for i in data["items"])
-    return {"wall": wall, "cpu": cpu, "reads": reads, "findings": findings, "items": items}
+    return {
+        "wall": run.wall_s,
+        "cpu": cpu,
+        "peak_tree_mb": run.peak_tree_rss_mb,
+        "max_process_mb": run.max_process_mb,
+        "processes": run.processes,
+        "reads": reads,
+        "report": comparable(data),
+    }
 
 
-def main(repeat: int = 3, count: int = 8, files: int = 40_000, workers: int = 2) -> int:
+def main(
+    repeat: int = 3, count: int = 8, files: int = 40_000, variants: tuple[str, ...] = ("-n 0", "-n 2", "default")
+) -> int:
     t = time.perf_counter()
     images = build_images(count, files)
     print(f"{count} images of {files:,} generated files each (fixed VHD, {images[0].stat().st_size / 2**20:,.0f} MiB)")
     print(f"  built or found in {time.perf_counter() - t:.1f} s in {CACHE}")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    load_before = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        run_lint(images, 0, tmp)  # warm-up: page cache, bytecode
-        runs: dict[int, list[dict]] = {0: [], workers: []}
-        for _ in range(repeat):
-            for n in (0, workers):
-                runs[n].append(run_lint(images, n, tmp))
-    reference = runs[0][0]
+        run_lint(images, variants[0], tmp)  # warm-up: page cache, bytecode
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for round_ in range(repeat):
+            # alternate the order too: the first run of a round is not always the same variant
+            for v in variants[round_ % len(variants) :] + variants[: round_ % len(variants)]:
+                runs[v].append(run_lint(images, v, tmp))
+                print(f"  round {round_ + 1} {v:8} {runs[v][-1]['wall']:6.2f} s  load {os.getloadavg()[0]:.2f}")
+    baseline = variants[0]
+    reference = runs[baseline][0]["report"]
+    expected = {os.path.realpath(p): 1 for p in images}
     problems = []
-    for n, results in runs.items():
+    for v, results in runs.items():
         for r in results:
-            if r["findings"] != reference["findings"] or r["items"] != reference["items"]:
-                problems.append(f"-n {n}: findings or items differ from the first serial run")
-            expected = {os.path.realpath(p): 1 for p in images}
+            if r["report"] != reference:
+                problems.append(f"{v}: the JSON report differs from the first {baseline} run (apart from times)")
             if dict(r["reads"]) != expected:
-                problems.append(f"-n {n}: reads per image {sorted(r['reads'].values())}, expected one each")
-    wall = {n: statistics.median(r["wall"] for r in rs) for n, rs in runs.items()}
-    cpu = {n: statistics.median(r["cpu"] for r in rs) for n, rs in runs.items()}
-    print(f"{'run':12} {'wall s':>8} {'CPU s':>8} {'× serial wall':>14}   (median of {repeat}, interleaved)")
-    for n in runs:
-        label = "serial" if n == 0 else f"-n {n}"
-        print(f"{label:12} {wall[n]:8.2f} {cpu[n]:8.2f} {wall[n] / wall[0]:14.2f}")
+                problems.append(f"{v}: reads per image {sorted(r['reads'].values())}, expected one each")
+    med = {
+        key: {v: statistics.median(r[key] for r in rs) for v, rs in runs.items()}
+        for key in ("wall", "cpu", "peak_tree_mb", "max_process_mb")
+    }
+    wall = med["wall"]
+    print(f"started {started}, load average before {load_before[0]:.2f} and after {os.getloadavg()[0]:.2f}")
+    print(f"{'run':8} {'wall s':>7} {'CPU s':>7} {'× ' + baseline:>8} {'tree MB':>8} {'max proc MB':>11}  reads/image")
+    for v in runs:
+        reads = sorted({n for r in runs[v] for n in r["reads"].values()})
+        print(
+            f"{v:8} {wall[v]:7.2f} {med['cpu'][v]:7.2f} {wall[v] / wall[baseline]:8.2f} {med['peak_tree_mb'][v]:8.0f}"
+            f" {med['max_process_mb'][v]:11.0f}  {'/'.join(map(str, reads))}"
+        )
+    print(
+        f"(medians of {repeat}, interleaved)  walls: "
+        + "; ".join(f"{v} " + ", ".join(f"{r['wall']:.2f}" for r in rs) for v, rs in runs.items())
+    )
     print(f"items {len(reference['items'])}, findings {len(reference['findings'])}, identical: {not problems}")
     for p in dict.fromkeys(problems):
         print(f"PROBLEM: {p}")
@@ -113,11 +164,12 @@ def main(repeat: int = 3, count: int = 8, files: int = 40_000, workers: int = 2)
                 "images": count,
                 "files_per_image": files,
                 "repeat": repeat,
-                "wall_s": {str(n): [r["wall"] for r in rs] for n, rs in runs.items()},
-                "cpu_s": {str(n): [r["cpu"] for r in rs] for n, rs in runs.items()},
-                "ratio_wall": wall[workers] / wall[0],
+                "started": started,
+                **{f"{key}": {v: [r[key] for r in rs] for v, rs in runs.items()} for key in med},
+                "ratio_wall": {v: wall[v] / wall[baseline] for v in runs},
                 "identical": not problems,
-                "load_average": os.getloadavg(),
+                "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
             },
             indent=2,
         )
@@ -127,12 +179,20 @@ def main(repeat: int = 3, count: int = 8, files: int = 40_000, workers: int = 2)
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench many-images", description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeat", type=int, default=3, help="serial/parallel pairs (median)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds of every variant (median)")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--files", type=int, default=40_000, help="generated files per image")
-    p.add_argument("-n", "--workers", type=int, default=2)
+    p.add_argument(
+        "--variants",
+        default="-n 0,-n 2,default",
+        help=f"comma-separated, the first is the baseline (of: {', '.join(VARIANTS)}; default: -n 0,-n 2,default)",
+    )
     a = p.parse_args(argv)
-    return main(a.repeat, a.images, a.files, a.workers)
+    variants = tuple(v.strip() for v in a.variants.split(","))
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
+    return main(a.repeat, a.images, a.files, variants)
 
 
 if __name__ == "__main__":
