@@ -93,6 +93,11 @@ def test_gen2_data_disks_are_told_apart_from_the_os_and_temporary_disks_on_the_b
     assert layout.data_disk(0) == ("F:\\", None)
     assert layout.data_disk(1) == ("C:\\mnt\\logs\\", None)  # a folder mount point; the MSR partition is ignored
     assert layout.temporary_root() == ("D:\\", None)
+    # a temporary disk relabelled by the image: still not the data disk at LUN 1 (it is on the boot adapter)
+    relabelled = [dict(v, FileSystemLabel="scratch") if v["DriveLetter"] == "D" else v for v in GEN2_VOLUMES]
+    layout = guest_disks.parse(GEN2_DISKS, GEN2_PARTITIONS, relabelled)
+    assert layout.data_disk(1) == ("C:\\mnt\\logs\\", None)
+    assert layout.temporary_root()[0] is None
 
 
 def test_one_result_is_an_object_and_no_temporary_disk_is_said() -> None:
