@@ -21,6 +21,9 @@ from harness.live.winrm_pool import BATCH_MARK, clean_clixml, parse_batch
 # Number,FriendlyName,Size,PartitionStyle,Location` and `Get-Partition | Select DiskNumber,PartitionNumber,
 # DriveLetter,Size` (format-list output, here as the JSON ConvertTo-Json writes for the same objects; the
 # partition's missing letter is the NUL char, as run-command showed it: "\u0000"). The data disk is RAW.
+# The data disk's Location format ("Integrated : Adapter 3 : Port 0 : Target 0 : LUN n") is also the one Kubernetes'
+# Azure disk attacher parsed on Windows nodes (kubernetes/kubernetes, pkg/volume/azure_dd/azure_common_windows.go).
+# Added here (the transcript did not select them): IsBoot/IsSystem, AccessPaths, the volumes' Paths (made-up GUIDs).
 GEN1_DISKS = [
     {"Number": 0, "FriendlyName": "Virtual HD", "PartitionStyle": "MBR", "IsBoot": True, "IsSystem": True,
      "Location": "PCI Slot 0 : Adapter 0 : Channel 0 : Device 0"},
