@@ -8,7 +8,8 @@ served. An operation's api-version is its folder's, unless its ``api-version`` p
 and public-IP operations are pinned to 2017-03-30 / 2018-10-01 in every Network folder). The answer is validated
 against that operation's ``responses/200/schema``, ``$ref``s resolved across files (common-types, the Network files'
 web of references); Swagger 2.0 schemas are read as JSON Schema draft 4 (``x-ms-*`` extensions and ``readOnly`` are
-annotations, ``discriminator`` names a property, ``format`` is not asserted).
+annotations, ``discriminator`` names a property, ``format`` is not asserted, and a schema with ``properties`` but no
+``type`` is an object, as AutoRest reads it).
 
 What such a validation cannot see: an older description has no ``additionalProperties: false``, so properties added
 after it pass unchecked, and enums it does not close (``x-ms-enum`` ``modelAsString``) accept any string.
@@ -112,6 +113,33 @@ def operation(root: Path, provider: str, path: str, method: str, served: str) ->
     return None
 
 
+def _objectify(schema: Any) -> None:
+    """A schema with ``properties`` (or a schema-valued ``additionalProperties``) and no ``type`` is an object, as
+    AutoRest reads it and Azure's linter (MissingTypeObject) asks; in JSON Schema it would accept any value."""
+    if not isinstance(schema, dict):
+        return
+    properties = schema.get("properties")
+    extra = schema.get("additionalProperties")
+    if "type" not in schema and (isinstance(properties, dict) or isinstance(extra, dict)):
+        schema["type"] = "object"
+    for sub in (properties or {}).values() if isinstance(properties, dict) else ():
+        _objectify(sub)
+    for sub in (extra, schema.get("items"), *schema.get("allOf", [])):
+        _objectify(sub)
+
+
+@cache
+def _as_json_schema(path: Path) -> dict[str, Any]:
+    document = json.loads(json.dumps(_load(path)))  # a copy: the lookups read the file as written
+    for definition in (document.get("definitions") or {}).values():
+        _objectify(definition)
+    for item in (document.get("paths") or {}).values():
+        for spec in item.values() if isinstance(item, dict) else ():
+            for response in (spec.get("responses") or {}).values() if isinstance(spec, dict) else ():
+                _objectify(response.get("schema"))
+    return dict(document)
+
+
 @cache
 def validator(op: Operation) -> Any:
     import jsonschema
@@ -119,8 +147,37 @@ def validator(op: Operation) -> Any:
     from referencing.jsonschema import DRAFT4
 
     def retrieve(uri: str) -> Resource[Any]:
-        return DRAFT4.create_resource(_load(Path(uri.removeprefix("file://"))))
+        return DRAFT4.create_resource(_as_json_schema(Path(uri.removeprefix("file://"))))
 
     registry: Registry[Any] = Registry(retrieve=retrieve)  # type: ignore[call-arg]
     ref = f"file://{op.file}#{quote(op.pointer, safe='/~')}"
     return jsonschema.Draft4Validator({"$ref": ref}, registry=registry)
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []
+
+
+def closure(operations: list[Operation]) -> list[Path]:
+    """The description files the 200-response schemas of ``operations`` reach through ``$ref``s (and the files the
+    operations' parameters come from): what a sparse checkout for these tests needs."""
+    seen: set[tuple[Path, str]] = set()
+    todo = [(op.file, op.pointer) for op in operations]
+    todo += [(op.file, f"{op.pointer.removesuffix('/responses/200/schema')}/parameters") for op in operations]
+    while todo:
+        file, pointer = todo.pop()
+        if (file, pointer) in seen:
+            continue
+        seen.add((file, pointer))
+        node: Any = _load(file)
+        for segment in pointer.strip("/").split("/") if pointer.strip("/") else []:
+            node = node[int(segment)] if isinstance(node, list) else node[segment.replace("~1", "/").replace("~0", "~")]
+        for ref in _refs(node):
+            target, _, fragment = ref.partition("#")
+            todo.append(((file.parent / target).resolve() if target else file, fragment))
+    return sorted({file for file, _ in seen})

@@ -694,16 +694,19 @@ def test_served_responses_validate_against_the_openapi_operations_of_a_local_spe
     root = arm_openapi.checkout()
     assert root is not None
     bearer = token(fabric)
-    problems, used = [], set()
+    problems, used, operations = [], set(), []
     for path, params, _model in _served(fabric):
         op = arm_openapi.operation(root, _described_by(path), path, "GET", params["api-version"])
         assert op is not None, f"no operation describes GET {path} at or before {params['api-version']} in {root}"
+        operations.append(op)
         used.add(f"{op.file.relative_to(root)} @ {op.api_version}: {op.spec.get('operationId')}")
         body = raw(fabric, path, token=bearer, **params).json()
         for error in arm_openapi.validator(op).iter_errors(body):
             where = "/".join(map(str, error.absolute_path))
             problems.append(f"{path} vs {op.api_version} {op.spec.get('operationId')}: /{where}: {error.message}")
     print("validated against:", *sorted(used), sep="\n  ")
+    files = arm_openapi.closure(operations)
+    print(f"$ref closure: {len(files)} files, {sum(f.stat().st_size for f in files)} bytes")
     assert not problems, "\n".join(problems[:40])
     # the operation's schema does reject a body the description does not allow
     path, params, _model = _served(fabric)[0]
