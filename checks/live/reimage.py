@@ -491,7 +491,13 @@ class _ProbeIncomplete(Rule):
                 )
             else:
                 continue
-            yield self.finding(subject, f"instance {facts.instance} / {m.location}", message, evidence=_evidence(facts))
+            yield self.finding(
+                subject,
+                f"instance {facts.instance} / {m.location}",
+                message,
+                evidence=_evidence(facts),
+                severity=Severity.INFO if m.kind == TEMP else None,  # nothing is promised about that disk
+            )
 
 
 class ReimageProbeIncomplete(_ProbeIncomplete):
@@ -499,7 +505,8 @@ class ReimageProbeIncomplete(_ProbeIncomplete):
 
     ## What it does
     Reports a probe that could not start (no Ready instance, WinRM unreachable) and every marker that could
-    not be written before the reimage or checked after it, naming the cause.
+    not be written before the reimage or checked after it, naming the cause (a scale-set VM's temporary-disk
+    marker only for information: nothing is promised about that disk).
 
     ## Why is this bad?
     The persistence expectation for that marker is not verified. A blob that cannot be written from inside

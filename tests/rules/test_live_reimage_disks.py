@@ -112,6 +112,16 @@ def test_vmr708_temp_disk_outcome(snapshot):
         findings(r.ReimageTempDiskOutcome, subject(reimage=facts()))
 
 
+def test_a_temporary_disk_marker_that_could_not_be_written_is_never_red():
+    unwritable = Marker(TEMP, "temporary disk", "D:\\vmrole-probe\\m.txt", write_error="Access is denied.")
+    lost_data = Marker(DATA, "d0", "F:\\vmrole-probe\\m.txt", lun=0, write_error="Access is denied.")
+    temp_finding, data_finding = sorted(
+        findings(r.ReimageProbeIncomplete, subject(reimage=facts(unwritable, lost_data))), key=lambda f: f.location
+    )
+    assert temp_finding.severity == Severity.INFO and "D:\\vmrole-probe" in temp_finding.location
+    assert data_finding.severity == Severity.HIGH and "F:\\vmrole-probe" in data_finding.location
+
+
 def test_disk_rules_skip_when_the_reimage_did_not_complete():
     failed = dataclasses.replace(facts(data(0, False), temp()), operation=op(status="Failed", ready=False))
     for rule in (r.ReimageDataDiskLost, r.ReimageTempDiskOutcome):
