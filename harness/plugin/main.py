@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -172,6 +173,8 @@ class ArtefactFile(pytest.File):
                 prepared = Prepared(live, live.notes, rules_for(kind, state.rules))
         else:  # read, dated and given its rules as harness.lint.lint() does
             prepared = prepare(artefact, state.pairing, state.root, state.today, state.rules)
+            if kind == IMAGE and _is_controller(self.config):  # one process: say so as each image is read
+                self.config.stash[PLUGIN].show_progress(artefact.identity, _image_progress(prepared.subject))
         for rule in prepared.rules:
             yield RuleItem.from_parent(
                 self,
@@ -271,6 +274,18 @@ def _finding_line(fr: FindingResult) -> str:
     return f"  [{f.severity.label}] {f.rule_id} {f.rule_name} at {where}\n      {f.message}"
 
 
+def _image_progress(subject: Any) -> str | None:
+    """An image's one-line progress message: its rule profile, and how much was read in how long."""
+    profile = getattr(subject, "profile", None)
+    if not isinstance(profile, str):
+        return None
+    stats = subject.facts.stats
+    read = stats.get("bytes read")
+    return f"image {subject.artefact.display}: profile {profile}" + (
+        f", read {read / 2**20:,.1f} MiB in {stats.get('total s', 0):.2f} s" if read is not None else ""
+    )
+
+
 class RuleItem(pytest.Item):
     def __init__(self, *, rule: type[Rule], subject: Any, notes: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -318,9 +333,7 @@ class RuleItem(pytest.Item):
                     )
                 )
             self.vmr_notes.extend(n for n in notes if n not in self.vmr_notes)
-            self.vmr_progress = f"image {self.subject.artefact.display}: profile {profile}" + (
-                f", read {read / 2**20:,.1f} MiB in {facts.stats.get('total s', 0):.2f} s" if read is not None else ""
-            )
+            self.vmr_progress = _image_progress(self.subject)
 
     def runtest(self) -> None:
         try:
@@ -698,6 +711,18 @@ class VmrolePlugin:
                 return
         items.append(entry)
 
+    def show_progress(self, identity: str, progress: str | None) -> None:
+        """An image's progress line, once: as it is read (one process) or as its first result arrives (xdist)."""
+        if progress and identity not in self.images_shown:
+            self.images_shown.add(identity)
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is None:
+                return
+            capture = self.config.pluginmanager.get_plugin("capturemanager")  # collection's output is captured
+            with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+                terminal.ensure_newline()
+                terminal.write_line(f"vmrole: {progress}")
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not _is_controller(self.config):
             return  # the controller gathers what the workers ship
@@ -710,13 +735,7 @@ class VmrolePlugin:
             return
         collected = self.collected
         art = data["artefact"]
-        progress = data.get("progress")
-        if progress and art["identity"] not in self.images_shown:
-            self.images_shown.add(art["identity"])
-            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-            if terminal is not None:
-                terminal.ensure_newline()
-                terminal.write_line(f"vmrole: {progress}")
+        self.show_progress(art["identity"], data.get("progress"))
         collected.artefacts.setdefault(
             art["identity"], ArtefactInfo(art["identity"], art["kind"], art["path"], art.get("read"))
         )

@@ -90,8 +90,9 @@ def test_every_mode_reads_each_image_once_and_reports_the_same(images: list[Path
         assert proc.returncode == 1, f"{label}: {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
         assert sorted(reads) == real, f"{label} reads: {Counter(reads)}"
         assert "workers" not in proc.stdout, proc.stdout[-2000:]  # pytest-xdist did not start
-        for image in images:  # one progress line per image
+        for image in images:  # one progress line per image, as it is read (before pytest says what it collected)
             assert proc.stdout.count(f"vmrole: image {image.name}: profile") == 1, proc.stdout[-3000:]
+            assert proc.stdout.index(f"vmrole: image {image.name}") < proc.stdout.index("collected "), proc.stdout
         reports[label] = _comparable(tmp_path / label)
     findings = reports["serial"]["findings"]
     assert {Path(f["artefact"]).name for f in findings} == {p.name for p in images[1:]}  # the key files were found
