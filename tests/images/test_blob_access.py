@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from harness.readers.errors import Unreadable
 from harness.readers.image import blob
 from harness.readers.image.blob import BlobRef, BlobSource, Properties, parse_blob_url
 from harness.readers.image.container import open_disk
@@ -323,3 +325,87 @@ def test_the_python_api_lints_a_blob_url_like_the_file(
     with pytest.raises(ValueError, match=r"expected \.\.\./CONTAINER/BLOB") as info:
         lint([f"{azurite.blob_endpoint}/images?sig=SECRET"])
     assert "SECRET" not in str(info.value)
+
+
+# ---- differencing disks whose parents are blobs of the same container -------------------------------------------
+
+
+def put(azurite: Any, path: Path, name: str) -> str:
+    client = azurite.blob_client().get_blob_client("images", name)
+    client.upload_blob(path.read_bytes(), blob_type="BlockBlob", overwrite=True)
+    return f"{azurite.blob_endpoint}/images/{name}"
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """base.vhdx ← mid.avhdx ← top.avhdx (relative locators ``.\\mid.avhdx``), each child writing some sectors."""
+    from harness.testing.vhdxwriter import write_base_vhdx, write_differencing_vhdx
+
+    root = tmp_path_factory.mktemp("blob-chain")
+    raw = root / "base.raw"
+    raw.write_bytes(random.Random(1).randbytes(4 * MiB))
+    base = write_base_vhdx(root / "base.vhdx", raw)
+    mid = write_differencing_vhdx(base, root / "mid.avhdx", writes={0: b"\x01" * 4096, MiB: b"\x02" * 512})
+    top = write_differencing_vhdx(mid, root / "top.avhdx", writes={512: b"\x03" * 1024})
+    return [base, mid, top]
+
+
+def test_a_differencing_chain_in_blob_storage_is_followed(azurite: Any, chain: list[Path]) -> None:
+    urls = [put(azurite, p, f"chain/{p.name}") for p in chain]
+    sas = container_sas()
+    with open_disk(chain[2]) as local:
+        expected = local.read_at(0, local.size)
+    child = blob.register(parse_blob_url(urls[2]), sas)
+    with open_disk(child) as disk:
+        assert disk.info.disk_type == "differencing"
+        assert disk.info.parent_chain == (urls[1], urls[0])
+        assert disk.read_at(0, disk.size) == expected
+    with pytest.raises(Unreadable, match="differencing chain longer than 1 parents"):
+        open_disk(child, max_chain=1)
+
+
+def test_a_missing_or_wrong_parent_blob_is_named_with_the_child_url(azurite: Any, chain: list[Path]) -> None:
+    base, _mid, top = chain
+    sas = container_sas()
+    signature = sas.split("sig=", 1)[1].split("&", 1)[0]
+    lonely = put(azurite, top, "lonely/top.avhdx")
+    with pytest.raises(Unreadable) as info:
+        open_disk(blob.register(parse_blob_url(lonely), sas))
+    problem = info.value.problem
+    assert problem.startswith(f"{lonely}: parent of differencing disk not found"), problem
+    parent_url = f"{azurite.blob_endpoint}/images/lonely/mid.avhdx"
+    assert f"{parent_url} (relative locator, absolute locator's file name next to the child)" in problem
+    assert "404" in problem and signature not in problem and "?" not in problem
+    # another VHDX under the parent's name: its DataWriteGuid is not the parent_linkage, so it is not the parent
+    put(azurite, top, "impostor/top.avhdx")
+    put(azurite, base, "impostor/mid.avhdx")
+    with pytest.raises(Unreadable, match="not the parent: its DataWriteGuid"):
+        open_disk(blob.register(parse_blob_url(f"{azurite.blob_endpoint}/images/impostor/top.avhdx"), sas))
+
+
+def test_a_cycle_of_blobs_is_reported(azurite: Any, chain: list[Path], tmp_path: Path) -> None:
+    from harness.testing.vhdxwriter import write_differencing_vhdx
+
+    base = chain[0]
+    a, b = tmp_path / "a.avhdx", tmp_path / "b.avhdx"
+    write_differencing_vhdx(base, a)
+    write_differencing_vhdx(a, b)
+    write_differencing_vhdx(b, a)  # a → b → a
+    url = put(azurite, a, "cycle/a.avhdx")
+    put(azurite, b, "cycle/b.avhdx")
+    with pytest.raises(Unreadable, match=r"cyclic differencing chain: a\.avhdx → b\.avhdx → a\.avhdx"):
+        open_disk(blob.register(parse_blob_url(url), container_sas()))
+
+
+def test_sibling_names_stay_in_the_container() -> None:
+    child = blob.register(parse_blob_url("https://acct.blob.core.windows.net/vhds/dir/sub/c d.avhdx"), "sv=1&sig=S")
+    placeholder, label = blob.sibling(child, "..\\p q.vhdx")  # type: ignore[misc]
+    assert label == "https://acct.blob.core.windows.net/vhds/dir/p%20q.vhdx"
+    assert blob._REGISTERED[os.path.realpath(placeholder)][1] == "sv=1&sig=S"  # the child's SAS
+    assert blob.sibling(child, ".\\x.vhdx")[1] == "https://acct.blob.core.windows.net/vhds/dir/sub/x.vhdx"  # type: ignore[index]
+    for bad in ("..\\..\\..\\x.vhdx", "C:\\x.vhdx", "\\\\srv\\share\\x.vhdx", "/etc/x.vhdx", "..\\..\\.."):
+        assert isinstance(blob.sibling(child, bad), str), bad
+    azure = blob.register(parse_blob_url("azure://acct/vhds/c.avhdx"), "", "KEY")
+    assert blob.sibling(azure, "p.vhdx")[1] == "azure://acct/vhds/p.vhdx"  # type: ignore[index]
+    path_style = blob.register(parse_blob_url("http://127.0.0.1:10000/devstoreaccount1/images/c.avhdx"))
+    assert blob.sibling(path_style, "p.vhdx")[1] == "http://127.0.0.1:10000/devstoreaccount1/images/p.vhdx"  # type: ignore[index]

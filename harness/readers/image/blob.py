@@ -42,6 +42,8 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
+import re
 import stat
 import tempfile
 import threading
@@ -67,7 +69,9 @@ __all__ = [
     "open_registered",
     "parse_blob_url",
     "register",
+    "registered_label",
     "registered_secrets",
+    "sibling",
 ]
 
 #: Environment variables (documented in README "Lint an image in blob storage").
@@ -218,7 +222,9 @@ class BlobSource(FileSource):
         self.ref = ref
         self.label = ref.label
         self.path = path if path is not None else Path(ref.name)
-        self.identity = (0, int.from_bytes(hashlib.sha256(ref.label.encode()).digest()[:8], "big"))
+        # the blob's identity (cycle checks): account, container and name, however the URL spelled them
+        where = f"{ref.account}/{ref.container}/{ref.blob}"
+        self.identity = (0, int.from_bytes(hashlib.sha256(where.encode()).digest()[:8], "big"))
         self.bytes_read = 0
         self.bytes_fetched = 0
         self.requests = 0
@@ -784,11 +790,9 @@ def register(ref: BlobRef, sas: str = "", account_key: str = "", *, directory: P
     """A placeholder file for ``ref`` (same path for the same URL in every process of the run: pytest node ids
     and xdist workers agree), registered with the resolved secret so that :func:`open_registered` (in this
     process or a forked worker) reads the blob. The file holds the label only; the secret stays in memory."""
-    digest = hashlib.sha256(ref.label.encode()).hexdigest()[:16]
-    folder = (directory or _placeholder_base()) / digest
+    path = _placeholder_path(ref, directory)
+    folder, name = path.parent, path.name
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = ref.name if ref.name not in ("", ".", "..") else "blob"
-    path = folder / name
     text = json.dumps({_PLACEHOLDER_MAGIC: ref.label})
     if not path.is_file() or path.read_text("utf-8", errors="replace") != text:
         tmp = folder / f".{name}.{os.getpid()}.tmp"
@@ -796,6 +800,44 @@ def register(ref: BlobRef, sas: str = "", account_key: str = "", *, directory: P
         os.replace(tmp, path)
     _REGISTERED[os.path.realpath(path)] = (ref, sas, account_key)
     return path
+
+
+def _placeholder_path(ref: BlobRef, directory: Path | None = None) -> Path:
+    digest = hashlib.sha256(ref.label.encode()).hexdigest()[:16]
+    name = ref.name if ref.name not in ("", ".", "..") else "blob"
+    return (directory or _placeholder_base()) / digest / name
+
+
+_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:|/)")  # a drive, a UNC or rooted path, once backslashes are slashes
+
+
+def sibling(path: Path | str, name: str) -> tuple[Path, str] | str:
+    """The blob ``name`` (a differencing disk's parent locator, relative to the blob's own folder) in the same
+    container as the registered blob image ``path``, read with the same SAS, account key or credential: its
+    placeholder (registered in this process, no file written) and its URL without query; or why it cannot be
+    (an absolute path, or a name leading out of the container). Nothing is requested here."""
+    entry = _REGISTERED.get(os.path.realpath(path))
+    if entry is None:
+        return "not a blob image"
+    ref, sas, key = entry
+    relative = name.replace("\\", "/")
+    if _ABSOLUTE.match(relative):
+        return "an absolute path: not a blob in this container"
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(ref.blob), relative))
+    if joined in (".", "") or joined == ".." or joined.startswith("../") or "\0" in joined:
+        return "outside the container"
+    if ref.scheme == "azure":
+        label = f"azure://{ref.account}/{ref.container}/{joined}"
+    else:
+        parts = urllib.parse.urlsplit(ref.label)
+        segments = [seg for seg in parts.path.split("/") if seg]
+        kept = segments[: len(segments) - len([seg for seg in ref.blob.split("/") if seg])]
+        encoded = [urllib.parse.quote(seg, safe="") for seg in joined.split("/")]
+        label = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + "/".join(kept + encoded), "", ""))
+    found = BlobRef(ref.scheme, ref.account, ref.container, joined, label, ref.query)
+    placeholder = _placeholder_path(found)
+    _REGISTERED[os.path.realpath(placeholder)] = (found, sas, key)
+    return placeholder, label
 
 
 def _placeholder_base() -> Path:

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from harness.readers.errors import Unreadable
+from harness.readers.image import blob
 from harness.readers.image.detect import (
     Detected,
     conversion_command,
@@ -625,7 +626,7 @@ def _open_vhd(
     parent_chain: tuple[str, ...] = ()
     if disk_type == "differencing":
         parent, parent_path = _open_vhd_parent(path, file, header, max_chain, chain, allowed)
-        parent_chain = (os.path.abspath(parent_path), *parent.info.parent_chain)
+        parent_chain = (_where(parent_path), *parent.info.parent_chain)
         expected = _vhd_uuid(header[40:56])
         if parent.info.unique_id != expected:
             notes.append(
@@ -713,6 +714,8 @@ def _candidate_paths(
     """Parent candidates in the contract's order: relative locators (from the child's directory), absolute
     locators, the recorded parent names next to the child, the absolute locators' file names next to the
     child; and the strings shown for them (Windows absolute paths are shown as not usable here)."""
+    if blob.registered_label(path) is not None:
+        return _blob_candidates(path, relative, absolute, names)
     child_dir = path.absolute().parent
     sources: dict[Path, list[str]] = {}
     unusable: list[str] = []
@@ -739,6 +742,69 @@ def _candidate_paths(
             add(child_dir / base, "absolute locator's file name next to the child")
     shown = [f"{p} ({', '.join(src)})" for p, src in sources.items()] + unusable
     return list(sources), shown
+
+
+def _where(path: Path) -> str:
+    """A parent as shown (``ContainerInfo.parent_chain``, messages): its absolute path, or its URL without query."""
+    return blob.registered_label(path) or os.path.abspath(path)
+
+
+def _blob_candidates(
+    path: Path, relative: list[str], absolute: list[str], names: list[str]
+) -> tuple[list[Path], list[str]]:
+    """:func:`_candidate_paths` for a child in blob storage: the same order, each name a blob in the child's own
+    container (relative to the child's folder there), read with the child's SAS or credential. Absolute locators
+    are not blob names: only their file name next to the child is tried. Names leading out of the container
+    are shown, never requested."""
+    sources: dict[Path, list[str]] = {}
+    labels: dict[Path, str] = {}
+    unusable: list[str] = []
+
+    def add(name: str, source: str) -> None:
+        found = blob.sibling(path, name)
+        if isinstance(found, str):
+            unusable.append(f"{name} ({source}) [not opened: {found}]")
+            return
+        placeholder, label = found
+        labels[placeholder] = label
+        if source not in sources.setdefault(placeholder, []):
+            sources[placeholder].append(source)
+
+    for rel in relative:
+        add(rel, "relative locator")
+    for name in names:
+        base = re.split(r"[\\/]", name)[-1]
+        if base:
+            add(base, "parent name in the header")
+    for ab in absolute:
+        base = re.split(r"[\\/]", ab)[-1]
+        if base:
+            add(base, "absolute locator's file name next to the child")
+    shown = [f"{labels[p]} ({', '.join(src)})" for p, src in sources.items()] + unusable
+    return list(sources), shown
+
+
+def _probe_blob_parent(candidate: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(the blob's identity, None) when the candidate blob exists, is readable and holds VHD/VHDX bytes; else
+    (None, why not). Its name must end .vhd/.vhdx like a local parent's."""
+    if candidate.suffix.lower() not in _PARENT_SUFFIXES:
+        return None, "not opened: not a .vhd or .vhdx file name"
+    try:
+        probe = open_file(candidate)
+    except Unreadable as exc:
+        label = blob.registered_label(candidate) or ""
+        problem = exc.problem.removeprefix(f"{label}: ")
+        return None, problem
+    try:
+        head = probe.read_at(0, 8)
+        tail = probe.read_at(probe.size - SECTOR, 8) if probe.size >= SECTOR else b""
+        if head in (_VHD_COOKIE, _VHDX_SIGNATURE) or tail == _VHD_COOKIE:
+            return probe.identity, None
+        return None, "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)"
+    except Unreadable as exc:
+        return None, exc.problem.removeprefix(f"{probe.label}: ")
+    finally:
+        probe.close()
 
 
 def _stat_regular(candidate: Path) -> tuple[os.stat_result | None, str | None]:
@@ -825,7 +891,7 @@ def _open_vhd_parent(
 
     def accept(parent: Disk, found: Path) -> str | None:
         if parent.info.format != "vhd":
-            raise Unreadable(path, f"parent {found} is a {parent.info.format} image, not a VHD")
+            raise Unreadable(path, f"parent {_where(found)} is a {parent.info.format} image, not a VHD")
         return None
 
     return _open_parent(path, candidates, shown, notes, max_chain, chain, allowed, accept)
@@ -846,18 +912,26 @@ def _open_parent(
     is not the parent, and the search goes on). Unreadable naming every path tried when none is, and on a
     cycle or a chain deeper than ``max_chain``."""
     outside = False
+    # A child in blob storage has blobs of its container as candidates (harness.readers.image.blob.sibling). Asked
+    # of the child only: a candidate from a locator is never looked up on the file system before it is allowed.
+    child_url = blob.registered_label(path)
     for n, cand in enumerate(candidates):
-        refusal = _parent_refusal(cand, path, allowed)
-        st: os.stat_result | None = None
-        if refusal is None:
-            st, refusal = _stat_regular(cand)
-            if st is not None and not _looks_like_vhd(cand):
-                st, refusal = (
-                    None,
-                    "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)",
-                )
-        if st is not None:
-            key = (st.st_dev, st.st_ino)
+        key: tuple[int, int] | None = None
+        if child_url is not None:
+            key, refusal = _probe_blob_parent(cand)
+        else:
+            refusal = _parent_refusal(cand, path, allowed)
+            st: os.stat_result | None = None
+            if refusal is None:
+                st, refusal = _stat_regular(cand)
+                if st is not None and not _looks_like_vhd(cand):
+                    st, refusal = (
+                        None,
+                        "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)",
+                    )
+            if st is not None:
+                key = (st.st_dev, st.st_ino)
+        if key is not None:
             names = [link.name for link in chain]
             if any(link.key == key for link in chain):
                 raise Unreadable(path, "cyclic differencing chain: " + " → ".join([*names, cand.name]))
@@ -880,6 +954,10 @@ def _open_parent(
             shown[n] += f" [{refusal}]"
     detail = "; ".join(shown) if shown else "no parent locator or parent name in the header"
     extra = f" ({'; '.join(notes)})" if notes else ""
+    if child_url is not None:  # a child in blob storage: named by its URL (without query), as its other errors are
+        raise Unreadable(
+            path, f"{child_url}: parent of differencing disk not found in its container; tried: {detail}{extra}"
+        )
     hint = (
         "; a parent is opened only from the child's own directory or a directory allowed with --vmr-image-parent-dir"
         if outside
@@ -1178,7 +1256,7 @@ def _open_vhdx(path: Path, file: FileSource, max_chain: int, chain: tuple[_Chain
     if differencing:
         links = _vhdx_parent_locator(path, items[_META_PARENT_LOCATOR], mloc)
         parent, parent_path = _open_vhdx_parent(path, links, max_chain, chain, allowed)
-        parent_chain = (os.path.abspath(parent_path), *parent.info.parent_chain)
+        parent_chain = (_where(parent_path), *parent.info.parent_chain)
         if parent.size != virtual_size:
             notes.append(f"parent {parent_path.name} is {parent.size:#x} bytes, this disk {virtual_size:#x}")
         if parent.info.logical_sector_size != lss:
