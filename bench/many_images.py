@@ -154,6 +154,11 @@ def main(
         f"(medians of {repeat}, interleaved)  walls: "
         + "; ".join(f"{v} " + ", ".join(f"{r['wall']:.2f}" for r in rs) for v, rs in runs.items())
     )
+    # Under a varying load, each round's own ratio (same minute, same load) says more than the ratio of medians.
+    paired = {
+        v: statistics.median(r["wall"] / b["wall"] for r, b in zip(runs[v], runs[baseline], strict=True)) for v in runs
+    }
+    print(f"median of each round's ratio to {baseline}: " + ", ".join(f"{v} {paired[v]:.2f}" for v in runs))
     print(f"items {len(reference['items'])}, findings {len(reference['findings'])}, identical: {not problems}")
     for p in dict.fromkeys(problems):
         print(f"PROBLEM: {p}")
@@ -167,6 +172,7 @@ def main(
                 "started": started,
                 **{f"{key}": {v: [r[key] for r in rs] for v, rs in runs.items()} for key in med},
                 "ratio_wall": {v: wall[v] / wall[baseline] for v in runs},
+                "median_round_ratio": paired,
                 "identical": not problems,
                 "load_average_before": load_before,
                 "load_average_after": os.getloadavg(),
