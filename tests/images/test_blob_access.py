@@ -409,3 +409,22 @@ def test_sibling_names_stay_in_the_container() -> None:
     assert blob.sibling(azure, "p.vhdx")[1] == "azure://acct/vhds/p.vhdx"  # type: ignore[index]
     path_style = blob.register(parse_blob_url("http://127.0.0.1:10000/devstoreaccount1/images/c.avhdx"))
     assert blob.sibling(path_style, "p.vhdx")[1] == "http://127.0.0.1:10000/devstoreaccount1/images/p.vhdx"  # type: ignore[index]
+
+
+def test_an_error_in_a_parallel_window_is_reported_once_named() -> None:
+    from harness.readers.image.blob import _Refused
+
+    data = random.Random(9).randbytes(32 * MiB)
+    ranges = [(i * MiB, 8192) for i in range(0, 32, 2)]
+
+    class Failing(Transport):
+        def get(self, offset: int, length: int, etag: str) -> bytes:
+            if offset <= 6 * MiB < offset + length:
+                raise _Refused("403 AuthorizationFailure: access denied")
+            return super().get(offset, length, etag)
+
+    source = BlobSource(REF, Failing(data), sleep=lambda s: None)
+    prefetch(source, ranges)
+    with pytest.raises(Unreadable) as info:
+        source.read_at(0, 8192)
+    assert info.value.problem.startswith(f"{REF.label}: Get Blob bytes {6 * MiB}-") and "403" in info.value.problem

@@ -101,6 +101,9 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 HINT_MAX_RANGE = MAX_READ_AHEAD
 HINT_WINDOW = 8 * 1024 * 1024
 HINT_GAP = 16 * 1024
+#: Requests of one hinted window sent at once (threads; requests' connection pool keeps 10 per host, the SDK's
+#: clients are thread-safe).
+HINT_PARALLEL = 8
 #: A page list larger than this (about a million ranges) is not used: every block is then fetched.
 MAX_PAGE_LIST = 64 * 1024 * 1024
 _SCHEMES = ("https://", "http://", "azure://")
@@ -237,6 +240,7 @@ class BlobSource(FileSource):
         self._next = -1  # where the last read ended
         self._read_ahead = 0
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         props = self._retrying("Get Blob Properties", transport.properties)
         self.size = props.size
         self.etag = props.etag
@@ -407,19 +411,24 @@ class BlobSource(FileSource):
                 last.append(i)
             else:
                 groups.append([i])
-        for group in groups:
-            start, end = self._h_start[group[0]], self._h_end[group[-1]]
-            if self._pages is not None and not self._has_pages(start, end):
+        spans = [(self._h_start[g[0]], self._h_end[g[-1]]) for g in groups]
+        wanted = [(a, z) for a, z in spans if self._pages is None or self._has_pages(a, z)]
+        fetched: dict[int, bytes] = {}
+        if len(wanted) > 1 and HINT_PARALLEL > 1:
+            # The ranges are known in advance: fetch them side by side (a scattered $MFT is thousands of small
+            # requests, each mostly waiting for the server). One answer's error is raised, as a serial read would.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(HINT_PARALLEL, len(wanted)), thread_name_prefix="blob-hint") as pool:
+                for (a, _z), got in zip(wanted, pool.map(lambda span: self._get_exact(*span), wanted), strict=True):
+                    fetched[a] = got
+        else:
+            for a, z in wanted:
+                fetched[a] = self._get_exact(a, z)
+        for group, (start, end) in zip(groups, spans, strict=True):
+            data = fetched.get(start)
+            if data is None:  # no page of a page blob there: zeros
                 data = bytes(end - start)
-            else:
-                data = self._retrying(f"Get Blob bytes {start}-{end - 1}", self._getter(start, end - start))
-                if len(data) != end - start:
-                    raise Unreadable(
-                        self.path,
-                        f"{self.label}: the server sent {len(data):,} bytes for a {end - start:,}-byte range",
-                    )
-                self.bytes_fetched += len(data)
-                BlobSource.total_bytes_fetched += len(data)
             for i in group:
                 piece = data[self._h_start[i] - start : self._h_end[i] - start]
                 self._h_data[i] = piece
@@ -429,6 +438,18 @@ class BlobSource(FileSource):
                 if self._h_bytes <= self._h_limit or i == k:
                     break
                 self._h_bytes -= len(self._h_data.pop(i))
+
+    def _get_exact(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) from the server (thread-safe: the hinted windows fetch in parallel)."""
+        data: bytes = self._retrying(f"Get Blob bytes {start}-{end - 1}", self._getter(start, end - start))
+        if len(data) != end - start:
+            raise Unreadable(
+                self.path, f"{self.label}: the server sent {len(data):,} bytes for a {end - start:,}-byte range"
+            )
+        with self._count_lock:
+            self.bytes_fetched += len(data)
+            BlobSource.total_bytes_fetched += len(data)
+        return data
 
     def _in_blocks(self, start: int, end: int) -> bool:
         bs = self._block
@@ -463,8 +484,9 @@ class BlobSource(FileSource):
         delay = BACKOFF
         problem = ""
         for attempt in range(ATTEMPTS):
-            self.requests += 1
-            BlobSource.total_requests += 1
+            with self._count_lock:
+                self.requests += 1
+                BlobSource.total_requests += 1
             try:
                 return call()
             except _Refused as exc:
@@ -585,14 +607,17 @@ class HttpTransport:
         self._url = ref.http_url + (f"?{sas.lstrip('?')}" if sas else "")
         self._timeout = (min(CONNECT_TIMEOUT, timeout or _timeout()), timeout or _timeout())
         self._session: Any = None
+        self._session_lock = threading.Lock()
         self._pid = -1
 
     def _http(self) -> Any:
-        if self._session is None or self._pid != os.getpid():  # a forked worker opens its own connections
-            self._session = self._requests.Session()
-            self._session.trust_env = False  # REQUESTS_CA_BUNDLE, proxies from the environment: not for blobs
-            self._pid = os.getpid()
-        return self._session
+        with self._session_lock:  # hinted windows fetch from several threads: one session (its pool) for all
+            if self._session is None or self._pid != os.getpid():  # a forked worker opens its own connections
+                session = self._requests.Session()
+                session.trust_env = False  # REQUESTS_CA_BUNDLE, proxies from the environment: not for blobs
+                self._session = session
+                self._pid = os.getpid()
+            return self._session
 
     def _send(self, method: str, headers: dict[str, str], etag: str = "", *, url: str = "") -> Any:
         headers = {"x-ms-version": API_VERSION, **headers}
