@@ -13,14 +13,20 @@ some files: about 250 MB of an 888 MiB image with 200,000 files). ``BlobSource``
   read timeout, so a stalled server is an Unreadable in bounded time;
 - **one version of the blob**: ``Get Blob Properties`` gives the size, type and ETag; every ``Get Blob`` carries
   ``If-Match: <that ETag>``, so a blob rewritten while it is read is reported (412), never mixed.
+- **access hints**: a reader may announce the ranges it is about to read (:meth:`BlobSource.prefetch`; the NTFS
+  reader announces the ``$MFT``'s runs): those are fetched exactly, a window at a time, in parallel requests, so
+  a ``$MFT`` in thousands of scattered runs costs its own bytes, not a block per run;
+- **page lists**: a page blob's ``Get Page Ranges`` is read once; ranges without pages read as zeros, unrequested;
+- **parents in the container**: :func:`sibling` names a differencing disk's parent blob next to it, read with the
+  same SAS or credential (the container reader checks it as it checks a parent file).
 
 The sizes are measured, not guessed: replaying the reads of a local lint of the 200,000-file benchmark image
 (2,657 reads, 242.7 MB; the ``$MFT`` in ten extents of 13-65 MB, then ~2,400 reads under 4 KiB), 128 KiB blocks
 with 1 MiB of read-ahead fetch 1.08x those bytes in about 235 requests; 1 MiB blocks with 32 MiB of read-ahead
 fetched 2.2x (read-ahead running past the end of each ``$MFT`` extent, small reads pulling whole megabytes).
 
-REST reference: https://learn.microsoft.com/rest/api/storageservices/get-blob and .../get-blob-properties
-(``x-ms-range``, ``If-Match``, ``x-ms-version``); SAS: https://learn.microsoft.com/azure/storage/common/storage-sas-overview.
+REST reference: https://learn.microsoft.com/rest/api/storageservices/get-blob, .../get-blob-properties and
+.../get-page-ranges (``x-ms-range``, ``If-Match``, ``x-ms-version``, ``comp=pagelist``); SAS: https://learn.microsoft.com/azure/storage/common/storage-sas-overview.
 
 Where an image is: ``https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB`` (or ``http://`` for the Azurite
 emulator), with a SAS token as the query (``?{env:NAME}``, ``?{file:PATH}``, a literal token, or none: then
