@@ -34,8 +34,9 @@ def prefetch(source: object, ranges: Iterable[tuple[int, int]]) -> None:
     """Tell ``source`` which ``(offset, length)`` ranges a reader is about to read, in the order it will read
     them (the NTFS reader announces the ``$MFT``'s data runs). Advisory only: a source that fetches over a
     network (a blob) coalesces them into few requests; a local file ignores them; sources that stack (a slice,
-    a virtual disk) translate them to their parent's offsets. Never raises for the hint itself, never reads: a
-    bad range is simply reported by the read that follows."""
+    a virtual disk) translate them to their parent's offsets. Never raises for the hint itself (a bad range is
+    reported by the read that follows) and fetches no data; a differencing disk may read the sector bitmaps it
+    needs to map the ranges, as the reads would."""
     hint = getattr(source, "prefetch", None)
     if callable(hint):
         hint(ranges)
