@@ -108,6 +108,9 @@ class Azurite:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
         self.startup_seconds: float | None = None
+        self._state_dir: Path | None = None
+        self._fixed_port = False  # the caller chose the port: never move it
+        self._launched_at = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -154,30 +157,45 @@ class Azurite:
 
         With no ``port`` one is allocated, and re-allocated when another process took it meanwhile.
         """
+        self.launch(state_dir, port=port)
+        self.wait_ready(timeout=timeout, attempts=attempts)
+
+    def launch(self, state_dir: Path | str, *, port: int | None = None) -> None:
+        """Start the process and return at once: node takes over a second to load Azurite, which the caller
+        can spend on other work before :meth:`wait_ready`. ``port`` (allocated when None) is :attr:`port`
+        from now on, unless :meth:`wait_ready` has to move an allocated port another process took."""
         if self.running:
             raise AzuriteError("Azurite is already running")
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_dir = state_dir
         self._log = state_dir / "log"
-        last_error = ""
-        for _ in range(attempts if port is None else 1):
-            chosen = port if port is not None else allocate()[0]
-            error = self._start_once(state_dir, chosen, timeout)
+        self._fixed_port = port is not None
+        self._spawn(port if port is not None else allocate()[0])
+
+    def wait_ready(self, *, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Wait until the launched Azurite answers HTTP (AzuriteError with its log otherwise); an allocated
+        port taken meanwhile (EADDRINUSE) is replaced by a new one, up to ``attempts`` launches in all."""
+        if self._proc is None or self._state_dir is None:
+            raise AzuriteError("Azurite is not launched")
+        launches = 1 if self._fixed_port else attempts
+        while True:
+            error = self._wait_once(timeout)
             if error is None:
                 return
-            last_error = error
-            if "EADDRINUSE" not in error:
-                break
-        raise AzuriteError(last_error)
+            launches -= 1
+            if "EADDRINUSE" not in error or launches <= 0:
+                raise AzuriteError(error)
+            self._spawn(allocate()[0])
 
-    def _start_once(self, state_dir: Path, port: int, timeout: float) -> str | None:
+    def _spawn(self, port: int) -> None:
         cmd = self.command(port)
-        assert self._log is not None
-        t0 = time.monotonic()
+        assert self._log is not None and self._state_dir is not None
+        self._launched_at = time.monotonic()
         with open(self._log, "ab") as log:
             self._proc = subprocess.Popen(
                 cmd,
-                cwd=state_dir,
+                cwd=self._state_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -185,6 +203,10 @@ class Azurite:
                 close_fds=True,
             )
         self.port = port
+
+    def _wait_once(self, timeout: float) -> str | None:
+        assert self._proc is not None and self.port is not None
+        t0, port = self._launched_at, self.port
         deadline = t0 + timeout
         while True:
             if self._proc.poll() is not None:

@@ -1,8 +1,11 @@
 """Certificates for the local fabric: a private CA, server/client certificates and service certificates.
 
 Everything is PEM on disk (see CONTRACT.md, ``STATE/certs``). Private keys are written with mode 0600.
-Keys are RSA 2048 because the certificates stand in for what a Windows guest and the Service Management
-API accept (service certificates such as RemoteAccess.PasswordEncryption must be RSA).
+Keys are RSA 2048 where the certificates stand in for what a Windows guest and the Service Management
+API accept (service certificates such as RemoteAccess.PasswordEncryption must be RSA, and so are the WinRM
+listener's and the management certificate). Certificates no Windows or Azure counterpart constrains (the
+fabric's own CA, the management endpoint's server certificate) may use ``key_type="ec"`` (P-256): an RSA key
+costs about half a CPU second to generate, an EC key well under a millisecond.
 
 Works with cryptography 38 (Debian 12) and newer.
 """
@@ -21,7 +24,7 @@ from typing import NamedTuple
 import defusedxml.ElementTree as SafeET
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
 ]
 
 KEY_SIZE = 2048
+KEY_TYPES = ("rsa", "ec")
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 VALIDITY_DAYS = 825
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
 
@@ -66,11 +71,30 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
 
 
-def _new_key() -> rsa.RSAPrivateKey:
+def _new_key(key_type: str = "rsa") -> PrivateKey:
+    if key_type == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type != "rsa":
+        raise ValueError(f"key_type must be one of {KEY_TYPES}, not {key_type!r}")
     return rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
 
 
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+def _key_for(path: Path, key_type: str, reuse: bool) -> PrivateKey:
+    """A new key; with ``reuse``, the one already at ``path`` when it is a private key of that type and size (a
+    fabric started again from the same state folder: its certificates are new, their keys need not be)."""
+    if reuse and path.is_file() and not path.is_symlink():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError):
+            key = None
+        if key_type == "rsa" and isinstance(key, rsa.RSAPrivateKey) and key.key_size == KEY_SIZE:
+            return key
+        if key_type == "ec" and isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return key
+    return _new_key(key_type)
+
+
+def _write_key(path: Path, key: PrivateKey) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
@@ -97,12 +121,12 @@ def _pem_path(out: Path | str) -> Path:
     return out if out.suffix in (".pem", ".crt", ".cer") else out.with_name(out.name + ".pem")
 
 
-def _load_ca(ca: CA | tuple[Path | str, Path | str]) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+def _load_ca(ca: CA | tuple[Path | str, Path | str]) -> tuple[x509.Certificate, PrivateKey]:
     pem, key = ca
     cert = x509.load_pem_x509_certificate(Path(pem).read_bytes())
     private = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
-    if not isinstance(private, rsa.RSAPrivateKey):
-        raise TypeError("the fabric CA key must be RSA")
+    if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise TypeError("the fabric CA key must be RSA or EC")
     return cert, private
 
 
@@ -118,9 +142,9 @@ def _san(names: Iterable[str]) -> x509.SubjectAlternativeName:
 
 def _build(
     subject: x509.Name,
-    key: rsa.RSAPrivateKey,
+    key: PrivateKey,
     issuer: x509.Certificate | None,
-    issuer_key: rsa.RSAPrivateKey,
+    issuer_key: PrivateKey,
     *,
     is_ca: bool = False,
     eku: list[x509.ObjectIdentifier] | None = None,
@@ -158,11 +182,12 @@ def _build(
             decipher_only=False,
         )
     else:
+        rsa_key = isinstance(key, rsa.RSAPrivateKey)  # an EC key signs (ECDHE-ECDSA) and never enciphers
         usage = x509.KeyUsage(
             digital_signature=True,
             content_commitment=False,
-            key_encipherment=True,
-            data_encipherment=True,  # service certificates decrypt (RemoteAccess password encryption)
+            key_encipherment=rsa_key,
+            data_encipherment=rsa_key,  # service certificates decrypt (RemoteAccess password encryption)
             key_agreement=False,
             key_cert_sign=False,
             crl_sign=False,
@@ -185,10 +210,12 @@ def _name(cn: str, org: str = "vmrole-harness local fabric") -> x509.Name:
 # -- public API ----------------------------------------------------------------------------------------
 
 
-def make_ca(directory: Path | str, *, name: str = "ca", cn: str = "vmrole-harness fabric CA") -> CA:
+def make_ca(
+    directory: Path | str, *, name: str = "ca", cn: str = "vmrole-harness fabric CA", key_type: str = "rsa"
+) -> CA:
     """Create ``<directory>/<name>.pem`` and ``<directory>/<name>-key.pem`` (mode 0600)."""
     directory = Path(directory)
-    key = _new_key()
+    key = _new_key(key_type)
     cert = _build(_name(cn), key, None, key, is_ca=True)
     ca = CA(directory / f"{name}.pem", directory / f"{name}-key.pem")
     _write_key(ca.key, key)
@@ -202,20 +229,23 @@ def issue_server_cert(
     out: Path | str = "server.pem",
     *,
     key_out: Path | str | None = None,
+    key_type: str = "rsa",
+    reuse_key: bool = False,
 ) -> CertPair:
     """A TLS server certificate for ``names`` (DNS names and IP addresses go into the SAN).
 
     ``out`` is the certificate path (``.pem`` is appended when it has no certificate suffix); the key
-    goes to ``key_out`` or next to it with the suffix ``.key``.
+    goes to ``key_out`` or next to it with the suffix ``.key`` (``reuse_key``: a key of ``key_type``
+    already there is kept).
     """
     names = list(names)
     if not names:
         raise ValueError("a server certificate needs at least one name")
     ca_cert, ca_key = _load_ca(ca)
-    key = _new_key()
-    cert = _build(_name(names[0]), key, ca_cert, ca_key, eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=names)
     pem = _pem_path(out)
     pair = CertPair(pem, _key_path(pem, key_out))
+    key = _key_for(pair.key, key_type, reuse_key)
+    cert = _build(_name(names[0]), key, ca_cert, ca_key, eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=names)
     _write_key(pair.key, key)
     _write_cert(pair.pem, cert)
     return pair
@@ -227,13 +257,14 @@ def issue_client_cert(
     out: Path | str,
     *,
     key_out: Path | str | None = None,
+    reuse_key: bool = False,
 ) -> CertPair:
-    """A TLS client certificate (the Service Management *management certificate*)."""
+    """A TLS client certificate (the Service Management *management certificate*; RSA)."""
     ca_cert, ca_key = _load_ca(ca)
-    key = _new_key()
-    cert = _build(_name(cn), key, ca_cert, ca_key, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
     pem = _pem_path(out)
     pair = CertPair(pem, _key_path(pem, key_out))
+    key = _key_for(pair.key, "rsa", reuse_key)
+    cert = _build(_name(cn), key, ca_cert, ca_key, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
     _write_key(pair.key, key)
     _write_cert(pair.pem, cert)
     return pair
@@ -246,13 +277,17 @@ def service_certificate(
     *,
     key_out: Path | str | None = None,
     names: Iterable[str] = DEFAULT_SERVER_NAMES,
+    reuse_key: bool = False,
 ) -> ServiceCert:
     """A certificate standing in for a cscfg ``<Certificate name=…>`` (issued by ``ca``, or self-signed).
 
     It is usable as an HTTPS endpoint certificate (serverAuth, SAN ``names``) and for data encryption,
-    and its thumbprint is what goes back into the effective cscfg.
+    and its thumbprint is what goes back into the effective cscfg. RSA; ``reuse_key`` keeps an RSA key
+    already at the key path.
     """
-    key = _new_key()
+    pem = _pem_path(out)
+    key_path = _key_path(pem, key_out)
+    key = _key_for(key_path, "rsa", reuse_key)
     subject = _name(name, org="vmrole-harness service certificate")
     eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     if ca is None:
@@ -260,8 +295,6 @@ def service_certificate(
     else:
         ca_cert, ca_key = _load_ca(ca)
         cert = _build(subject, key, ca_cert, ca_key, eku=eku, san=names)
-    pem = _pem_path(out)
-    key_path = _key_path(pem, key_out)
     _write_key(key_path, key)
     _write_cert(pem, cert)
     return ServiceCert(pem, key_path, _thumbprint_of(cert))

@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,10 @@ class Controller:
 
     # ---- preparation --------------------------------------------------------------------------
     def prepare(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from harness.fabric import certs
+        from harness.fabric.azurite import Azurite
 
         make_private_dir(self.layout.root)  # the state holds the effective cscfg, keys, tokens: owner only
         make_private_dir(self.layout.secrets)
@@ -107,39 +111,59 @@ class Controller:
         write_text_atomic(self.layout.controller_pid, f"{os.getpid()} {process_identity(os.getpid()) or ''}".strip())
         if self.spec.csdef_text:  # empty when deployed from a package (the csdef stays inside it)
             write_text_atomic(self.layout.csdef, self.spec.csdef_text)
+        # node needs over a CPU second to load Azurite: it does so on the other core while keys are made here
+        self.azurite = Azurite()
+        self.azurite.launch(self.layout.azurite)
 
-        ca = certs.make_ca(self.layout.certs)
+        # the fabric's own CA and the management endpoint's server certificate stand in for nothing a guest or
+        # an Azure client constrains: EC keys (instant). The rest stay RSA 2048 (certs.py), made in parallel
+        # (about 0.5 CPU s each; OpenSSL releases the GIL while it searches primes).
+        ca = certs.make_ca(self.layout.certs, key_type="ec")
         self.ca = ca
         self.mgmt_server_cert = certs.issue_server_cert(
-            ca, ["localhost", "127.0.0.1"], self.layout.certs / "mgmt-server"
+            ca, ["localhost", "127.0.0.1"], self.layout.certs / "mgmt-server", key_type="ec"
         )
-        client_pem, client_key = certs.issue_client_cert(
-            ca, "vmrole-harness management", self.layout.certs / "mgmt-client"
-        )
-        # The management client key is a secret: keep it under secrets/.
-        secret_key = self.layout.secrets / "mgmt-client.key"
-        shutil.move(str(client_key), secret_key)
-        os.chmod(secret_key, 0o600)
-        self.mgmt_client = (client_pem, secret_key)
         # clients reach WinRM at 127.0.0.1 (its own port) or at the VIP (an InstanceInputEndpoint)
         names = ["localhost", "127.0.0.1", self.spec.vip]
-        self.winrm_cert = certs.issue_server_cert(ca, names, self.layout.certs / "winrm")
-        thumbprints: dict[str | tuple[str, str], str] = {}
-        for role in self.spec.roles:
-            for name in role.certificates:
-                if name not in self.service_certs:
-                    pem, key, thumb = certs.service_certificate(
-                        ca, name, self.layout.certs / f"svc-{name}", names=names
-                    )
-                    self.service_certs[name] = (pem, key, thumb)
-                thumbprints[name] = self.service_certs[name][2]
-        self.thumbprints = thumbprints
+        # A state folder started again keeps its RSA keys (its certificates are new): they never leave it,
+        # and `fabric down` leaves them there anyway.
+        keygen = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keygen")
+        # the management certificate (its key a secret, under secrets/) is needed once the instances run
+        self._mgmt_client_job = keygen.submit(
+            certs.issue_client_cert,
+            ca,
+            "vmrole-harness management",
+            self.layout.certs / "mgmt-client",
+            key_out=self.layout.secrets / "mgmt-client.key",
+            reuse_key=True,
+        )
+        winrm_job = keygen.submit(certs.issue_server_cert, ca, names, self.layout.certs / "winrm", reuse_key=True)
+        service_jobs = {
+            name: keygen.submit(
+                certs.service_certificate, ca, name, self.layout.certs / f"svc-{name}", names=names, reuse_key=True
+            )
+            for role in self.spec.roles
+            for name in role.certificates
+        }
+        keygen.shutdown(wait=False)
         password = secrets.token_urlsafe(18) + "!A1"
         write_text_atomic(self.layout.secrets / "winrm-password", password)
         os.chmod(self.layout.secrets / "winrm-password", 0o600)
         write_text_atomic(self.layout.secrets / "control-token", secrets.token_hex(16))
         os.chmod(self.layout.secrets / "control-token", 0o600)
         self._base_image()
+        self.winrm_cert = winrm_job.result()
+        thumbprints: dict[str | tuple[str, str], str] = {}
+        for name, job in service_jobs.items():
+            pem, key, thumb = job.result()
+            self.service_certs[name] = (pem, key, thumb)
+            thumbprints[name] = thumb
+        self.thumbprints = thumbprints
+
+    def _management_client(self) -> tuple[Path, Path]:
+        """The management certificate (made while the instances start) and its key (in secrets/)."""
+        pem, key = self._mgmt_client_job.result()
+        return pem, key
 
     def _base_image(self) -> None:
         target = self.layout.image_os
@@ -294,18 +318,10 @@ class Controller:
 
     # ---- start / stop -------------------------------------------------------------------------
     def start(self) -> None:
-        from harness.fabric.azurite import Azurite
         from harness.fabric.haproxy import HAProxy, render_config, spec_from_deployment
         from harness.fabric.mgmt.server import FaultState, ManagementServer
 
         self.write_state("starting")
-        self.azurite = Azurite()
-        self.azurite.start(self.layout.azurite)
-        storage_secret = self.layout.secrets / "storage-connection-string"
-        write_text_atomic(storage_secret, self.azurite.connection_string)
-        os.chmod(storage_secret, 0o600)
-        write_text_atomic(self.layout.cscfg, self._effective_cscfg(self.azurite.connection_string))
-
         configs = {inst.id: self.instance_config(inst) for inst in self.spec.instances}
         self.instances = Instances(
             self.spec, self.layout, configs, step_seconds=self.step_seconds, on_change=self.write_ready
@@ -320,6 +336,18 @@ class Controller:
             t.join()
         if self.start_errors:
             raise RuntimeError("; ".join(self.start_errors))
+        # Ready before HAProxy starts: its first agent check then finds "up ready" (a "drain" answer would keep
+        # an instance out of rotation until the next check, agent_inter_ms later). Nothing outside sees the
+        # instances before fabric.json says "ready".
+        for inst in self.spec.instances:
+            self.instances.set_ready(inst.id, True)
+        self._stage("instances")
+        self.azurite.wait_ready()  # launched by prepare(); it loaded while the keys were made
+        self._stage("azurite")
+        storage_secret = self.layout.secrets / "storage-connection-string"
+        write_text_atomic(storage_secret, self.azurite.connection_string)
+        os.chmod(storage_secret, 0o600)
+        write_text_atomic(self.layout.cscfg, self._effective_cscfg(self.azurite.connection_string))
 
         self.layout.haproxy.mkdir(parents=True, exist_ok=True)
         config_path = self.layout.haproxy / "haproxy.cfg"
@@ -332,12 +360,14 @@ class Controller:
         config_path.write_text(render_config(lb_spec), "utf-8")
         self.haproxy = HAProxy(socket_path)
         self.haproxy.start(config_path)
+        self._stage("haproxy")
 
         (https_port,) = allocate(1)
         from harness.fabric.deployments import HostedServices
 
         self.hosted = HostedServices(self)
         self.mgmt_faults = FaultState()
+        self.mgmt_client = self._management_client()
         # HTTPS with the management certificate only, as Azure: no plain-HTTP listener (issue 9: it took
         # reboot/reimage from any local user).
         self.mgmt = ManagementServer(
@@ -361,12 +391,21 @@ class Controller:
         self.control.start()
         if self.arm is not None:
             self.arm.start()
-        for inst in self.spec.instances:
-            self.instances.set_ready(inst.id, True)
+        self._stage("management")
         self._wait_for_rotation()
+        self._stage("rotation")
         self.write_state("starting")  # runtime with every port, for the target file
         self._write_target()  # before "ready": up() returns as soon as it reads ready
         self.write_state("ready")
+        self._stage("ready")
+
+    def _stage(self, name: str) -> None:
+        """Log how long the start took so far (since the process began: interpreter and imports count) and
+        since the last stage: where `fabric up` spends its time."""
+        now = _since_process_start()
+        last = getattr(self, "_stage_at", 0.0)
+        self._stage_at = now
+        log.info("start: %s at %.2f s (+%.2f s)", name, now, now - last)
 
     def _write_target(self) -> None:
         """STATE/target.vmrtarget.yml: the live suites' target for this fabric (`vmrole probe` takes it)."""
@@ -549,6 +588,16 @@ class Controller:
         return self.instances.operation(request_id)
 
 
+def _since_process_start() -> float:
+    """Seconds since this process was created (/proc/self/stat field 22, in clock ticks after boot)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(") ", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.fabric.controller")
     parser.add_argument("--state", required=True)
@@ -602,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         controller.prepare()
+        controller._stage("prepared")
         controller.start()
         log.info("fabric ready: %s (%d instances)", spec.deployment_name, len(spec.instances))
     except Exception as exc:

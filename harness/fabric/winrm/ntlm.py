@@ -20,11 +20,13 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import spnego
-import spnego._ntlm as _spnego_ntlm
-from spnego.channel_bindings import GssChannelBindings
-from spnego.exceptions import SpnegoError
+# pyspnego (and the cryptography it loads) is imported where it is used: an instance process that starts its
+# WinRM listeners would otherwise spend ~0.15 CPU s on it before its ports listen (issue 12)
+if TYPE_CHECKING:
+    import spnego
+    from spnego.channel_bindings import GssChannelBindings
 
 BOUNDARY = b"--Encrypted Boundary"
 PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
@@ -41,6 +43,8 @@ def _install_scoped_credential_file() -> None:
     with _patch_lock:
         if _patched:
             return
+        import spnego._ntlm as _spnego_ntlm
+
         original = _spnego_ntlm._get_credential_file
 
         def scoped() -> str | None:
@@ -91,7 +95,6 @@ class CredentialFile:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
-        _install_scoped_credential_file()
 
     def remove(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -101,6 +104,7 @@ def channel_bindings_for(cert_file: str | os.PathLike[str]) -> GssChannelBinding
     """RFC 5929 ``tls-server-end-point`` bindings of the first certificate in ``cert_file``."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
+    from spnego.channel_bindings import GssChannelBindings
 
     try:
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
@@ -138,12 +142,16 @@ class NtlmAcceptor:
     """One connection's NTLM server context: ``challenge(type1) -> type2``, ``authenticate(type3)``."""
 
     def __init__(self, credentials: CredentialFile, bindings: GssChannelBindings | None) -> None:
+        _install_scoped_credential_file()
         self._credentials = credentials
         self._bindings = bindings
         self._ctx: spnego.ContextProxy | None = None
         self.complete = False
 
     def challenge(self, token: bytes) -> bytes:
+        import spnego
+        from spnego.exceptions import SpnegoError
+
         self.complete = False
         with _credential_scope(self._credentials.path):
             self._ctx = spnego.server(protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
@@ -154,6 +162,8 @@ class NtlmAcceptor:
 
     def authenticate(self, token: bytes) -> str:
         """Completes the context; returns the client principal. Raises SpnegoError on bad credentials."""
+        from spnego.exceptions import SpnegoError
+
         if self._ctx is None:
             raise SpnegoError(context_msg="NTLM authenticate message without a negotiate message")
         bindings = self._bindings if self._bindings is not None and _client_sent_bindings(token) else None
@@ -168,6 +178,8 @@ class NtlmAcceptor:
 
     def decrypt(self, body: bytes) -> bytes:
         """Unwraps a ``multipart/encrypted`` request body (one or more encrypted parts)."""
+        from spnego.exceptions import SpnegoError
+
         if self._ctx is None or not self.complete:
             raise SpnegoError(context_msg="encrypted message on an unauthenticated connection")
         parts = [p for p in body.split(BOUNDARY + b"\r\n") if p]
@@ -196,6 +208,8 @@ class NtlmAcceptor:
         return out
 
     def encrypt(self, body: bytes) -> bytes:
+        from spnego.exceptions import SpnegoError
+
         if self._ctx is None or not self.complete:
             raise SpnegoError(context_msg="cannot encrypt before authentication")
         wrapped = self._ctx.wrap_winrm(body)

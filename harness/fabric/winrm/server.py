@@ -50,14 +50,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from struct import error as struct_error
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from spnego.exceptions import SpnegoError
-
 from . import soap
-from .guest import Guest
 from .ntlm import ENCRYPTED_CONTENT_TYPE, CredentialFile, NtlmAcceptor, channel_bindings_for, token_message_type
+
+if TYPE_CHECKING:
+    from spnego.channel_bindings import GssChannelBindings
+
+    from .guest import Guest
 
 log = logging.getLogger("harness.fabric.winrm")
 
@@ -210,7 +212,6 @@ class WinRMService:
             raise ValueError("the WinRM password file is empty")
         self.instance = instance
         self.machine = str(instance.get("id") or "localhost")
-        self.guest = Guest(instance, self.username)
         # next to the password file (the fabric's 0700 secrets folder), never in the shared temp folder
         self.credentials = CredentialFile(
             self.username,
@@ -219,7 +220,13 @@ class WinRMService:
             directory=Path(password_file).resolve().parent,
             tag=self.machine,
         )
-        self.bindings = channel_bindings_for(winrm["cert"]) if winrm.get("cert") else None
+        # The guest and pyspnego (with cryptography's x509, for the channel bindings) are loaded on first use,
+        # not here: their imports cost an instance process ~0.3 CPU s before its ports listen, at every (re)start.
+        self._lazy = threading.Lock()
+        self._guest: Guest | None = None
+        self._cert_file: str | None = winrm.get("cert") or None
+        self._bindings: GssChannelBindings | None = None
+        self._bindings_read = False
         self.delay_file = Path(winrm["delay_ms_file"]) if winrm.get("delay_ms_file") else None
         lockout = _setting(winrm, "lockout_seconds", 10.0)
         self.throttle = AuthThrottle(
@@ -232,6 +239,29 @@ class WinRMService:
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self._users = 0
+
+    @property
+    def guest(self) -> Guest:
+        with self._lazy:
+            if self._guest is None:
+                from .guest import Guest
+
+                self._guest = Guest(self.instance, self.username)
+            return self._guest
+
+    @property
+    def bindings(self) -> GssChannelBindings | None:
+        """The ``tls-server-end-point`` channel bindings of the HTTPS certificate (None without one)."""
+        with self._lazy:
+            if not self._bindings_read:
+                self._bindings = channel_bindings_for(self._cert_file) if self._cert_file else None
+                self._bindings_read = True
+            return self._bindings
+
+    @bindings.setter
+    def bindings(self, value: GssChannelBindings | None) -> None:
+        with self._lazy:
+            self._bindings, self._bindings_read = value, True
 
     # -- auth ---------------------------------------------------------------------------------------------
     def check_basic(self, user: str, password: str) -> bool:
@@ -554,6 +584,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.ntlm is None or not self.ntlm.complete:
                 self._challenge()
                 return
+            from spnego.exceptions import SpnegoError  # loaded with the NTLM context self.ntlm holds
+
             try:
                 body = self.ntlm.decrypt(body)
             except (ValueError, SpnegoError, struct_error) as exc:
@@ -587,6 +619,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _ntlm_step(self, scheme: str, value: str) -> bool:
         """Handles an NTLM/Negotiate Authorization header; True when the request may proceed."""
+        from spnego.exceptions import SpnegoError  # pyspnego loads with the first NTLM login
+
         service = self.server.service
         try:
             token = base64.b64decode(value, validate=True)
