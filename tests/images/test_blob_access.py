@@ -428,3 +428,19 @@ def test_an_error_in_a_parallel_window_is_reported_once_named() -> None:
     with pytest.raises(Unreadable) as info:
         source.read_at(0, 8192)
     assert info.value.problem.startswith(f"{REF.label}: Get Blob bytes {6 * MiB}-") and "403" in info.value.problem
+
+
+def test_close_ranges_read_far_apart_come_in_one_request() -> None:
+    data = random.Random(4).randbytes(64 * MiB)
+    a, b = (10 * MiB, 32768), (10 * MiB + 32768 + 4096, 16384)  # 4 KiB apart, read first and last
+    far = [(i * 4 * MiB, MiB) for i in range(1, 15) if i != 2 and i != 3]  # 12 MiB, more than a window
+    ranges = [a, *far, b]
+    transport = Transport(data)
+    source = BlobSource(REF, transport, sleep=lambda s: None)
+    prefetch(source, ranges)
+    source.read_at(*a)
+    assert (a[0], b[0] + b[1] - a[0]) in transport.calls  # a and b (and the 4 KiB between) in one request
+    assert len(transport.calls) < 1 + len(far)  # a window: not everything at once
+    for off, n in [*far, b]:
+        assert source.read_at(off, n) == data[off : off + n]
+    assert len(transport.calls) == 1 + len(far) and source.bytes_fetched == sum(n for _, n in ranges) + 4096

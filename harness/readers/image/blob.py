@@ -103,10 +103,12 @@ MAX_BACKOFF = 8.0
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: Access hints (:meth:`BlobSource.prefetch`): hinted ranges up to this long are fetched exactly (longer ones are
 #: served by blocks and read-ahead, which fetch them within a block of their size); up to :data:`HINT_WINDOW` bytes
-#: of the next hinted ranges at a time, ranges less than :data:`HINT_GAP` apart in one request.
+#: of the next hinted ranges at a time, ranges at most :data:`HINT_GAP` apart in one request, also those the reader
+#: wants later (12 KiB: on the benchmark's scattered $MFT, 16 KiB saved 3% more requests but fetched 4% more bytes,
+#: ranges fetched early overflowing the hinted ranges' share of the cache and fetched again).
 HINT_MAX_RANGE = MAX_READ_AHEAD
 HINT_WINDOW = 8 * 1024 * 1024
-HINT_GAP = 16 * 1024
+HINT_GAP = 12 * 1024
 #: Requests of one hinted window sent at once (threads; requests' connection pool keeps 10 per host, the SDK's
 #: clients are thread-safe).
 HINT_PARALLEL = 8
@@ -396,16 +398,18 @@ class BlobSource(FileSource):
         rank = self._h_rank[k]
         for i in [i for i in self._h_data if self._h_rank[i] < rank]:
             self._h_bytes -= len(self._h_data.pop(i))
-        chosen: list[int] = []
+        picked: set[int] = set()
         total = 0
-        for i in self._h_by_order[self._h_rank[k] :]:
-            if i in self._h_data or (i != k and self._in_blocks(self._h_start[i], self._h_end[i])):
+        for i in self._h_by_order[rank:]:
+            if i in picked or i in self._h_data or (i != k and self._in_blocks(self._h_start[i], self._h_end[i])):
                 continue
-            chosen.append(i)
-            total += self._h_end[i] - self._h_start[i]
+            for j in self._neighbours(i, rank):
+                if j not in picked:
+                    picked.add(j)
+                    total += self._h_end[j] - self._h_start[j]
             if total >= HINT_WINDOW:
                 break
-        chosen.sort()
+        chosen = sorted(picked)
         groups: list[list[int]] = []
         for i in chosen:
             last = groups[-1] if groups else None
@@ -444,6 +448,30 @@ class BlobSource(FileSource):
                 if self._h_bytes <= self._h_limit or i == k:
                     break
                 self._h_bytes -= len(self._h_data.pop(i))
+
+    def _neighbours(self, i: int, rank: int) -> list[int]:
+        """Range ``i`` and the hinted ranges around it by offset, each less than :data:`HINT_GAP` from the next,
+        within :data:`HINT_MAX_RANGE` of bytes, not fetched yet and not passed: one request fetches them all, even
+        when the reader wants them much later (a scattered ``$MFT`` puts runs read far apart next to each other)."""
+        starts, ends, ranks, have = self._h_start, self._h_end, self._h_rank, self._h_data
+        lo = hi = i
+        while (
+            lo > 0
+            and starts[lo] - ends[lo - 1] <= HINT_GAP
+            and ends[hi] - starts[lo - 1] <= HINT_MAX_RANGE
+            and lo - 1 not in have
+            and ranks[lo - 1] >= rank
+        ):
+            lo -= 1
+        while (
+            hi + 1 < len(starts)
+            and starts[hi + 1] - ends[hi] <= HINT_GAP
+            and ends[hi + 1] - starts[lo] <= HINT_MAX_RANGE
+            and hi + 1 not in have
+            and ranks[hi + 1] >= rank
+        ):
+            hi += 1
+        return list(range(lo, hi + 1))
 
     def _get_exact(self, start: int, end: int) -> bytes:
         """Bytes [start, end) from the server (thread-safe: the hinted windows fetch in parallel)."""
