@@ -9,6 +9,8 @@ started notes how many other readers were running at that moment.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,34 @@ def test_a_bad_count_is_a_usage_error(bad: str, tmp_path: Path, capsys: pytest.C
     assert cli.main(["lint", str(tmp_path / "x.vhd"), "-n", bad]) == 4
     err = capsys.readouterr().err
     assert f"-n: expected auto, 0 (serial) or a number of readers, got {bad!r}" in err
+
+
+PROBE = """
+import sys
+from harness import cli
+from harness.extraction import worker
+
+start = worker._start
+def noting(*args, **kwargs):
+    print("reader started; pytest imported:", "pytest" in sys.modules, file=sys.stderr)
+    return start(*args, **kwargs)
+worker._start = noting
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@needs_tools
+def test_readers_start_before_pytest_is_imported(images: list[Path], tmp_path: Path) -> None:
+    """pytest's imports take about 0.2 s: `vmrole lint` has its first readers going before it pays them."""
+    args = ["lint", "--image", str(images[0]), "--image", str(images[1]), "-n", "2", "--no-allure", "--no-junit"]
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args, "--report-dir", str(tmp_path / "r"), "-q", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    started = [line for line in proc.stderr.splitlines() if line.startswith("reader started")]
+    assert started == ["reader started; pytest imported: False"] * 2, proc.stderr[-2000:]
+    assert cli.USAGE_ERROR == pytest.ExitCode.USAGE_ERROR
