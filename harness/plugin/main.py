@@ -472,8 +472,8 @@ class VmrolePlugin:
         self._shared_before: tuple[Path | None] | None = None
         #: images whose progress line the terminal has shown
         self.images_shown: set[str] = set()
-        #: the run's arguments, resolved (images under them are read ahead as collection finds them)
-        self.anchors: list[Path] | None = None
+        #: the run's arguments, as given and resolved (images under them are read ahead as collection finds them)
+        self.anchors: set[Path] | None = None
 
     # ---- many processes, one read per image ---------------------------------------------------
     def share_image_reads(self) -> None:
@@ -558,17 +558,17 @@ class VmrolePlugin:
         lint -n N`) while collection takes their facts in order. Not in a run of several processes (they share
         the images out: shared_reads), nor for an image this process has read already, nor for a file pytest
         offers from an argument's parent folder only to drop it."""
+        if self.anchors is None:  # the arguments as given and resolved: a symlink in a named folder is under it
+            named = [Path(os.path.abspath(self.state.invocation_dir / a.split("::", 1)[0])) for a in self.config.args]
+            self.anchors = {*named, *(a.resolve() for a in named)}
+        here = Path(os.path.abspath(path))
+        if here not in self.anchors and not any(folder in self.anchors for folder in here.parents):
+            return  # cheap first: pytest offers every file of each argument's folder
         from harness.extraction import shared_reads
         from harness.subjects import is_cached
 
         image = self.state.pairing.image
         if shared_reads.DIRECTORY is not None or is_cached(_artefact(path, IMAGE, self.state), image):
-            return
-        if self.anchors is None:
-            named = [Path(os.path.abspath(self.state.invocation_dir / a.split("::", 1)[0])) for a in self.config.args]
-            self.anchors = [*named, *(a.resolve() for a in named)]
-        here = Path(os.path.abspath(path))  # a symlink in a named folder is under it, wherever it points
-        if not any(a == here or a in here.parents for a in self.anchors) and not _under_any(path, self.anchors):
             return
         from harness.extraction.extract import ExtractOptions
         from harness.extraction.worker import prefetch

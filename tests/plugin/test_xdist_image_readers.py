@@ -91,6 +91,17 @@ def test_two_readers_at_once_also_for_a_folders_images(
     assert others_running == [(p.name, 0) for p in images]
 
 
+@needs_tools
+def test_an_images_neighbours_are_not_read(
+    images: list[Path], others_running: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest offers every file of a named file's folder to the plugin, then drops it: nothing of it is read."""
+    monkeypatch.chdir(tmp_path)
+    links = _linked(images, tmp_path / "named")
+    assert _lint(tmp_path, "--image", str(links[0]), "--image", str(links[1]), "-n", "2") == 1
+    assert sorted(name for name, _ in others_running) == sorted(p.name for p in images[:2])
+
+
 def test_the_default_is_one_reader_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VMROLE_IMAGE_READERS", raising=False)
     assert cli._readers(None) is None and cli._readers("auto") is None and cli._readers("3") == 3
