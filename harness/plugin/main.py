@@ -474,6 +474,8 @@ class VmrolePlugin:
         self.images_shown: set[str] = set()
         #: the run's arguments, as given and resolved (images under them are read ahead as collection finds them)
         self.anchors: set[Path] | None = None
+        #: the images considered for reading ahead
+        self.ahead: set[Path] = set()
 
     # ---- many processes, one read per image ---------------------------------------------------
     def share_image_reads(self) -> None:
@@ -562,8 +564,9 @@ class VmrolePlugin:
             named = [Path(os.path.abspath(self.state.invocation_dir / a.split("::", 1)[0])) for a in self.config.args]
             self.anchors = {*named, *(a.resolve() for a in named)}
         here = Path(os.path.abspath(path))
-        if here not in self.anchors and not any(folder in self.anchors for folder in here.parents):
-            return  # cheap first: pytest offers every file of each argument's folder
+        if here in self.ahead or (here not in self.anchors and not any(f in self.anchors for f in here.parents)):
+            return  # cheap first: pytest offers every file of each argument's folder, once per argument
+        self.ahead.add(here)
         from harness.extraction import shared_reads
         from harness.subjects import is_cached
 
