@@ -135,6 +135,10 @@ class LintResult:
         return tuple(f for f in self.findings if f.severity >= self.fail_on)
 
     def result_for(self, path: Path | str) -> ArtefactResult | None:
+        """The result of the artefact at ``path``, or of the blob image at a URL (its query, the SAS, ignored)."""
+        if isinstance(path, str) and is_blob_url(path):
+            url = path.partition("?")[0]
+            return next((a for a in self.artefacts if a.artefact.identity == url), None)
         target = Path(os.path.abspath(path))
         return next((a for a in self.artefacts if a.artefact.path == target), None)
 

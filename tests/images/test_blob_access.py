@@ -316,6 +316,7 @@ def test_the_python_api_lints_a_blob_url_like_the_file(
     assert remote.artefacts[0].artefact.display == path.name and remote.artefacts[0].unreadable is None
     assert seen(remote) == seen(local) and {"VMR211", "VMR310", "VMR403"} <= {f[0] for f in seen(local)}
     gone = remote.artefacts[1]
+    assert remote.result_for(missing + "?anything") is gone and remote.result_for(url) is remote.artefacts[0]
     assert gone.unreadable is not None and "404" in gone.unreadable and missing in gone.unreadable
     assert [f.rule_id for o in gone.outcomes for f in o.findings] == ["VMR001"]
     for token in (signature, literal.split("sig=", 1)[1].split("&", 1)[0]):
