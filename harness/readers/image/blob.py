@@ -108,6 +108,7 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: ranges fetched early overflowing the hinted ranges' share of the cache and fetched again).
 HINT_MAX_RANGE = MAX_READ_AHEAD
 HINT_WINDOW = 8 * 1024 * 1024
+HINT_MAX_COUNT = 100_000
 HINT_GAP = 12 * 1024
 #: Requests of one hinted window sent at once (threads; requests' connection pool keeps 10 per host, the SDK's
 #: clients are thread-safe).
@@ -355,6 +356,8 @@ class BlobSource(FileSource):
         with self._lock:
             order = len(self._h_plan)
             for offset, length in ranges:
+                if order >= HINT_MAX_COUNT:  # bounded memory, whatever a reader announces
+                    break
                 n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
                 if 0 < n <= HINT_MAX_RANGE:
                     self._h_plan.append((offset, offset + n, order))

@@ -113,6 +113,11 @@ _USA_OFFSET = 0x30  # the update sequence array's place in NTFS 3.1 records (the
 _ATTR_LIST_ENTRY = struct.Struct("<IHBBqQH")  # type, length, name length/offset, lowest VCN, record ref, id
 
 
+#: At most this many ``$MFT`` runs are announced to the source (a real ``$MFT`` has thousands; a hostile run list
+#: of millions of one-cluster runs is read as before, its first runs announced).
+_MAX_HINTS = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class FileEntry:
     """One name of a file or folder. A file with hard links has one entry per name (``links`` of them)."""
@@ -600,7 +605,7 @@ class NtfsVolume:
         # $MFT's thousands of scattered runs as exact, merged ranges instead of guessing run by run.
         planned: list[tuple[int, int]] = []
         left_to_plan = remaining
-        for run in self._mft_runs:
+        for run in self._mft_runs[:_MAX_HINTS]:
             if left_to_plan <= 0:
                 break
             planned.append((run.lcn * cs, min(run.length * cs, left_to_plan)))
