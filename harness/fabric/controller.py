@@ -126,9 +126,20 @@ class Controller:
         # clients reach WinRM at 127.0.0.1 (its own port) or at the VIP (an InstanceInputEndpoint)
         names = ["localhost", "127.0.0.1", self.spec.vip]
         # A state folder started again keeps its RSA keys (its certificates are new): they never leave it,
-        # and `fabric down` leaves them there anyway.
-        keygen = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keygen")
-        # the management certificate (its key a secret, under secrets/) is needed once the instances run
+        # and `fabric down` leaves them there anyway. One thread a core, in the order they are needed: what the
+        # instances serve (WinRM, https endpoints) first; the other service certificates (their thumbprints go
+        # into the effective cscfg) and the management certificate (its key a secret, under secrets/) are made
+        # while the instances start.
+        keygen = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="keygen")
+        winrm_job = keygen.submit(certs.issue_server_cert, ca, names, self.layout.certs / "winrm", reuse_key=True)
+        served = {ep.certificate for role in self.spec.roles for ep in role.endpoints if ep.protocol == "https"}
+        declared = dict.fromkeys(name for role in self.spec.roles for name in role.certificates)
+        self._service_jobs = {
+            name: keygen.submit(
+                certs.service_certificate, ca, name, self.layout.certs / f"svc-{name}", names=names, reuse_key=True
+            )
+            for name in sorted(declared, key=lambda name: name not in served)  # stable: served ones first
+        }
         self._mgmt_client_job = keygen.submit(
             certs.issue_client_cert,
             ca,
@@ -137,14 +148,6 @@ class Controller:
             key_out=self.layout.secrets / "mgmt-client.key",
             reuse_key=True,
         )
-        winrm_job = keygen.submit(certs.issue_server_cert, ca, names, self.layout.certs / "winrm", reuse_key=True)
-        service_jobs = {
-            name: keygen.submit(
-                certs.service_certificate, ca, name, self.layout.certs / f"svc-{name}", names=names, reuse_key=True
-            )
-            for role in self.spec.roles
-            for name in role.certificates
-        }
         keygen.shutdown(wait=False)
         password = secrets.token_urlsafe(18) + "!A1"
         write_text_atomic(self.layout.secrets / "winrm-password", password)
@@ -153,12 +156,16 @@ class Controller:
         os.chmod(self.layout.secrets / "control-token", 0o600)
         self._base_image()
         self.winrm_cert = winrm_job.result()
-        thumbprints: dict[str | tuple[str, str], str] = {}
-        for name, job in service_jobs.items():
-            pem, key, thumb = job.result()
-            self.service_certs[name] = (pem, key, thumb)
-            thumbprints[name] = thumb
-        self.thumbprints = thumbprints
+        self._service_certificates(served)
+
+    def _service_certificates(self, names: set[str | None] | None = None) -> None:
+        """Wait for the service certificates being made (``names`` only, else all) and record them."""
+        for name, job in self._service_jobs.items():
+            if name not in self.service_certs and (names is None or name in names):
+                self.service_certs[name] = job.result()
+        self.thumbprints: dict[str | tuple[str, str], str] = {
+            name: cert[2] for name, cert in self.service_certs.items() if name in self._service_jobs
+        }
 
     def _management_client(self) -> tuple[Path, Path]:
         """The management certificate (made while the instances start) and its key (in secrets/)."""
@@ -341,13 +348,8 @@ class Controller:
         # instances before fabric.json says "ready".
         for inst in self.spec.instances:
             self.instances.set_ready(inst.id, True)
+        self._service_certificates()  # all of them now: thumbprints for the effective cscfg, Get Deployment
         self._stage("instances")
-        self.azurite.wait_ready()  # launched by prepare(); it loaded while the keys were made
-        self._stage("azurite")
-        storage_secret = self.layout.secrets / "storage-connection-string"
-        write_text_atomic(storage_secret, self.azurite.connection_string)
-        os.chmod(storage_secret, 0o600)
-        write_text_atomic(self.layout.cscfg, self._effective_cscfg(self.azurite.connection_string))
 
         self.layout.haproxy.mkdir(parents=True, exist_ok=True)
         config_path = self.layout.haproxy / "haproxy.cfg"
@@ -392,6 +394,13 @@ class Controller:
         if self.arm is not None:
             self.arm.start()
         self._stage("management")
+        # launched by prepare(), it loads meanwhile (about 1.5 s of node): only the effective cscfg needs it
+        self.azurite.wait_ready()
+        self._stage("azurite")
+        storage_secret = self.layout.secrets / "storage-connection-string"
+        write_text_atomic(storage_secret, self.azurite.connection_string)
+        os.chmod(storage_secret, 0o600)
+        write_text_atomic(self.layout.cscfg, self._effective_cscfg(self.azurite.connection_string))
         self._wait_for_rotation()
         self._stage("rotation")
         self.write_state("starting")  # runtime with every port, for the target file
@@ -639,11 +648,6 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(UnicodeDecodeError):
             controller.uploaded_cscfg = raw.decode("utf-8")
 
-    if args.api == "vmss":
-        from harness.fabric.arm.face import ArmFace
-
-        controller.arm = ArmFace(controller, subscription=SUBSCRIPTION_ID, image=args.image)
-
     def on_signal(signum: int, frame: Any) -> None:
         controller.stopping.set()
 
@@ -651,6 +655,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         controller.prepare()
+        if args.api == "vmss":  # made now, its RSA token-signing key is generated while the instances start
+            from harness.fabric.arm.face import ArmFace
+
+            controller.arm = ArmFace(controller, subscription=SUBSCRIPTION_ID, image=args.image)
         controller._stage("prepared")
         controller.start()
         log.info("fabric ready: %s (%d instances)", spec.deployment_name, len(spec.instances))
