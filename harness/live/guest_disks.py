@@ -47,6 +47,10 @@ class GuestVolume:
     root: str  # "F:\" or a folder mount point "C:\mnt\data\"
     label: str
 
+    @property
+    def temporary(self) -> bool:
+        return self.label.strip().lower() == TEMP_LABEL.lower()
+
 
 @dataclass(frozen=True)
 class GuestDisk:
@@ -68,7 +72,7 @@ class GuestDisk:
 
     @property
     def temporary(self) -> bool:
-        return any(v.label.strip().lower() == TEMP_LABEL.lower() for v in self.volumes)
+        return any(v.temporary for v in self.volumes)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class GuestDisks:
         """(root of the volume labelled Temporary Storage, None), or (None, why not)."""
         for d in self.disks:
             for v in d.volumes:
-                if v.label.strip().lower() == TEMP_LABEL.lower():
+                if v.temporary:
                     return v.root, None
         return None, f"no volume is labelled {TEMP_LABEL!r} (a VM size without a temporary disk)"
 
@@ -144,11 +148,15 @@ def _style(value: Any) -> str:
     return str(value or "").upper()
 
 
-def _root(letter: str, access_paths: Any) -> str:
+def _access_paths(value: Any) -> list[Any]:
+    """AccessPaths as ConvertTo-Json writes it: an array, one string, or null."""
+    return value if isinstance(value, list) else [value] if value else []
+
+
+def _root(letter: str, access_paths: list[Any]) -> str:
     if letter:
         return f"{letter}:\\"
-    paths = access_paths if isinstance(access_paths, list) else [access_paths] if access_paths else []
-    for p in paths:
+    for p in access_paths:
         text = str(p)
         if text and not text.startswith("\\\\?\\"):
             return text if text.endswith("\\") else text + "\\"
@@ -171,11 +179,11 @@ def parse(disks_doc: Any, partitions_doc: Any, volumes_doc: Any) -> GuestDisks:
         if number is None:
             continue
         letter = _letter(p.get("DriveLetter"))
-        access = p.get("AccessPaths")
+        access = _access_paths(p.get("AccessPaths"))
         root = _root(letter, access)
         if not root:
             continue
-        paths = [str(a).lower() for a in (access if isinstance(access, list) else [access] if access else [])]
+        paths = [str(a).lower() for a in access]
         label = labels.get(letter.lower(), "") if letter else ""
         label = label or next((labels[a] for a in paths if a in labels), "")
         size = _int(p.get("Size")) or 0

@@ -98,35 +98,36 @@ def temp_root(instance: dict[str, Any]) -> Path | None:
 
 def letter_mounts(instance: dict[str, Any]) -> dict[str, Path]:
     """Drive letters a scale-set VM has beyond ``instance["drives"]``: ``D`` (temporary disk), ``F``… (data)."""
-    if not is_scale_set_vm(instance):
-        return {}
+    return _letter_mounts(instance, data_disks(instance)) if is_scale_set_vm(instance) else {}
+
+
+def _letter_mounts(instance: dict[str, Any], data: list[tuple[str, Path, int]]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     temp = temp_root(instance)
     if temp is not None:
         out["D"] = temp
     taken = {k.upper() for k in (instance.get("drives") or {}) if len(k) == 1} | set(out)
     letters = [c for c in "FGHIJKLMNOPQRSTUVWXYZ" if c not in taken]
-    for (_name, folder, _size), letter in zip(data_disks(instance), letters, strict=False):
+    for (_name, folder, _size), letter in zip(data, letters, strict=False):
         if folder.is_dir():
             out[letter] = folder
     return out
 
 
 def disks(instance: dict[str, Any]) -> list[Disk]:
-    os_parts = (Partition(1, "", SYSTEM_RESERVED, "System Reserved", True), Partition(2, "C", 0, "Windows", True))
-    os_disk = Disk(0, "Virtual HD", "PCI Slot 0 : Adapter 0 : Channel 0 : Device 0", OS_DISK_BYTES, "MBR", True,
-                   tuple(p if p.size else Partition(p.number, p.letter, OS_DISK_BYTES - SYSTEM_RESERVED, p.label, True)
-                         for p in os_parts))  # fmt: skip
-    out = [os_disk]
+    os_parts = (Partition(1, "", SYSTEM_RESERVED, "System Reserved", True),
+                Partition(2, "C", OS_DISK_BYTES - SYSTEM_RESERVED, "Windows", True))  # fmt: skip
+    out = [Disk(0, "Virtual HD", "PCI Slot 0 : Adapter 0 : Channel 0 : Device 0", OS_DISK_BYTES, "MBR", True, os_parts)]
     if not is_scale_set_vm(instance):
         return out
-    mounts = letter_mounts(instance)
+    data = data_disks(instance)  # reads the csdef: once per call
+    mounts = _letter_mounts(instance, data)
     if "D" in mounts:
         temp = Partition(1, "D", TEMP_DISK_BYTES, "Temporary Storage", True)
         out.append(Disk(1, "Virtual HD", "PCI Slot 1 : Adapter 0 : Channel 1 : Device 0", TEMP_DISK_BYTES, "MBR",
                         False, (temp,)))  # fmt: skip
     by_folder = {str(folder): letter for letter, folder in mounts.items() if letter != "D"}
-    for lun, (name, folder, size) in enumerate(data_disks(instance)):
+    for lun, (name, folder, size) in enumerate(data):
         letter = by_folder.get(str(folder), "")
         parts: tuple[Partition, ...] = ()
         if letter:

@@ -299,14 +299,29 @@ _STORAGE_COLUMNS = {
 
 
 def _storage_cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, int):  # sizes as the Storage module prints them: 127 GB, 500 MB
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):  # sizes as the Storage module prints them: 127 GB
         for unit, size in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
             if value >= size:
                 return f"{value / size:.4g} {unit}"
-        return f"{value} B" if value else "0 B"
+        return f"{value} B"
     return str(value).strip("\x00")
+
+
+def _grid(titles: list[str], grid: list[list[str]], *, strip_rule: bool = True) -> str:
+    """A default table view: titles, a dashed rule, one row per item (columns as wide as their widest cell)."""
+    sizes = [max(len(t), *(len(row[n]) for row in grid)) for n, t in enumerate(titles)]
+    rule = " ".join("-" * len(t) + " " * (w - len(t)) for t, w in zip(titles, sizes, strict=True))
+    lines = ["", " ".join(f"{t:<{w}}" for t, w in zip(titles, sizes, strict=True)).rstrip()]
+    lines.append(rule.rstrip() if strip_rule else rule)
+    lines += [" ".join(f"{c:<{w}}" for c, w in zip(row, sizes, strict=True)).rstrip() for row in grid]
+    return "\n".join(lines) + "\n"
+
+
+def _drive_letter(args: dict[str, Any]) -> str:
+    """``-DriveLetter`` as given (``F``, ``f:``), upper case; "" when not given."""
+    return str(args.get("DriveLetter") or "").strip().rstrip(":").upper()
 
 
 def _type_key(name: str) -> str:
@@ -1291,7 +1306,7 @@ class PowerShell:
 
     def _c_get_partition(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
         out = []
-        letter = str(args.get("DriveLetter") or "").strip().rstrip(":").upper()
+        letter = _drive_letter(args)
         for d in disks.disks(self.g.instance):
             if "DiskNumber" in args and str(d.number) != str(args["DiskNumber"]).strip():
                 continue
@@ -1317,7 +1332,7 @@ class PowerShell:
 
     def _c_get_volume(self, args: dict[str, Any], cmdlet: str) -> list[Any]:
         out = []
-        letter = str(args.get("DriveLetter") or "").strip().rstrip(":").upper()
+        letter = _drive_letter(args)
         label = args.get("FileSystemLabel")
         for d in disks.disks(self.g.instance):
             for part in d.partitions:
@@ -1509,20 +1524,11 @@ class PowerShell:
             return "\n".join(rows) + "\n"
         if kind.startswith("selected:") or kind == "webresponse":
             names = list(items[0].props)
-            widths = {n: max(len(n), *(len(str(i.props.get(n, ""))) for i in items)) for n in names}
-            rows = ["", " ".join(f"{n:<{widths[n]}}" for n in names).rstrip()]
-            rows.append(" ".join("-" * len(n) + " " * (widths[n] - len(n)) for n in names).rstrip())
-            rows += [" ".join(f"{i.props.get(n, '')!s:<{widths[n]}}" for n in names).rstrip() for i in items]
-            return "\n".join(rows) + "\n"
+            return _grid(names, [[str(i.props.get(n, "")) for n in names] for i in items])
         if kind in _STORAGE_COLUMNS:  # the Storage module's default table views (columns trimmed)
             columns = _STORAGE_COLUMNS[kind]
-            titles = [title for title, _ in columns]
             grid = [[_storage_cell(i.props.get(key)) for _, key in columns] for i in items]
-            sizes = [max(len(t), *(len(c[n]) for c in grid)) for n, t in enumerate(titles)]
-            lines = ["", " ".join(f"{t:<{w}}" for t, w in zip(titles, sizes, strict=True)).rstrip()]
-            lines.append(" ".join("-" * len(t) + " " * (w - len(t)) for t, w in zip(titles, sizes, strict=True)))
-            lines += [" ".join(f"{c:<{w}}" for c, w in zip(row, sizes, strict=True)).rstrip() for row in grid]
-            return "\n".join(lines) + "\n"
+            return _grid([title for title, _ in columns], grid, strip_rule=False)
         if kind == "tcp":
             rows = ["", _TCP_HEADER]
             for i in items:
