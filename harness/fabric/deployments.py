@@ -489,7 +489,7 @@ class HostedServices:
             del self.services[name.lower()]
 
     # ---- operations on a deployment --------------------------------------------------------------
-    def _begin(self, dep: Deployment, kind: str) -> Operation:
+    def begin(self, dep: Deployment, kind: str) -> Operation:
         """Take the deployment's exclusive lock for an operation (Conflict naming the holder otherwise)."""
         with dep.instances.lock:
             current = dep.instances.current
@@ -501,7 +501,9 @@ class HostedServices:
             self.operations[op.request_id] = op
         return op
 
-    def _run(self, op: Operation, work: Callable[[], None]) -> str:
+    def run(self, op: Operation, work: Callable[[], None]) -> str:
+        """``work`` on a thread as the operation ``op`` (from :meth:`begin`): its outcome ends the operation."""
+
         def body() -> None:
             try:
                 work()
@@ -539,7 +541,7 @@ class HostedServices:
         for i in ids:
             ins.set_ready(i, False)
         self._walk_instances(dep, platform.STOPPING, ids)
-        _each(ins.stop, ids)
+        each(ins.stop, ids)
         self._walk_instances(dep, platform.STOPPED_VM, ids)
 
     def _start_instances(self, dep: Deployment, instance_ids: list[str] | None = None) -> None:
@@ -547,7 +549,7 @@ class HostedServices:
         ids = [i.id for i in dep.spec.instances] if instance_ids is None else instance_ids
         ins = dep.instances
         self._walk_instances(dep, platform.STARTING_VM, ids)
-        _each(ins.start, ids)
+        each(ins.start, ids)
         self._walk_instances(dep, platform.BUSY, ids)
         for i in ids:
             ins.set_ready(i, True)
@@ -562,7 +564,7 @@ class HostedServices:
         wanted = {"running": platform.RUNNING, "suspended": platform.SUSPENDED}.get(status.strip().lower())
         if wanted is None:
             raise bad_request(f"The value '{status}' of Status is not valid: give Running or Suspended.")
-        op = self._begin(dep, "status")
+        op = self.begin(dep, "status")
 
         def work() -> None:
             before = dep.status
@@ -583,13 +585,13 @@ class HostedServices:
                 dep.status = wanted
                 dep.modified = _now()
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def change_configuration(self, service: str, *, slot: str | None, name: str | None, encoded: str) -> str:
         dep = self.find(service, slot=slot, name=name)
         text = decode_base64_text(encoded, "configuration")
         new_spec = self._validated(dep.spec, text)
-        op = self._begin(dep, "configuration")
+        op = self.begin(dep, "configuration")
 
         def work() -> None:
             before = dep.status
@@ -602,7 +604,7 @@ class HostedServices:
                 dep.status = before
                 dep.modified = _now()
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def _validated(self, spec: DeploymentSpec, text: str) -> DeploymentSpec:
         """The new configuration read with the project's reader against the running csdef (400 otherwise)."""
@@ -673,7 +675,7 @@ class HostedServices:
             self._same_topology(dep.spec, package)
         selected = [i for i in dep.spec.instances if role is None or i.role == role]
         upgrade = Upgrade(chosen, sorted({i.upgrade_domain for i in selected}), role or None)
-        op = self._begin(dep, "upgrade")
+        op = self.begin(dep, "upgrade")
 
         def work() -> None:
             effective = self.controller.effective_configuration(text, dep.spec, dep.uploaded)
@@ -702,7 +704,7 @@ class HostedServices:
                 with self.lock:
                     dep.status = platform.RUNNING
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def walk_upgrade_domain(self, service: str, *, slot: str | None, name: str | None, domain: str) -> str:
         dep = self.find(service, slot=slot, name=name)
@@ -712,7 +714,7 @@ class HostedServices:
         number = int(domain) if domain.strip().isdigit() else -1
         if number != upgrade.domain or upgrade.state != "Before":
             raise bad_request(f"The upgrade domain to walk is {upgrade.domain}, not '{domain}'.")
-        op = self._begin(dep, "walk")
+        op = self.begin(dep, "walk")
 
         def work() -> None:
             with self.lock:
@@ -731,7 +733,7 @@ class HostedServices:
                 with self.lock:
                     dep.status = platform.RUNNING
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def _same_topology(self, spec: DeploymentSpec, package: Path) -> None:
         definition = _package_definition(package)
@@ -759,7 +761,7 @@ class HostedServices:
         }
         if any(count == 0 for count in left.values()):
             raise bad_request("A role must keep at least one instance.")
-        op = self._begin(dep, "delete-instances")
+        op = self.begin(dep, "delete-instances")
 
         def work() -> None:
             ins = dep.instances
@@ -769,7 +771,7 @@ class HostedServices:
                 for i in names:
                     ins.phase[i] = platform.STOPPING
             time.sleep(ins.step_seconds)
-            _each(ins.stop, names)
+            each(ins.stop, names)
             roles = tuple(dataclasses.replace(r, instances=left[r.name]) for r in dep.spec.roles)
             spec = dataclasses.replace(
                 dep.spec, roles=roles, instances=tuple(i for i in dep.spec.instances if i.id not in names)
@@ -783,15 +785,15 @@ class HostedServices:
                     ins.phase.pop(i, None)
                     ins.configs.pop(i, None)
                 dep.modified = _now()
-            self._start_balancer(dep)
+            self.start_balancer(dep)
             if dep.instances is self.controller.instances:
                 self.controller.production_changed(dep)
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def delete_deployment(self, service: str, *, slot: str | None, name: str | None) -> str:
         dep = self.find(service, slot=slot, name=name)
-        op = self._begin(dep, "delete")
+        op = self.begin(dep, "delete")
         svc = self.service(service)
 
         def work() -> None:
@@ -806,7 +808,7 @@ class HostedServices:
                 self.retired.append(dep.instances)
             _release(dep)
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def swap(self, service: str, production: str | None, source: str) -> str:
         svc = self.service(service)
@@ -819,10 +821,10 @@ class HostedServices:
             raise bad_request(f"The source deployment '{source}' is not in the Staging slot.")
         if production and (prod is None or prod.name != production):
             raise bad_request(f"The deployment '{production}' is not in the Production slot.")
-        op = self._begin(src, "swap")
+        op = self.begin(src, "swap")
         if prod is not None:
             try:
-                prod_op = self._begin(prod, "swap")
+                prod_op = self.begin(prod, "swap")
             except views.Conflict:
                 op.status = platform.SUCCEEDED  # release the source again
                 raise
@@ -836,7 +838,7 @@ class HostedServices:
                 if prod_op is not None:
                     prod_op.status = platform.SUCCEEDED
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def _swap(self, svc: HostedService, src: Deployment, prod: Deployment | None) -> None:
         """Exchange the slots and the public addresses: the VIPs, the ports of the load-balanced endpoints both
@@ -849,7 +851,7 @@ class HostedServices:
             with self.lock:
                 src.spec, prod.spec = src_spec, prod_spec
             for dep in (prod, src):
-                self._start_balancer(dep)
+                self.start_balancer(dep)
         with self.lock:
             svc.slots.pop(STAGING, None)
             svc.slots.pop(PRODUCTION, None)
@@ -860,7 +862,8 @@ class HostedServices:
                 svc.slots[STAGING] = prod
             self.controller.production_changed(src)
 
-    def _start_balancer(self, dep: Deployment) -> None:
+    def start_balancer(self, dep: Deployment) -> None:
+        """The deployment's load balancer (HAProxy) started on its current spec."""
         from harness.fabric.haproxy import HAProxy, render_config, spec_from_deployment
 
         dep.layout.haproxy.mkdir(parents=True, exist_ok=True)
@@ -935,7 +938,7 @@ class HostedServices:
                 shutil.rmtree(layout.root, ignore_errors=True)
                 raise conflict(f"There is already a deployment in the {canonical} slot of '{svc.name}'.")
             svc.slots[canonical] = dep
-        op = self._begin(dep, "create")
+        op = self.begin(dep, "create")
 
         def work() -> None:
             try:
@@ -944,7 +947,7 @@ class HostedServices:
                         dep.instances.phase[inst.id] = platform.STOPPED_VM
                         dep.instances.power[inst.id] = platform.STOPPED
                 time.sleep(dep.instances.step_seconds)
-                self._start_balancer(dep)
+                self.start_balancer(dep)
                 if start:
                     self._start_instances(dep)
                 with self.lock:
@@ -960,7 +963,7 @@ class HostedServices:
                 _release(dep)
                 raise
 
-        return self._run(op, work)
+        return self.run(op, work)
 
     def _held_certificates(self, svc: HostedService, cscfg: Path) -> dict[tuple[str, str], tuple[Path, Path]]:
         """(role, certificate name) -> (pem, key) for the certificates the cscfg names by a thumbprint the hosted
@@ -1056,7 +1059,7 @@ def _release(dep: Deployment) -> None:
         shutil.rmtree(dep.layout.root, ignore_errors=True)
 
 
-def _each(action: Callable[[str], None], instance_ids: list[str]) -> None:
+def each(action: Callable[[str], None], instance_ids: list[str]) -> None:
     """``action`` on every instance at once (threads); the first error is raised once all are done."""
     errors: list[BaseException] = []
 

@@ -155,7 +155,7 @@ class Scaler:
         return [(first + k, f"127.0.1.{octet + k}") for k in range(count)]
 
     # ---- capacity -------------------------------------------------------------------------------
-    def check(self, vmss: str, current: int, target: int) -> None:
+    def check(self, vmss: str, target: int) -> None:
         if target < 1:
             raise errors.operation_not_allowed(
                 f"The local fabric keeps at least one VM in scale set '{vmss}' (its deployment keeps a role "
@@ -169,13 +169,13 @@ class Scaler:
 
     def scale(self, vmss: str, target: int) -> str:
         """Start the capacity change of ``vmss`` to ``target``: the deployment operation's request id."""
-        service, dep = self.deployment()
+        _, dep = self.deployment()
         members = [i for i in dep.spec.instances if i.role == vmss]
         if target < len(members):
             doomed = sorted(members, key=lambda i: i.index)[target:]
             request_id = self.delete(vmss, [i.id for i in doomed], action="scale")
         else:
-            request_id = self._scale_out(service, dep, vmss, target - len(members))
+            request_id = self._scale_out(dep, vmss, target - len(members))
         with self.lock:
             self.pending[vmss] = (target, request_id)
         return request_id
@@ -199,12 +199,12 @@ class Scaler:
         except ApiProblem as exc:
             raise errors.ArmError(exc.status, "InvalidParameter", exc.message) from None
 
-    def _scale_out(self, service: str, dep: Any, vmss: str, count: int) -> str:
+    def _scale_out(self, dep: Any, vmss: str, count: int) -> str:
         from harness.fabric import views
 
         hosted = self.b.hosted
         try:
-            op = hosted._begin(dep, "scale-out")
+            op = hosted.begin(dep, "scale-out")
         except views.Conflict:
             raise errors.conflict() from None
         try:
@@ -216,10 +216,10 @@ class Scaler:
         def work() -> None:
             self._add(dep, vmss, slots)
 
-        return str(hosted._run(op, work))
+        return str(hosted.run(op, work))
 
     def _add(self, dep: Any, vmss: str, slots: list[tuple[int, str]]) -> None:
-        from harness.fabric.deployments import _each as each  # every instance at once, as the deployments do
+        from harness.fabric.deployments import each  # every instance at once, as the deployments do
 
         ins = dep.instances
         spec: DeploymentSpec = dep.spec
@@ -263,7 +263,7 @@ class Scaler:
                     ins.phase.pop(inst.id, None)
         if dep.haproxy is not None:  # the backend pool follows: HAProxy again with the new servers
             dep.haproxy.stop()
-        self.b.hosted._start_balancer(dep)
+        self.b.hosted.start_balancer(dep)
         if ins is self.b.instances:
             self.b.production_changed(dep)
 

@@ -412,14 +412,15 @@ class ArmServer:
 
     def vmss_update(self, query: Any, sub: str, rg: str, vmss: str, method: str, body: bytes) -> Answer:
         """PUT/PATCH of a scale set: a new ``sku.capacity`` scales it (an LRO); any other change is refused."""
-        name = next((n for n in self.view.vmss_names() if n.lower() == vmss.lower()), None)
-        if name is None:
-            if method == "PUT":
-                raise errors.operation_not_allowed(
-                    f"The local fabric cannot create scale set '{vmss}': its scale sets are the deployment's roles "
-                    f"({', '.join(self.view.vmss_names())})."
-                )
-            raise errors.resource_not_found("Microsoft.Compute/virtualMachineScaleSets", vmss, self.names.group)
+        try:
+            name = self._vmss_name(vmss)
+        except ArmError:
+            if method != "PUT":
+                raise
+            raise errors.operation_not_allowed(
+                f"The local fabric cannot create scale set '{vmss}': its scale sets are the deployment's roles "
+                f"({', '.join(self.view.vmss_names())})."
+            ) from None
         payload = _json_body(body, required=True)
         if not isinstance(payload, dict):
             raise errors.ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
@@ -433,7 +434,7 @@ class ArmServer:
         target = scale.requested_capacity(payload, current["sku"]["capacity"])
         if target == members and self.scaler.pending_capacity(name) is None:
             return Answer(200, current)
-        self.scaler.check(name, members, target)
+        self.scaler.check(name, target)
         op = self.operations.track("scale", self.scaler.scale(name, target))
         headers = self._async_headers(op)
         del headers["Location"]  # Compute's PUT/PATCH answer 200 with Azure-AsyncOperation only
