@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.readers.errors import Unreadable
-from harness.readers.image.source import FileSource, clip
+from harness.readers.image.source import FileSource, clip, clip_hints
 
 __all__ = [
     "ATTEMPTS",
@@ -355,11 +355,10 @@ class BlobSource(FileSource):
         :data:`HINT_MAX_RANGE` are left to the blocks and read-ahead. Nothing is fetched here."""
         with self._lock:
             order = len(self._h_plan)
-            for offset, length in ranges:
+            for offset, n in clip_hints(self.size, ranges):
                 if order >= HINT_MAX_COUNT:  # bounded memory, whatever a reader announces
                     break
-                n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
-                if 0 < n <= HINT_MAX_RANGE:
+                if n <= HINT_MAX_RANGE:
                     self._h_plan.append((offset, offset + n, order))
                     order += 1
             merged: list[list[int]] = []

@@ -36,7 +36,7 @@ from harness.readers.image.detect import (
     not_an_image,
     volume_extent,
 )
-from harness.readers.image.source import FileSource, SliceSource, clip, open_file, prefetch
+from harness.readers.image.source import FileSource, SliceSource, clip, clip_hints, open_file, prefetch
 
 __all__ = ["ContainerInfo", "Disk", "ForeignImage", "crc32c", "open_disk"]
 
@@ -207,7 +207,7 @@ class _FlatDisk(Disk):
         return data
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
-        prefetch(self._file, [(o, min(n, self.size - o)) for o, n in ranges if 0 <= o < self.size and n > 0])
+        prefetch(self._file, list(clip_hints(self.size, ranges)))
 
 
 class _SparseDisk(Disk):
@@ -246,10 +246,7 @@ class _SparseDisk(Disk):
         range the mapping refuses (a bad BAT entry) is left out: the read reports it."""
         mine: list[tuple[int, int]] = []
         theirs: list[tuple[int, int]] = []
-        for offset, length in ranges:
-            n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
-            if not n:
-                continue
+        for offset, n in clip_hints(self.size, ranges):
             try:
                 runs = self._map(offset, n)
             except Unreadable:
@@ -784,9 +781,10 @@ def _blob_candidates(
     return list(sources), shown
 
 
-def _probe_blob_parent(candidate: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """(the blob's identity, None) when the candidate blob exists, is readable and holds VHD/VHDX bytes; else
-    (None, why not). Its name must end .vhd/.vhdx like a local parent's."""
+def _probe_blob_parent(candidate: Path) -> tuple[FileSource | None, str | None]:
+    """(the blob, open, None) when the candidate blob exists, is readable and holds VHD/VHDX bytes; else
+    (None, why not). Its name must end .vhd/.vhdx like a local parent's. The open blob is the one the parent is
+    then read from (its properties, page list and first blocks are not fetched twice)."""
     if candidate.suffix.lower() not in _PARENT_SUFFIXES:
         return None, "not opened: not a .vhd or .vhdx file name"
     try:
@@ -796,15 +794,16 @@ def _probe_blob_parent(candidate: Path) -> tuple[tuple[int, int] | None, str | N
         problem = exc.problem.removeprefix(f"{label}: ")
         return None, problem
     try:
-        head = probe.read_at(0, 8)
-        tail = probe.read_at(probe.size - SECTOR, 8) if probe.size >= SECTOR else b""
-        if head in (_VHD_COOKIE, _VHDX_SIGNATURE) or tail == _VHD_COOKIE:
-            return probe.identity, None
-        return None, "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)"
+        if _has_vhd_bytes(probe):
+            return probe, None
+        refusal = "not opened: not a VHD or VHDX file (no 'conectix' footer, no 'vhdxfile' identifier)"
     except Unreadable as exc:
-        return None, exc.problem.removeprefix(f"{probe.label}: ")
-    finally:
+        refusal = exc.problem.removeprefix(f"{probe.label}: ")
+    except BaseException:
         probe.close()
+        raise
+    probe.close()
+    return None, refusal
 
 
 def _stat_regular(candidate: Path) -> tuple[os.stat_result | None, str | None]:
@@ -877,11 +876,16 @@ def _looks_like_vhd(candidate: Path) -> bool:
     except Unreadable:
         return False
     try:
-        head = probe.read_at(0, 8)
-        tail = probe.read_at(probe.size - SECTOR, 8) if probe.size >= SECTOR else b""
-        return head in (_VHD_COOKIE, _VHDX_SIGNATURE) or tail == _VHD_COOKIE
+        return _has_vhd_bytes(probe)
     finally:
         probe.close()
+
+
+def _has_vhd_bytes(probe: FileSource) -> bool:
+    """'conectix' at the end (or at 0 for a truncated dynamic disk) or 'vhdxfile' at 0."""
+    head = probe.read_at(0, 8)
+    tail = probe.read_at(probe.size - SECTOR, 8) if probe.size >= SECTOR else b""
+    return head in (_VHD_COOKIE, _VHDX_SIGNATURE) or tail == _VHD_COOKIE
 
 
 def _open_vhd_parent(
@@ -917,8 +921,10 @@ def _open_parent(
     child_url = blob.registered_label(path)
     for n, cand in enumerate(candidates):
         key: tuple[int, int] | None = None
+        probe: FileSource | None = None  # a parent blob, opened once: by the probe, then read by _open
         if child_url is not None:
-            key, refusal = _probe_blob_parent(cand)
+            probe, refusal = _probe_blob_parent(cand)
+            key = probe.identity if probe is not None else None
         else:
             refusal = _parent_refusal(cand, path, allowed)
             st: os.stat_result | None = None
@@ -933,14 +939,16 @@ def _open_parent(
                 key = (st.st_dev, st.st_ino)
         if key is not None:
             names = [link.name for link in chain]
+            problem = None
             if any(link.key == key for link in chain):
-                raise Unreadable(path, "cyclic differencing chain: " + " → ".join([*names, cand.name]))
-            if len(chain) > max_chain:
-                raise Unreadable(
-                    path,
-                    f"differencing chain longer than {max_chain} parents: " + " → ".join([*names, cand.name, "…"]),
-                )
-            parent = _open(cand, max_chain=max_chain, chain=chain, allowed=allowed)
+                problem = "cyclic differencing chain: " + " → ".join([*names, cand.name])
+            elif len(chain) > max_chain:
+                problem = f"differencing chain longer than {max_chain} parents: " + " → ".join([*names, cand.name, "…"])
+            if problem is not None:
+                if probe is not None:
+                    probe.close()
+                raise Unreadable(path, problem)
+            parent = _open(cand, max_chain=max_chain, chain=chain, allowed=allowed, file=probe)
             try:
                 refusal = accept(parent, cand)
             except BaseException:
@@ -1381,8 +1389,12 @@ def open_disk(path: Path | str, *, max_chain: int = 16, parent_dirs: Iterable[st
     return _open(Path(path), max_chain=max_chain, chain=(), allowed=_Allowed.of(parent_dirs))
 
 
-def _open(path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed) -> Disk:
-    file = open_file(path)  # a registered blob image's placeholder opens the blob
+def _open(
+    path: Path, *, max_chain: int, chain: tuple[_ChainLink, ...], allowed: _Allowed, file: FileSource | None = None
+) -> Disk:
+    """:func:`open_disk` of ``path``, read from ``file`` when it is already open (the disk then owns it)."""
+    if file is None:
+        file = open_file(path)  # a registered blob image's placeholder opens the blob
     try:
         link = _ChainLink(file.identity, path.name)
         fs = file.size

@@ -42,6 +42,15 @@ def prefetch(source: object, ranges: Iterable[tuple[int, int]]) -> None:
         hint(ranges)
 
 
+def clip_hints(size: int, ranges: Iterable[tuple[int, int]]) -> Iterable[tuple[int, int]]:
+    """The hinted ``(offset, length)`` ranges (:func:`prefetch`) that overlap ``[0, size)``, clipped to it; the
+    others (negative, empty, past the end) are left out, never an error."""
+    for offset, length in ranges:
+        n = min(length, size - offset) if offset >= 0 else 0
+        if n > 0:
+            yield offset, n
+
+
 def clip(source: ByteSource, offset: int, length: int) -> int:
     """How many bytes a read may return; Unreadable for a negative offset or length (a reader bug or a
     corrupt structure, reported rather than wrapped around like a Python slice would)."""
@@ -170,11 +179,7 @@ class SliceSource:
         return data
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
-        shifted = []
-        for offset, length in ranges:
-            n = max(0, min(length, self.size - offset)) if offset >= 0 else 0
-            if n:
-                shifted.append((self.start + offset, n))
+        shifted = [(self.start + offset, n) for offset, n in clip_hints(self.size, ranges)]
         if shifted:
             prefetch(self.parent, shifted)
 
