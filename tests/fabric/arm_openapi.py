@@ -68,16 +68,19 @@ def _template(template: str) -> re.Pattern[str]:
     return re.compile(body + "/?", re.IGNORECASE)
 
 
+def _at(node: Any, pointer: str) -> Any:
+    """The node a JSON pointer (a ``$ref``'s fragment) names."""
+    for segment in pointer.strip("/").split("/") if pointer.strip("/") else []:
+        node = node[int(segment)] if isinstance(node, list) else node[segment.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
 def _parameter(file: Path, value: dict[str, Any]) -> dict[str, Any]:
     ref = value.get("$ref")
     if not ref:
         return value
     target, _, fragment = ref.partition("#")
-    document = _load((file.parent / target).resolve()) if target else _load(file)
-    node: Any = document
-    for segment in fragment.strip("/").split("/"):
-        node = node[segment.replace("~1", "/").replace("~0", "~")]
-    return dict(node)
+    return dict(_at(_load((file.parent / target).resolve()) if target else _load(file), fragment))
 
 
 def _pinned(file: Path, spec: dict[str, Any]) -> str | None:
@@ -174,10 +177,7 @@ def closure(operations: list[Operation]) -> list[Path]:
         if (file, pointer) in seen:
             continue
         seen.add((file, pointer))
-        node: Any = _load(file)
-        for segment in pointer.strip("/").split("/") if pointer.strip("/") else []:
-            node = node[int(segment)] if isinstance(node, list) else node[segment.replace("~1", "/").replace("~0", "~")]
-        for ref in _refs(node):
+        for ref in _refs(_at(_load(file), pointer)):
             target, _, fragment = ref.partition("#")
             todo.append(((file.parent / target).resolve() if target else file, fragment))
     return sorted({file for file, _ in seen})
