@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.fabric.layout import InstanceLayout
+from harness.fabric.layout import InstanceLayout, Layout
 
 GIB = 1024**3
 OS_DISK_BYTES = 127 * GIB
@@ -74,7 +74,7 @@ def data_disks(instance: dict[str, Any]) -> list[tuple[str, Path, int]]:
     sizes: dict[str, int] = {}
     order = sorted(local)
     folder = instance_dir(instance)
-    csdef = folder.parent.parent / "ServiceDefinition.csdef" if folder is not None else None
+    csdef = Layout(folder.parent.parent).csdef if folder is not None else None
     if csdef is not None and csdef.is_file():
         try:
             from harness.engine.artefact import CSDEF, Artefact

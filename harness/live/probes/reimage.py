@@ -40,6 +40,7 @@ from harness.facts.live.reimage import (
     LOCAL,
     OS,
     TEMP,
+    DataDisk,
     Marker,
     OperationOutcome,
     PersistenceFacts,
@@ -210,7 +211,7 @@ def _under(root: str, tag: str) -> str:
     return f"{root.rstrip(chr(92))}\\vmrole-probe\\marker-{tag}.txt"
 
 
-def _describe(disks: tuple[Any, ...], layout: guest_disks.GuestDisks, volumes: dict[int, str]) -> str:
+def _describe(disks: tuple[DataDisk, ...], layout: guest_disks.GuestDisks, volumes: dict[int, str]) -> str:
     lines = ["VM model data disks: " + (", ".join(f"LUN {d.lun} {d.name}" for d in disks) or "none")]
     lines += [f"reimage.data_disks: LUN {lun} -> {root}" for lun, root in sorted(volumes.items())]
     for d in layout.disks:
