@@ -334,15 +334,7 @@ class BlobSource(FileSource):
             else:
                 runs.append([b, b])
         for a, z in runs:
-            start = a * bs
-            end = min((z + 1) * bs, self.size)
-            data: bytes = self._retrying(f"Get Blob bytes {start}-{end - 1}", self._getter(start, end - start))
-            if len(data) != end - start:
-                raise Unreadable(
-                    self.path, f"{self.label}: the server sent {len(data):,} bytes for a {end - start:,}-byte range"
-                )
-            self.bytes_fetched += len(data)
-            BlobSource.total_bytes_fetched += len(data)
+            data = self._get_exact(a * bs, min((z + 1) * bs, self.size))
             for b in range(a, z + 1):
                 self._cache[b] = data[(b - a) * bs : (b - a + 1) * bs]
 
@@ -424,7 +416,7 @@ class BlobSource(FileSource):
             else:
                 groups.append([i])
         spans = [(self._h_start[g[0]], self._h_end[g[-1]]) for g in groups]
-        wanted = [(a, z) for a, z in spans if self._pages is None or self._has_pages(a, z)]
+        wanted = [(a, z) for a, z in spans if self._has_pages(a, z)]
         fetched: dict[int, bytes] = {}
         if len(wanted) > 1 and HINT_PARALLEL > 1:
             # The ranges are known in advance: fetch them side by side (a scattered $MFT is thousands of small
@@ -476,7 +468,7 @@ class BlobSource(FileSource):
         return list(range(lo, hi + 1))
 
     def _get_exact(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) from the server (thread-safe: the hinted windows fetch in parallel)."""
+        """Bytes [start, end) from the server, counted (thread-safe: the hinted windows fetch in parallel)."""
         data: bytes = self._retrying(f"Get Blob bytes {start}-{end - 1}", self._getter(start, end - start))
         if len(data) != end - start:
             raise Unreadable(
