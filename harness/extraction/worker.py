@@ -15,11 +15,13 @@ import atexit
 import contextlib
 import functools
 import gc
+import importlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -120,6 +122,24 @@ def _fill_ahead() -> None:
         _PENDING[key] = _start(Path(key[0]), key[1], memory_limit)
 
 
+#: What :func:`~harness.extraction.extract.extract` imports only when it runs (cryptography, yaml, defusedxml
+#: behind them): about 0.2 s that every forked reader paid again. The parent imports them once, after forking its
+#: first readers (so that their reading overlaps it), and the readers forked after that inherit them.
+READER_IMPORTS = (
+    "harness.extraction.certstores",
+    "harness.extraction.firewall_input",
+    "harness.extraction.sigmatch",
+    "harness.extraction.unattend",
+    "harness.facts.image_signatures",
+)
+
+
+def _warm() -> None:
+    for name in READER_IMPORTS:
+        if name not in sys.modules:
+            importlib.import_module(name)
+
+
 def _start(path: Path, options: ExtractOptions, memory_limit: int) -> _Job:
     shared_reads.log_read(path)
     ctx = _context()
@@ -153,6 +173,7 @@ def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit:
     if _max_ahead() and key not in _PENDING and key not in _QUEUED and Path(path).is_file():
         _QUEUED[key] = memory_limit
         _fill_ahead()
+        _warm()
 
 
 @atexit.register
@@ -196,6 +217,7 @@ def _read_here(path: Path, options: ExtractOptions, timeout: float, memory_limit
             job.proc.kill()
             job.proc.join(5)
         job = _start(path, options, memory_limit)
+        _warm()
     try:
         return _collect(job, path, timeout)
     finally:

@@ -154,3 +154,21 @@ def test_readers_start_before_pytest_is_imported(images: list[Path], tmp_path: P
     started = [line for line in proc.stderr.splitlines() if line.startswith("reader started")]
     assert started == ["reader started; pytest imported: False"] * 2, proc.stderr[-2000:]
     assert cli.USAGE_ERROR == pytest.ExitCode.USAGE_ERROR
+
+
+def test_the_readers_lazy_imports_are_warmed_in_the_parent() -> None:
+    """Every module extract() imports inside a function is imported by the parent once (worker.READER_IMPORTS),
+    so that the readers forked later do not each import it again (~0.2 s a reader)."""
+    import ast
+
+    from harness.extraction import extract
+
+    tree = ast.parse(Path(extract.__file__).read_text("utf-8"))
+    lazy = {
+        node.module
+        for fn in ast.walk(tree)
+        if isinstance(fn, ast.FunctionDef)
+        for node in ast.walk(fn)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness.")
+    }
+    assert lazy and lazy <= set(worker.READER_IMPORTS), sorted(lazy - set(worker.READER_IMPORTS))
