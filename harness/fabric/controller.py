@@ -2,8 +2,9 @@
 
 ``python -m harness.fabric.controller --state DIR (--csdef D --cscfg C | --package P [--cscfg C])``
 
-It prepares the state directory (certificates, effective cscfg, base image, instance configs), starts
-Azurite, the instances, HAProxy and the management API, writes ``fabric.json`` with ``"state": "ready"``,
+It launches Azurite (node loads it meanwhile), prepares the state directory (certificates, base image,
+instance configs), starts the instances, HAProxy and the management API, waits for Azurite (the effective
+cscfg points at it), writes ``fabric.json`` with ``"state": "ready"``,
 then serves until SIGTERM/SIGINT (or a shutdown request on the control API), when it stops every child
 and writes ``"state": "stopped"``. See CONTRACT.md.
 """
