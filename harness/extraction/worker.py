@@ -123,8 +123,8 @@ def _fill_ahead() -> None:
 
 
 #: What :func:`~harness.extraction.extract.extract` imports only when it runs (cryptography, yaml, defusedxml
-#: behind them): about 0.2 s that every forked reader paid again. The parent imports them once, after forking its
-#: first readers (so that their reading overlaps it), and the readers forked after that inherit them.
+#: behind them): about 0.2 s that every forked reader paid again. The parent imports them once, after forking as
+#: many readers as may run at once (so that their reading overlaps it), and the readers forked later inherit them.
 READER_IMPORTS = (
     "harness.extraction.certstores",
     "harness.extraction.firewall_input",
@@ -173,7 +173,8 @@ def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit:
     if _max_ahead() and key not in _PENDING and key not in _QUEUED and Path(path).is_file():
         _QUEUED[key] = memory_limit
         _fill_ahead()
-        _warm()
+        if _QUEUED:  # the first readers are going: later ones start from a warm parent
+            _warm()
 
 
 @atexit.register
