@@ -170,8 +170,7 @@ class Controller:
 
     def _management_client(self) -> tuple[Path, Path]:
         """The management certificate (made while the instances start) and its key (in secrets/)."""
-        pem, key = self._mgmt_client_job.result()
-        return pem, key
+        return self._mgmt_client_job.result()
 
     def _base_image(self) -> None:
         target = self.layout.image_os

@@ -212,7 +212,7 @@ class Instances:
             op = Operation(request_id=uuid.uuid4().hex, kind=kind, instance_id=instance_id)
             self.operations[op.request_id] = op
             self.current = op
-        threading.Thread(target=self._run, args=(op,), name=f"op-{kind}-{instance_id}", daemon=True).start()
+        threading.Thread(target=self.run_operation, args=(op,), name=f"op-{kind}-{instance_id}", daemon=True).start()
         return op.request_id
 
     def _walk(self, op: Operation, status: str) -> None:
@@ -222,7 +222,9 @@ class Instances:
         self.on_change()
         time.sleep(self.step_seconds)
 
-    def _run(self, op: Operation) -> None:
+    def run_operation(self, op: Operation) -> None:
+        """Walks ``op``'s instance through the operation on this thread; the caller holds the deployment's
+        operation (:meth:`start_operation`, or an ARM action that holds it for several instances)."""
         try:
             inst = self.spec.instance(op.instance_id)
             self.set_ready(inst.id, False)

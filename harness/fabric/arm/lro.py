@@ -124,7 +124,7 @@ class Operations:
             # the lifecycle's own walk (StoppingRole … ReadyRole, the drives reset as the kind says); the lock is
             # the held operation's, so the part runs without taking it again
             part = Operation(request_id=uuid.uuid4().hex, kind=_LIFECYCLE[op.kind], instance_id=instance_id)
-            inst._run(part)
+            inst.run_operation(part)
             if part.status != platform.SUCCEEDED:
                 failures.append(part.error_message or f"{op.kind} of {instance_id} failed")
             return
