@@ -20,6 +20,7 @@ from harness.facts.servicemodel import Package, ServiceConfiguration, ServiceDef
 from harness.readers.errors import Unreadable
 
 if TYPE_CHECKING:
+    from harness.extraction.extract import ExtractOptions
     from harness.facts.image import ImageFacts, ImageSubject
 
 Facts = ServiceDefinition | ServiceConfiguration | Package
@@ -104,12 +105,17 @@ def _read(artefact: Artefact, image: ImageSettings) -> Any:
 
         return read_package(artefact)
     if artefact.kind == IMAGE:
-        from harness.extraction.extract import ExtractOptions
         from harness.extraction.worker import read_image_isolated
 
-        options = ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
-        return read_image_isolated(artefact.path, options, timeout=image.timeout)
+        return read_image_isolated(artefact.path, extract_options(image), timeout=image.timeout)
     raise Unreadable(artefact.path, f"unsupported artefact kind {artefact.kind!r}")
+
+
+def extract_options(image: ImageSettings) -> ExtractOptions:
+    """The :class:`~harness.extraction.extract.ExtractOptions` an image is read with under these settings."""
+    from harness.extraction.extract import ExtractOptions
+
+    return ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
 
 
 def name_prefix(name: str, marker: str) -> str | None:

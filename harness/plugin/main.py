@@ -491,14 +491,12 @@ class VmrolePlugin:
             self._use_shared(Path(directory))
             images = list(state.pairing.images)
             if images:  # this worker's share of the named images starts reading now, before collection
-                from harness.extraction.extract import ExtractOptions
                 from harness.extraction.worker import claim_ahead
+                from harness.subjects import extract_options
 
                 index = int(str(workerinput.get("workerid", "gw0")).removeprefix("gw") or 0)
                 count = max(1, int(workerinput.get("workercount", 1)))
-                image = state.pairing.image
-                options = ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
-                claim_ahead(images[index::count], options)
+                claim_ahead(images[index::count], extract_options(state.pairing.image))
             return
         if config.getoption("dist", default="no") == "no" or not (state.pairing.images or state.discover):
             return
@@ -560,6 +558,10 @@ class VmrolePlugin:
         lint -n N`) while collection takes their facts in order. Not in a run of several processes (they share
         the images out: shared_reads), nor for an image this process has read already, nor for a file pytest
         offers from an argument's parent folder only to drop it."""
+        from harness.extraction import shared_reads
+
+        if shared_reads.DIRECTORY is not None:
+            return
         if self.anchors is None:  # the arguments as given and resolved: a symlink in a named folder is under it
             named = [Path(os.path.abspath(self.state.invocation_dir / a.split("::", 1)[0])) for a in self.config.args]
             self.anchors = {*named, *(a.resolve() for a in named)}
@@ -567,16 +569,14 @@ class VmrolePlugin:
         if here in self.ahead or (here not in self.anchors and not any(f in self.anchors for f in here.parents)):
             return  # cheap first: pytest offers every file of each argument's folder, once per argument
         self.ahead.add(here)
-        from harness.extraction import shared_reads
-        from harness.subjects import is_cached
+        from harness.subjects import extract_options, is_cached
 
         image = self.state.pairing.image
-        if shared_reads.DIRECTORY is not None or is_cached(_artefact(path, IMAGE, self.state), image):
+        if is_cached(_artefact(path, IMAGE, self.state), image):
             return
-        from harness.extraction.extract import ExtractOptions
         from harness.extraction.worker import prefetch
 
-        prefetch(path, ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs))
+        prefetch(path, extract_options(image))
 
     def _in_shard(self, path: Path) -> bool:
         from harness.shards import set_key
