@@ -169,8 +169,10 @@ def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit:
     :func:`_max_ahead` images are read at once, the others start as earlier ones are collected. A prefetch
     nobody collects is stopped at exit.
     """
+    if not _max_ahead():
+        return  # a serial run (`-n 0`): nothing read ahead, so no path resolved nor stat taken
     key = _key(path, options or ExtractOptions())
-    if _max_ahead() and key not in _PENDING and key not in _QUEUED and Path(path).is_file():
+    if key not in _PENDING and key not in _QUEUED and Path(path).is_file():
         _QUEUED[key] = memory_limit
         _fill_ahead()
         if _QUEUED:  # the first readers are going: later ones start from a warm parent
