@@ -11,6 +11,9 @@ https://learn.microsoft.com/previous-versions/azure/reference/dn627518(v=azure.1
 | rebuild   | reset to image| reset          | wiped                                   | wiped |
 
 A scale-set VM's temporary disk (D:, ``drives/temp``) is kept by a reboot and emptied by reimage and rebuild.
+An operation that comes through the ARM face (``Operation.data_disks``) treats every local storage as the
+scale-set VM's data disk it is served as: a reimage keeps it whatever ``cleanOnRoleRecycle`` says (only the
+lose-local-storage fault loses it); reimageAll (rebuild) wipes it.
 
 Each operation walks the instance through StoppingRole → StoppedVM → StartingVM → BusyRole → ReadyRole,
 each status held for at least ``step_seconds`` so a poller sees it.
@@ -54,6 +57,8 @@ class Operation:
     error_code: str | None = None
     error_message: str | None = None
     history: list[tuple[float, str]] = field(default_factory=list)
+    #: the local storages are a scale-set VM's data disks (an ARM operation): a reimage keeps them all
+    data_disks: bool = False
 
 
 def wait_until(predicate: Callable[[], bool], deadline_s: float, interval: float = 0.02) -> bool:
@@ -231,7 +236,7 @@ class Instances:
             self._walk(op, platform.STOPPING)
             self.stop(inst.id)
             self._walk(op, platform.STOPPED_VM)
-            self._reset(op.kind, inst)
+            self._reset(op.kind, inst, data_disks=op.data_disks)
             self._walk(op, platform.STARTING_VM)
             self.start(inst.id)
             self._walk(op, platform.BUSY)
@@ -250,7 +255,7 @@ class Instances:
         finally:
             self.on_change()
 
-    def _reset(self, kind: str, inst: InstanceSpec) -> None:
+    def _reset(self, kind: str, inst: InstanceSpec, *, data_disks: bool = False) -> None:
         il = self.ilayout(inst.id)
         if kind == "reboot":
             return
@@ -260,7 +265,7 @@ class Instances:
         lose = kind == "rebuild" or inst.id in self.lose_local_storage
         self.lose_local_storage.discard(inst.id)
         for storage in self.spec.role(inst.role).local_storage:
-            if lose or storage.clean_on_role_recycle:
+            if lose or (storage.clean_on_role_recycle and not data_disks):
                 _empty(il.local_storage(storage.name))
 
     def operation(self, request_id: str) -> views.OperationView | None:

@@ -123,7 +123,9 @@ class Operations:
         if op.kind in _LIFECYCLE:
             # the lifecycle's own walk (StoppingRole … ReadyRole, the drives reset as the kind says); the lock is
             # the held operation's, so the part runs without taking it again
-            part = Operation(request_id=uuid.uuid4().hex, kind=_LIFECYCLE[op.kind], instance_id=instance_id)
+            part = Operation(
+                request_id=uuid.uuid4().hex, kind=_LIFECYCLE[op.kind], instance_id=instance_id, data_disks=True
+            )
             inst.run_operation(part)
             if part.status != platform.SUCCEEDED:
                 failures.append(part.error_message or f"{op.kind} of {instance_id} failed")
