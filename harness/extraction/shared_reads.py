@@ -46,14 +46,20 @@ def use(directory: Path | None) -> None:
     _MINE.clear()
 
 
-def key_of(path: Path, options: Any) -> str:
-    """The image's name in the directory: its real path, size and modification time, and the reading options."""
+def stamped(path: Path) -> tuple[str, str]:
+    """The file's real path and its ``size:mtime_ns`` (``missing`` when it cannot be stat-ed): a read started
+    before the file changed is never taken for the file's facts."""
     real = os.path.realpath(path)
     try:
         st = os.stat(real)
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
-        stamp = "missing"
+        return real, "missing"
+    return real, f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def key_of(path: Path, options: Any) -> str:
+    """The image's name in the directory: its real path, size and modification time, and the reading options."""
+    real, stamp = stamped(path)
     return hashlib.sha256(f"{real}\0{stamp}\0{options!r}".encode()).hexdigest()[:32]
 
 

@@ -153,12 +153,7 @@ def _start(path: Path, options: ExtractOptions, memory_limit: int) -> _Job:
 def _key(path: Path, options: ExtractOptions) -> tuple[str, ExtractOptions, str]:
     """The real path, the options, and the file's size and modification time: a read started before the file
     changed (a long-lived process running pytest several times) is never taken for the file's facts."""
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
-    except OSError:
-        stamp = "missing"
+    real, stamp = shared_reads.stamped(path)
     return (real, options, stamp)
 
 

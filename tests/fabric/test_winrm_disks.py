@@ -13,6 +13,7 @@ import pytest
 from harness.fabric.winrm.guest import Guest
 from harness.live import guest_disks
 from harness.live.winrm_pool import BATCH_MARK, clean_clixml, parse_batch
+from tests.fabric.test_winrm_guest_extra import IO  # the guest's in-memory console
 
 # ---- the parser on recorded output --------------------------------------------------------------------------
 
@@ -114,23 +115,6 @@ def test_one_result_is_an_object_and_no_temporary_disk_is_said() -> None:
 
 
 # ---- the emulated guest -------------------------------------------------------------------------------------
-
-
-class IO:
-    encoding = "utf-8"
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.err = bytearray()
-
-    def stdout(self, data: bytes) -> None:
-        self.out += data
-
-    def stderr(self, data: bytes) -> None:
-        self.err += data
-
-    def sleep(self, seconds: float) -> bool:
-        return True
 
 
 CSDEF = """<ServiceDefinition name="s" xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceDefinition">
