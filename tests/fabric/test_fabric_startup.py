@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import ssl
 import stat
@@ -21,17 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from harness.fabric import azurite as azurite_mod
 from harness.fabric import certs
-from harness.fabric.azurite import Azurite, AzuriteError, find_azurite
+from harness.fabric.azurite import Azurite
 from harness.fabric.ports import allocate
 from harness.fabric.winrm.server import start_winrm
-
-
-def _have_azurite() -> bool:
-    try:
-        find_azurite()
-    except AzuriteError:
-        return False
-    return shutil.which("node") is not None
+from tests.fabric.test_azurite import _have_azurite
 
 
 def _load(pem) -> x509.Certificate:

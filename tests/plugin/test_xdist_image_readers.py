@@ -17,22 +17,15 @@ import pytest
 
 from harness import cli
 from harness.extraction import worker
-from harness.testing import keymaterial as km
-from harness.testing.images import build_image, missing_tools
-from harness.testing.windows import windows_server_2008r2_vmrole
+from harness.testing.images import missing_tools
+from tests.plugin.test_xdist_images import three_images
 
 needs_tools = pytest.mark.skipif(bool(missing_tools()), reason=f"image tools missing: {missing_tools()}")
 
 
 @pytest.fixture(scope="module")
 def images(image_cache: Path) -> list[Path]:
-    base = windows_server_2008r2_vmrole()
-    specs = [
-        base,
-        base.with_changes(files={"Users/Administrator/.ssh/id_rsa": km.pem_private_key_bytes()}),
-        base.with_changes(files={"inetpub/wwwroot/site.pfx": km.pfx_bytes()}),
-    ]
-    return [build_image(spec, "vhd-fixed", cache_dir=image_cache) for spec in specs]
+    return three_images(image_cache)
 
 
 @pytest.fixture

@@ -32,8 +32,7 @@ pytestmark = [
 LINT_INI = _lint_ini()
 
 
-@pytest.fixture(scope="module")
-def images(image_cache: Path) -> list[Path]:
+def three_images(cache_dir: Path) -> list[Path]:
     """Three distinct small images: a clean one, one with a key file, one with a different computer."""
     base = windows_server_2008r2_vmrole()
     specs = [
@@ -41,7 +40,12 @@ def images(image_cache: Path) -> list[Path]:
         base.with_changes(files={"Users/Administrator/.ssh/id_rsa": km.pem_private_key_bytes()}),
         base.with_changes(files={"inetpub/wwwroot/site.pfx": km.pfx_bytes()}),
     ]
-    return [build_image(spec, "vhd-fixed", cache_dir=image_cache) for spec in specs]
+    return [build_image(spec, "vhd-fixed", cache_dir=cache_dir) for spec in specs]
+
+
+@pytest.fixture(scope="module")
+def images(image_cache: Path) -> list[Path]:
+    return three_images(image_cache)
 
 
 def _run(
