@@ -48,10 +48,22 @@ def _candidates() -> list[int]:
     if last - first < 2_000:
         return []
     windows = (last - first + 1) // WINDOW
-    start = first + (os.getpid() % windows) * WINDOW
+    start = first + _window(windows) * WINDOW
     ports = list(range(start, start + WINDOW))
     random.shuffle(ports)
     return ports
+
+
+def _window(windows: int) -> int:
+    """This process's window: by pid, within a band of windows of its own under pytest-xdist (the fabrics of
+    two workers then never draw from one window: a port one of them freed for a moment, an instance being
+    reimaged or crashed by a fault, cannot be handed to the other)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker[:2] == "gw" and worker[2:].isdigit() and count.isdigit() and 0 < int(count) <= windows:
+        band = windows // int(count)
+        return (int(worker[2:]) % int(count)) * band + os.getpid() % band
+    return os.getpid() % windows
 
 
 def _free(port: int, udp: bool, host: str = LOOPBACK) -> bool:
