@@ -11,7 +11,8 @@ cache from an earlier run helps):
   cli       `vmrole lint <corpus> --no-allure` end to end: pytest start-up, collection, items, reports
             (about 9,200 items: one per rule and artefact), serially, with `-n 2` (which lints service
             models in one process) and with xdist forced (`-- -n 2 --dist load`), alternating so that all
-            see the same machine load; ratios are of those medians, with the process tree's CPU seconds
+            see the same machine load (which of them runs first rotates from round to round); ratios are of
+            those medians, with the process tree's CPU seconds
 """
 
 from __future__ import annotations
@@ -133,10 +134,16 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
         results[name] = med
         print(f"{name:34} {med:9.3f} {n / med:9.0f} {med / base:11.1f}")
     _cli(folder)  # warm-up (bytecode, page cache)
-    pairs = [
-        (_cli_timed(folder), _cli_timed(folder, workers=2), _cli_timed(folder, workers=2, force=True))
-        for _ in range(repeat)
-    ]
+    runs = (
+        lambda: _cli_timed(folder),
+        lambda: _cli_timed(folder, workers=2),
+        lambda: _cli_timed(folder, workers=2, force=True),
+    )
+    pairs = []
+    for round_ in range(repeat):  # the first of a round rotates: a busy machine's second run is often slower
+        order = [(round_ + k) % len(runs) for k in range(len(runs))]
+        timed = {index: runs[index]() for index in order}
+        pairs.append(tuple(timed[index] for index in range(len(runs))))
     cpu = {}
     for label, index in (
         ("cli (vmrole lint, end to end)", 0),

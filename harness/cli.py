@@ -7,6 +7,7 @@ Exit codes (pytest's): 0 no finding at or above --fail-on; 1 findings at or abov
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -216,8 +217,10 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
         scratch = tempfile.mkdtemp(prefix="vmrole-lint-")
         args += ["--basetemp", os.path.join(scratch, "tmp")]
     try:
-        return int(pytest.main(args))
+        return int(pytest.main(args, plugins=[_FreezeAfterCollection()]))
     finally:
+        if not _EXITING:  # cli.main called in a process that goes on: what was frozen may be collected again
+            gc.unfreeze()
         if saved is not None:
             os.environ["VMR_TARGET"] = saved
         if scratch is not None:
@@ -228,6 +231,21 @@ def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
             from harness.extraction.worker import set_readers
 
             set_readers(None)
+
+
+class _FreezeAfterCollection:
+    """After collection a lint run only runs its rule items, writes its reports and ends: what collection built
+    (facts, items, the imported modules) is not garbage, so the cyclic collector stops walking it (``gc.freeze``).
+    That saves the collections during the run, pytest's own ``gc.collect()`` at its end, and the interpreter's
+    last one at exit: about 0.3 s of the serial tail of a run over 8 images (bench/RESULTS.md)."""
+
+    @staticmethod
+    def pytest_collection_finish(session: object) -> None:
+        gc.freeze()
+
+
+#: Set by :func:`run` (the `vmrole` command): the process ends after the command, nothing frozen is unfrozen.
+_EXITING = False
 
 
 def _readers(workers: str | None) -> int | None:
@@ -489,5 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # argparse already rejects unknown commands
 
 
+def run() -> int:
+    """The `vmrole` command: :func:`main`, in a process that ends after it."""
+    global _EXITING
+    _EXITING = True
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

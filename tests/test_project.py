@@ -47,17 +47,17 @@ def test_plugin_and_console_script_are_declared_and_import():
     # what pyproject.toml declares (installed metadata is only rewritten at install time), and that both import
     project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
     assert project["entry-points"]["pytest11"] == {"vmrole": "harness.plugin.main"}
-    assert project["scripts"] == {"vmrole": "harness.cli:main"}
+    assert project["scripts"] == {"vmrole": "harness.cli:run"}
     plugin = importlib.import_module("harness.plugin.main")
     assert callable(plugin.pytest_configure)
-    assert callable(importlib.import_module("harness.cli").main)
+    assert callable(importlib.import_module("harness.cli").run)
 
 
 def test_installed_entry_points_match_pyproject():
     dist = metadata.distribution("vmrole-harness")
     eps = {(ep.group, ep.name): ep.value for ep in dist.entry_points}
     assert eps[("pytest11", "vmrole")] == "harness.plugin.main"
-    assert eps[("console_scripts", "vmrole")] == "harness.cli:main"
+    assert eps[("console_scripts", "vmrole")] == "harness.cli:run"
 
 
 def test_report_template_is_package_data_and_reports_is_output_only():

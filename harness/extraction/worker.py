@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import faulthandler
 import functools
 import gc
 import importlib
@@ -38,7 +39,16 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_MEMORY_LIMIT = 4 * 1024 * 1024 * 1024
 
 
+#: File descriptors a reader closes first: the read-ahead pipes its parent holds (:mod:`.readahead`), so that
+#: a reader never keeps the other end of a pipe open for a process it does not belong to.
+CLOSE_IN_READERS: list[int] = []
+
+
 def _child(conn: multiprocessing.connection.Connection, path: str, options: ExtractOptions, memory: int) -> None:
+    for fd in CLOSE_IN_READERS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    faulthandler.disable()  # a crash is the image's finding ("image parser crashed (SIGSEGV) while ..."), no dump
     # The forked child inherits the parent's whole heap (pytest, plugins): keep the cyclic collector away from
     # it (freeze) and off while the readers allocate millions of small objects that hold no cycles worth
     # collecting; the process is short-lived and bounded by RLIMIT_AS below.
@@ -72,20 +82,68 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+#: How a read ended: ``("ok", facts)`` or ``("unreadable", problem, location)``.
+Outcome = tuple[Any, ...]
+
+
 @dataclass
 class _Job:
-    """A worker reading one image: started early by :func:`prefetch`, or on demand."""
+    """A worker reading one image, and the last stage it reported."""
 
     proc: Any
     conn: Any
     started: float
     memory_limit: int
+    stage: str = "starting"
+
+    def answer(self, message: tuple[Any, ...]) -> Outcome | None:
+        """The outcome a message from the reader gives, or None for a stage report (noted)."""
+        kind = message[0]
+        if kind == "stage":
+            self.stage = message[1]
+            return None
+        if kind == "ok":
+            return ("ok", message[1])
+        if kind == "unreadable":
+            return ("unreadable", message[1], message[2])
+        if kind == "memory":
+            return (
+                "unreadable",
+                f"image reading needed more than {self.memory_limit // 2**20:,} MiB (while {self.stage})",
+                None,
+            )
+        return ("unreadable", f"image reader failed while {self.stage}: {message[1]}", None)
+
+    def ended(self) -> Outcome:
+        """The outcome of a reader gone without an answer: crashed (a signal) or exited."""
+        self.proc.join(5)
+        code = self.proc.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return ("unreadable", f"image parser crashed ({name}) while {self.stage}", None)
+        return ("unreadable", f"image reader exited (status {code}) while {self.stage}", None)
+
+    def overran(self, timeout: float) -> Outcome:
+        return ("unreadable", f"image reading did not finish within {timeout:g} s (stopped while {self.stage})", None)
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
 
 
-#: Workers started ahead of need (``vmrole lint`` starts reading images while pytest starts up).
-_PENDING: dict[tuple[str, ExtractOptions, str], _Job] = {}
-#: Read-ahead asked for beyond :data:`MAX_AHEAD`: started, in order, as earlier ones are collected.
-_QUEUED: dict[tuple[str, ExtractOptions, str], int] = {}  # key -> memory limit
+def facts_of(path: Path, outcome: Outcome) -> ImageFacts:
+    """The facts of an outcome, or its Unreadable raised."""
+    if outcome[0] == "ok":
+        facts: ImageFacts = outcome[1]
+        return facts
+    raise Unreadable(path, outcome[1], location=outcome[2])
+
+
+#: Reads started ahead of need (``vmrole lint`` starts reading images while pytest starts up): each one a request
+#: to the read-ahead process (:mod:`harness.extraction.readahead`), which runs the readers.
+_PENDING: dict[tuple[str, ExtractOptions, str], Any] = {}
 
 
 #: How many images are read at once, set for the run (``vmrole lint -n N``); None: :func:`default_readers`.
@@ -114,17 +172,10 @@ def _max_ahead() -> int:
     return default_readers() if _READERS is None else _READERS
 
 
-def _fill_ahead() -> None:
-    """Start queued read-ahead while fewer than :func:`_max_ahead` readers are waiting to be collected."""
-    while _QUEUED and len(_PENDING) < _max_ahead():
-        key, memory_limit = next(iter(_QUEUED.items()))
-        del _QUEUED[key]
-        _PENDING[key] = _start(Path(key[0]), key[1], memory_limit)
-
-
 #: What :func:`~harness.extraction.extract.extract` imports only when it runs (cryptography, yaml, defusedxml
-#: behind them): about 0.2 s that every forked reader paid again. The parent imports them once, after forking as
-#: many readers as may run at once (so that their reading overlaps it), and the readers forked later inherit them.
+#: behind them): about 0.2 s that every forked reader paid again. The process that forks the readers imports them
+#: once, after forking as many readers as may run at once (so that their reading overlaps it), and the readers
+#: forked later inherit them.
 READER_IMPORTS = (
     "harness.extraction.certstores",
     "harness.extraction.firewall_input",
@@ -160,29 +211,28 @@ def _key(path: Path, options: ExtractOptions) -> tuple[str, ExtractOptions, str]
 def prefetch(path: Path, options: ExtractOptions | None = None, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> None:
     """Start reading ``path`` now; a later :func:`read_image_isolated` with the same options takes the result.
 
-    Reading overlaps whatever the caller does meanwhile (pytest's start-up and collection); at most
-    :func:`_max_ahead` images are read at once, the others start as earlier ones are collected. A prefetch
-    nobody collects is stopped at exit.
+    Reading overlaps whatever the caller does meanwhile (pytest's start-up and collection). The reads run in a
+    process of their own (:mod:`harness.extraction.readahead`, forked at the first call), at most
+    :func:`_max_ahead` at once, in the order asked, each next one as soon as one ends. A prefetch nobody collects
+    is stopped at exit.
     """
     if not _max_ahead():
         return  # a serial run (`-n 0`): nothing read ahead, so no path resolved nor stat taken
     key = _key(path, options or ExtractOptions())
-    if key not in _PENDING and key not in _QUEUED and Path(path).is_file():
-        _QUEUED[key] = memory_limit
-        _fill_ahead()
-        if _QUEUED:  # the first readers are going: later ones start from a warm parent
-            _warm()
+    if key not in _PENDING and Path(path).is_file():
+        from harness.extraction import readahead
+
+        with contextlib.suppress(OSError):  # no process to be had (EAGAIN): the image is read when wanted
+            _PENDING[key] = readahead.ask(Path(key[0]), key[1], memory_limit, _max_ahead())
 
 
 @atexit.register
 def stop_read_ahead() -> None:
-    """Stop the reads started ahead that nobody collected, and forget the queued ones (at a run's end)."""
-    for job in _PENDING.values():
-        if job.proc.is_alive():
-            job.proc.kill()
-        job.proc.join(5)
+    """Stop the reads started ahead that nobody collected, and the process running them (at a run's end)."""
     _PENDING.clear()
-    _QUEUED.clear()
+    readahead = sys.modules.get("harness.extraction.readahead")
+    if readahead is not None:
+        readahead.stop()
 
 
 _stop_pending = stop_read_ahead  # the name earlier tests use
@@ -207,19 +257,15 @@ def read_image_isolated(
 
 
 def _read_here(path: Path, options: ExtractOptions, timeout: float, memory_limit: int) -> ImageFacts:
-    key = _key(path, options)
-    _QUEUED.pop(key, None)  # wanted now: started below, not when its turn in the read-ahead comes
-    job = _PENDING.pop(key, None)
-    if job is None or job.memory_limit != memory_limit:
-        if job is not None:
-            job.proc.kill()
-            job.proc.join(5)
-        job = _start(path, options, memory_limit)
-        _warm()
-    try:
-        return _collect(job, path, timeout)
-    finally:
-        _fill_ahead()  # this one's reader is done: the next queued image may start reading
+    ahead = _PENDING.pop(_key(path, options), None)
+    if ahead is not None:
+        outcome = ahead.outcome(timeout, memory_limit)
+        if outcome is not None:
+            return facts_of(path, outcome)
+        # the read-ahead process is gone (or the read was asked with another memory limit): read it here
+    job = _start(path, options, memory_limit)
+    _warm()
+    return _collect(job, path, timeout)
 
 
 def claim_ahead(paths: list[Path], options: ExtractOptions, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> int:
@@ -235,65 +281,53 @@ def claim_ahead(paths: list[Path], options: ExtractOptions, *, memory_limit: int
 
 def publish_prefetched(timeout: float) -> int:
     """In a run of several processes, from the process that started reading images but does not collect (the
-    xdist controller behind `vmrole lint -n N`): claim what :func:`prefetch` started and publish each outcome
+    xdist controller behind `vmrole lint -- -n N`): claim what :func:`prefetch` started and publish each outcome
     from a thread as its read ends, for the collecting processes. Returns how many reads it hands over."""
-    _QUEUED.clear()  # not started yet: the collecting processes claim and read those themselves
-    jobs = []
+    reads = []
     for key in list(_PENDING):
         path, options = Path(key[0]), key[1]
         name = shared_reads.key_of(path, options)
         if shared_reads.claim(name):
-            jobs.append((path, name, _PENDING.pop(key)))
+            reads.append((path, name, _PENDING.pop(key)))
+        else:  # another process claimed it first: not read here
+            _PENDING.pop(key).drop()
 
     def hand_over() -> None:
-        for path, name, job in jobs:
-            outcome = shared_reads.outcome_of(functools.partial(_collect, job, path, timeout))
+        for path, name, ahead in reads:
+            outcome = ahead.outcome(timeout, ahead.memory_limit)
+            if outcome is None:  # the read-ahead process is gone: read it here
+                outcome = shared_reads.outcome_of(
+                    functools.partial(_collect, _start(path, ahead.options, ahead.memory_limit), path, timeout)
+                )
             with contextlib.suppress(OSError):  # the run ended first and removed its directory
                 shared_reads.publish(name, outcome)
 
-    if jobs:  # the thread only waits on pipes: every reader process was forked before it started
+    if reads:  # the thread only waits on a pipe (a fallback read forks from it: only if the read-ahead died)
         threading.Thread(target=hand_over, name="vmrole-image-hand-over", daemon=True).start()
-    return len(jobs)
+    return len(reads)
 
 
 def _collect(job: _Job, path: Path, timeout: float) -> ImageFacts:
-    proc, parent, memory_limit = job.proc, job.conn, job.memory_limit
-    stage = "starting"
+    return facts_of(path, wait_for(job, timeout))
+
+
+def wait_for(job: _Job, timeout: float) -> Outcome:
+    """Wait for one reader's outcome (at most ``timeout`` from its start), then stop it."""
     deadline = job.started + timeout
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Unreadable(path, f"image reading did not finish within {timeout:g} s (stopped while {stage})")
-            if parent.poll(min(remaining, 0.5)):
+                return job.overran(timeout)
+            if job.conn.poll(min(remaining, 0.5)):
                 try:
-                    message = parent.recv()
+                    message = job.conn.recv()
                 except EOFError:
-                    break
-                kind = message[0]
-                if kind == "stage":
-                    stage = message[1]
-                    continue
-                if kind == "ok":
-                    facts: ImageFacts = message[1]
-                    return facts
-                if kind == "unreadable":
-                    raise Unreadable(path, message[1], location=message[2])
-                if kind == "memory":
-                    raise Unreadable(
-                        path, f"image reading needed more than {memory_limit // 2**20:,} MiB (while {stage})"
-                    )
-                raise Unreadable(path, f"image reader failed while {stage}: {message[1]}")
-            elif not proc.is_alive():
-                break
-        proc.join(5)
-        code = proc.exitcode
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            raise Unreadable(path, f"image parser crashed ({name}) while {stage}")
-        raise Unreadable(path, f"image reader exited (status {code}) while {stage}")
+                    return job.ended()
+                outcome = job.answer(message)
+                if outcome is not None:
+                    return outcome
+            elif not job.proc.is_alive() and not job.conn.poll(0):
+                return job.ended()
     finally:
-        parent.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
+        job.stop()

@@ -17,7 +17,7 @@ import pytest
 from harness.engine.artefact import IMAGE, Artefact
 from harness.engine.catalogue import all_rules
 from harness.engine.evaluate import evaluate
-from harness.extraction import worker
+from harness.extraction import readahead, worker
 from harness.extraction.extract import extract
 from harness.facts.image import VMROLE, ImageSubject
 from harness.readers.errors import Unreadable
@@ -283,15 +283,23 @@ def test_image_and_service_model_together_catch_a_firewall_mismatch(
     assert "9443" in "\n".join(together.outlines)
 
 
-def test_prefetched_reading_is_taken_by_the_plugin_read(image_cache: Path) -> None:
+def test_prefetched_reading_is_taken_by_the_plugin_read(
+    image_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness.extraction.extract import ExtractOptions
 
     path = build_image(windows_server_2008r2_vmrole(), "vhd-fixed", cache_dir=image_cache)
+    log = tmp_path / "reads.log"
+    monkeypatch.setenv("VMR_IMAGE_READ_LOG", str(log))
+    monkeypatch.setenv("VMROLE_IMAGE_READERS", "2")
     worker.prefetch(path)
     worker.prefetch(path, ExtractOptions(signature_files=("/nonexistent.yml",)))  # never collected
     assert len(worker._PENDING) == 2
-    job = next(iter(worker._PENDING.values()))
     facts = worker.read_image_isolated(path, timeout=60)
-    assert facts.os is not None and len(worker._PENDING) == 1 and not job.proc.is_alive()
-    worker._stop_pending()  # what atexit does: the uncollected worker is stopped
-    assert not worker._PENDING
+    assert facts.os is not None and len(worker._PENDING) == 1
+    assert len(log.read_text().splitlines()) == 2  # taken from the read-ahead, not read again
+    pid = readahead._PROCESSES[-1].pid
+    worker._stop_pending()  # what atexit does: the uncollected read is stopped, and the read-ahead process ends
+    assert not worker._PENDING and not readahead._PROCESSES
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped

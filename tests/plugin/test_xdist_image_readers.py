@@ -2,8 +2,9 @@
 
 `-n 0` is a serial run: no image is read ahead, each is read when collection reaches it, one reader at a time.
 `-n N` reads N images at once (isolated reader processes; the rule items run in the one pytest process), also the
-images pytest finds in a named folder; no -n is `auto`, one reader per core. Counted here in-process: every reader
-started notes how many other readers were running at that moment.
+images pytest finds in a named folder; no -n is `auto`, one reader per core. Counted here: every reader started
+notes how many other readers were running at that moment in the process that forked it (the read-ahead process, or
+for `-n 0` the pytest process).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import cli
-from harness.extraction import worker
+from harness.extraction import readahead, worker
 from harness.testing.images import missing_tools
 from tests.plugin.test_xdist_images import three_images
 
@@ -28,19 +30,36 @@ def images(image_cache: Path) -> list[Path]:
     return three_images(image_cache)
 
 
+class Started:
+    """(image, readers already running in the process that started it) for every reader started: noted in a file,
+    since the readers read ahead are forked by the read-ahead process (harness.extraction.readahead)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __call__(self) -> list[tuple[str, int]]:
+        if not self.log.exists():
+            return []
+        return [(name, int(n)) for name, n in (line.split() for line in self.log.read_text().splitlines())]
+
+    def clear(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
 @pytest.fixture
-def others_running(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """(image, readers already running) for every reader started."""
-    seen: list[tuple[str, int]] = []
+def others_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Started]:
+    worker.stop_read_ahead()  # a read-ahead process forked before the counting below would not count
+    started = Started(tmp_path / "started.log")
     start = worker._start
 
     def counting(path: Path, options, memory_limit: int):  # type: ignore[no-untyped-def]
-        seen.append((Path(os.path.realpath(path)).name, sum(job.proc.is_alive() for job in worker._PENDING.values())))
+        with open(started.log, "a") as fh:
+            fh.write(f"{Path(os.path.realpath(path)).name} {len(readahead.RUNNING)}\n")
         return start(path, options, memory_limit)
 
     monkeypatch.setattr(worker, "_start", counting)
     monkeypatch.delenv("VMROLE_IMAGE_READERS", raising=False)
-    yield seen
+    yield started
     worker.stop_read_ahead()
 
 
@@ -59,40 +78,40 @@ def _linked(images: list[Path], folder: Path) -> list[Path]:
 
 @needs_tools
 def test_serial_reads_one_image_at_a_time(
-    images: list[Path], others_running: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    images: list[Path], others_running: Started, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     named = [a for link in _linked(images, tmp_path / "named") for a in ("--image", str(link))]
     assert _lint(tmp_path, *named, "-n", "0") == 1
-    assert others_running == [(p.name, 0) for p in images]
+    assert others_running() == [(p.name, 0) for p in images]
     assert worker._READERS is None  # the run's setting does not outlive it
 
 
 @needs_tools
 def test_two_readers_at_once_also_for_a_folders_images(
-    images: list[Path], others_running: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    images: list[Path], others_running: Started, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     _linked(images, tmp_path / "two")
     assert _lint(tmp_path, "two", "-n", "2") == 1
-    assert sorted(name for name, _ in others_running) == sorted(p.name for p in images)  # each read once
-    assert max(n for _, n in others_running) == 1, others_running  # two at once, never three
+    assert sorted(name for name, _ in others_running()) == sorted(p.name for p in images)  # each read once
+    assert max(n for _, n in others_running()) == 1, others_running()  # two at once, never three
 
     others_running.clear()
     _linked(images, tmp_path / "serial")
     assert _lint(tmp_path, "serial", "-n", "0") == 1
-    assert others_running == [(p.name, 0) for p in images]
+    assert others_running() == [(p.name, 0) for p in images]
 
 
 @needs_tools
 def test_an_images_neighbours_are_not_read(
-    images: list[Path], others_running: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    images: list[Path], others_running: Started, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pytest offers every file of a named file's folder to the plugin, then drops it: nothing of it is read."""
     monkeypatch.chdir(tmp_path)
     links = _linked(images, tmp_path / "named")
     assert _lint(tmp_path, "--image", str(links[0]), "--image", str(links[1]), "-n", "2") == 1
-    assert sorted(name for name, _ in others_running) == sorted(p.name for p in images[:2])
+    assert sorted(name for name, _ in others_running()) == sorted(p.name for p in images[:2])
 
 
 def test_the_default_is_one_reader_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +140,7 @@ def test_a_bad_count_is_a_usage_error(bad: str, tmp_path: Path, capsys: pytest.C
 PROBE = """
 import sys
 from harness import cli
-from harness.extraction import worker
+from harness.extraction import readahead, worker
 
 start = worker._start
 def noting(*args, **kwargs):
@@ -150,8 +169,8 @@ def test_readers_start_before_pytest_is_imported(images: list[Path], tmp_path: P
 
 
 def test_the_readers_lazy_imports_are_warmed_in_the_parent() -> None:
-    """Every module extract() imports inside a function is imported by the parent once (worker.READER_IMPORTS),
-    so that the readers forked later do not each import it again (~0.2 s a reader)."""
+    """Every module extract() imports inside a function is imported once by the process that forks the readers
+    (worker.READER_IMPORTS), so that the readers forked later do not each import it again (~0.2 s a reader)."""
     import ast
 
     from harness.extraction import extract
@@ -165,3 +184,45 @@ def test_the_readers_lazy_imports_are_warmed_in_the_parent() -> None:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness.")
     }
     assert lazy and lazy <= set(worker.READER_IMPORTS), sorted(lazy - set(worker.READER_IMPORTS))
+
+
+FROZEN_AT_EXIT = """
+import atexit, gc, sys
+from harness import cli
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, file=sys.stderr))
+sys.exit(cli.run())
+"""
+
+
+@needs_tools
+def test_a_lint_freezes_what_collection_built_and_a_long_lived_process_gets_it_back(
+    images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After collection a lint only runs its items and ends: `vmrole` keeps the collector off what collection built
+    (gc.freeze) to the end of the process; cli.main in a process that goes on unfreezes it when the lint ends."""
+    import gc
+
+    args = ["lint", "--image", str(images[0]), "-n", "0", "--no-allure", "--no-junit", "-q", "-q"]
+    proc = subprocess.run(
+        [sys.executable, "-c", FROZEN_AT_EXIT, *args, "--report-dir", str(tmp_path / "r")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "frozen at exit: True" in proc.stderr
+
+    monkeypatch.chdir(tmp_path)
+    frozen: list[int] = []
+
+    class Spy:
+        @staticmethod
+        def pytest_runtestloop(session: object) -> None:
+            frozen.append(gc.get_freeze_count())
+
+    main = pytest.main
+    monkeypatch.setattr(pytest, "main", lambda args, plugins=(): main(args, plugins=[*plugins, Spy()]))
+    assert _lint(tmp_path, "--image", str(images[0]), "-n", "0") == 0
+    assert frozen and frozen[0] > 0  # frozen while the items ran
+    assert gc.get_freeze_count() == 0  # and given back
