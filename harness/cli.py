@@ -301,7 +301,7 @@ def _prefetch_images(ns: argparse.Namespace, paths: list[str]) -> None:
         images = [p for p in images if shard.holds(set_key(Path(p), Pairing(), Path(os.getcwd()), anchors))]
     if not images:
         return  # a service-model lint does not pay for importing the image readers
-    from harness.extraction.extract import ExtractOptions
+    from harness.extraction.options import ExtractOptions
     from harness.extraction.worker import prefetch
 
     options = ExtractOptions(

@@ -20,7 +20,7 @@ from harness.facts.servicemodel import Package, ServiceConfiguration, ServiceDef
 from harness.readers.errors import Unreadable
 
 if TYPE_CHECKING:
-    from harness.extraction.extract import ExtractOptions
+    from harness.extraction.options import ExtractOptions
     from harness.facts.image import ImageFacts, ImageSubject
 
 Facts = ServiceDefinition | ServiceConfiguration | Package
@@ -113,7 +113,7 @@ def _read(artefact: Artefact, image: ImageSettings) -> Any:
 
 def extract_options(image: ImageSettings) -> ExtractOptions:
     """The :class:`~harness.extraction.extract.ExtractOptions` an image is read with under these settings."""
-    from harness.extraction.extract import ExtractOptions
+    from harness.extraction.options import ExtractOptions
 
     return ExtractOptions(image.signature_files, image.machine_key_allowlists, image.parent_dirs)
 

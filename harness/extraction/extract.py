@@ -15,12 +15,13 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from harness.ascii import parse_ascii_int
 from harness.extraction import keyscan
+from harness.extraction.options import ExtractOptions
 from harness.facts.image import (
     HIVES_FOR_PART,
     PART_INPUTS,
@@ -58,16 +59,6 @@ MAX_TEXT = 4 * 1024 * 1024
 FINGERPRINT_BYTES = 1024 * 1024
 
 CONFIG = "Windows\\System32\\config"
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """Inputs besides the image: user signature files and allowlists (paths), read in the worker."""
-
-    signature_files: tuple[str, ...] = ()
-    machine_key_allowlists: tuple[str, ...] = ()
-    #: Directories a differencing image's parent may be opened from, besides the child's own (--vmr-image-parent-dir).
-    parent_dirs: tuple[str, ...] = ()
 
 
 def _noop(_: str) -> None:

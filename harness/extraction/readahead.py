@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.extraction import worker
-from harness.extraction.extract import ExtractOptions
+from harness.extraction.options import ExtractOptions
 
 #: How long past an image's time limit the collector waits for the read-ahead process before giving up on it.
 GRACE_S = 30.0
@@ -225,13 +225,11 @@ def _serve(
 
     try:
         while True:
-            while queue and len(RUNNING) < bound:
-                begin(next(iter(queue)))
-            if RUNNING and not warm and (len(RUNNING) >= bound or not requests.poll(0.01)):
-                # the first readers are going (the asker's requests come in a burst): the later ones start from a
-                # warm process
+            if queue and not warm:  # every reader starts from a warm process
                 worker._warm()
                 warm = True
+            while queue and len(RUNNING) < bound:
+                begin(next(iter(queue)))
             now = time.monotonic()
             deadlines = [job.started + limits[n] for n, job in RUNNING.items() if n in limits]
             pause = max(0.0, min(deadlines) - now) if deadlines else None

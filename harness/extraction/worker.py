@@ -28,12 +28,14 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.extraction import shared_reads
-from harness.extraction.extract import ExtractOptions, extract
-from harness.facts.image import ImageFacts
+from harness.extraction.options import ExtractOptions
 from harness.readers.errors import Unreadable
+
+if TYPE_CHECKING:
+    from harness.facts.image import ImageFacts
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MEMORY_LIMIT = 4 * 1024 * 1024 * 1024
@@ -62,7 +64,7 @@ def _child(conn: multiprocessing.connection.Connection, path: str, options: Extr
         conn.send(("stage", stage))
 
     try:
-        facts = extract(Path(path), options, progress)
+        facts = load_readers()(Path(path), options, progress)
         conn.send(("ok", facts))
     except Unreadable as exc:
         conn.send(("unreadable", exc.problem, exc.location))
@@ -80,6 +82,25 @@ def _child(conn: multiprocessing.connection.Connection, path: str, options: Extr
 def _context() -> Any:
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def load_readers() -> Any:
+    """:func:`harness.extraction.extract.extract`, imported now if it was not (about 0.1 s with the readers): the
+    process that forks the readers imports it first, so that they inherit it; `vmrole lint` forks its read-ahead
+    process before, so that its own start-up does not wait for the readers' imports. ``worker.extract`` is the
+    same function (a test may replace it)."""
+    read = globals().get("extract")
+    if read is None:
+        from harness.extraction.extract import extract as read
+
+        globals()["extract"] = read
+    return read
+
+
+def __getattr__(name: str) -> Any:
+    if name == "extract":
+        return load_readers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: How a read ended: ``("ok", facts)`` or ``("unreadable", problem, location)``.
@@ -174,8 +195,8 @@ def _max_ahead() -> int:
 
 #: What :func:`~harness.extraction.extract.extract` imports only when it runs (cryptography, yaml, defusedxml
 #: behind them): about 0.2 s that every forked reader paid again. The process that forks the readers imports them
-#: once, after forking as many readers as may run at once (so that their reading overlaps it), and the readers
-#: forked later inherit them.
+#: once and the readers forked later inherit them: the read-ahead process before its first reader (its asker goes
+#: on meanwhile), a serial run (``-n 0``) right after forking its first reader (whose reading overlaps it).
 READER_IMPORTS = (
     "harness.extraction.certstores",
     "harness.extraction.firewall_input",
@@ -186,12 +207,14 @@ READER_IMPORTS = (
 
 
 def _warm() -> None:
+    load_readers()
     for name in READER_IMPORTS:
         if name not in sys.modules:
             importlib.import_module(name)
 
 
 def _start(path: Path, options: ExtractOptions, memory_limit: int) -> _Job:
+    load_readers()  # once, here: not again in every reader
     shared_reads.log_read(path)
     ctx = _context()
     parent, child = ctx.Pipe(duplex=False)
