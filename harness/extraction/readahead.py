@@ -4,7 +4,11 @@
 them. When the process that collects also forked the readers, a reader that had finished was followed by the next
 one only when collection came to take its facts: while pytest imported, configured and collected, a core stood
 idle. So the readers are forked by a small process of their own, forked from the asking process at its first
-read-ahead (for `vmrole lint`: before pytest is imported). It
+read-ahead (for `vmrole lint`: before pytest and the readers are imported). It
+
+- imports the readers and what they import lazily (worker.READER_IMPORTS) once, before its first reader, while
+  the asking process goes on with its own start-up: every reader starts warm (a reader forked cold spent ~0.3 s
+  importing);
 
 - runs at most N readers at once (`vmrole lint -n N`), in the order asked, and starts the next as soon as one ends.
   Each reader is still a fresh fork reading one image (:mod:`harness.extraction.worker`): a crash, a hang or a
