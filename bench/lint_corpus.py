@@ -110,7 +110,7 @@ def _cli(samples: Path, workers: int = 0, force: bool = False) -> float:
     return elapsed
 
 
-def main(repeat: int = 5, samples: str | None = None) -> int:
+def main(repeat: int = 5, samples: str | None = None, *, stages_too: bool = True, xdist: bool = True) -> int:
     folder = Path(samples) if samples else REPO.parent / "shared" / "samples"
     if not folder.is_dir():
         print(f"bench: shared samples not found at {folder}", file=sys.stderr)
@@ -127,7 +127,7 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
     print(f"{'stage':34} {'seconds':>9} {'files/s':>9} {'x baseline':>11}")
     base = None
     results = {}
-    for name, run in stages.items():
+    for name, run in stages.items() if stages_too else ():
         times = [run() for _ in range(repeat)]
         med = statistics.median(times)
         base = base or med
@@ -137,7 +137,7 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
     runs = (
         lambda: _cli_timed(folder),
         lambda: _cli_timed(folder, workers=2),
-        lambda: _cli_timed(folder, workers=2, force=True),
+        lambda: _cli_timed(folder, workers=2, force=True) if xdist else (float("nan"), float("nan")),
     )
     pairs = []
     for round_ in range(repeat):  # the first of a round rotates: a busy machine's second run is often slower
@@ -153,15 +153,17 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
         med = statistics.median(p[index][0] for p in pairs)
         cpu[label] = statistics.median(p[index][1] for p in pairs)
         results[label] = med
-        assert base is not None
-        print(f"{label:34} {med:9.3f} {n / med:9.0f} {med / base:11.1f}   CPU {cpu[label]:.1f} s")
+        times_baseline = f"{med / base:11.1f}" if base else f"{'-':>11}"
+        print(f"{label:34} {med:9.3f} {n / med:9.0f} {times_baseline}   CPU {cpu[label]:.1f} s")
     serial = results["cli (vmrole lint, end to end)"]
     ratio = results["cli -n 2 (one process: no image)"] / serial
     forced = results["cli -- -n 2 (xdist forced)"] / serial
+    rounds = statistics.median(p[1][0] / p[0][0] for p in pairs)
     print(
-        f"-n 2 / serial wall time: {ratio:.2f}; xdist forced / serial: {forced:.2f} (medians of {repeat} "
-        f"alternating triples; load average {os.getloadavg()[0]:.1f})"
+        f"-n 2 / serial wall time: {ratio:.2f} (median of each round's ratio {rounds:.2f}); xdist forced / serial: "
+        f"{forced:.2f} (medians of {repeat} alternating rounds; load average {os.getloadavg()[0]:.1f})"
     )
+    print("rounds (wall s, CPU s): " + "; ".join(", ".join(f"{w:.2f}/{c:.2f}" for w, c in p) for p in pairs))
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "lint_corpus.json").write_text(
@@ -172,9 +174,26 @@ def main(repeat: int = 5, samples: str | None = None) -> int:
                 "median_cpu_seconds": cpu,
                 "pairs_wall_cpu": pairs,
                 "ratio_n2_serial": ratio,
+                "median_round_ratio_n2_serial": rounds,
                 "ratio_xdist_forced_serial": forced,
             },
             indent=2,
         )
     )
     return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.lint_corpus", description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeat", type=int, default=5, help="runs of each stage and rounds of the cli variants (median)")
+    p.add_argument("--samples", default=None, help="the shared samples folder (default ../shared/samples)")
+    p.add_argument("--cli-only", action="store_true", help="only the `vmrole lint` runs, not the in-process stages")
+    p.add_argument("--no-xdist", action="store_true", help="leave out the xdist-forced variant (~1.5x a serial run)")
+    a = p.parse_args(argv)
+    return main(a.repeat, a.samples, stages_too=not a.cli_only, xdist=not a.no_xdist)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -7,7 +7,8 @@ and cached in bench/out/images/many/. Each run is ``vmrole lint --image A … --
 so that all see the same machine load; ``--repeat`` rounds, medians:
 
   -n 0     serial: one image read at a time, when collection reaches it (nothing read ahead): the baseline
-  -n 2     two images read at once, in two isolated reader processes, the rules in the one pytest process
+  -n 2     two images read at once, in two isolated reader processes (forked by the read-ahead process, each next
+           one as soon as one ends), the rules in the one pytest process
   default  no -n: auto, one reader per core (VMROLE_IMAGE_READERS unset)
   xdist    ``-- -n 2`` (optional, ``--variants``): pytest-xdist forced, each image still read once
 
