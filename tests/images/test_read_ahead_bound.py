@@ -164,7 +164,7 @@ worker.extract = gated
 worker.prefetch(Path(sys.argv[1]))
 while not Path(sys.argv[2]).exists():
     time.sleep(0.01)
-print(readahead._PROCESSES[-1].pid, flush=True)
+print(readahead._PROCESSES[-1].pid, readahead._PROCESSES[-1].directory, flush=True)
 os._exit(0)  # no clean-up at exit: the read-ahead process must notice on its own
 """
 
@@ -177,14 +177,16 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def test_the_read_ahead_process_and_its_readers_end_with_the_asker(images: list[Path], tmp_path: Path) -> None:
+def test_the_read_ahead_process_its_readers_and_folder_end_with_the_asker(images: list[Path], tmp_path: Path) -> None:
     marker = tmp_path / "reader.pid"
     proc = subprocess.run(
         [sys.executable, "-c", ORPHAN, str(images[0]), str(marker)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    pool, reader = int(proc.stdout.split()[0]), int(marker.read_text())
+    pool, folder = int(proc.stdout.split()[0]), Path(proc.stdout.split()[1])
+    reader = int(marker.read_text())
     _until(lambda: _gone(pool) and _gone(reader), "the read-ahead process and its reader ended", timeout=15)
+    _until(lambda: not folder.exists(), "the outcomes' folder removed", timeout=5)
 
 
 def test_the_bound_defaults_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
