@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.extraction import worker
+from harness.extraction import shared_reads, worker
 from harness.extraction.options import ExtractOptions
 
 #: How long past an image's time limit the collector waits for the read-ahead process before giving up on it.
@@ -92,7 +92,7 @@ class _Process:
                 return False
             return True
 
-    def outcome(self, number: int, timeout: float) -> worker.Outcome | None:
+    def outcome(self, number: int, timeout: float) -> shared_reads.Outcome | None:
         """The outcome of read ``number``, started now if it had not yet; None when the read-ahead process is gone."""
         if self.stopped or not self.send(("want", number, timeout)):
             return None
@@ -112,8 +112,7 @@ class _Process:
             self.done.discard(number)
         path = self.directory / f"{number}.outcome"
         try:
-            with open(path, "rb") as fh:
-                outcome: worker.Outcome = pickle.load(fh)
+            outcome = shared_reads.read_outcome(path)
         except (OSError, EOFError, pickle.UnpicklingError):
             return None
         with contextlib.suppress(OSError):
@@ -160,7 +159,7 @@ class Ahead:
     options: ExtractOptions
     memory_limit: int
 
-    def outcome(self, timeout: float, memory_limit: int) -> worker.Outcome | None:
+    def outcome(self, timeout: float, memory_limit: int) -> shared_reads.Outcome | None:
         """Its outcome; None when it cannot come from the read-ahead (gone, or asked with another memory limit):
         the caller then reads the image itself."""
         if memory_limit != self.memory_limit:
@@ -217,14 +216,11 @@ def _serve(
         except OSError as exc:
             publish(number, ("unreadable", f"no image reader could be started: {exc.strerror or exc}", None))
 
-    def publish(number: int, outcome: worker.Outcome) -> None:
+    def publish(number: int, outcome: shared_reads.Outcome) -> None:
         job = RUNNING.pop(number, None)
         if job is not None:
             job.stop()
-        tmp = directory / f".{number}.tmp"
-        with open(tmp, "wb") as fh:
-            pickle.dump(outcome, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, directory / f"{number}.outcome")
+        shared_reads.write_outcome(directory / f"{number}.outcome", outcome)
         notices.send(("done", number))
 
     try:
@@ -282,7 +278,7 @@ def _serve(
         shutil.rmtree(directory, ignore_errors=True)  # also when the asking process was killed
 
 
-def _drain(job: worker._Job) -> worker.Outcome | None:
+def _drain(job: worker._Job) -> shared_reads.Outcome | None:
     """Take what a reader has sent: its outcome if it has one (or has ended without), else None (stage reports)."""
     while True:
         try:

@@ -83,7 +83,11 @@ def claim_ahead(name: str) -> bool:
     return False
 
 
-def outcome_of(read: Callable[[], Any]) -> tuple[Any, ...]:
+#: How a read ended: ``("ok", facts)`` or ``("unreadable", problem, location)``.
+Outcome = tuple[Any, ...]
+
+
+def outcome_of(read: Callable[[], Any]) -> Outcome:
     """What :func:`publish` writes for a read: ``("ok", read())``, or ``("unreadable", problem, location)``."""
     try:
         return ("ok", read())
@@ -91,23 +95,34 @@ def outcome_of(read: Callable[[], Any]) -> tuple[Any, ...]:
         return ("unreadable", exc.problem, exc.location)
 
 
-def publish(name: str, outcome: tuple[Any, ...]) -> None:
+def publish(name: str, outcome: Outcome) -> None:
     """Write ``("ok", facts)`` or ``("unreadable", problem, location)`` for the waiting processes (atomically)."""
     assert DIRECTORY is not None
-    tmp = DIRECTORY / f".{name}.{os.getpid()}.tmp"
+    write_outcome(DIRECTORY / f"{name}.facts", outcome)
+
+
+def write_outcome(path: Path, outcome: Outcome) -> None:
+    """Pickle an outcome to ``path`` atomically (a reader of the file sees all of it or nothing), in a directory
+    of the run's own."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         pickle.dump(outcome, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, DIRECTORY / f"{name}.facts")
+    os.replace(tmp, path)
 
 
-def _published(name: str) -> tuple[Any, ...] | None:
-    assert DIRECTORY is not None
+def read_outcome(path: Path) -> Outcome | None:
+    """What :func:`write_outcome` wrote there, or None when nothing (yet)."""
     try:
-        with open(DIRECTORY / f"{name}.facts", "rb") as fh:
-            outcome: tuple[Any, ...] = pickle.load(fh)
+        with open(path, "rb") as fh:
+            outcome: Outcome = pickle.load(fh)
     except FileNotFoundError:
         return None
     return outcome
+
+
+def _published(name: str) -> Outcome | None:
+    assert DIRECTORY is not None
+    return read_outcome(DIRECTORY / f"{name}.facts")
 
 
 def read_once(path: Path, options: Any, timeout: float, read: Any) -> Any:
@@ -120,6 +135,11 @@ def read_once(path: Path, options: Any, timeout: float, read: Any) -> Any:
         publish(name, outcome)
     elif outcome is None:
         outcome = _wait(name, path, timeout)
+    return facts_of(path, outcome)
+
+
+def facts_of(path: Path, outcome: Outcome) -> Any:
+    """The facts of an outcome (:func:`outcome_of`), or its Unreadable raised."""
     if outcome[0] == "ok":
         return outcome[1]
     raise Unreadable(path, outcome[1], location=outcome[2])

@@ -35,6 +35,7 @@ from harness.extraction.options import ExtractOptions
 from harness.readers.errors import Unreadable
 
 if TYPE_CHECKING:
+    from harness.extraction.readahead import Ahead
     from harness.facts.image import ImageFacts
 
 DEFAULT_TIMEOUT = 300.0
@@ -103,10 +104,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: How a read ended: ``("ok", facts)`` or ``("unreadable", problem, location)``.
-Outcome = tuple[Any, ...]
-
-
 @dataclass
 class _Job:
     """A worker reading one image, and the last stage it reported."""
@@ -117,7 +114,7 @@ class _Job:
     memory_limit: int
     stage: str = "starting"
 
-    def answer(self, message: tuple[Any, ...]) -> Outcome | None:
+    def answer(self, message: tuple[Any, ...]) -> shared_reads.Outcome | None:
         """The outcome a message from the reader gives, or None for a stage report (noted)."""
         kind = message[0]
         if kind == "stage":
@@ -135,7 +132,7 @@ class _Job:
             )
         return ("unreadable", f"image reader failed while {self.stage}: {message[1]}", None)
 
-    def ended(self) -> Outcome:
+    def ended(self) -> shared_reads.Outcome:
         """The outcome of a reader gone without an answer: crashed (a signal) or exited."""
         self.proc.join(5)
         code = self.proc.exitcode
@@ -144,7 +141,7 @@ class _Job:
             return ("unreadable", f"image parser crashed ({name}) while {self.stage}", None)
         return ("unreadable", f"image reader exited (status {code}) while {self.stage}", None)
 
-    def overran(self, timeout: float) -> Outcome:
+    def overran(self, timeout: float) -> shared_reads.Outcome:
         return ("unreadable", f"image reading did not finish within {timeout:g} s (stopped while {self.stage})", None)
 
     def stop(self) -> None:
@@ -154,17 +151,9 @@ class _Job:
         self.proc.join(5)
 
 
-def facts_of(path: Path, outcome: Outcome) -> ImageFacts:
-    """The facts of an outcome, or its Unreadable raised."""
-    if outcome[0] == "ok":
-        facts: ImageFacts = outcome[1]
-        return facts
-    raise Unreadable(path, outcome[1], location=outcome[2])
-
-
 #: Reads started ahead of need (``vmrole lint`` starts reading images while pytest starts up): each one a request
 #: to the read-ahead process (:mod:`harness.extraction.readahead`), which runs the readers.
-_PENDING: dict[tuple[str, ExtractOptions, str], Any] = {}
+_PENDING: dict[tuple[str, ExtractOptions, str], Ahead] = {}
 
 
 #: How many images are read at once, set for the run (``vmrole lint -n N``); None: :func:`default_readers`.
@@ -284,7 +273,7 @@ def _read_here(path: Path, options: ExtractOptions, timeout: float, memory_limit
     if ahead is not None:
         outcome = ahead.outcome(timeout, memory_limit)
         if outcome is not None:
-            return facts_of(path, outcome)
+            return shared_reads.facts_of(path, outcome)
         # the read-ahead process is gone (or the read was asked with another memory limit): read it here
     job = _start(path, options, memory_limit)
     _warm()
@@ -331,10 +320,10 @@ def publish_prefetched(timeout: float) -> int:
 
 
 def _collect(job: _Job, path: Path, timeout: float) -> ImageFacts:
-    return facts_of(path, wait_for(job, timeout))
+    return shared_reads.facts_of(path, wait_for(job, timeout))
 
 
-def wait_for(job: _Job, timeout: float) -> Outcome:
+def wait_for(job: _Job, timeout: float) -> shared_reads.Outcome:
     """Wait for one reader's outcome (at most ``timeout`` from its start), then stop it."""
     deadline = job.started + timeout
     try:
