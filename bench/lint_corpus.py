@@ -134,34 +134,32 @@ def main(repeat: int = 5, samples: str | None = None, *, stages_too: bool = True
         results[name] = med
         print(f"{name:34} {med:9.3f} {n / med:9.0f} {med / base:11.1f}")
     _cli(folder)  # warm-up (bytecode, page cache)
-    runs = (
-        lambda: _cli_timed(folder),
-        lambda: _cli_timed(folder, workers=2),
-        lambda: _cli_timed(folder, workers=2, force=True) if xdist else (float("nan"), float("nan")),
-    )
+    variants: dict[str, tuple[int, bool]] = {  # label -> (workers, force xdist)
+        "cli (vmrole lint, end to end)": (0, False),
+        "cli -n 2 (one process: no image)": (2, False),
+        **({"cli -- -n 2 (xdist forced)": (2, True)} if xdist else {}),
+    }
+    labels = list(variants)
     pairs = []
     for round_ in range(repeat):  # the first of a round rotates: a busy machine's second run is often slower
-        order = [(round_ + k) % len(runs) for k in range(len(runs))]
-        timed = {index: runs[index]() for index in order}
-        pairs.append(tuple(timed[index] for index in range(len(runs))))
+        order = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
+        timed = {label: _cli_timed(folder, *variants[label]) for label in order}
+        pairs.append(tuple(timed[label] for label in labels))
     cpu = {}
-    for label, index in (
-        ("cli (vmrole lint, end to end)", 0),
-        ("cli -n 2 (one process: no image)", 1),
-        ("cli -- -n 2 (xdist forced)", 2),
-    ):
+    for index, label in enumerate(labels):
         med = statistics.median(p[index][0] for p in pairs)
         cpu[label] = statistics.median(p[index][1] for p in pairs)
         results[label] = med
         times_baseline = f"{med / base:11.1f}" if base else f"{'-':>11}"
         print(f"{label:34} {med:9.3f} {n / med:9.0f} {times_baseline}   CPU {cpu[label]:.1f} s")
-    serial = results["cli (vmrole lint, end to end)"]
-    ratio = results["cli -n 2 (one process: no image)"] / serial
-    forced = results["cli -- -n 2 (xdist forced)"] / serial
+    serial = results[labels[0]]
+    ratio = results[labels[1]] / serial
+    forced = results[labels[2]] / serial if xdist else None
     rounds = statistics.median(p[1][0] / p[0][0] for p in pairs)
     print(
-        f"-n 2 / serial wall time: {ratio:.2f} (median of each round's ratio {rounds:.2f}); xdist forced / serial: "
-        f"{forced:.2f} (medians of {repeat} alternating rounds; load average {os.getloadavg()[0]:.1f})"
+        f"-n 2 / serial wall time: {ratio:.2f} (median of each round's ratio {rounds:.2f})"
+        + (f"; xdist forced / serial: {forced:.2f}" if forced is not None else "")
+        + f" (medians of {repeat} alternating rounds; load average {os.getloadavg()[0]:.1f})"
     )
     print("rounds (wall s, CPU s): " + "; ".join(", ".join(f"{w:.2f}/{c:.2f}" for w, c in p) for p in pairs))
     out = REPO / "bench" / "out"

@@ -263,7 +263,7 @@ def _serve(
                     heard.add(ends[source])
             for number in heard:
                 job = RUNNING.get(number)
-                outcome = _drain(job) if job is not None else None
+                outcome = job.drain() if job is not None else None
                 if outcome is not None:
                     publish(number, outcome)
             now = time.monotonic()
@@ -276,17 +276,3 @@ def _serve(
             job.stop()
         RUNNING.clear()
         shutil.rmtree(directory, ignore_errors=True)  # also when the asking process was killed
-
-
-def _drain(job: worker._Job) -> shared_reads.Outcome | None:
-    """Take what a reader has sent: its outcome if it has one (or has ended without), else None (stage reports)."""
-    while True:
-        try:
-            if not job.conn.poll(0):
-                return None if job.proc.is_alive() else job.ended()
-            message = job.conn.recv()
-        except (EOFError, OSError):
-            return job.ended()
-        outcome = job.answer(message)
-        if outcome is not None:
-            return outcome

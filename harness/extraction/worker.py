@@ -141,6 +141,20 @@ class _Job:
             return ("unreadable", f"image parser crashed ({name}) while {self.stage}", None)
         return ("unreadable", f"image reader exited (status {code}) while {self.stage}", None)
 
+    def drain(self) -> shared_reads.Outcome | None:
+        """Take what the reader has sent, without waiting: its outcome if it has one (or has ended without one),
+        else None (stage reports noted, or nothing yet)."""
+        while True:
+            try:
+                if not self.conn.poll(0):
+                    return None if self.proc.is_alive() else self.ended()
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return self.ended()
+            outcome = self.answer(message)
+            if outcome is not None:
+                return outcome
+
     def overran(self, timeout: float) -> shared_reads.Outcome:
         return ("unreadable", f"image reading did not finish within {timeout:g} s (stopped while {self.stage})", None)
 
@@ -331,15 +345,9 @@ def wait_for(job: _Job, timeout: float) -> shared_reads.Outcome:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return job.overran(timeout)
-            if job.conn.poll(min(remaining, 0.5)):
-                try:
-                    message = job.conn.recv()
-                except EOFError:
-                    return job.ended()
-                outcome = job.answer(message)
-                if outcome is not None:
-                    return outcome
-            elif not job.proc.is_alive() and not job.conn.poll(0):
-                return job.ended()
+            job.conn.poll(min(remaining, 0.5))
+            outcome = job.drain()
+            if outcome is not None:
+                return outcome
     finally:
         job.stop()

@@ -63,27 +63,37 @@ def images(tmp_path: Path) -> list[Path]:
     return out
 
 
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[], list[tuple[str, int]]]]:
-    """(image, readers already running) for each reader the read-ahead process starts, in order."""
-    worker.stop_read_ahead()  # the next prefetch forks a read-ahead process that has what is patched here
-    log = tmp_path / "started.log"
-    start = worker._start
+class Started:
+    """(image, readers already running in the process that started it) for every reader started, in order: noted in
+    a file, since the readers read ahead are forked by the read-ahead process, which inherits the patch."""
 
-    def noting(path: Path, options, memory_limit: int):  # type: ignore[no-untyped-def]
-        with open(log, "a") as fh:
-            fh.write(f"{path.name} {len(readahead.RUNNING)}\n")
-        return start(path, options, memory_limit)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
+        worker.stop_read_ahead()  # the next prefetch forks a read-ahead process that has the patch below
+        self.log = log
+        start = worker._start
 
-    monkeypatch.setattr(worker, "_start", noting)
-    monkeypatch.setattr(worker, "extract", _gated)
-    monkeypatch.setenv("VMROLE_IMAGE_READERS", "2")
+        def noting(path: Path, options, memory_limit: int):  # type: ignore[no-untyped-def]
+            with open(log, "a") as fh:
+                fh.write(f"{Path(os.path.realpath(path)).name} {len(readahead.RUNNING)}\n")
+            return start(path, options, memory_limit)
 
-    def seen() -> list[tuple[str, int]]:
-        text = log.read_text() if log.exists() else ""
+        monkeypatch.setattr(worker, "_start", noting)
+
+    def __call__(self) -> list[tuple[str, int]]:
+        text = self.log.read_text() if self.log.exists() else ""
         return [(name, int(n)) for name, n in (line.split() for line in text.splitlines())]
 
-    yield seen
+    def clear(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Started]:
+    """Readers started by a read-ahead process whose readers wait for their go (``_gated``)."""
+    noted = Started(monkeypatch, tmp_path / "started.log")
+    monkeypatch.setattr(worker, "extract", _gated)
+    monkeypatch.setenv("VMROLE_IMAGE_READERS", "2")
+    yield noted
     worker.stop_read_ahead()
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.extraction import readahead, worker
+from harness.extraction import worker
 from harness.testing.images import missing_tools
+from tests.images.test_read_ahead_bound import Started
 from tests.plugin.test_xdist_images import three_images
 
 needs_tools = pytest.mark.skipif(bool(missing_tools()), reason=f"image tools missing: {missing_tools()}")
@@ -30,36 +31,11 @@ def images(image_cache: Path) -> list[Path]:
     return three_images(image_cache)
 
 
-class Started:
-    """(image, readers already running in the process that started it) for every reader started: noted in a file,
-    since the readers read ahead are forked by the read-ahead process (harness.extraction.readahead)."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-
-    def __call__(self) -> list[tuple[str, int]]:
-        if not self.log.exists():
-            return []
-        return [(name, int(n)) for name, n in (line.split() for line in self.log.read_text().splitlines())]
-
-    def clear(self) -> None:
-        self.log.unlink(missing_ok=True)
-
-
 @pytest.fixture
 def others_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Started]:
-    worker.stop_read_ahead()  # a read-ahead process forked before the counting below would not count
-    started = Started(tmp_path / "started.log")
-    start = worker._start
-
-    def counting(path: Path, options, memory_limit: int):  # type: ignore[no-untyped-def]
-        with open(started.log, "a") as fh:
-            fh.write(f"{Path(os.path.realpath(path)).name} {len(readahead.RUNNING)}\n")
-        return start(path, options, memory_limit)
-
-    monkeypatch.setattr(worker, "_start", counting)
+    noted = Started(monkeypatch, tmp_path / "started.log")
     monkeypatch.delenv("VMROLE_IMAGE_READERS", raising=False)
-    yield started
+    yield noted
     worker.stop_read_ahead()
 
 
@@ -140,7 +116,7 @@ def test_a_bad_count_is_a_usage_error(bad: str, tmp_path: Path, capsys: pytest.C
 PROBE = """
 import sys
 from harness import cli
-from harness.extraction import readahead, worker
+from harness.extraction import worker
 
 start = worker._start
 def noting(*args, **kwargs):
